@@ -1,0 +1,19 @@
+"""InfoCNF flows: CNF, CCNF and InfoCNF models driven one ODE block at a time.
+
+Pure torch + torchdiffeq. See ``build_model`` for the models, ``evaluate`` for test metrics
+at tolerance 1e-5 and ``flows.data`` for the datasets.
+"""
+
+from flows.build import ARCHITECTURES, FlowConfig, build_model
+from flows.data import DATASETS, BatchStream, LabelledData, iterate_batches, load_dataset
+from flows.evaluate import EVAL_TOL, evaluate
+from flows.heads import HEADS
+from flows.model import FlowModel, FlowOutput
+from flows.ode import SOLVER_NAMES, BlockStats, SolverError
+from flows.transforms import FlowState
+
+__all__ = [
+    "ARCHITECTURES", "BatchStream", "BlockStats", "DATASETS", "EVAL_TOL", "FlowConfig", "FlowModel",
+    "FlowOutput", "FlowState", "HEADS", "LabelledData", "SOLVER_NAMES", "SolverError", "build_model",
+    "evaluate", "iterate_batches", "load_dataset",
+]

@@ -1,0 +1,178 @@
+"""``build_model``: the one constructor for every flow of the project.
+
+Architectures (registry :data:`ARCHITECTURES`):
+
+* ``multiscale`` — Appendix B / FFJORD's multiscale flow for images ``(C, H, W)``: logit
+  transform; then for each scale ``flows_per_scale`` CNF blocks, a squeeze and
+  ``flows_per_scale`` more blocks, with half the channels factored out before the next scale;
+  the last scale has no squeeze. The paper's CIFAR10 model is 4 scales x (2 + squeeze + 2),
+  64-filter 3-layer conv dynamics; its "2x" model is ``flows_per_scale=4``.
+* ``mlp`` — a stack of ``num_blocks`` CNF blocks on flattened vectors (1-D, 2-D, 64-d data),
+  with an optional logit transform for data in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from torch import nn
+
+from flows.cnf_block import CNFBlock
+from flows.heads import LatentHead, supervised_dim
+from flows.model import FlowModel
+from flows.nets import conv_net, mlp_net
+from flows.transforms import FactorOut, LogitTransform, Squeeze
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Every option of a flow. Defaults are the paper's CIFAR10 settings where it has them.
+
+    Attributes:
+        hidden: width of the dynamics networks (Appendix B: 64 filters).
+        num_layers: layers per dynamics network (Appendix B: 3).
+        flows_per_scale: ``multiscale`` only: CNF blocks before and again after each squeeze.
+        num_scales: ``multiscale`` only: number of scales; ``None`` picks the most the spatial
+            size allows (4 for 32x32 CIFAR10, as in the paper).
+        num_blocks: ``mlp`` only: number of CNF blocks.
+        layer_type: ``mlp`` only: ``"concatsquash"`` or ``"concat"``.
+        logit_alpha: logit-transform alpha for data in [0, 1]; ``None`` disables it.
+        time_length: ODE end time T (paper: 1).
+        train_time: learn T per block.
+        solver: torchdiffeq method.
+        adjoint: adjoint back-propagation (FFJORD's default; slower on CPU).
+        divergence: ``"hutchinson"`` or ``"exact"``.
+        noise: Hutchinson noise, ``"rademacher"`` or ``"gaussian"``.
+        max_num_steps: step cap per solve (``None``: unlimited).
+        sup_ratio: InfoCNF's fraction of z used as z_y (paper: 0.5).
+        dropout: dropout on the classifier input (paper: 0.5).
+        beta: weight of the cross-entropy in J (Eq. 4).
+        num_levels: quantisation levels for bits/dim (``None``: continuous data).
+        kinetic_weight: weight of the kinetic-energy regularizer (0 = off).
+        jacobian_weight: weight of the Jacobian-Frobenius regularizer (0 = off).
+    """
+
+    hidden: int = 64
+    num_layers: int = 3
+    flows_per_scale: int = 2
+    num_scales: int | None = None
+    num_blocks: int = 2
+    layer_type: str = "concatsquash"
+    logit_alpha: float | None = 1e-6
+    time_length: float = 1.0
+    train_time: bool = False
+    solver: str = "dopri5"
+    adjoint: bool = False
+    divergence: str = "hutchinson"
+    noise: str = "rademacher"
+    max_num_steps: int | None = None
+    sup_ratio: float = 0.5
+    dropout: float = 0.5
+    beta: float = 1.0
+    num_levels: int | None = 256
+    kinetic_weight: float = 0.0
+    jacobian_weight: float = 0.0
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: object) -> "FlowConfig":
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - valid)
+        if unknown:
+            raise ValueError(f"unknown flow option(s) {unknown}; valid options: {', '.join(sorted(valid))}")
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _block(net: nn.Module, cfg: FlowConfig) -> CNFBlock:
+    return CNFBlock(
+        net, time_length=cfg.time_length, train_time=cfg.train_time, solver=cfg.solver,
+        adjoint=cfg.adjoint, divergence=cfg.divergence, noise=cfg.noise,
+        max_num_steps=cfg.max_num_steps,
+        regularize=bool(cfg.kinetic_weight or cfg.jacobian_weight),
+    )
+
+
+def _max_scales(height: int, width: int) -> int:
+    scales = 1
+    while height % 2 == 0 and width % 2 == 0 and height >= 4 and width >= 4:
+        height, width, scales = height // 2, width // 2, scales + 1
+    return scales
+
+
+def multiscale_ops(data_shape: tuple[int, ...], cfg: FlowConfig) -> list[nn.Module]:
+    if len(data_shape) != 3:
+        raise ValueError(f"the multiscale architecture needs (C, H, W) data, got shape {data_shape}")
+    channels, height, width = data_shape
+    available = _max_scales(height, width)
+    scales = available if cfg.num_scales is None else cfg.num_scales
+    if not 1 <= scales <= available:
+        raise ValueError(f"num_scales must be in [1, {available}] for {height}x{width} inputs, got {scales}")
+    ops: list[nn.Module] = []
+    if cfg.logit_alpha is not None:
+        ops.append(LogitTransform(cfg.logit_alpha))
+    c = channels
+    for scale in range(scales):
+        last = scale == scales - 1
+        ops += [_block(conv_net(c, cfg.hidden, cfg.num_layers), cfg) for _ in range(cfg.flows_per_scale)]
+        if not last:
+            ops.append(Squeeze())
+            c *= 4
+            ops += [_block(conv_net(c, cfg.hidden, cfg.num_layers), cfg) for _ in range(cfg.flows_per_scale)]
+            ops.append(FactorOut())
+            c //= 2
+    return ops
+
+
+def mlp_ops(data_shape: tuple[int, ...], cfg: FlowConfig) -> list[nn.Module]:
+    if len(data_shape) != 1:
+        raise ValueError(f"the mlp architecture needs flat (D,) data, got shape {data_shape}")
+    ops: list[nn.Module] = [LogitTransform(cfg.logit_alpha)] if cfg.logit_alpha is not None else []
+    dim = data_shape[0]
+    ops += [_block(mlp_net(dim, cfg.hidden, cfg.num_layers, cfg.layer_type), cfg) for _ in range(cfg.num_blocks)]
+    return ops
+
+
+ARCHITECTURES = {"multiscale": multiscale_ops, "mlp": mlp_ops}
+
+
+def build_model(
+    head: str,
+    data_shape: tuple[int, ...],
+    num_classes: int | None = None,
+    arch: str = "multiscale",
+    **config: object,
+) -> FlowModel:
+    """Build a CNF / CCNF / InfoCNF flow.
+
+    Args:
+        head: ``"cnf"``, ``"ccnf"`` or ``"infocnf"`` (Section 2.2).
+        data_shape: shape of one input, ``(C, H, W)`` for ``multiscale``, ``(D,)`` for ``mlp``.
+        num_classes: number of labels (required by conditional heads).
+        arch: ``"multiscale"`` or ``"mlp"``.
+        **config: fields of :class:`FlowConfig`.
+
+    Raises:
+        ValueError: unknown head, architecture, solver or option; bad shape or ratio.
+    """
+    cfg = FlowConfig.from_kwargs(**config)
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}; valid architectures: {', '.join(ARCHITECTURES)}")
+    data_shape = tuple(int(d) for d in data_shape)
+    if not data_shape or any(d <= 0 for d in data_shape):
+        raise ValueError(f"data_shape must be positive sizes, got {data_shape}")
+    dim = math.prod(data_shape)
+    sup = supervised_dim(head, dim, cfg.sup_ratio)
+    if sup and (num_classes is None or num_classes < 2):
+        raise ValueError(f"head {head!r} needs num_classes >= 2, got {num_classes}")
+    ops = ARCHITECTURES[arch](data_shape, cfg)
+    latent_head = LatentHead(dim, sup, num_classes, cfg.dropout)
+    model = FlowModel(
+        ops, latent_head, data_shape, beta=cfg.beta, num_levels=cfg.num_levels,
+        regularization=(cfg.kinetic_weight, cfg.jacobian_weight),
+        spec={"head": head, "data_shape": list(data_shape), "num_classes": num_classes, "arch": arch,
+              "config": cfg.as_dict()},
+    )
+    return model

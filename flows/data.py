@@ -1,0 +1,234 @@
+"""Datasets as in-memory tensors, and seeded mini-batch streams.
+
+Registry :data:`DATASETS`:
+
+* ``cifar10``, ``mnist`` — through torchvision from ``root`` (``download=True`` fetches them
+  where the network allows). Training batches get uniform dequantisation and, for CIFAR10,
+  random horizontal flips (Section 4.1).
+* ``digits`` — scikit-learn's bundled 8x8 handwritten digits (values 0..16, so 17 levels),
+  split once with a fixed seed into 1,497 training and 300 test images. Runs anywhere.
+* ``toy1d`` — Appendix C: a mixture of three 1-D Gaussians, labelled by component.
+* ``toy2d`` — two interleaved half-moons in 2-D, labelled by moon.
+
+Quantised data are stored as integer levels and dequantised per batch: ``x = (k + u) / L``
+with ``u ~ U[0, 1)``, so x lies in [0, 1]. All randomness comes from a ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    """A whole split in memory.
+
+    Attributes:
+        x: ``(N, *shape)``: integer levels for quantised data, floats for continuous data.
+        y: ``(N,)`` int64 labels.
+        num_levels: quantisation levels (``None``: continuous data, used as is).
+        num_classes: number of labels.
+        flip: apply random horizontal flips to training batches.
+        name: dataset name.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    num_levels: int | None
+    num_classes: int
+    flip: bool = False
+    name: str = ""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def _missing(name: str, root: str | None, folder: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{name} was not found under data root {root!r}. Pass download=True where the network "
+        f"allows, or place the extracted '{folder}' folder inside that root."
+    )
+
+
+def _torchvision(name: str, split: str, root: str | None, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    import torchvision
+
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs a data root (root=...)")
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST}[name]
+    folder = {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw"}[name]
+    try:
+        ds = cls(root=root, train=split == "train", download=download)
+    except RuntimeError as err:
+        if "not found" in str(err).lower() or "download=True" in str(err):
+            raise _missing(name, root, folder) from None
+        raise
+    return np.asarray(ds.data), np.asarray(ds.targets)
+
+
+def _cifar10(split: str, root: str | None, download: bool, seed: int) -> LabelledData:
+    images, labels = _torchvision("cifar10", split, root, download)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    return LabelledData(x, torch.as_tensor(labels, dtype=torch.int64), 256, 10, flip=split == "train", name="cifar10")
+
+
+def _mnist(split: str, root: str | None, download: bool, seed: int) -> LabelledData:
+    images, labels = _torchvision("mnist", split, root, download)
+    x = torch.as_tensor(images).reshape(-1, 1, 28, 28)
+    return LabelledData(x, torch.as_tensor(labels, dtype=torch.int64), 256, 10, name="mnist")
+
+
+DIGITS_TEST_SIZE = 300
+
+
+def _digits(split: str, root: str | None, download: bool, seed: int) -> LabelledData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    order = np.random.default_rng(0).permutation(len(bunch.target))  # fixed split, not the run seed
+    idx = order[DIGITS_TEST_SIZE:] if split == "train" else order[:DIGITS_TEST_SIZE]
+    x = torch.as_tensor(bunch.images[idx], dtype=torch.uint8).reshape(-1, 1, 8, 8)
+    return LabelledData(x, torch.as_tensor(bunch.target[idx], dtype=torch.int64), 17, 10, name="digits")
+
+
+#: Appendix C mixture: (weight, mean, std) of each component.
+TOY1D_MIXTURE = ((1 / 3, -4.0, 0.6), (1 / 3, 0.0, 0.5), (1 / 3, 4.0, 0.8))
+
+
+def toy1d_density(x: torch.Tensor) -> torch.Tensor:
+    """Ground-truth density of the ``toy1d`` mixture at points ``x``."""
+    return sum(w * torch.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi)) for w, m, s in TOY1D_MIXTURE)
+
+
+def _toy1d(split: str, root: str | None, download: bool, seed: int) -> LabelledData:
+    n = 6000 if split == "train" else 2000
+    g = torch.Generator().manual_seed(1000 * seed + (0 if split == "train" else 1))
+    weights = torch.tensor([w for w, _, _ in TOY1D_MIXTURE])
+    y = torch.multinomial(weights, n, replacement=True, generator=g)
+    means = torch.tensor([m for _, m, _ in TOY1D_MIXTURE])[y]
+    stds = torch.tensor([s for _, _, s in TOY1D_MIXTURE])[y]
+    x = means + stds * torch.randn(n, generator=g)
+    return LabelledData(x.reshape(n, 1), y, None, len(TOY1D_MIXTURE), name="toy1d")
+
+
+def _toy2d(split: str, root: str | None, download: bool, seed: int) -> LabelledData:
+    from sklearn.datasets import make_moons
+
+    n = 4000 if split == "train" else 1000
+    x, y = make_moons(n, noise=0.08, random_state=1000 * seed + (0 if split == "train" else 1))
+    x = (x - np.array([0.5, 0.25])) * 2.0
+    return LabelledData(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64), None, 2,
+                        name="toy2d")
+
+
+DATASETS = {"cifar10": _cifar10, "mnist": _mnist, "digits": _digits, "toy1d": _toy1d, "toy2d": _toy2d}
+SPLITS = ("train", "test")
+
+
+def load_dataset(
+    name: str, split: str = "train", *, root: str | None = None, download: bool = False, seed: int = 0
+) -> LabelledData:
+    """Load one split of a registered dataset into memory.
+
+    Args:
+        name: a key of :data:`DATASETS`.
+        split: ``"train"`` or ``"test"``.
+        root: data root for torchvision datasets.
+        download: let torchvision download missing files.
+        seed: seed of the synthetic sets (``toy1d``, ``toy2d``); ignored otherwise.
+
+    Raises:
+        ValueError: unknown name or split.
+        FileNotFoundError: a torchvision dataset is missing under ``root``.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    return DATASETS[name](split, root, download, seed)
+
+
+def prepare(
+    data: LabelledData, idx: torch.Tensor, generator: torch.Generator, *, augment: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float inputs and labels for the examples ``idx``: dequantised, optionally flipped."""
+    x = data.x[idx]
+    if data.num_levels is not None:
+        noise = torch.rand(x.shape, generator=generator)
+        x = (x.to(torch.float32) + noise) / data.num_levels
+    else:
+        x = x.to(torch.float32)
+    if augment and data.flip:
+        flip = torch.rand(x.shape[0], generator=generator) < 0.5
+        x = torch.where(flip.reshape(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
+    return x, data.y[idx]
+
+
+class BatchStream:
+    """An endless, seeded stream of training mini-batches, epoch by epoch.
+
+    Each epoch is a fresh permutation; the last incomplete batch of an epoch is dropped so all
+    batches have ``batch_size`` examples. ``state_dict`` holds the position and generator, so a
+    resumed stream continues with exactly the batches the uninterrupted one would give.
+    """
+
+    def __init__(self, data: LabelledData, batch_size: int, *, seed: int = 0, augment: bool = True):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.data = data
+        self.batch_size = min(batch_size, len(data))
+        self.augment = augment
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+        self._order = torch.randperm(len(data), generator=self.generator)
+        self._pos = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.data) // self.batch_size
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._pos + self.batch_size > len(self.data):
+            self.epoch += 1
+            self._order = torch.randperm(len(self.data), generator=self.generator)
+            self._pos = 0
+        idx = self._order[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return prepare(self.data, idx, self.generator, augment=self.augment)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield self.next()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "order": self._order.clone(), "pos": self._pos,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self._order = state["order"].clone()
+        self._pos = int(state["pos"])
+        self.generator.set_state(state["generator"])
+
+
+def iterate_batches(
+    data: LabelledData, batch_size: int, *, seed: int = 0, max_batches: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Deterministic pass over a split in order (evaluation): fixed dequantisation noise."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    for k, start in enumerate(range(0, len(data), batch_size)):
+        if max_batches is not None and k >= max_batches:
+            return
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        yield prepare(data, idx, generator, augment=False)

@@ -1,0 +1,295 @@
+"""A flow as an ordered sequence of ODE blocks with exact glue between them.
+
+This is the one forward loop of the project (see DESIGN.md). Training, evaluation, the
+REINFORCE trainer and the Gymnasium environment all drive it the same way::
+
+    state = model.start(x, y)
+    for i in range(model.num_blocks):
+        feats = model.features(state)            # what a tolerance gate sees
+        state, stats = model.advance(state, tol)  # one ODE solve
+    out = model.finish(state)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flows.cnf_block import CNFBlock
+from flows.heads import LatentHead
+from flows.ode import BlockStats, check_tolerance
+from flows.transforms import FactorOut, FlowState, Transform
+
+
+@dataclass
+class FlowOutput:
+    """What :meth:`FlowModel.finish` returns.
+
+    Attributes:
+        loss: scalar J = bits/dim + beta * cross-entropy (+ regularization), Eq. 4.
+        bits_per_dim: scalar mean conditional (or, for ``cnf``, plain) bits per dimension.
+        xent: scalar cross-entropy of the classifier, ``None`` for ``cnf``.
+        logits: ``(B, K)`` classifier logits, ``None`` for ``cnf``.
+        z: ``(B, D)`` flattened latent code.
+        logpx: ``(B,)`` log-density of the input x in nats (log p(x | y) for conditional heads).
+        marginal_logpx: ``(B,)`` log p(x) = logsumexp_k log p(x | k) - log K (Appendix G);
+            equals ``logpx`` for ``cnf``.
+        regularization: ``(B, 2)`` kinetic-energy and Jacobian-Frobenius integrals.
+        stats: per-block ``BlockStats`` of this pass.
+    """
+
+    loss: torch.Tensor
+    bits_per_dim: torch.Tensor
+    xent: torch.Tensor | None
+    logits: torch.Tensor | None
+    z: torch.Tensor
+    logpx: torch.Tensor
+    marginal_logpx: torch.Tensor
+    regularization: torch.Tensor
+    stats: tuple[BlockStats, ...]
+
+    @property
+    def nfe_forward(self) -> int:
+        return sum(s.nfe for s in self.stats)
+
+    @property
+    def nfe_backward(self) -> int:
+        return sum(s.nfe_backward for s in self.stats)
+
+    def predictions(self) -> torch.Tensor | None:
+        return None if self.logits is None else self.logits.argmax(dim=1)
+
+
+class FlowModel(nn.Module):
+    """Ops (transforms and CNF blocks) from data to latent, plus a latent head.
+
+    Args:
+        ops: the flow from data to latent; ``CNFBlock`` entries are the ODE blocks.
+        head: prior and classifier on the flattened latent.
+        data_shape: shape of one input, e.g. ``(3, 32, 32)`` or ``(64,)``.
+        beta: weight of the cross-entropy in the loss (Eq. 4).
+        num_levels: quantisation levels of the data for bits/dim (256 for 8-bit images,
+            17 for the 8x8 digits); ``None`` for continuous data.
+        regularization: weights of the kinetic-energy and Jacobian-Frobenius terms.
+        spec: the ``build_model`` arguments that made this model (kept with checkpoints).
+    """
+
+    def __init__(
+        self,
+        ops: Sequence[nn.Module],
+        head: LatentHead,
+        data_shape: tuple[int, ...],
+        *,
+        beta: float = 1.0,
+        num_levels: int | None = None,
+        regularization: tuple[float, float] = (0.0, 0.0),
+        spec: dict | None = None,
+    ):
+        super().__init__()
+        self.ops = nn.ModuleList(ops)
+        self.head = head
+        self.data_shape = tuple(data_shape)
+        self.beta = beta
+        self.num_levels = num_levels
+        self.regularization_weights = tuple(regularization)
+        self.spec = dict(spec or {})
+        self._block_positions = [i for i, op in enumerate(self.ops) if isinstance(op, CNFBlock)]
+        self._latent_shapes = self._trace_latent_shapes()
+
+    # ------------------------------------------------------------------ block loop
+    @property
+    def num_blocks(self) -> int:
+        return len(self._block_positions)
+
+    @property
+    def blocks(self) -> list[CNFBlock]:
+        return [self.ops[i] for i in self._block_positions]
+
+    def start(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> FlowState:
+        """Check the inputs and run the glue that precedes the first ODE block.
+
+        Args:
+            x: ``(B, *data_shape)`` dequantised data in [0, 1] (or real-valued for toy data).
+            y: ``(B,)`` integer labels; required by conditional heads, ignored by ``cnf``.
+            generator: source of Hutchinson noise and dropout for this pass.
+        """
+        self._check_inputs(x, y)
+        batch = x.shape[0]
+        state = FlowState(
+            z=x, logdet=x.new_zeros(batch), regularization=x.new_zeros(batch, 2),
+            y=y.long() if self.head.conditional else None, generator=generator,
+        )
+        return self._run_glue(state)
+
+    def features(self, state: FlowState) -> torch.Tensor:
+        """The input tensor of the next ODE block, ``(B, ...)``: what a tolerance gate sees."""
+        if state.position >= len(self.ops):
+            raise RuntimeError("all blocks have been solved; call finish()")
+        return state.z
+
+    def block_index(self, state: FlowState) -> int:
+        """Index (0 .. num_blocks-1) of the block that the next ``advance`` solves."""
+        return len(state.stats)
+
+    def advance(self, state: FlowState, tol: float = 1e-5) -> tuple[FlowState, BlockStats]:
+        """Solve the next ODE block at tolerance ``tol`` and run the glue after it."""
+        tol = check_tolerance(tol)
+        if state.position >= len(self.ops):
+            raise RuntimeError("all blocks have been solved; call finish()")
+        block = self.ops[state.position]
+        out = block(state.z, tol=tol, generator=state.generator)
+        state = replace(
+            state, z=out.z, logdet=state.logdet + out.logdet,
+            regularization=state.regularization + out.regularization,
+            position=state.position + 1, stats=state.stats + (out.stats,),
+        )
+        return self._run_glue(state), out.stats
+
+    def finish(self, state: FlowState) -> FlowOutput:
+        """Prior log-probability, bits/dim, classifier and loss (Eq. 4-5)."""
+        if state.position < len(self.ops):
+            raise RuntimeError(f"finish() called after {len(state.stats)} of {self.num_blocks} blocks")
+        z = self._flatten(state)
+        head = self.head
+        logpx = head.log_prior(z, state.y) + state.logdet
+        bpd = self.bits_per_dim(logpx).mean()
+        logits = xent = None
+        marginal = logpx
+        loss = bpd
+        if head.conditional:
+            log_prior_all = head.log_prior_all_classes(z)
+            marginal = torch.logsumexp(log_prior_all, dim=1) - math.log(head.num_classes) + state.logdet
+            logits = head.logits(z, state.generator)
+            xent = F.cross_entropy(logits, state.y)
+            loss = loss + self.beta * xent
+        kinetic_w, jacobian_w = self.regularization_weights
+        if kinetic_w or jacobian_w:
+            reg = state.regularization.mean(0)
+            loss = loss + kinetic_w * reg[0] + jacobian_w * reg[1]
+        return FlowOutput(
+            loss=loss, bits_per_dim=bpd, xent=xent, logits=logits, z=z, logpx=logpx,
+            marginal_logpx=marginal, regularization=state.regularization, stats=state.stats,
+        )
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, tol: float = 1e-5,
+        generator: torch.Generator | None = None,
+    ) -> FlowOutput:
+        """The block loop at one tolerance for every block."""
+        state = self.start(x, y, generator=generator)
+        for _ in range(self.num_blocks):
+            state, _ = self.advance(state, tol)
+        return self.finish(state)
+
+    # ------------------------------------------------------------------ metrics
+    @property
+    def dim(self) -> int:
+        return math.prod(self.data_shape)
+
+    def bits_per_dim(self, logpx: torch.Tensor) -> torch.Tensor:
+        """Convert a log-density of x in [0, 1]^D to bits per dimension of the discrete data.
+
+        For data quantised to ``num_levels`` levels and scaled to [0, 1], the discrete
+        log-likelihood is log p(x) - D log(num_levels) (FFJORD's convention).
+        """
+        nats = -logpx / self.dim
+        if self.num_levels is not None:
+            nats = nats + math.log(self.num_levels)
+        return nats / math.log(2)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(
+        self, y: torch.Tensor | None = None, *, num: int | None = None, tol: float = 1e-5,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Class-conditional samples: z_y ~ p(z_y | y), z_u ~ N(0, I), integrated back to x.
+
+        Args:
+            y: ``(B,)`` labels (conditional heads); for ``cnf`` pass ``num`` instead.
+            num: number of samples when ``y`` is ``None``.
+        """
+        if self.head.conditional:
+            if y is None:
+                raise ValueError("a conditional head needs labels y to sample")
+            self._check_labels(y)
+            num = y.shape[0]
+        elif num is None:
+            num = 1 if y is None else y.shape[0]
+        device = self.head_device()
+        z = self.head.sample_latent(y, num, device, generator)
+        return self.decode(z, tol=tol)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, *, tol: float = 1e-5) -> torch.Tensor:
+        """Invert the flow: flattened latent ``(B, D)`` to data ``(B, *data_shape)``."""
+        tol = check_tolerance(tol)
+        state = self._unflatten(z)
+        for op in reversed(self.ops):
+            if isinstance(op, CNFBlock):
+                state = replace(state, z=op(state.z, tol=tol, reverse=True, with_logdet=False).z)
+            else:
+                state = op.inverse(state)
+        return state.z
+
+    def head_device(self) -> torch.device:
+        for tensor in list(self.parameters()) + list(self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ internals
+    def _run_glue(self, state: FlowState) -> FlowState:
+        while state.position < len(self.ops) and not isinstance(self.ops[state.position], CNFBlock):
+            state = replace(self.ops[state.position](state), position=state.position + 1)
+        return state
+
+    def _flatten(self, state: FlowState) -> torch.Tensor:
+        parts = list(state.factored) + [state.z]
+        return torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1)
+
+    def _unflatten(self, z: torch.Tensor) -> FlowState:
+        pieces, offset = [], 0
+        for shape in self._latent_shapes:
+            size = math.prod(shape)
+            pieces.append(z[:, offset : offset + size].reshape(z.shape[0], *shape))
+            offset += size
+        return FlowState(z=pieces[-1], logdet=z.new_zeros(z.shape[0]), factored=tuple(pieces[:-1]),
+                         position=len(self.ops))
+
+    def _trace_latent_shapes(self) -> list[tuple[int, ...]]:
+        shape, factored = self.data_shape, []
+        for op in self.ops:
+            if isinstance(op, FactorOut):
+                factored.append(op.factored_shape(shape))
+            if isinstance(op, Transform):
+                shape = op.out_shape(shape)
+        return factored + [shape]
+
+    def _check_labels(self, y: torch.Tensor) -> None:
+        if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ValueError(f"labels must be integers, got {y.dtype}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.head.num_classes):
+            raise ValueError(
+                f"labels out of range: got values in [{int(y.min())}, {int(y.max())}], "
+                f"valid range is [0, {self.head.num_classes - 1}]"
+            )
+
+    def _check_inputs(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"wrong data shape: expected (batch, {', '.join(map(str, self.data_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        if self.head.conditional:
+            if y is None:
+                raise ValueError("a conditional head (ccnf, infocnf) needs labels y")
+            if y.shape != (x.shape[0],):
+                raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+            self._check_labels(y)

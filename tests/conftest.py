@@ -1,0 +1,8 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _small_torch():
+    torch.set_num_threads(2)
+    yield
