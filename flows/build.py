@@ -96,10 +96,14 @@ def _block(net: nn.Module, cfg: FlowConfig) -> CNFBlock:
 
 
 def _max_scales(height: int, width: int) -> int:
-    scales = 1
-    while height % 2 == 0 and width % 2 == 0 and height >= 4 and width >= 4:
-        height, width, scales = height // 2, width // 2, scales + 1
-    return scales
+    """FFJORD's count (one scale per level at least 4 pixels wide), limited to even squeezes."""
+    scales = 0
+    while height >= 4 and width >= 4:
+        scales += 1
+        if height % 2 or width % 2:
+            break
+        height, width = height // 2, width // 2
+    return max(scales, 1)
 
 
 def multiscale_ops(data_shape: tuple[int, ...], cfg: FlowConfig) -> list[nn.Module]:

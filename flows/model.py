@@ -41,6 +41,7 @@ class FlowOutput:
             equals ``logpx`` for ``cnf``.
         regularization: ``(B, 2)`` kinetic-energy and Jacobian-Frobenius integrals.
         stats: per-block ``BlockStats`` of this pass.
+        y: the labels of the pass (``None`` for ``cnf``).
     """
 
     loss: torch.Tensor
@@ -52,6 +53,7 @@ class FlowOutput:
     marginal_logpx: torch.Tensor
     regularization: torch.Tensor
     stats: tuple[BlockStats, ...]
+    y: torch.Tensor | None = None
 
     @property
     def nfe_forward(self) -> int:
@@ -63,6 +65,14 @@ class FlowOutput:
 
     def predictions(self) -> torch.Tensor | None:
         return None if self.logits is None else self.logits.argmax(dim=1)
+
+    def metrics(self) -> dict[str, float]:
+        """Scalar training metrics of this pass: bits/dim, and xent and error when conditional."""
+        out = {"bits_per_dim": float(self.bits_per_dim.detach())}
+        if self.xent is not None:
+            out["xent"] = float(self.xent.detach())
+            out["error"] = float((self.predictions() != self.y).float().mean())
+        return out
 
 
 class FlowModel(nn.Module):
@@ -175,7 +185,7 @@ class FlowModel(nn.Module):
             loss = loss + kinetic_w * reg[0] + jacobian_w * reg[1]
         return FlowOutput(
             loss=loss, bits_per_dim=bpd, xent=xent, logits=logits, z=z, logpx=logpx,
-            marginal_logpx=marginal, regularization=state.regularization, stats=state.stats,
+            marginal_logpx=marginal, regularization=state.regularization, stats=state.stats, y=state.y,
         )
 
     def forward(
@@ -262,6 +272,16 @@ class FlowModel(nn.Module):
             offset += size
         return FlowState(z=pieces[-1], logdet=z.new_zeros(z.shape[0]), factored=tuple(pieces[:-1]),
                          position=len(self.ops))
+
+    def block_input_shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample input shape of every ODE block, in order."""
+        shape, shapes = self.data_shape, []
+        for op in self.ops:
+            if isinstance(op, CNFBlock):
+                shapes.append(shape)
+            else:
+                shape = op.out_shape(shape)
+        return shapes
 
     def _trace_latent_shapes(self) -> list[tuple[int, ...]]:
         shape, factored = self.data_shape, []

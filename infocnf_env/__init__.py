@@ -1,0 +1,36 @@
+"""Gymnasium environments in which an agent picks the ODE-solver tolerance of each flow block.
+
+Importing this package registers the ids below; ``gymnasium.make("infocnf_env:InfoCNF-Digits-v0")``
+imports it on demand. Every keyword of :class:`FlowTrainingEnv` can override the defaults.
+"""
+
+from gymnasium.envs.registration import register
+
+from infocnf_env.flow_env import DEFAULT_TOL_BOUNDS, FlowTrainingEnv
+
+_ENTRY = "infocnf_env.flow_env:FlowTrainingEnv"
+
+#: Paper Section 4.1: Adam, batch 900, lr 1e-3 then 1e-4 after epoch 250, 400 epochs;
+#: Appendix B: 64-filter, 3-layer conv dynamics, 2 flows before and after each squeeze.
+PAPER_SMALL_BATCH = dict(batch_size=900, lr=1e-3, lr_milestones=((250, 1e-4),), epochs=400,
+                         hidden=64, flows_per_scale=2, adjoint=True)
+#: Section 4.1 large-batch training: batch 8,000, lr 0.01 then 0.001 at epoch 120.
+PAPER_LARGE_BATCH = dict(PAPER_SMALL_BATCH, batch_size=8000, lr=1e-2, lr_milestones=((120, 1e-3),))
+#: Sized for 2 CPU cores: 3 narrow blocks (2 scales x 1 flow), direct back-propagation.
+DIGITS = dict(dataset="digits", batch_size=128, lr=2e-3, hidden=24, num_scales=2, flows_per_scale=1)
+
+ENV_IDS: dict[str, dict] = {}
+for _head, _name in (("infocnf", "InfoCNF"), ("ccnf", "CCNF"), ("cnf", "CNF")):
+    ENV_IDS[f"{_name}-CIFAR10-v0"] = dict(PAPER_SMALL_BATCH, dataset="cifar10", head=_head)
+    ENV_IDS[f"{_name}-MNIST-v0"] = dict(PAPER_SMALL_BATCH, dataset="mnist", head=_head)
+    ENV_IDS[f"{_name}-Digits-v0"] = dict(DIGITS, head=_head)
+    if _head != "cnf":
+        ENV_IDS[f"{_name}-CIFAR10-LargeBatch-v0"] = dict(PAPER_LARGE_BATCH, dataset="cifar10", head=_head)
+#: Appendix C: the 1-D mixture of three Gaussians; exact divergence in one dimension.
+ENV_IDS["InfoCNF-Toy1D-v0"] = dict(dataset="toy1d", head="infocnf", arch="mlp", batch_size=256, lr=3e-3,
+                                   hidden=32, num_blocks=2, divergence="exact")
+
+for _id, _kwargs in ENV_IDS.items():
+    register(id=_id, entry_point=_ENTRY, kwargs=_kwargs)
+
+__all__ = ["DEFAULT_TOL_BOUNDS", "ENV_IDS", "FlowTrainingEnv"]

@@ -1,0 +1,307 @@
+"""The flow training step as a Gymnasium environment (DESIGN.md, "The environment contract")."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from flows import SolverError
+from infocnf_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from infocnf_env.observation import ObservationEncoder
+from infocnf_env.tasks import FlowTask
+
+DEFAULT_TOL_BOUNDS = (-8.0, -2.0)
+
+
+class FlowTrainingEnv(gym.Env):
+    """One episode is one training iteration of a flow on one mini-batch.
+
+    ## Description
+    The flow's forward pass is a loop over N ODE blocks (``flows.FlowModel``). ``reset()``
+    draws a mini-batch and runs the glue before block 0; each ``step(action)`` solves the next
+    block with error tolerance ``10 ** action``; the last step computes the loss J (Eq. 4) and,
+    when ``train_flow`` is true, back-propagates it and steps the flow's Adam optimizer
+    (co-training). This is the paper's setting (Section 3) with the gate as the agent.
+
+    ## Action Space
+    ``Box(low, high, (1,), float32)`` holding log10 of the tolerance (atol = rtol), with
+    ``(low, high) = tol_bounds`` (default ``(-8, -2)``). Out-of-bounds actions are clipped;
+    a non-finite or wrongly shaped action raises ``ValueError``. The upper bound 1e-2 is
+    deliberate: trained at 1e-1, a flow learns to exploit solver error (a better-looking
+    training loss, a worse tight-tolerance test NLL), and the paper's reward would pay for that.
+
+    ## Observation Space
+    ``obs_mode="vector"`` (default): ``Box((N + 4,), float32)``, the one-hot block index and
+    statistics of the block's input. ``obs_mode="features"``: ``Dict(block=Discrete(N + 1),
+    features=Box((k, C, S, S)))``, a fixed-size view of k examples of the block's input, for
+    CNN gates. See :mod:`infocnf_env.observation`.
+
+    ## Rewards
+    Step i: ``-(alpha / N) * nfe_i`` (forward NFE of block i). The last step adds
+    ``-loss_weight * loss`` and ``-(alpha / N) * nfe_backward`` (Eq. 6). A failed solve gives
+    ``-failure_penalty``.
+
+    ## Starting State
+    A fresh mini-batch from the seeded training stream; block 0's input.
+
+    ## Episode End
+    Terminated after the last block. Truncated when a solve fails (step-size underflow, the
+    ``max_num_steps`` cap, a non-finite state); the flow is left untouched then.
+
+    ## Arguments
+    dataset, head, arch: what to train (see ``flows``). batch_size, lr, lr_milestones
+    (``((epoch, lr), ...)``: the learning rate from that epoch on), max_grad_norm: the flow's
+    optimizer. alpha, loss_weight, failure_penalty: the reward. tol_bounds, obs_mode,
+    feature_samples, feature_size: the spaces. train_flow (False freezes the flow: only the
+    policy learns), checkpoint (a file from :meth:`save` to start from), device, data_root,
+    download, seed, eval_batch_size, epochs (the nominal training length of the recipe,
+    for reference). Any other keyword is a ``flows.FlowConfig`` field (hidden,
+    flows_per_scale, num_scales, sup_ratio, beta, kinetic_weight, jacobian_weight, adjoint,
+    solver, max_num_steps, ...).
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        head: str = "infocnf",
+        arch: str = "multiscale",
+        *,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        lr_milestones: tuple = (),
+        max_grad_norm: float | None = None,
+        alpha: float = 0.01,
+        loss_weight: float = 1.0,
+        failure_penalty: float = 10.0,
+        tol_bounds: tuple[float, float] = DEFAULT_TOL_BOUNDS,
+        obs_mode: str = "vector",
+        feature_samples: int = 8,
+        feature_size: int | None = None,
+        train_flow: bool = True,
+        checkpoint: str | None = None,
+        device: str = "cpu",
+        data_root: str | None = None,
+        download: bool = False,
+        seed: int = 0,
+        eval_batch_size: int | None = None,
+        epochs: int | None = None,
+        **flow_options: Any,
+    ):
+        super().__init__()
+        low, high = (float(b) for b in tol_bounds)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"tol_bounds must be finite log10 values with low < high, got {tol_bounds}")
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        self.task = self._make_task(
+            dataset=dataset, head=head, arch=arch, batch_size=batch_size, data_root=data_root,
+            download=download, device=device, seed=seed, eval_batch_size=eval_batch_size, **flow_options,
+        )
+        self.model = self.task.model
+        self.num_blocks = self.model.num_blocks
+        self.alpha = float(alpha)
+        self.loss_weight = float(loss_weight)
+        self.failure_penalty = float(failure_penalty)
+        self.train_flow = bool(train_flow)
+        self.base_lr = float(lr)
+        self.lr_milestones = tuple((int(e), float(v)) for e, v in lr_milestones)
+        self.max_grad_norm = max_grad_norm
+        self.epochs = epochs
+        self.spec_kwargs = dict(dataset=dataset, head=head, arch=arch)
+        self.action_space = spaces.Box(low, high, (1,), np.float32)
+        self.encoder = ObservationEncoder(
+            obs_mode, self.num_blocks, self.model.block_input_shapes(), feature_samples, feature_size
+        )
+        self.observation_space = self.encoder.space
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.base_lr)
+        self.iteration = 0  # completed flow updates (or frozen-flow episodes)
+        self.skipped_updates = 0
+        self.solver_failures = 0
+        self._generator = torch.Generator(device=self.task.device).manual_seed(seed)
+        self._state = None
+        self._nfe: list[int] = []
+        self._tols: list[float] = []
+        if checkpoint is not None:
+            self.load(checkpoint)
+        self.model.train(self.train_flow)
+        if not self.train_flow:
+            self.model.requires_grad_(False)
+
+    # ------------------------------------------------------------------ construction
+    def _make_task(self, **kwargs: Any) -> FlowTask:
+        return FlowTask(**kwargs)
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.task.reseed(int(self.np_random.integers(2**31 - 1)))
+            self._generator.manual_seed(int(self.np_random.integers(2**31 - 1)))
+        self._set_lr()
+        x, y = self.task.next_batch()
+        with torch.set_grad_enabled(self.train_flow):
+            self._state = self.model.start(x, y, generator=self._generator)
+        self._nfe, self._tols = [], []
+        return self._observe(), {"iteration": self.iteration, "epoch": self.epoch}
+
+    def step(self, action):
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        tol = self._tolerance(action)
+        block = len(self._nfe)
+        try:
+            with torch.set_grad_enabled(self.train_flow):
+                self._state, stats = self.model.advance(self._state, tol)
+        except SolverError as err:
+            return self._fail(str(err), tol)
+        self._nfe.append(stats.nfe)
+        self._tols.append(tol)
+        reward = -(self.alpha / self.num_blocks) * stats.nfe
+        info: dict[str, Any] = {"nfe": stats.nfe, "tol": tol, "block": block}
+        if block + 1 < self.num_blocks:
+            return self._observe(), reward, False, False, info
+        return self._finish(reward, info)
+
+    # ------------------------------------------------------------------ episode end
+    def _finish(self, reward: float, info: dict[str, Any]):
+        state, self._state = self._state, None
+        with torch.set_grad_enabled(self.train_flow):
+            out = self.model.finish(state)
+        loss = out.loss
+        updated = False
+        if not torch.isfinite(loss):
+            self.skipped_updates += 1
+            info["skipped_update"] = True
+        elif self.train_flow:
+            try:
+                updated = self._update(loss)
+            except SolverError as err:  # the adjoint solve of the backward pass failed
+                self.optimizer.zero_grad(set_to_none=True)
+                return self._fail(str(err), info["tol"], info)
+            info["skipped_update"] = not updated
+        nfe_backward = out.nfe_backward
+        loss_value = float(loss.detach())
+        if math.isfinite(loss_value):
+            reward += -self.loss_weight * loss_value - (self.alpha / self.num_blocks) * nfe_backward
+        else:
+            reward -= self.failure_penalty
+        self.iteration += 1
+        info.update(
+            loss=loss_value, **out.metrics(), nfe_forward=sum(self._nfe), nfe_backward=nfe_backward,
+            tols=list(self._tols), nfe_blocks=list(self._nfe), iteration=self.iteration, epoch=self.epoch,
+            lr=self.optimizer.param_groups[0]["lr"], skipped_updates=self.skipped_updates,
+            solver_failures=self.solver_failures,
+        )
+        return self.encoder.terminal(), float(reward), True, False, info
+
+    def _update(self, loss: torch.Tensor) -> bool:
+        """Back-propagate and step Adam; skip (and count) the step on a non-finite gradient."""
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            loss.backward()
+        except AssertionError as err:  # torchdiffeq reports adjoint-solve failures by assertion
+            raise SolverError(str(err)[:200]) from err
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        finite = all(torch.isfinite(p.grad).all() for p in params)
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_updates += 1
+            return False
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        self.optimizer.step()
+        return True
+
+    def _fail(self, message: str, tol: float, info: dict | None = None):
+        self._state = None
+        self.solver_failures += 1
+        info = dict(info or {})
+        info.update(solver_error=message, tol=tol, nfe=0, solver_failures=self.solver_failures,
+                    tols=list(self._tols) + [tol])
+        return self.encoder.terminal(), -self.failure_penalty, False, True, info
+
+    # ------------------------------------------------------------------ helpers
+    def _tolerance(self, action) -> float:
+        arr = np.asarray(action, dtype=np.float64)
+        if arr.size != 1:
+            raise ValueError(f"action must hold one log10 tolerance (shape (1,)), got shape {arr.shape}")
+        value = float(arr.reshape(()))
+        if not math.isfinite(value):
+            raise ValueError(f"action must be finite, got {value}")
+        low, high = float(self.action_space.low[0]), float(self.action_space.high[0])
+        return 10.0 ** min(max(value, low), high)
+
+    def _observe(self):
+        block = len(self._nfe)
+        return self.encoder.encode(block, self.model.features(self._state))
+
+    @property
+    def epoch(self) -> int:
+        return self.iteration // max(1, self.task.batches_per_epoch)
+
+    def _set_lr(self) -> None:
+        lr = self.base_lr
+        for epoch, value in self.lr_milestones:
+            if self.epoch >= epoch:
+                lr = value
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    # ------------------------------------------------------------------ evaluation & state
+    def evaluate(self, split: str = "test", tol: float = 1e-5, max_batches: int | None = None) -> dict[str, float]:
+        """Metrics of the current flow with every block solved at ``tol`` (Section 4.2)."""
+        return self.task.evaluate(split, tol, max_batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "spec": {**self.spec_kwargs, "model": self.model.spec},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "task": self.task.state_dict(),
+            "generator": self._generator.get_state(),
+            "counters": {"iteration": self.iteration, "skipped_updates": self.skipped_updates,
+                         "solver_failures": self.solver_failures},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        mine = {**self.spec_kwargs, "model": self.model.spec}
+        theirs = state.get("spec")
+        if theirs != mine:
+            raise CheckpointError(
+                "checkpoint was written for another model: "
+                f"{_spec_summary(theirs)} vs this env's {_spec_summary(mine)}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.task.load_state_dict(state["task"])
+        self._generator.set_state(state["generator"])
+        counters = state["counters"]
+        self.iteration = int(counters["iteration"])
+        self.skipped_updates = int(counters["skipped_updates"])
+        self.solver_failures = int(counters["solver_failures"])
+
+    def save(self, path: str | Path) -> None:
+        """Write flow, optimizer, schedule position, data order, RNG state and counters."""
+        save_checkpoint({"env": self.state_dict()}, path)
+
+    def load(self, path: str | Path) -> None:
+        self.load_state_dict(load_checkpoint(path, self.task.device)["env"])
+
+
+def _spec_summary(spec: Any) -> str:
+    if not isinstance(spec, dict):
+        return repr(spec)
+    model = spec.get("model", {})
+    return (f"{spec.get('head')}/{spec.get('arch')} on {spec.get('dataset')} "
+            f"(config {model.get('config')})")
