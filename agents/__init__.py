@@ -1,0 +1,1 @@
+"""Tolerance policies for the InfoCNF environments: fixed, REINFORCE (paper) and SB3."""

@@ -1,0 +1,82 @@
+"""Command-line arguments from documented dataclasses (cleanrl's ``Args`` style).
+
+Each agent script declares ``@dataclass class Args(CommonArgs)``; every field carries a
+``help`` string in its metadata, so ``--help`` documents every flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def arg(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with a help text."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclasses.dataclass
+class CommonArgs:
+    """Flags shared by every agent CLI."""
+
+    env: str = arg("InfoCNF-Digits-v0", "registered environment id (see infocnf_env.ENV_IDS)")
+    seed: int = arg(0, "seed of the environment (data order, noise) and the agent")
+    iterations: int = arg(300, "flow training iterations (= episodes)")
+    eval_every: int = arg(100, "evaluate on the test set at tol 1e-5 every N iterations (0: only at the end)")
+    eval_batches: int | None = arg(None, "limit periodic evaluations to this many test batches (final one is full)")
+    checkpoint_every: int = arg(50, "write a checkpoint every N iterations (0: only at the end)")
+    out: str | None = arg(None, "run directory (default runs/<env>__<agent>__<seed>__<time>/)")
+    resume: str | None = arg(None, "continue the run in this directory from its last checkpoint")
+    env_kwargs: list[str] = arg([], "environment overrides as key=value (values parsed as Python literals)",
+                                nargs="*")
+    progress: bool = arg(True, "show a progress bar")
+    tensorboard: bool = arg(True, "write TensorBoard scalars to the run directory")
+
+
+def parse_args(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = hints[f.name]
+        if kind is bool:
+            parser.add_argument(name, default=default, help=help_text, action=argparse.BooleanOptionalAction)
+        elif "nargs" in f.metadata:
+            parser.add_argument(name, default=default, help=help_text, nargs=f.metadata["nargs"],
+                                type=_scalar_type(kind))
+        else:
+            parser.add_argument(name, default=default, help=help_text, type=_scalar_type(kind),
+                                **({"choices": f.metadata["choices"]} if "choices" in f.metadata else {}))
+    return cls(**vars(parser.parse_args(argv)))
+
+
+def _scalar_type(kind: Any) -> Any:
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) is list:
+        return args[0]
+    if args:
+        return args[0]
+    return kind
+
+
+def parse_env_kwargs(pairs: list[str]) -> dict[str, Any]:
+    """``["lr=1e-3", "obs_mode=features"]`` -> ``{"lr": 0.001, "obs_mode": "features"}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"env kwarg {pair!r} is not of the form key=value")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out

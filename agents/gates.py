@@ -1,0 +1,71 @@
+"""Gating networks: one per ODE block, each a Gaussian policy over log10(tolerance).
+
+Section 3: g_i ~ N(mu_i, sigma_i^2) with [mu_i, sigma_i] = G_i(x_i), the gate reading the
+block's input features. The last layer is zero-initialised, so every gate starts at
+``N(init_mean, init_std^2)``; both the mean and the spread receive gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _GateHead(nn.Module):
+    """Final linear layer to (mean, log-std) around the initial values."""
+
+    def __init__(self, in_features: int, init_mean: float, init_std: float):
+        super().__init__()
+        self.linear = nn.Linear(in_features, 2)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.init_mean = init_mean
+        self.init_log_std = math.log(init_std)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.linear(h)
+        return self.init_mean + out[..., 0], (self.init_log_std + out[..., 1]).clamp(-5.0, 2.0)
+
+
+class MLPGate(nn.Module):
+    """Gate on the compact observation vector (one-hot block + feature statistics)."""
+
+    def __init__(self, obs_dim: int, hidden: int = 32, init_mean: float = -5.0, init_std: float = 0.5):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh())
+        self.head = _GateHead(hidden, init_mean, init_std)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.body(obs))
+
+
+class CNNGate(nn.Module):
+    """The paper's CNN gate (Fig. 1): convolutions over the block's feature maps.
+
+    Reads ``(k, C, S, S)`` maps of k examples of the batch (or ``(k, D)`` vectors through an
+    MLP), pools each example to a vector and averages over the examples: one tolerance per
+    batch, as the paper computes it (Appendix D).
+    """
+
+    def __init__(self, feature_shape: tuple[int, ...], hidden: int = 16, init_mean: float = -5.0,
+                 init_std: float = 0.5):
+        super().__init__()
+        self.images = len(feature_shape) == 4
+        if self.images:
+            channels = feature_shape[1]
+            self.body = nn.Sequential(
+                nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.ReLU(),
+            )
+        else:
+            self.body = nn.Sequential(nn.Linear(feature_shape[1], hidden), nn.ReLU())
+        self.head = _GateHead(hidden, init_mean, init_std)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(features)
+        if self.images:
+            h = F.adaptive_avg_pool2d(h, 1).flatten(1)
+        return self.head(h.mean(dim=0))

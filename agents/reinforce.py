@@ -1,0 +1,168 @@
+"""REINFORCE with one gate per ODE block: the paper's tolerance learning (Section 3, Eq. 6-7).
+
+    python -m agents.reinforce --env InfoCNF-CIFAR10-v0
+    python -m agents.reinforce --env InfoCNF-Digits-v0          # a few minutes on 2 CPU cores
+
+The environment pays ``-(alpha / N) * NFE_i`` per block and ``-loss`` at the end, so the
+return-to-go of block i, ``G_i = sum_{j >= i} gamma^(j - i) r_j``, is the paper's
+``r_i = -[L - (alpha / N) sum_{j >= i} R_j]`` (for gamma = 1). The policy gradient is
+``-sum_i grad log pi(g_i | x_i) (G_i - b_i)`` with an optional moving-average baseline b_i
+per block. Rewards and returns are plain floats: nothing flows back into the flow through
+them; the flow itself is trained by the environment (co-training).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.cli import CommonArgs, arg, parse_args
+from agents.gates import CNNGate, MLPGate
+from agents.runner import main_for
+
+
+class ReinforceAgent:
+    """Gaussian gates over log10(tol), trained by REINFORCE once per episode.
+
+    Args:
+        observation_space: the env's space (``vector`` -> MLP gates, ``features`` -> CNN gates).
+        num_blocks: N, one gate per block.
+        gamma: discount of the return-to-go (Eq. 7 uses the undiscounted sum; default 0.99).
+        lr: Adam learning rate of the gates.
+        baseline: momentum of the per-block moving-average baseline (``None``: no baseline).
+        entropy: weight of an entropy bonus (0: the paper's plain REINFORCE).
+        init_mean: initial mean of log10(tol) (default -5, the evaluation tolerance).
+        init_std: initial standard deviation of log10(tol).
+        seed: seed of the gates' initialisation and sampling.
+    """
+
+    def __init__(
+        self, observation_space: Any, num_blocks: int, *, gamma: float = 0.99, lr: float = 1e-2,
+        baseline: float | None = 0.9, entropy: float = 0.0, init_mean: float = -5.0, init_std: float = 0.5,
+        hidden: int = 32, seed: int = 0,
+    ):
+        torch.manual_seed(seed)  # gate initialisation only; sampling uses self.generator
+        self.features = hasattr(observation_space, "spaces")
+        if self.features:
+            shape = observation_space["features"].shape
+            self.gates = nn.ModuleList(CNNGate(shape, min(hidden, 16), init_mean, init_std) for _ in range(num_blocks))
+        else:
+            dim = observation_space.shape[0]
+            self.gates = nn.ModuleList(MLPGate(dim, hidden, init_mean, init_std) for _ in range(num_blocks))
+        self.num_blocks = num_blocks
+        self.gamma = gamma
+        self.momentum = baseline
+        self.entropy = entropy
+        self.optimizer = torch.optim.Adam(self.gates.parameters(), lr=lr)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.baseline = torch.zeros(num_blocks)
+        self.baseline_ready = torch.zeros(num_blocks, dtype=torch.bool)
+        self._log_probs: list[torch.Tensor] = []
+        self._entropies: list[torch.Tensor] = []
+        self._rewards: list[float] = []
+        self._means: list[float] = []
+        self._stds: list[float] = []
+
+    def _block_and_input(self, obs: Any) -> tuple[int, torch.Tensor]:
+        if self.features:
+            return int(obs["block"]), torch.as_tensor(obs["features"], dtype=torch.float32)
+        vec = torch.as_tensor(obs, dtype=torch.float32)
+        return int(vec[: self.num_blocks].argmax()), vec
+
+    def act(self, obs: Any) -> np.ndarray:
+        block, inp = self._block_and_input(obs)
+        mean, log_std = self.gates[block](inp)
+        std = log_std.exp()
+        noise = torch.randn((), generator=self.generator)
+        sample = (mean + std * noise).detach()
+        dist = torch.distributions.Normal(mean, std)
+        self._log_probs.append(dist.log_prob(sample))
+        self._entropies.append(dist.entropy())
+        self._means.append(float(mean.detach()))
+        self._stds.append(float(std.detach()))
+        return np.array([float(sample)], dtype=np.float32)
+
+    def observe(self, reward: float) -> None:
+        self._rewards.append(float(reward))
+
+    def end_episode(self) -> dict[str, float]:
+        """One REINFORCE update from the episode just finished (Eq. 7)."""
+        returns, running = [], 0.0
+        for r in reversed(self._rewards):
+            running = r + self.gamma * running
+            returns.append(running)
+        returns = torch.tensor(returns[::-1], dtype=torch.float32)
+        blocks = torch.arange(len(returns))
+        if self.momentum is not None:
+            ready = self.baseline_ready[blocks]
+            baseline = torch.where(ready, self.baseline[blocks], returns)
+            advantages = returns - baseline
+            m = self.momentum
+            self.baseline[blocks] = torch.where(ready, m * self.baseline[blocks] + (1 - m) * returns, returns)
+            self.baseline_ready[blocks] = True
+        else:
+            advantages = returns
+        log_probs = torch.stack(self._log_probs)
+        loss = -(log_probs * advantages).sum() - self.entropy * torch.stack(self._entropies).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        stats = {"gate_mean": float(np.mean(self._means)), "gate_std": float(np.mean(self._stds)),
+                 "advantage": float(advantages.mean())}
+        self._log_probs, self._entropies, self._rewards, self._means, self._stds = [], [], [], [], []
+        return stats
+
+    def state_dict(self) -> dict:
+        return {"gates": self.gates.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "baseline": self.baseline.clone(),
+                "baseline_ready": self.baseline_ready.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gates.load_state_dict(state["gates"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.baseline = state["baseline"].clone()
+        self.baseline_ready = state["baseline_ready"].clone()
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    gamma: float = arg(0.99, "discount of the returns-to-go (Eq. 7)")
+    gate_lr: float = arg(1e-2, "Adam learning rate of the gates")
+    baseline: float | None = arg(0.9, "momentum of the moving-average baseline per block (omit: none)")
+    no_baseline: bool = arg(False, "disable the moving-average baseline")
+    entropy: float = arg(0.0, "entropy bonus weight")
+    init_mean: float = arg(-5.0, "initial mean of the gates' log10 tolerance")
+    init_std: float = arg(0.5, "initial standard deviation of the gates' log10 tolerance")
+    gate: str = arg("auto", "gate type: cnn (feature maps), mlp (vector observation) or auto "
+                    "(cnn for image data, as in the paper)", choices=["auto", "cnn", "mlp"])
+
+
+def gate_obs_mode(gate: str, env_id: str) -> str:
+    """The observation mode a gate type needs (``auto``: CNN gates for image datasets)."""
+    if gate == "auto":
+        return "features" if any(k in env_id for k in ("CIFAR10", "MNIST")) else "vector"
+    return "features" if gate == "cnn" else "vector"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(Args, argv, description=__doc__)
+    if not any(kv.startswith("obs_mode=") for kv in args.env_kwargs):
+        args.env_kwargs = list(args.env_kwargs) + [f"obs_mode={gate_obs_mode(args.gate, args.env)}"]
+
+    def make(env: Any) -> ReinforceAgent:
+        return ReinforceAgent(
+            env.observation_space, env.unwrapped.num_blocks, gamma=args.gamma, lr=args.gate_lr,
+            baseline=None if args.no_baseline else args.baseline, entropy=args.entropy,
+            init_mean=args.init_mean, init_std=args.init_std, seed=args.seed,
+        )
+
+    return main_for("reinforce", args, make, {})
+
+
+if __name__ == "__main__":
+    main()

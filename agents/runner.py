@@ -1,0 +1,264 @@
+"""What every agent CLI shares: run directory, logging, evaluation, checkpoints, resume.
+
+A run directory holds ``config.json`` (the arguments), ``metrics.jsonl`` (one line per flow
+training iteration), ``eval.jsonl`` (periodic test metrics at tol 1e-5), TensorBoard event
+files, ``checkpoint.pt`` (+ ``checkpoint.pt.prev``) and, at the end, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+import infocnf_env  # noqa: F401  (registers the ids)
+from agents.cli import CommonArgs, parse_env_kwargs
+from infocnf_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+#: Keys of an episode's final ``info`` copied to ``metrics.jsonl``.
+METRIC_KEYS = ("loss", "bits_per_dim", "xent", "error", "nfe_forward", "nfe_backward", "tols", "nfe_blocks",
+               "epoch", "lr", "skipped_update", "solver_error", "recon_mse", "kl")
+
+
+class Agent(Protocol):
+    """An episode-driven tolerance policy."""
+
+    def act(self, obs: Any) -> np.ndarray: ...
+
+    def observe(self, reward: float) -> None: ...
+
+    def end_episode(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    """``gymnasium.make`` with one clear error for an unknown id or keyword."""
+    if env_id not in gym.registry:
+        known = ", ".join(sorted(k for k in gym.registry if k in infocnf_env.ENV_IDS))
+        raise ValueError(f"unknown env id {env_id!r}; registered ids: {known}")
+    try:
+        return gym.make(env_id, **env_kwargs)
+    except TypeError as err:
+        if "unexpected keyword" in str(err):
+            raise ValueError(f"unknown env kwarg for {env_id}: {err}") from None
+        raise
+
+
+class RunLogger:
+    """metrics.jsonl, eval.jsonl and TensorBoard scalars of one run."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool):
+        self.run_dir = run_dir
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir))
+
+    def _append(self, name: str, record: dict) -> None:
+        with open(self.run_dir / name, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def _scalars(self, prefix: str, record: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def iteration(self, record: dict) -> None:
+        self._append("metrics.jsonl", record)
+        self._scalars("train", record, record["iteration"])
+
+    def evaluation(self, record: dict) -> None:
+        self._append("eval.jsonl", record)
+        self._scalars("test", record, record["iteration"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def episode_record(iteration: int, reward: float, info: dict, agent_stats: dict, wall_time: float) -> dict:
+    record = {"iteration": iteration, "reward": reward, "wall_time": round(wall_time, 3)}
+    record.update({k: info[k] for k in METRIC_KEYS if k in info})
+    record.update(agent_stats)
+    return record
+
+
+def _truncate_jsonl(path: Path, last_iteration: int) -> None:
+    """Drop lines written after the checkpoint, so a resumed run rewrites them identically."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if json.loads(line)["iteration"] <= last_iteration]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+class Run:
+    """Run directory, evaluation and checkpoint policy shared by every agent CLI."""
+
+    def __init__(self, agent_name: str, args: CommonArgs, extra_config: dict | None = None):
+        if args.iterations < 0:
+            raise ValueError(f"--iterations must be >= 0, got {args.iterations}")
+        self.agent_name = agent_name
+        self.args = args
+        self.resumed: dict | None = None
+        if args.resume:
+            self.run_dir = Path(args.resume)
+            config_path = self.run_dir / "config.json"
+            if not config_path.exists():
+                raise CheckpointError(f"--resume {args.resume!r}: no config.json, not a run directory")
+            saved = json.loads(config_path.read_text())
+            if saved["env"] != args.env or saved["agent"] != agent_name:
+                raise CheckpointError(
+                    f"--resume {args.resume!r} is a run of {saved['agent']} on {saved['env']}, "
+                    f"not {agent_name} on {args.env}"
+                )
+            self.env_kwargs = saved["env_kwargs"]
+            self.resumed = load_checkpoint(self.run_dir / "checkpoint.pt")
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.run_dir = Path(args.out or f"runs/{args.env}__{agent_name}__{args.seed}__{stamp}")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.env_kwargs = parse_env_kwargs(args.env_kwargs)
+            config = {"env": args.env, "agent": agent_name, "env_kwargs": self.env_kwargs,
+                      "args": dataclasses.asdict(args), **(extra_config or {})}
+            (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        self.env = make_env(args.env, self.env_kwargs)
+        self.logger = RunLogger(self.run_dir, args.tensorboard)
+        self.iteration = 0
+        self.wall_offset = 0.0
+        self._start = time.perf_counter()
+
+    # -------------------------------------------------------------- state
+    def restore(self, agent: Any) -> None:
+        """Load env and agent from the checkpoint of a resumed run (no-op otherwise)."""
+        if self.resumed is None:
+            return
+        self.env.unwrapped.load_state_dict(self.resumed["env"])
+        agent.load_state_dict(self.resumed["agent"])
+        run = self.resumed["run"]
+        self.iteration = int(run["iteration"])
+        self.wall_offset = float(run["wall_time"])
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            _truncate_jsonl(self.run_dir / name, self.iteration)
+
+    def checkpoint(self, agent: Any) -> None:
+        save_checkpoint(
+            {"env": self.env.unwrapped.state_dict(), "agent": agent.state_dict(),
+             "run": {"iteration": self.iteration, "wall_time": self.wall_time, "env_id": self.args.env,
+                     "agent": self.agent_name}},
+            self.run_dir / "checkpoint.pt",
+        )
+
+    @property
+    def wall_time(self) -> float:
+        return self.wall_offset + time.perf_counter() - self._start
+
+    @property
+    def first_seed(self) -> int | None:
+        """Seed for the very first reset of a fresh run; resumed runs keep their RNG state."""
+        return self.args.seed if (self.iteration == 0 and self.resumed is None) else None
+
+    # -------------------------------------------------------------- bookkeeping after an episode
+    def after_episode(self, reward: float, info: dict, agent: Any, agent_stats: dict) -> dict:
+        self.iteration += 1
+        record = episode_record(self.iteration, reward, info, agent_stats, self.wall_time)
+        self.logger.iteration(record)
+        args = self.args
+        if args.eval_every and self.iteration % args.eval_every == 0 and self.iteration < args.iterations:
+            self.evaluate(args.eval_batches)
+        if args.checkpoint_every and self.iteration % args.checkpoint_every == 0:
+            self.checkpoint(agent)
+        return record
+
+    def evaluate(self, max_batches: int | None) -> dict:
+        metrics = self.env.unwrapped.evaluate(split="test", tol=1e-5, max_batches=max_batches)
+        self.logger.evaluation({"iteration": self.iteration, **metrics})
+        return metrics
+
+    def finish(self, agent: Any) -> dict:
+        """Final full test evaluation at tol 1e-5, checkpoint and summary.json."""
+        test = self.evaluate(None)
+        self.checkpoint(agent)
+        records = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()] \
+            if (self.run_dir / "metrics.jsonl").exists() else []
+        done = [r for r in records if "nfe_forward" in r]
+        summary = {
+            "env": self.args.env, "agent": self.agent_name, "seed": self.args.seed, "iterations": self.iteration,
+            "test": test,
+            "train_nfe_forward_mean": _mean(r["nfe_forward"] for r in done),
+            "train_nfe_backward_mean": _mean(r["nfe_backward"] for r in done),
+            "train_nfe_mean": _mean(r["nfe_forward"] + r["nfe_backward"] for r in done),
+            "train_loss_last": done[-1]["loss"] if done else None,
+            "mean_log10_tol_last": _mean(np.log10(r["tols"]).mean() for r in done[-max(1, len(done) // 10):]),
+            "solver_failures": sum(1 for r in records if "solver_error" in r),
+            "wall_s": round(self.wall_time, 2),
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.logger.close()
+        print_summary(summary)
+        return summary
+
+
+def _mean(values: Any) -> float | None:
+    values = [float(v) for v in values]
+    return float(np.mean(values)) if values else None
+
+
+def print_summary(summary: dict) -> None:
+    test = summary["test"]
+    rows = [
+        ("env", summary["env"]), ("agent", summary["agent"]), ("iterations", summary["iterations"]),
+        ("test bits/dim @1e-5", f"{test['bits_per_dim']:.4f}"),
+        ("test marginal bits/dim", f"{test['marginal_bits_per_dim']:.4f}"),
+        ("test error", f"{test['error']:.4f}"),
+        ("test NFE / batch", f"{test['nfe']:.1f}"),
+        ("train NFE fwd / iter", _fmt(summary["train_nfe_forward_mean"])),
+        ("train NFE bwd / iter", _fmt(summary["train_nfe_backward_mean"])),
+        ("mean log10 tol (last 10%)", _fmt(summary["mean_log10_tol_last"], 2)),
+        ("wall time [s]", summary["wall_s"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def run_episodes(run: Run, agent: Agent) -> dict:
+    """The loop of episode-driven agents (fixed, REINFORCE): one episode per iteration."""
+    from tqdm import tqdm
+
+    env, args = run.env, run.args
+    run.restore(agent)
+    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not args.progress, unit="it")
+    while run.iteration < args.iterations:
+        obs, _ = env.reset(seed=run.first_seed)
+        total, done, info = 0.0, False, {}
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+            agent.observe(reward)
+            total += reward
+            done = terminated or truncated
+        record = run.after_episode(total, info, agent, agent.end_episode())
+        bar.update(1)
+        bar.set_postfix(nfe=record.get("nfe_forward"), loss=_fmt(record.get("loss"), 3))
+    bar.close()
+    return run.finish(agent)
+
+
+def main_for(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env], Agent], extra: dict) -> dict:
+    run = Run(agent_name, args, extra)
+    return run_episodes(run, make_agent(run.env))
