@@ -1,0 +1,125 @@
+"""stable-baselines3 algorithms as the tolerance policy.
+
+    python -m agents.sb3 --algo ppo --env InfoCNF-Digits-v0
+    python -m agents.sb3 --algo sac --env InfoCNF-Digits-v0 --env-kwargs alpha=0.1
+
+The environment is wrapped only by gymnasium's ``RescaleAction``, so the algorithm acts in
+[-1, 1] (SB3's recommendation) while the environment receives log10(tol) in its bounds.
+SB3 drives the loop itself; a callback turns every finished episode into a line of
+``metrics.jsonl`` and triggers evaluations and checkpoints. SB3 agents run in one process.
+
+Checkpoints: the environment's state goes into ``checkpoint.pt`` like every agent's; the SB3
+model is saved with SB3's own ``save`` (``sb3_model.zip``) and, for off-policy algorithms,
+its replay buffer (``sb3_replay.pkl``). Those two files are SB3's pickled formats: load
+them only from run directories you trust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.wrappers import RescaleAction
+
+from agents.cli import CommonArgs, arg, parse_args
+from agents.runner import Run
+
+ALGOS = ("ppo", "sac", "a2c", "td3")
+
+
+def algo_class(name: str) -> Any:
+    import stable_baselines3 as sb3
+
+    classes = {"ppo": sb3.PPO, "sac": sb3.SAC, "a2c": sb3.A2C, "td3": sb3.TD3}
+    if name not in classes:
+        raise ValueError(f"unknown algorithm {name!r}; valid: {', '.join(ALGOS)}")
+    return classes[name]
+
+
+def default_algo_kwargs(name: str, num_blocks: int) -> dict[str, Any]:
+    """Hyperparameters sized for short episodes (N steps each) and a few hundred episodes."""
+    if name == "ppo":
+        n_steps = max(8, 16 * num_blocks)
+        return {"n_steps": n_steps, "batch_size": n_steps, "n_epochs": 5, "learning_rate": 3e-4}
+    if name == "a2c":
+        return {"n_steps": num_blocks}
+    return {"learning_starts": 4 * num_blocks, "batch_size": 64, "train_freq": 1, "gradient_steps": 1}
+
+
+class SB3Agent:
+    """Holds the SB3 model; its state lives in SB3's own files beside the checkpoint."""
+
+    def __init__(self, model: Any, run_dir: Path, off_policy: bool):
+        self.model = model
+        self.run_dir = run_dir
+        self.off_policy = off_policy
+
+    def state_dict(self) -> dict:
+        self.model.save(self.run_dir / "sb3_model.zip")
+        if self.off_policy:
+            self.model.save_replay_buffer(self.run_dir / "sb3_replay.pkl")
+        return {"num_timesteps": int(self.model.num_timesteps)}
+
+    def load_state_dict(self, state: dict) -> None:
+        cls = type(self.model)
+        env = self.model.get_env()
+        self.model = cls.load(self.run_dir / "sb3_model.zip", env=env)
+        if self.off_policy:
+            self.model.load_replay_buffer(self.run_dir / "sb3_replay.pkl")
+
+
+def _make_callback(run: Run, holder: SB3Agent) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class EpisodeLogger(BaseCallback):
+        """Logs each finished episode through the shared :class:`Run` bookkeeping."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.episode_reward = 0.0
+
+        def _on_step(self) -> bool:
+            self.episode_reward += float(self.locals["rewards"][0])
+            if self.locals["dones"][0]:
+                info = self.locals["infos"][0]
+                run.after_episode(self.episode_reward, info, holder, {})
+                self.episode_reward = 0.0
+            return run.iteration < run.args.iterations
+
+    return EpisodeLogger()
+
+
+@dataclasses.dataclass
+class Args(CommonArgs):
+    algo: str = arg("ppo", "stable-baselines3 algorithm", choices=list(ALGOS))
+    policy_lr: float | None = arg(None, "learning rate of the algorithm (default: the sized defaults)")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(Args, argv, description=__doc__)
+    cls = algo_class(args.algo)
+    run = Run(f"sb3-{args.algo}", args, {"algo": args.algo})
+    env = run.env
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        policy = "MultiInputPolicy"
+    else:
+        policy = "MlpPolicy"
+    wrapped = RescaleAction(env, -1.0, 1.0)
+    kwargs = default_algo_kwargs(args.algo, env.unwrapped.num_blocks)
+    if args.policy_lr is not None:
+        kwargs["learning_rate"] = args.policy_lr
+    model = cls(policy, wrapped, seed=args.seed, verbose=0, device="cpu", **kwargs)
+    holder = SB3Agent(model, run.run_dir, off_policy=args.algo in ("sac", "td3"))
+    run.restore(holder)
+    remaining = args.iterations - run.iteration
+    if remaining > 0:
+        steps = remaining * env.unwrapped.num_blocks * 4  # upper bound; the callback stops at --iterations
+        holder.model.learn(total_timesteps=steps, callback=_make_callback(run, holder),
+                           reset_num_timesteps=run.resumed is None, progress_bar=False)
+    return run.finish(holder)
+
+
+if __name__ == "__main__":
+    main()
