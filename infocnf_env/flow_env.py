@@ -45,7 +45,10 @@ class FlowTrainingEnv(gym.Env):
     ## Rewards
     Step i: ``-(alpha / N) * nfe_i`` (forward NFE of block i). The last step adds
     ``-loss_weight * loss`` and ``-(alpha / N) * nfe_backward`` (Eq. 6). A failed solve gives
-    ``-failure_penalty``.
+    ``-failure_penalty``. With ``gap_check_every = K > 0``, every K-th iteration also solves
+    the same batch at tolerance 1e-5 (no gradient) and the last step adds
+    ``-gap_weight * max(0, loss_at_1e-5 - loss)``: a policy is not paid for a training loss
+    that only looks good because of solver error (``info["loss_gap"]`` reports the gap).
 
     ## Starting State
     A fresh mini-batch from the seeded training stream; block 0's input.
@@ -84,6 +87,8 @@ class FlowTrainingEnv(gym.Env):
         alpha: float = 0.01,
         loss_weight: float = 1.0,
         failure_penalty: float = 10.0,
+        gap_check_every: int = 0,
+        gap_weight: float = 1.0,
         tol_bounds: tuple[float, float] = DEFAULT_TOL_BOUNDS,
         obs_mode: str = "vector",
         feature_samples: int = 8,
@@ -113,6 +118,8 @@ class FlowTrainingEnv(gym.Env):
         self.alpha = float(alpha)
         self.loss_weight = float(loss_weight)
         self.failure_penalty = float(failure_penalty)
+        self.gap_check_every = int(gap_check_every)
+        self.gap_weight = float(gap_weight)
         self.train_flow = bool(train_flow)
         self.base_lr = float(lr)
         self.lr_milestones = tuple((int(e), float(v)) for e, v in lr_milestones)
@@ -130,6 +137,7 @@ class FlowTrainingEnv(gym.Env):
         self.solver_failures = 0
         self._generator = torch.Generator(device=self.task.device).manual_seed(seed)
         self._state = None
+        self._batch = None
         self._nfe: list[int] = []
         self._tols: list[float] = []
         if checkpoint is not None:
@@ -150,6 +158,7 @@ class FlowTrainingEnv(gym.Env):
             self._generator.manual_seed(int(self.np_random.integers(2**31 - 1)))
         self._set_lr()
         x, y = self.task.next_batch()
+        self._batch = (x, y, self._generator.get_state())
         with torch.set_grad_enabled(self.train_flow):
             self._state = self.model.start(x, y, generator=self._generator)
         self._nfe, self._tols = [], []
@@ -179,6 +188,9 @@ class FlowTrainingEnv(gym.Env):
         with torch.set_grad_enabled(self.train_flow):
             out = self.model.finish(state)
         loss = out.loss
+        if self.gap_check_every and (self.iteration + 1) % self.gap_check_every == 0:
+            info["loss_gap"] = self._loss_gap(float(loss.detach()))
+            reward -= self.gap_weight * max(0.0, info["loss_gap"])
         updated = False
         if not torch.isfinite(loss):
             self.skipped_updates += 1
@@ -204,6 +216,19 @@ class FlowTrainingEnv(gym.Env):
             solver_failures=self.solver_failures,
         )
         return self.encoder.terminal(), float(reward), True, False, info
+
+    def _loss_gap(self, loss: float) -> float:
+        """Loss of the same batch at tolerance 1e-5 minus the loss at the chosen tolerances.
+
+        The generator is replayed from the start of the episode, so the Hutchinson noise and
+        dropout masks are the same as in the training pass: the gap is solver error alone.
+        """
+        x, y, generator_state = self._batch
+        generator = torch.Generator(device=self.task.device)
+        generator.set_state(generator_state)
+        with torch.no_grad():
+            tight = self.model(x, y, tol=1e-5, generator=generator)
+        return float(tight.loss) - loss
 
     def _update(self, loss: torch.Tensor) -> bool:
         """Back-propagate and step Adam; skip (and count) the step on a non-finite gradient."""

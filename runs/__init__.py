@@ -1,0 +1,1 @@
+"""Experiment drivers, benchmarks and their results."""
