@@ -84,7 +84,7 @@ class FlowTrainingEnv(gym.Env):
         lr: float = 1e-3,
         lr_milestones: tuple = (),
         max_grad_norm: float | None = None,
-        alpha: float = 0.01,
+        alpha: float = 1.0,
         loss_weight: float = 1.0,
         failure_penalty: float = 10.0,
         gap_check_every: int = 0,
