@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from agents.cli import CommonArgs, arg, parse_args
-from agents.runner import main_for
+from agents.runner import main_for, run_cli
 
 
 class FixedAgent:
@@ -62,4 +62,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

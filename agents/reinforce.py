@@ -22,7 +22,7 @@ from torch import nn
 
 from agents.cli import CommonArgs, arg, parse_args
 from agents.gates import CNNGate, MLPGate
-from agents.runner import main_for
+from agents.runner import main_for, run_cli
 
 
 class ReinforceAgent:
@@ -165,4 +165,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

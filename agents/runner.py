@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -127,14 +128,15 @@ class Run:
             self.env_kwargs = saved["env_kwargs"]
             self.resumed = load_checkpoint(self.run_dir / "checkpoint.pt")
         else:
+            self.env_kwargs = parse_env_kwargs(args.env_kwargs)
+        self.env = make_env(args.env, self.env_kwargs)  # validates id and kwargs before any file is written
+        if not args.resume:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             self.run_dir = Path(args.out or f"runs/{args.env}__{agent_name}__{args.seed}__{stamp}")
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.env_kwargs = parse_env_kwargs(args.env_kwargs)
             config = {"env": args.env, "agent": agent_name, "env_kwargs": self.env_kwargs,
                       "args": dataclasses.asdict(args), **(extra_config or {})}
             (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        self.env = make_env(args.env, self.env_kwargs)
         self.logger = RunLogger(self.run_dir, args.tensorboard)
         self.iteration = 0
         self.wall_offset = 0.0
@@ -262,3 +264,12 @@ def run_episodes(run: Run, agent: Agent) -> dict:
 def main_for(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env], Agent], extra: dict) -> dict:
     run = Run(agent_name, args, extra)
     return run_episodes(run, make_agent(run.env))
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Run an agent's ``main``; bad input or a bad checkpoint ends with one clear line, exit 2."""
+    try:
+        main()
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -24,7 +24,7 @@ import gymnasium as gym
 from gymnasium.wrappers import RescaleAction
 
 from agents.cli import CommonArgs, arg, parse_args
-from agents.runner import Run
+from agents.runner import Run, run_cli
 
 ALGOS = ("ppo", "sac", "a2c", "td3")
 
@@ -122,4 +122,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

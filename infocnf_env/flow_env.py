@@ -17,6 +17,9 @@ from infocnf_env.observation import ObservationEncoder
 from infocnf_env.tasks import FlowTask
 
 DEFAULT_TOL_BOUNDS = (-8.0, -2.0)
+#: Step cap per ODE solve that the env enforces unless told otherwise: a runaway solve
+#: truncates the episode instead of stalling the run.
+DEFAULT_MAX_NUM_STEPS = 1000
 
 
 class FlowTrainingEnv(gym.Env):
@@ -66,7 +69,7 @@ class FlowTrainingEnv(gym.Env):
     download, seed, eval_batch_size, epochs (the nominal training length of the recipe,
     for reference). Any other keyword is a ``flows.FlowConfig`` field (hidden,
     flows_per_scale, num_scales, sup_ratio, beta, kinetic_weight, jacobian_weight, adjoint,
-    solver, max_num_steps, ...).
+    solver, max_num_steps (default 1000 steps per solve), ...).
 
     ## Version History
     * v0: initial version.
@@ -104,6 +107,7 @@ class FlowTrainingEnv(gym.Env):
         **flow_options: Any,
     ):
         super().__init__()
+        flow_options.setdefault("max_num_steps", DEFAULT_MAX_NUM_STEPS)
         low, high = (float(b) for b in tol_bounds)
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"tol_bounds must be finite log10 values with low < high, got {tol_bounds}")
