@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.wrappers import RescaleAction
 
 from agents.cli import CommonArgs, arg, parse_args
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         policy = "MultiInputPolicy"
     else:
         policy = "MlpPolicy"
-    wrapped = RescaleAction(env, -1.0, 1.0)
+    wrapped = RescaleAction(env, np.float32(-1.0), np.float32(1.0))  # float32 like the action space
     kwargs = default_algo_kwargs(args.algo, env.unwrapped.num_blocks)
     if args.policy_lr is not None:
         kwargs["learning_rate"] = args.policy_lr

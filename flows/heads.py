@@ -104,10 +104,11 @@ class LatentHead(nn.Module):
         return self.classifier(z_y)
 
     def sample_latent(
-        self, y: torch.Tensor | None, num: int, device: torch.device, generator: torch.Generator | None = None
+        self, y: torch.Tensor | None, num: int, device: torch.device, generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """Draw z: z_y from the class prior, z_u from N(0, I); ``(num, dim)``."""
-        eps = torch.randn(num, self.dim, generator=generator, device=device)
+        """Draw z: z_y from the class prior, z_u from N(0, I); ``(num, dim)`` in ``dtype``."""
+        eps = torch.randn(num, self.dim, generator=generator, device=device, dtype=dtype)
         if not self.conditional:
             return eps
         mean, log_std = self.prior_params(y)

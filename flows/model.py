@@ -233,8 +233,8 @@ class FlowModel(nn.Module):
             num = y.shape[0]
         elif num is None:
             num = 1 if y is None else y.shape[0]
-        device = self.head_device()
-        z = self.head.sample_latent(y, num, device, generator)
+        reference = next(iter(list(self.parameters()) + list(self.buffers())), torch.empty(0))
+        z = self.head.sample_latent(y, num, reference.device, generator, dtype=reference.dtype)
         return self.decode(z, tol=tol)
 
     @torch.no_grad()

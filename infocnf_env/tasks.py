@@ -29,7 +29,7 @@ class FlowTask:
         batch_size: training mini-batch size.
         data_root, download: where torchvision datasets live / whether to fetch them.
         device: torch device of the model and batches.
-        seed: seed of the data order, dequantisation noise and flips.
+        seed: seed of the initial weights, the data order, dequantisation noise and flips.
         eval_batch_size: batch size of evaluation passes.
         **flow_options: fields of ``flows.FlowConfig`` (hidden, flows_per_scale, sup_ratio,
             beta, kinetic_weight, ...).
@@ -67,7 +67,10 @@ class FlowTask:
         flow_options.setdefault("num_levels", self.train_data.num_levels)
         if self.train_data.num_levels is None:
             flow_options.setdefault("logit_alpha", None)
-        self.model = build_model(head, data_shape, self.train_data.num_classes, arch, **flow_options).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # initial weights from `seed`, not the global RNG state
+            torch.manual_seed(seed)
+            model = build_model(head, data_shape, self.train_data.num_classes, arch, **flow_options)
+        self.model = model.to(self.device)
         self.stream = BatchStream(self.train_data, batch_size, seed=seed)
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
 

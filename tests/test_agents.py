@@ -1,0 +1,335 @@
+"""Agents: REINFORCE gates, stable-baselines3 algorithms, and the agent CLIs end to end (with resume)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.wrappers import RescaleAction
+
+import infocnf_env  # noqa: F401  (registers the ids)
+from agents import fixed, reinforce, sb3
+from agents.reinforce import ReinforceAgent
+from agents.runner import METRIC_KEYS, Run, make_env, run_cli
+from infocnf_env.checkpoint import CheckpointError, load_checkpoint
+
+ENV_ID = "InfoCNF-Digits-v0"
+TINY = dict(batch_size=8, hidden=4, eval_batch_size=64)
+TINY_KWARGS = [f"{k}={v}" for k, v in TINY.items()]
+#: Keys of every metrics.jsonl line of a completed iteration (runner.METRIC_KEYS that always exist).
+ITERATION_KEYS = {"iteration", "reward", "wall_time", "loss", "bits_per_dim", "xent", "error", "nfe_forward",
+                  "nfe_backward", "tols", "nfe_blocks", "epoch", "lr", "skipped_update"}
+EVAL_KEYS = {"bits_per_dim", "marginal_bits_per_dim", "error", "nfe", "num_samples"}
+SUMMARY_KEYS = {"env", "agent", "seed", "iterations", "test", "train_nfe_forward_mean", "train_nfe_backward_mean",
+                "train_nfe_mean", "train_loss_last", "mean_log10_tol_last", "solver_failures", "wall_s"}
+DIGITS_TEST_SIZE = 300
+#: [-1, 1] as float32, the action space dtype (float64 bounds make gymnasium warn about precision).
+UNIT = (np.float32(-1.0), np.float32(1.0))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny convolutions are dominated by thread synchronisation; one thread is many times faster.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def cli_args(out: Path, *extra: str, iterations: int = 2, tensorboard: bool = False) -> list[str]:
+    return ["--iterations", str(iterations), "--eval-batches", "1", "--no-progress", "--out", str(out),
+            "--tensorboard" if tensorboard else "--no-tensorboard", *extra, "--env-kwargs", *TINY_KWARGS]
+
+
+# ---------------------------------------------------------------------- REINFORCE
+def _reinforce_episode(env: gym.Env, agent: ReinforceAgent, seed: int | None = None) -> tuple[list[float], dict]:
+    obs, _ = env.reset(seed=seed)
+    rewards, done = [], False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
+        agent.observe(reward)
+        rewards.append(reward)
+        done = terminated or truncated
+    return rewards, agent.end_episode()
+
+
+def _head_grads(agent: ReinforceAgent) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(gate.head.linear.weight.grad, gate.head.linear.bias.grad) for gate in agent.gates]
+
+
+@pytest.mark.parametrize("obs_mode", ["vector", "features"])
+def test_reinforce_gates_mean_and_spread_get_gradients(obs_mode):
+    env = gym.make(ENV_ID, obs_mode=obs_mode, **TINY)
+    n = env.unwrapped.num_blocks
+    gamma = 0.5
+    agent = ReinforceAgent(env.observation_space, n, baseline=None, gamma=gamma, seed=0)
+    kind = reinforce.CNNGate if obs_mode == "features" else reinforce.MLPGate
+    assert len(agent.gates) == n and all(isinstance(g, kind) for g in agent.gates)
+    before = [p.detach().clone() for p in agent.gates.parameters()]
+    rewards, stats = _reinforce_episode(env, agent, seed=0)
+    assert len(rewards) == n
+    for block, (weight_grad, bias_grad) in enumerate(_head_grads(agent)):
+        # Row / entry 0 produces the mean of log10(tol), 1 its log standard deviation.
+        for part, name in ((0, "mean"), (1, "spread")):
+            assert weight_grad[part].abs().sum() > 0, f"gate {block}: no gradient for the {name} (weights)"
+            assert bias_grad[part].abs() > 0, f"gate {block}: no gradient for the {name} (bias)"
+    after = list(agent.gates.parameters())
+    assert any(not torch.equal(b, a) for b, a in zip(before, after)), "the gates were not updated"
+    # Without a baseline the advantages are the returns-to-go G_i = sum_j gamma^(j-i) r_j (Eq. 7).
+    returns = [sum(gamma ** (j - i) * rewards[j] for j in range(i, n)) for i in range(n)]
+    assert stats["advantage"] == pytest.approx(float(np.mean(returns)), rel=1e-5)
+    assert stats["gate_mean"] == pytest.approx(-5.0) and stats["gate_std"] == pytest.approx(0.5)
+
+
+def test_reinforce_with_baseline_learns_from_the_second_episode():
+    env = gym.make(ENV_ID, **TINY)
+    agent = ReinforceAgent(env.observation_space, env.unwrapped.num_blocks, baseline=0.9, seed=0)
+    _reinforce_episode(env, agent, seed=0)
+    # The first episode's returns initialise the baseline, so their advantages are zero.
+    assert all(float(w.abs().sum()) == 0.0 and float(b.abs().sum()) == 0.0 for w, b in _head_grads(agent))
+    _reinforce_episode(env, agent)
+    for weight_grad, bias_grad in _head_grads(agent):
+        assert weight_grad[0].abs().sum() > 0 and weight_grad[1].abs().sum() > 0
+        assert bias_grad[0].abs() > 0 and bias_grad[1].abs() > 0
+
+
+def test_reinforce_state_dict_round_trip():
+    env = gym.make(ENV_ID, **TINY)
+    n = env.unwrapped.num_blocks
+    agent = ReinforceAgent(env.observation_space, n, seed=0)
+    _reinforce_episode(env, agent, seed=0)
+    copy = ReinforceAgent(env.observation_space, n, seed=1)
+    copy.load_state_dict(agent.state_dict())
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(agent.act(obs), copy.act(obs))  # same gates, same sampling generator
+
+
+# ---------------------------------------------------------------------- stable-baselines3
+class _RecordTolerances(gym.Wrapper):
+    """Keeps the tolerance the environment received at every step."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.tols: list[float] = []
+
+    def step(self, action):
+        out = super().step(action)
+        self.tols.append(out[-1]["tol"])
+        return out
+
+
+SB3_SETTINGS = {
+    "ppo": dict(n_steps=32, batch_size=32, n_epochs=2),
+    "a2c": dict(n_steps=3),
+    "sac": dict(learning_starts=10, batch_size=16),
+    "td3": dict(learning_starts=10, batch_size=16),
+}
+
+
+@pytest.mark.parametrize("algo", sorted(SB3_SETTINGS))
+def test_sb3_algorithms_learn(algo):
+    # The fixed-step Euler solver (1 NFE per block) keeps a few hundred flow steps within seconds;
+    # what is under test is that every algorithm drives the env through RescaleAction.
+    env = _RecordTolerances(gym.make(ENV_ID, solver="euler", **TINY))
+    low, high = env.unwrapped.action_space.low[0], env.unwrapped.action_space.high[0]
+    model = sb3.algo_class(algo)("MlpPolicy", RescaleAction(env, *UNIT), seed=0, device="cpu", verbose=0,
+                                 **SB3_SETTINGS[algo])
+    total = 300
+    model.learn(total_timesteps=total)
+    assert model.num_timesteps >= total
+    log_tols = np.log10(env.tols)
+    assert len(log_tols) == model.num_timesteps >= total
+    # every finished episode was one flow training iteration
+    assert env.unwrapped.iteration == len(log_tols) // env.unwrapped.num_blocks
+    assert (log_tols >= low - 1e-9).all() and (log_tols <= high + 1e-9).all()
+    assert np.unique(log_tols).size > 1  # the policy explores
+    action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
+    assert action.shape == (1,) and -1.0 <= float(action[0]) <= 1.0
+
+
+def test_sb3_multi_input_policy_on_feature_maps():
+    env = RescaleAction(gym.make(ENV_ID, solver="euler", obs_mode="features", feature_samples=4, **TINY), *UNIT)
+    model = sb3.algo_class("ppo")("MultiInputPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0,
+                                  device="cpu")
+    model.learn(total_timesteps=32)
+    assert model.num_timesteps >= 32
+
+
+def test_sb3_unknown_algorithm():
+    with pytest.raises(ValueError, match="ppo"):
+        sb3.algo_class("dqn")
+
+
+# ---------------------------------------------------------------------- CLIs end to end
+def _check_run_dir(run_dir: Path, agent: str, extra_metric_keys: set[str] = frozenset()) -> list[dict]:
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["env"] == ENV_ID and config["agent"] == agent
+    assert {k: config["env_kwargs"][k] for k in TINY} == TINY
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["iteration"] for m in metrics] == [1, 2]
+    for m in metrics:
+        missing = (ITERATION_KEYS | set(extra_metric_keys)) - set(m)
+        assert not missing, f"metrics.jsonl line lacks {sorted(missing)}"
+        assert set(m) - ITERATION_KEYS - set(extra_metric_keys) <= set(METRIC_KEYS)
+        assert len(m["tols"]) == len(m["nfe_blocks"]) == 3 and m["nfe_forward"] == sum(m["nfe_blocks"])
+        # alpha = 1, N = 3: the logged return is the sum of the step rewards of Eq. 6
+        # (rel 1e-6: SB3's vectorised env hands the callback float32 rewards)
+        expected = -m["nfe_forward"] / 3 - m["loss"] - m["nfe_backward"] / 3
+        assert m["reward"] == pytest.approx(expected, rel=1e-6)
+    evals = read_jsonl(run_dir / "eval.jsonl")
+    assert [e["iteration"] for e in evals] == [1, 2]  # periodic (eval_every=1), then the final one
+    for e in evals:
+        assert EVAL_KEYS <= set(e)
+    assert evals[0]["num_samples"] == TINY["eval_batch_size"]  # --eval-batches 1
+    assert evals[1]["num_samples"] == DIGITS_TEST_SIZE  # the final evaluation is full
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    assert {"env", "agent", "run"} <= set(checkpoint)
+    assert checkpoint["run"]["iteration"] == 2 and checkpoint["env"]["counters"]["iteration"] == 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["iterations"] == 2 and summary["agent"] == agent
+    assert summary["test"] == {k: v for k, v in evals[1].items() if k != "iteration"}
+    assert summary["train_loss_last"] == metrics[-1]["loss"]
+    events = list(run_dir.glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    return metrics
+
+
+def test_fixed_cli_end_to_end(tmp_path):
+    run_dir = tmp_path / "fixed"
+    summary = fixed.main(cli_args(run_dir, "--eval-every", "1", "--tol", "1e-4", tensorboard=True))
+    assert summary["iterations"] == 2
+    metrics = _check_run_dir(run_dir, "fixed")
+    assert all(m["tols"] == [pytest.approx(1e-4, rel=1e-6)] * 3 for m in metrics)
+
+
+def test_reinforce_cli_end_to_end(tmp_path):
+    run_dir = tmp_path / "reinforce"
+    reinforce.main(cli_args(run_dir, "--eval-every", "1", tensorboard=True))
+    _check_run_dir(run_dir, "reinforce", {"gate_mean", "gate_std", "advantage"})
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["env_kwargs"]["obs_mode"] == "vector"  # --gate auto on digits: MLP gates
+    assert {"gates", "optimizer", "generator"} <= set(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
+
+
+def test_sb3_ppo_cli_end_to_end(tmp_path):
+    run_dir = tmp_path / "ppo"
+    sb3.main(cli_args(run_dir, "--algo", "ppo", "--eval-every", "1", tensorboard=True))
+    _check_run_dir(run_dir, "sb3-ppo")
+    assert (run_dir / "sb3_model.zip").stat().st_size > 0
+
+
+def test_fixed_schedule_sets_per_block_tolerances(tmp_path):
+    schedule = [1e-3, 1e-5, 1e-4]
+    fixed.main(cli_args(tmp_path / "run", "--eval-every", "0", "--schedule", *map(str, schedule)))
+    for m in read_jsonl(tmp_path / "run" / "metrics.jsonl"):
+        assert m["tols"] == [pytest.approx(t, rel=1e-6) for t in schedule]
+    with pytest.raises(ValueError, match="one tolerance per block"):
+        fixed.main(cli_args(tmp_path / "bad", "--schedule", "1e-3", "1e-4"))
+
+
+# ---------------------------------------------------------------------- resume
+RESUMABLE = {"fixed": (fixed.main, ["--tol", "1e-4"]), "reinforce": (reinforce.main, ["--gate-lr", "0.05"])}
+
+
+def _without_wall_time(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
+
+
+@pytest.mark.parametrize("agent", sorted(RESUMABLE))
+def test_resume_continues_exactly(tmp_path, agent):
+    main, extra = RESUMABLE[agent]
+    common = ["--checkpoint-every", "2", "--eval-every", "0", *extra]
+    main(cli_args(tmp_path / "straight", *common, iterations=4))
+    main(cli_args(tmp_path / "split", *common, iterations=2))
+    summary = main(["--resume", str(tmp_path / "split"), "--iterations", "4", "--no-progress", "--no-tensorboard",
+                    *common])
+    assert summary["iterations"] == 4
+    straight = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    split = read_jsonl(tmp_path / "split" / "metrics.jsonl")
+    assert [r["iteration"] for r in split] == [1, 2, 3, 4]
+    assert _without_wall_time(split) == _without_wall_time(straight)
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["run"]["iteration"] == 4
+
+
+def test_resume_after_a_crash_rewrites_lost_iterations(tmp_path, monkeypatch):
+    common = ["--checkpoint-every", "2", "--eval-every", "0", "--tol", "1e-4"]
+    fixed.main(cli_args(tmp_path / "straight", *common, iterations=4))
+    original = Run.after_episode
+
+    def crash_at_3(self, *args, **kwargs):
+        record = original(self, *args, **kwargs)
+        if self.iteration == 3:
+            raise KeyboardInterrupt  # after iteration 3 was logged, before its checkpoint
+        return record
+
+    monkeypatch.setattr(Run, "after_episode", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        fixed.main(cli_args(tmp_path / "crashed", *common, iterations=4))
+    monkeypatch.setattr(Run, "after_episode", original)
+    assert len(read_jsonl(tmp_path / "crashed" / "metrics.jsonl")) == 3
+    fixed.main(["--resume", str(tmp_path / "crashed"), "--iterations", "4", "--no-progress", "--no-tensorboard",
+                *common])
+    crashed = read_jsonl(tmp_path / "crashed" / "metrics.jsonl")
+    assert [r["iteration"] for r in crashed] == [1, 2, 3, 4]
+    assert _without_wall_time(crashed) == _without_wall_time(read_jsonl(tmp_path / "straight" / "metrics.jsonl"))
+
+
+def test_resume_with_another_env_or_agent_raises(tmp_path):
+    run_dir = tmp_path / "run"
+    fixed.main(cli_args(run_dir, "--eval-every", "0", iterations=1))
+    with pytest.raises(CheckpointError, match="CCNF-Digits-v0"):
+        fixed.main(["--resume", str(run_dir), "--env", "CCNF-Digits-v0", "--iterations", "2", "--no-progress"])
+    with pytest.raises(CheckpointError, match="reinforce"):
+        reinforce.main(["--resume", str(run_dir), "--iterations", "2", "--no-progress"])
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        fixed.main(["--resume", str(tmp_path / "nowhere"), "--iterations", "2", "--no-progress"])
+    assert len(read_jsonl(run_dir / "metrics.jsonl")) == 1  # the failed resumes wrote nothing
+
+
+# ---------------------------------------------------------------------- input errors
+def test_make_env_unknown_id():
+    with pytest.raises(ValueError, match="unknown env id 'InfoCNF-Nope-v0'") as err:
+        make_env("InfoCNF-Nope-v0", {})
+    assert ENV_ID in str(err.value)  # lists the registered ids
+
+
+def test_make_env_unknown_kwarg():
+    with pytest.raises(ValueError, match="no_such_option"):
+        make_env(ENV_ID, {**TINY, "no_such_option": 1})
+    with pytest.raises(ValueError, match="no_such_option"):
+        make_env("InfoCNF-Toy1D-v0", {"no_such_option": 1})
+    env = make_env(ENV_ID, TINY)
+    assert env.unwrapped.num_blocks == 3
+
+
+def test_cli_bad_input_writes_nothing_and_exits_with_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="unknown env id"):
+        fixed.main(["--env", "Nope-v0", "--out", str(out), "--no-progress"])
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: fixed.main(["--out", str(out), "--no-progress", "--env-kwargs", "hiden=4"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "hiden" in err
+    assert not out.exists()
+
+
+def test_env_kwargs_are_parsed_as_literals():
+    from agents.cli import parse_env_kwargs
+
+    parsed = parse_env_kwargs(["lr=1e-3", "obs_mode=features", "tol_bounds=(-6, -2)", "train_flow=False"])
+    assert parsed == {"lr": 1e-3, "obs_mode": "features", "tol_bounds": (-6, -2), "train_flow": False}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_env_kwargs(["lr"])
+    assert math.isclose(parsed["lr"], 0.001)
