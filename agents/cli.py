@@ -27,7 +27,8 @@ class CommonArgs:
     """Flags shared by every agent CLI."""
 
     env: str = arg("InfoCNF-Digits-v0", "registered environment id (see infocnf_env.ENV_IDS)")
-    seed: int = arg(0, "seed of the environment (data order, noise) and the agent")
+    seed: int = arg(0, "seed of the environment (initial flow weights, data order, noise; unless "
+                    "--env-kwargs seed=... is given) and of the agent")
     iterations: int = arg(300, "flow training iterations (= episodes)")
     eval_every: int = arg(100, "evaluate on the test set at tol 1e-5 every N iterations (0: only at the end)")
     eval_batches: int | None = arg(None, "limit periodic evaluations to this many test batches (final one is full)")

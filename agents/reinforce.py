@@ -9,6 +9,13 @@ return-to-go of block i, ``G_i = sum_{j >= i} gamma^(j - i) r_j``, is the paper'
 ``-sum_i grad log pi(g_i | x_i) (G_i - b_i)`` with an optional moving-average baseline b_i
 per block. Rewards and returns are plain floats: nothing flows back into the flow through
 them; the flow itself is trained by the environment (co-training).
+
+Multi-process (``torchrun --nproc_per_node=K``): every rank runs its own episode on its share
+of the data and samples its own tolerances from the same gates (per-rank tolerances: rank r's
+sampling generator is split off by rank), so one update sees K episodes. The gates'
+gradients are averaged over the ranks before the Adam step (as DistributedDataParallel
+would), and the moving-average baseline of block i is updated with the mean return of the
+ranks that reached block i, so gates, optimizer and baseline stay identical on every rank.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from torch import nn
 from agents.cli import CommonArgs, arg, parse_args
 from agents.gates import CNNGate, MLPGate
 from agents.runner import main_for, run_cli
+from infocnf_env.flow_env import average_gradients, broadcast_module, rank_seed
 
 
 class ReinforceAgent:
@@ -66,6 +74,39 @@ class ReinforceAgent:
         self._rewards: list[float] = []
         self._means: list[float] = []
         self._stds: list[float] = []
+        self.rank, self.world_size = 0, 1
+
+    def distribute(self, rank: int, world_size: int) -> None:
+        """Join multi-process training (process group initialised): see the module docstring."""
+        self.rank, self.world_size = int(rank), int(world_size)
+        if self.world_size > 1:
+            broadcast_module(self.gates)
+            self._split_generator()
+
+    def _split_generator(self) -> None:
+        if self.rank:
+            self.generator.manual_seed(rank_seed(self.generator, self.rank))
+
+    def rank_state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_rank_state_dict(self, state: dict | None) -> None:
+        if state is None:
+            self._split_generator()
+        else:
+            self.generator.set_state(state["generator"])
+
+    def _mean_returns(self, returns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per block: the mean return over the ranks that reached it, and whether any did."""
+        if self.world_size == 1:
+            return returns, torch.ones(len(returns), dtype=torch.bool)
+        n = self.num_blocks
+        stats = torch.zeros(2 * n)
+        stats[: len(returns)] = returns
+        stats[n: n + len(returns)] = 1.0
+        torch.distributed.all_reduce(stats)
+        counts = stats[n:]
+        return stats[:n] / counts.clamp(min=1.0), counts > 0
 
     def _block_and_input(self, obs: Any) -> tuple[int, torch.Tensor]:
         if self.features:
@@ -101,15 +142,20 @@ class ReinforceAgent:
             ready = self.baseline_ready[blocks]
             baseline = torch.where(ready, self.baseline[blocks], returns)
             advantages = returns - baseline
+            mean, reached = self._mean_returns(returns)  # one process: its own returns, every block
+            update = torch.nonzero(reached).flatten()
             m = self.momentum
-            self.baseline[blocks] = torch.where(ready, m * self.baseline[blocks] + (1 - m) * returns, returns)
-            self.baseline_ready[blocks] = True
+            self.baseline[update] = torch.where(self.baseline_ready[update],
+                                                m * self.baseline[update] + (1 - m) * mean[update], mean[update])
+            self.baseline_ready[update] = True
         else:
             advantages = returns
         log_probs = torch.stack(self._log_probs)
         loss = -(log_probs * advantages).sum() - self.entropy * torch.stack(self._entropies).sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world_size > 1:
+            average_gradients(list(self.gates.parameters()), self.world_size)
         self.optimizer.step()
         stats = {"gate_mean": float(np.mean(self._means)), "gate_std": float(np.mean(self._stds)),
                  "advantage": float(advantages.mean())}

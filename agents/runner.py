@@ -3,6 +3,11 @@
 A run directory holds ``config.json`` (the arguments), ``metrics.jsonl`` (one line per flow
 training iteration), ``eval.jsonl`` (periodic test metrics at tol 1e-5), TensorBoard event
 files, ``checkpoint.pt`` (+ ``checkpoint.pt.prev``) and, at the end, ``summary.json``.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``, see :mod:`agents.distributed`) every rank runs the same
+loop on its share of the data; rank 0 alone writes the run directory and evaluates, the
+checkpoint also holds each rank's random state, and every checkpoint verifies that all ranks
+hold bit-identical weights.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,12 +26,14 @@ import gymnasium as gym
 import numpy as np
 
 import infocnf_env  # noqa: F401  (registers the ids)
+from agents import distributed
 from agents.cli import CommonArgs, parse_env_kwargs
+from flows import SolverError
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 #: Keys of an episode's final ``info`` copied to ``metrics.jsonl``.
 METRIC_KEYS = ("loss", "bits_per_dim", "xent", "error", "nfe_forward", "nfe_backward", "tols", "nfe_blocks",
-               "epoch", "lr", "skipped_update", "solver_error", "recon_mse", "kl")
+               "epoch", "lr", "skipped_update", "solver_error", "recon_mse", "kl", "failed_ranks")
 
 
 class Agent(Protocol):
@@ -58,15 +66,18 @@ def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
 class RunLogger:
     """metrics.jsonl, eval.jsonl and TensorBoard scalars of one run."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool):
+    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool = True):
         self.run_dir = run_dir
+        self.enabled = enabled  # False on ranks > 0 of a multi-process run: they write nothing
         self.writer = None
-        if tensorboard:
+        if tensorboard and enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(run_dir))
 
     def _append(self, name: str, record: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.run_dir / name, "a") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
 
@@ -97,12 +108,26 @@ def episode_record(iteration: int, reward: float, info: dict, agent_stats: dict,
     return record
 
 
+def _iteration_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["iteration"])
+    except (ValueError, KeyError, TypeError):  # a line cut short by a killed process
+        return None
+
+
 def _truncate_jsonl(path: Path, last_iteration: int) -> None:
-    """Drop lines written after the checkpoint, so a resumed run rewrites them identically."""
+    """Drop lines written after the checkpoint (and a partial last line), so a resumed run
+    rewrites them identically."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if json.loads(line)["iteration"] <= last_iteration]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for line in path.read_text().splitlines():
+        iteration = _iteration_of(line)
+        if iteration is not None and iteration <= last_iteration:
+            keep.append(line)
+    tmp = path.with_name(path.name + ".tmp")  # atomic, like the checkpoints: a kill here loses nothing
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
 
 
 class Run:
@@ -129,15 +154,25 @@ class Run:
             self.resumed = load_checkpoint(self.run_dir / "checkpoint.pt")
         else:
             self.env_kwargs = parse_env_kwargs(args.env_kwargs)
-        self.env = make_env(args.env, self.env_kwargs)  # validates id and kwargs before any file is written
+            self.env_kwargs.setdefault("seed", args.seed)  # --seed also seeds the flow's initial weights
+        device = str(self.env_kwargs.get("device", "cpu"))
+        # validates id and kwargs before any file is written (and before joining a process group)
+        self.env = make_env(args.env, {**self.env_kwargs, **({"device": distributed.local_device(device)}
+                                                              if "device" in self.env_kwargs else {})})
+        if distributed.init_from_env(device):
+            self.env.unwrapped.distribute(distributed.rank(), distributed.world_size())
+        self.main = distributed.is_main()
         if not args.resume:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.run_dir = Path(args.out or f"runs/{args.env}__{agent_name}__{args.seed}__{stamp}")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config = {"env": args.env, "agent": agent_name, "env_kwargs": self.env_kwargs,
-                      "args": dataclasses.asdict(args), **(extra_config or {})}
-            (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        self.logger = RunLogger(self.run_dir, args.tensorboard)
+            run_dir = args.out or f"runs/{args.env}__{agent_name}__{args.seed}__{stamp}"
+            self.run_dir = Path(distributed.broadcast_object(run_dir))  # rank 0's name (its clock)
+            if self.main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                config = {"env": args.env, "agent": agent_name, "env_kwargs": self.env_kwargs,
+                          "args": dataclasses.asdict(args), "world_size": distributed.world_size(),
+                          **(extra_config or {})}
+                (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        self.logger = RunLogger(self.run_dir, args.tensorboard, enabled=self.main)
         self.iteration = 0
         self.wall_offset = 0.0
         self._start = time.perf_counter()
@@ -152,16 +187,42 @@ class Run:
         run = self.resumed["run"]
         self.iteration = int(run["iteration"])
         self.wall_offset = float(run["wall_time"])
-        for name in ("metrics.jsonl", "eval.jsonl"):
-            _truncate_jsonl(self.run_dir / name, self.iteration)
+        if distributed.is_distributed():
+            # Each rank's own random state, if the checkpoint was written by as many ranks
+            # (otherwise ranks > 0 split theirs off rank 0's again: the run goes on, not bit-exactly).
+            ranks = self.resumed.get("ranks") or []
+            mine = ranks[distributed.rank()] if len(ranks) == distributed.world_size() else {}
+            self.env.unwrapped.load_rank_state_dict(mine.get("env"))
+            if hasattr(agent, "load_rank_state_dict"):
+                agent.load_rank_state_dict(mine.get("agent"))
+        if self.main:
+            for name in ("metrics.jsonl", "eval.jsonl"):
+                _truncate_jsonl(self.run_dir / name, self.iteration)
 
     def checkpoint(self, agent: Any) -> None:
-        save_checkpoint(
-            {"env": self.env.unwrapped.state_dict(), "agent": agent.state_dict(),
-             "run": {"iteration": self.iteration, "wall_time": self.wall_time, "env_id": self.args.env,
-                     "agent": self.agent_name}},
-            self.run_dir / "checkpoint.pt",
-        )
+        state = {"env": self.env.unwrapped.state_dict(), "agent": agent.state_dict(),
+                 "run": {"iteration": self.iteration, "wall_time": self.wall_time, "env_id": self.args.env,
+                         "agent": self.agent_name, "world_size": distributed.world_size()}}
+        if distributed.is_distributed():
+            state["ranks"] = self._check_ranks_in_sync(agent)
+        if self.main:
+            save_checkpoint(state, self.run_dir / "checkpoint.pt")
+
+    def _check_ranks_in_sync(self, agent: Any) -> list[dict]:
+        """Gather every rank's random state and weight checksum; raise if the weights differ."""
+        mine = {"env": self.env.unwrapped.rank_state_dict(), "checksum": self.checksum(agent)}
+        if hasattr(agent, "rank_state_dict"):
+            mine["agent"] = agent.rank_state_dict()
+        ranks = distributed.gather_objects(mine)
+        self.rank_checksums = [r.pop("checksum") for r in ranks]
+        if len(set(self.rank_checksums)) != 1:
+            raise RuntimeError(f"ranks hold different weights at iteration {self.iteration}: {self.rank_checksums}")
+        return ranks
+
+    def checksum(self, agent: Any) -> str:
+        """SHA-256 of the flow's and (if any) the gates' parameters and buffers."""
+        modules = [self.env.unwrapped.model] + ([agent.gates] if hasattr(agent, "gates") else [])
+        return distributed.checksum(*modules)
 
     @property
     def wall_time(self) -> float:
@@ -178,21 +239,28 @@ class Run:
         record = episode_record(self.iteration, reward, info, agent_stats, self.wall_time)
         self.logger.iteration(record)
         args = self.args
-        if args.eval_every and self.iteration % args.eval_every == 0 and self.iteration < args.iterations:
+        if (args.eval_every and self.iteration % args.eval_every == 0 and self.iteration < args.iterations
+                and self.main):
             self.evaluate(args.eval_batches)
         if args.checkpoint_every and self.iteration % args.checkpoint_every == 0:
             self.checkpoint(agent)
         return record
 
     def evaluate(self, max_batches: int | None) -> dict:
-        metrics = self.env.unwrapped.evaluate(split="test", tol=1e-5, max_batches=max_batches)
+        """Test metrics at tol 1e-5; a failed solve is recorded (``solver_error``), not fatal."""
+        try:
+            metrics = self.env.unwrapped.evaluate(split="test", tol=1e-5, max_batches=max_batches)
+        except SolverError as err:
+            metrics = {"solver_error": str(err)}
         self.logger.evaluation({"iteration": self.iteration, **metrics})
         return metrics
 
     def finish(self, agent: Any) -> dict:
-        """Final full test evaluation at tol 1e-5, checkpoint and summary.json."""
-        test = self.evaluate(None)
+        """Final full test evaluation at tol 1e-5, checkpoint and summary.json (rank 0)."""
+        test = self.evaluate(None) if self.main else None
         self.checkpoint(agent)
+        if not self.main:
+            return {"rank": distributed.rank(), "iterations": self.iteration, "checksum": self.checksum(agent)}
         records = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()] \
             if (self.run_dir / "metrics.jsonl").exists() else []
         done = [r for r in records if "nfe_forward" in r]
@@ -205,8 +273,11 @@ class Run:
             "train_loss_last": done[-1]["loss"] if done else None,
             "mean_log10_tol_last": _mean(np.log10(r["tols"]).mean() for r in done[-max(1, len(done) // 10):]),
             "solver_failures": sum(1 for r in records if "solver_error" in r),
+            "skipped_updates": sum(1 for r in records if r.get("skipped_update") is True),
             "wall_s": round(self.wall_time, 2),
         }
+        if distributed.is_distributed():  # checked equal by the final checkpoint
+            summary.update(world_size=distributed.world_size(), rank_checksums=self.rank_checksums)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         self.logger.close()
         print_summary(summary)
@@ -220,12 +291,15 @@ def _mean(values: Any) -> float | None:
 
 def print_summary(summary: dict) -> None:
     test = summary["test"]
-    rows = [
-        ("env", summary["env"]), ("agent", summary["agent"]), ("iterations", summary["iterations"]),
-        ("test bits/dim @1e-5", f"{test['bits_per_dim']:.4f}"),
-        ("test marginal bits/dim", f"{test['marginal_bits_per_dim']:.4f}"),
-        ("test error", f"{test['error']:.4f}"),
-        ("test NFE / batch", f"{test['nfe']:.1f}"),
+    names = {"bits_per_dim": "test bits/dim @1e-5", "marginal_bits_per_dim": "test marginal bits/dim",
+             "error": "test error", "nfe": "test NFE / batch"}
+    rows = [("env", summary["env"]), ("agent", summary["agent"]), ("iterations", summary["iterations"])]
+    for key, value in test.items():
+        if key == "num_samples":
+            continue
+        shown = f"{value:.{1 if key == 'nfe' else 4}f}" if isinstance(value, float) else value
+        rows.append((names.get(key, f"test {key}"), shown))
+    rows += [
         ("train NFE fwd / iter", _fmt(summary["train_nfe_forward_mean"])),
         ("train NFE bwd / iter", _fmt(summary["train_nfe_backward_mean"])),
         ("mean log10 tol (last 10%)", _fmt(summary["mean_log10_tol_last"], 2)),
@@ -244,8 +318,10 @@ def run_episodes(run: Run, agent: Agent) -> dict:
     from tqdm import tqdm
 
     env, args = run.env, run.args
+    if distributed.is_distributed() and hasattr(agent, "distribute"):
+        agent.distribute(distributed.rank(), distributed.world_size())
     run.restore(agent)
-    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not args.progress, unit="it")
+    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not (args.progress and run.main), unit="it")
     while run.iteration < args.iterations:
         obs, _ = env.reset(seed=run.first_seed)
         total, done, info = 0.0, False, {}
@@ -262,14 +338,21 @@ def run_episodes(run: Run, agent: Agent) -> dict:
 
 
 def main_for(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env], Agent], extra: dict) -> dict:
-    run = Run(agent_name, args, extra)
-    return run_episodes(run, make_agent(run.env))
+    try:
+        run = Run(agent_name, args, extra)
+        return run_episodes(run, make_agent(run.env))
+    finally:
+        distributed.shutdown()
 
 
 def run_cli(main: Callable[[], Any]) -> None:
-    """Run an agent's ``main``; bad input or a bad checkpoint ends with one clear line, exit 2."""
+    """Run an agent's ``main``; bad input or a bad checkpoint ends with one clear line, exit 2.
+
+    Under torchrun each rank that fails prints its line (ranks > 0 name themselves).
+    """
     try:
         main()
     except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+        print(f"error{f' (rank {rank})' if rank != '0' else ''}: {err}", file=sys.stderr)
         sys.exit(2)

@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import RescaleAction
 
+from agents import distributed
 from agents.cli import CommonArgs, arg, parse_args
 from agents.runner import Run, run_cli
 
@@ -100,6 +101,9 @@ class Args(CommonArgs):
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(Args, argv, description=__doc__)
+    if distributed.env_world_size() > 1:
+        raise ValueError(f"agents.sb3 runs in one process (WORLD_SIZE={distributed.env_world_size()}); "
+                         "run it without torchrun, or use agents.reinforce / agents.fixed for multi-process training")
     cls = algo_class(args.algo)
     run = Run(f"sb3-{args.algo}", args, {"algo": args.algo})
     env = run.env

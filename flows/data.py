@@ -179,13 +179,28 @@ class BatchStream:
     Each epoch is a fresh permutation; the last incomplete batch of an epoch is dropped so all
     batches have ``batch_size`` examples. ``state_dict`` holds the position and generator, so a
     resumed stream continues with exactly the batches the uninterrupted one would give.
+
+    Sharding (multi-process training): with ``world_size = K > 1`` every rank builds the stream
+    with the same seed, so all ranks walk the same permutation and draw the same dequantisation
+    noise and flips for a *global* batch of ``K * batch_size`` examples; rank r keeps the slice
+    ``[r * batch_size, (r + 1) * batch_size)`` of it. The ranks' batches are disjoint, their union
+    is the batch a single process with ``K * batch_size`` would draw, and an epoch is
+    ``len(data) // (K * batch_size)`` global batches (``batches_per_epoch``). ``K = 1`` is the
+    plain stream.
     """
 
-    def __init__(self, data: LabelledData, batch_size: int, *, seed: int = 0, augment: bool = True):
+    def __init__(self, data: LabelledData, batch_size: int, *, seed: int = 0, augment: bool = True,
+                 rank: int = 0, world_size: int = 1):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
+        if len(data) < world_size:
+            raise ValueError(f"{len(data)} examples cannot be shared by {world_size} processes")
         self.data = data
-        self.batch_size = min(batch_size, len(data))
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = min(batch_size, len(data) // world_size)
         self.augment = augment
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0
@@ -193,17 +208,26 @@ class BatchStream:
         self._pos = 0
 
     @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.world_size
+
+    @property
     def batches_per_epoch(self) -> int:
-        return len(self.data) // self.batch_size
+        return len(self.data) // self.global_batch_size
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._pos + self.batch_size > len(self.data):
+        size = self.global_batch_size
+        if self._pos + size > len(self.data):
             self.epoch += 1
             self._order = torch.randperm(len(self.data), generator=self.generator)
             self._pos = 0
-        idx = self._order[self._pos : self._pos + self.batch_size]
-        self._pos += self.batch_size
-        return prepare(self.data, idx, self.generator, augment=self.augment)
+        idx = self._order[self._pos : self._pos + size]
+        self._pos += size
+        x, y = prepare(self.data, idx, self.generator, augment=self.augment)
+        if self.world_size == 1:
+            return x, y
+        part = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return x[part].contiguous(), y[part].contiguous()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:

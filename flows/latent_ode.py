@@ -16,10 +16,17 @@ with a Gaussian likelihood of fixed std ``obs_std`` (default 0.3, the data's noi
 the negative ELBO per observed scalar (the maximiser is that of the ELBO).
 ``L_sup = BCE(direction logit) + MSE((a, b) standardised by their prior means and stds)``.
 
-Block protocol (DESIGN.md): ``num_blocks == 1``, the single ODE solve of the latent
-trajectory. ``start`` encodes and samples ``z_t0`` (posterior mean in eval mode),
-``features`` is ``z_t0``, ``advance`` solves the ODE, ``finish`` decodes and computes the loss.
-The observation times live in the state; they default to the constructor's ``times``.
+Block protocol (DESIGN.md): the ODE solve of the latent trajectory is cut into
+``num_blocks == segments`` (default 1) consecutive time segments of the solved time grid, each
+one block with its own tolerance and its own NFE count. ``start`` encodes and samples ``z_t0``
+(posterior mean in eval mode), ``features`` is the latent state at the start of the next
+segment (``z_t0`` for the first), ``advance`` solves one segment from there, ``finish`` decodes
+the whole trajectory and computes the loss. The observation times live in the state; they
+default to the constructor's ``times``. With ``T`` times, segment ``k`` covers the times
+``times[b_k], ..., times[b_{k+1}]`` with ``b = round(linspace(0, T - 1, segments + 1))``:
+consecutive segments share their boundary time, and each segment restarts the adaptive
+solver from the previous segment's end state. Sampling, reconstruction and
+:func:`evaluate_latent_ode` solve the same segments (all at one tolerance).
 """
 
 from __future__ import annotations
@@ -53,8 +60,10 @@ class LatentODEState:
         times: ``(T,)`` observation times; ``z0`` lives at ``times[0]``.
         q_mean, q_log_std: ``(B, L)`` posterior ``q(z_t0 | x)``.
         z0: ``(B, L)`` latent initial state (a posterior sample in train mode, the mean in eval).
-        traj: ``(T, B, L)`` latent trajectory once the block is solved, else ``None``.
-        stats: ``BlockStats`` of the solved blocks.
+        traj: ``(T, B, L)`` latent trajectory once every segment is solved, else ``None``.
+        stats: ``BlockStats`` of the solved segments (blocks).
+        pieces: the solved segments' trajectories, ``(T_k, B, L)`` each, the shared boundary
+            time kept only in the earlier segment.
     """
 
     x: torch.Tensor
@@ -65,6 +74,7 @@ class LatentODEState:
     z0: torch.Tensor
     traj: torch.Tensor | None = None
     stats: tuple[BlockStats, ...] = ()
+    pieces: tuple[torch.Tensor, ...] = ()
 
 
 @dataclass
@@ -105,18 +115,30 @@ class LatentODEOutput:
     def nfe_backward(self) -> int:
         return sum(s.nfe_backward for s in self.stats)
 
+    @property
+    def neg_elbo(self) -> torch.Tensor:
+        """Scalar negative ELBO per observed scalar (nats): the loss without the supervised term."""
+        return self.recon_nll + self.kl / self.x_hat[0].numel()
+
     def metrics(self) -> dict[str, float]:
-        """recon_mse, recon_nll, kl; plus xent, ab_mse, direction_error when partitioned."""
+        """recon_mse, recon_nll, kl, bits_per_dim; plus xent, ab_mse, direction_error, error when partitioned.
+
+        ``bits_per_dim`` is :attr:`neg_elbo` in bits (``/ ln 2``): the negative ELBO per observed
+        scalar, the LatentODE's counterpart of a flow's bits/dim. ``error`` is the direction error
+        (the partitioned model's classification error), the key the flows use for their error rate.
+        """
         out = {
             "recon_mse": float(self.recon_mse.detach()),
             "recon_nll": float(self.recon_nll.detach()),
             "kl": float(self.kl.detach()),
+            "bits_per_dim": float(self.neg_elbo.detach()) / math.log(2),
         }
         if self.xent is not None and self.sup_pred is not None and self.y is not None:
             out["xent"] = float(self.xent.detach())
             out["ab_mse"] = float(self.ab_mse.detach())
             wrong = (self.sup_pred[:, 2] > 0).long() != self.y[:, 2].round().long()
             out["direction_error"] = float(wrong.float().mean())
+            out["error"] = out["direction_error"]
         return out
 
 
@@ -164,12 +186,16 @@ class LatentODE(nn.Module):
         adjoint: back-propagate through the solve with the adjoint method.
         max_num_steps: step cap of the solver; exceeding it raises ``SolverError``. torchdiffeq
             applies it between consecutive output times, not to the whole solve.
+        segments: number of consecutive time segments the trajectory solve is cut into, one
+            block (one tolerance, one NFE count) each; ``num_blocks == segments``. Every solved
+            time grid needs at least ``segments + 1`` times.
+
+    Attributes:
+        spec: the constructor's settings (kept with checkpoints; ``times`` as its length).
 
     References:
         Paper Sec. 4.6, Appendix E.2; Rubanova et al. 2019; Chen et al. 2018, Sec. 5.
     """
-
-    num_blocks = 1
 
     def __init__(
         self,
@@ -189,8 +215,11 @@ class LatentODE(nn.Module):
         solver: str = "dopri5",
         adjoint: bool = False,
         max_num_steps: int | None = 10_000,
+        segments: int = 1,
     ):
         super().__init__()
+        if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+            raise ValueError(f"segments must be a positive integer, got {segments!r}")
         if encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {encoder!r}; valid encoders: {', '.join(ENCODERS)}")
         if partitioned and not 0 < sup_dim < latent_dim:
@@ -198,7 +227,9 @@ class LatentODE(nn.Module):
         if not (obs_std > 0 and obs_scale > 0):
             raise ValueError(f"obs_std and obs_scale must be positive, got {obs_std} and {obs_scale}")
         times = window_times() if times is None else torch.as_tensor(times, dtype=torch.float32)
+        self.num_blocks = segments
         self.register_buffer("times", self._check_times(times))
+        self.segment_bounds(times.shape[0])  # enough default times for every segment
         self.partitioned = partitioned
         self.obs_dim = obs_dim
         self.latent_dim = latent_dim
@@ -209,6 +240,12 @@ class LatentODE(nn.Module):
         self.solver = check_method(solver)
         self.adjoint = adjoint
         self.max_num_steps = max_num_steps
+        self.spec = {"arch": "latent_ode", "config": dict(
+            num_times=int(times.shape[0]), partitioned=bool(partitioned), obs_dim=obs_dim, latent_dim=latent_dim,
+            sup_dim=self.sup_dim, rnn_hidden=rnn_hidden, dyn_hidden=dyn_hidden, dec_hidden=dec_hidden,
+            encoder=encoder, obs_std=self.obs_std, obs_scale=self.obs_scale, beta=self.beta, solver=solver,
+            adjoint=bool(adjoint), max_num_steps=max_num_steps, segments=segments,
+        )}
         self.rnn = ENCODERS[encoder](obs_dim, rnn_hidden, batch_first=True)
         self.to_posterior = nn.Linear(rnn_hidden, 2 * latent_dim)
         self.dynamics = nn.Sequential(nn.Linear(latent_dim, dyn_hidden), nn.ELU(), nn.Linear(dyn_hidden, latent_dim))
@@ -241,6 +278,7 @@ class LatentODE(nn.Module):
         times = self.times if times is None else self._check_times(times.to(self.times))
         if x.dim() != 3 or x.shape[1:] != (times.shape[0], self.obs_dim):
             raise ValueError(f"x must have shape (batch, {times.shape[0]}, {self.obs_dim}), got {tuple(x.shape)}")
+        self.segment_bounds(times.shape[0])  # enough times for every segment
         if self.partitioned:
             if y is None:
                 raise ValueError("the partitioned LatentODE needs y = (a, b, direction)")
@@ -255,19 +293,27 @@ class LatentODE(nn.Module):
                               q_log_std=log_std, z0=z0)
 
     def features(self, state: LatentODEState) -> torch.Tensor:
-        """``(B, L)`` the input of the ODE block, ``z_t0``: what a tolerance gate sees."""
+        """``(B, L)`` the input of the next ODE block: the latent state at the start of its
+        segment (``z_t0`` for the first). What a tolerance gate sees."""
         if state.traj is not None:
             raise RuntimeError("all blocks have been solved; call finish()")
-        return state.z0
+        return state.pieces[-1][-1] if state.pieces else state.z0
 
     def block_index(self, state: LatentODEState) -> int:
         return len(state.stats)
 
     def block_input_shapes(self) -> list[tuple[int, ...]]:
-        return [(self.latent_dim,)]
+        return [(self.latent_dim,)] * self.num_blocks
+
+    def segment_bounds(self, num_times: int) -> list[tuple[int, int]]:
+        """``[(lo, hi), ...]``: segment k solves over ``times[lo : hi + 1]`` (see the module doc)."""
+        if num_times < self.num_blocks + 1:
+            raise ValueError(f"{self.num_blocks} segments need at least {self.num_blocks + 1} times, got {num_times}")
+        bounds = [round(k * (num_times - 1) / self.num_blocks) for k in range(self.num_blocks + 1)]
+        return list(zip(bounds[:-1], bounds[1:]))
 
     def advance(self, state: LatentODEState, tol: float = 1e-5) -> tuple[LatentODEState, BlockStats]:
-        """Solve ``dz/dt = f(z)`` from ``z_t0`` over ``state.times`` with ``atol = rtol = tol``.
+        """Solve ``dz/dt = f(z)`` over the next time segment with ``atol = rtol = tol``.
 
         Raises:
             ValueError: ``tol`` is not a positive finite number.
@@ -276,13 +322,17 @@ class LatentODE(nn.Module):
         tol = check_tolerance(tol)
         if state.traj is not None:
             raise RuntimeError("all blocks have been solved; call finish()")
-        traj, stats = self.integrate(state.z0, state.times, tol)
-        return replace(state, traj=traj, stats=state.stats + (stats,)), stats
+        k = len(state.stats)
+        lo, hi = self.segment_bounds(state.times.shape[0])[k]
+        piece, stats = self.integrate(self.features(state), state.times[lo : hi + 1], tol)
+        pieces = state.pieces + (piece if k == 0 else piece[1:],)
+        traj = torch.cat(pieces) if k + 1 == self.num_blocks else None
+        return replace(state, traj=traj, stats=state.stats + (stats,), pieces=pieces), stats
 
     def finish(self, state: LatentODEState) -> LatentODEOutput:
         """Decode the trajectory; negative ELBO, KL and the supervised loss (Sec. 4.6)."""
         if state.traj is None:
-            raise RuntimeError("finish() called before the ODE block was solved")
+            raise RuntimeError("finish() called before every ODE block was solved")
         x, y = state.x, state.y
         x_hat = self.decode(state.traj)
         sq_err = (x - x_hat).pow(2)
@@ -356,6 +406,22 @@ class LatentODE(nn.Module):
         )
         return traj, BlockStats(nfe=counter.forward, tol=tol, counter=counter)
 
+    def trajectory(
+        self, z0: torch.Tensor, times: torch.Tensor, tol: float
+    ) -> tuple[torch.Tensor, tuple[BlockStats, ...]]:
+        """The block loop's solve at one tolerance: every segment from ``z0`` over ``times``.
+
+        Returns ``(T, B, L)`` and one ``BlockStats`` per segment.
+        """
+        pieces, stats = [], []
+        z = z0
+        for k, (lo, hi) in enumerate(self.segment_bounds(times.shape[0])):
+            piece, s = self.integrate(z, times[lo : hi + 1], tol)
+            pieces.append(piece if k == 0 else piece[1:])
+            stats.append(s)
+            z = piece[-1]
+        return torch.cat(pieces), tuple(stats)
+
     @torch.no_grad()
     def sample(
         self, y: torch.Tensor | None, times: torch.Tensor, tol: float = 1e-5, generator: torch.Generator | None = None,
@@ -374,7 +440,7 @@ class LatentODE(nn.Module):
             raise ValueError("pass y or num")
         mean, log_std = self.prior(y, batch)
         z0 = mean + torch.exp(log_std) * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-        traj, _ = self.integrate(z0, self._check_times(times.to(self.times)), tol)
+        traj, _ = self.trajectory(z0, self._check_times(times.to(self.times)), tol)
         return self.decode(traj)
 
     @torch.no_grad()
@@ -382,7 +448,7 @@ class LatentODE(nn.Module):
         """Decode the posterior mean of ``x`` at ``times`` (default: the model's times) ``(B, T, D)``."""
         mean, _ = self.encode(x)
         times = self.times if times is None else self._check_times(times.to(self.times))
-        traj, _ = self.integrate(mean, times, check_tolerance(tol))
+        traj, _ = self.trajectory(mean, times, check_tolerance(tol))
         return self.decode(traj)
 
     @torch.no_grad()
@@ -405,55 +471,77 @@ class LatentODE(nn.Module):
 
 
 @torch.no_grad()
-def evaluate_latent_ode(model: LatentODE, data: SpiralData, tol: float = 1e-5, batch_size: int = 500) -> dict:
+def evaluate_latent_ode(
+    model: LatentODE, data: SpiralData, tol: float = 1e-5, batch_size: int = 500, *, max_batches: int | None = None,
+) -> dict:
     """Test metrics at tolerance ``tol`` using the posterior mean of ``z_t0`` (Sec. 4.6).
+
+    Every segment of the window-plus-continuation solve runs at ``tol``. ``max_batches`` limits
+    the pass to the first batches of ``batch_size`` spirals (``None``: all of ``data``).
 
     Returns:
         ``recon_mse``: MSE of the reconstructed window against the noise-free window;
         ``recon_mse_noisy``: the same against the noisy observations (floor: noise variance);
         ``extrap_mse``: MSE of the decoded continuation against the noise-free ground truth;
-        ``nfe``: mean forward NFE of one solve (over the window and continuation);
+        ``neg_elbo``: the negative ELBO per observed scalar (nats) of the noisy window with
+        ``z_t0`` at the posterior mean (the training loss without the supervised term, in eval mode);
+        ``nfe``: mean forward NFE of one solve (over the window and continuation, all segments);
+        ``num_samples``: spirals evaluated;
         partitioned only (absent for the baseline, which has no supervised head):
         ``direction_error`` (fraction of wrong directions), ``ab_mae`` (mean absolute error
         of a and b in data units, averaged over both), ``a_mae``, ``b_mae``.
     """
     tol = check_tolerance(tol)
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     was_training = model.training
     model.eval()
-    times = torch.cat([data.times, data.extrap_times])
+    device = model.times.device
+    times = torch.cat([data.times, data.extrap_times]).to(model.times)
     window = data.times.shape[0]
     sums: dict[str, float] = {}
-    n_batches = 0
+    n_batches = n = 0
+    log_norm = math.log(model.obs_std) + 0.5 * math.log(2 * math.pi)
     try:
         for lo in range(0, len(data), batch_size):
-            x = data.obs[lo : lo + batch_size]
-            mean, _ = model.encode(x)
-            traj, stats = model.integrate(mean, times.to(model.times), tol)
+            if max_batches is not None and n_batches >= max_batches:
+                break
+            x = data.obs[lo : lo + batch_size].to(device)
+            y = data.params[lo : lo + batch_size].to(device)
+            mean, log_std = model.encode(x)
+            traj, stats = model.trajectory(mean, times, tol)
             x_hat = model.decode(traj)
+            p_mean, p_log_std = model.prior(y, x.shape[0])
+            recon_nll = (0.5 * (x_hat[:, :window] - x).pow(2) / model.obs_std**2 + log_norm).sum()
+            kl = _gaussian_kl(mean, log_std, p_mean, p_log_std).sum()
             parts = {
-                "recon_mse": (x_hat[:, :window] - data.clean[lo : lo + batch_size]).pow(2).sum(),
+                "recon_mse": (x_hat[:, :window] - data.clean[lo : lo + batch_size].to(device)).pow(2).sum(),
                 "recon_mse_noisy": (x_hat[:, :window] - x).pow(2).sum(),
-                "extrap_mse": (x_hat[:, window:] - data.extrap[lo : lo + batch_size]).pow(2).sum(),
-                "nfe": stats.nfe,
+                "extrap_mse": (x_hat[:, window:] - data.extrap[lo : lo + batch_size].to(device)).pow(2).sum(),
+                "neg_elbo": recon_nll + kl,
+                "nfe": sum(s.nfe for s in stats),
             }
             if model.partitioned:
                 pred = model.predict(mean)
-                y = data.params[lo : lo + batch_size]
                 parts["direction_error"] = ((pred[:, 2] > 0).long() != y[:, 2].long()).sum()
                 parts["a_mae"] = (pred[:, 0] - y[:, 0]).abs().sum()
                 parts["b_mae"] = (pred[:, 1] - y[:, 1]).abs().sum()
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             n_batches += 1
+            n += x.shape[0]
     finally:
         model.train(was_training)
-    n = len(data)
+    if not n:
+        raise ValueError("evaluate_latent_ode() got no spirals")
     scalars = data.obs.shape[2]
     out = {
         "recon_mse": sums["recon_mse"] / (n * window * scalars),
         "recon_mse_noisy": sums["recon_mse_noisy"] / (n * window * scalars),
         "extrap_mse": sums["extrap_mse"] / (n * max(1, data.extrap_times.shape[0]) * scalars),
+        "neg_elbo": sums["neg_elbo"] / (n * window * scalars),
         "nfe": sums["nfe"] / n_batches,
+        "num_samples": n,
     }
     if model.partitioned:
         out["direction_error"] = sums["direction_error"] / n
@@ -461,4 +549,3 @@ def evaluate_latent_ode(model: LatentODE, data: SpiralData, tol: float = 1e-5, b
         out["b_mae"] = sums["b_mae"] / n
         out["ab_mae"] = 0.5 * (out["a_mae"] + out["b_mae"])
     return out
-

@@ -6,7 +6,10 @@ imports it on demand. Every keyword of :class:`FlowTrainingEnv` can override the
 
 from gymnasium.envs.registration import register
 
-from infocnf_env.flow_env import DEFAULT_TOL_BOUNDS, FlowTrainingEnv
+from infocnf_env.flow_env import DEFAULT_TOL_BOUNDS, TASKS, FlowTrainingEnv
+from infocnf_env.spiral_task import SpiralTask
+
+TASKS["spirals"] = SpiralTask
 
 _ENTRY = "infocnf_env.flow_env:FlowTrainingEnv"
 
@@ -29,8 +32,14 @@ for _head, _name in (("infocnf", "InfoCNF"), ("ccnf", "CCNF"), ("cnf", "CNF")):
 #: Appendix C: the 1-D mixture of three Gaussians; exact divergence in one dimension.
 ENV_IDS["InfoCNF-Toy1D-v0"] = dict(dataset="toy1d", head="infocnf", arch="mlp", batch_size=256, lr=3e-3,
                                    hidden=32, num_blocks=2, divergence="exact")
+#: Sec. 4.6: the LatentODE on bi-directional spirals, baseline ("cnf") and partitioned latent code
+#: ("infocnf"); the trajectory solve is cut into 2 time segments, one step each. The CPU-sized
+#: settings of runs/spirals.py: 5,000 spirals, batches of 100, Adam lr 1e-2, 8 epochs.
+SPIRALS = dict(dataset="spirals", arch="latent_ode", batch_size=100, lr=1e-2, epochs=8, segments=2)
+ENV_IDS["LatentODE-Spirals-v0"] = dict(SPIRALS, head="cnf")
+ENV_IDS["LatentODE-Partitioned-Spirals-v0"] = dict(SPIRALS, head="infocnf")
 
 for _id, _kwargs in ENV_IDS.items():
     register(id=_id, entry_point=_ENTRY, kwargs=_kwargs)
 
-__all__ = ["DEFAULT_TOL_BOUNDS", "ENV_IDS", "FlowTrainingEnv"]
+__all__ = ["DEFAULT_TOL_BOUNDS", "ENV_IDS", "TASKS", "FlowTrainingEnv", "SpiralTask"]

@@ -3,12 +3,14 @@
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts saved with
 ``torch.save`` and read with ``torch.load(..., weights_only=True)``, which refuses pickled
 code. Writes go to a temporary file in the same folder, are flushed and fsynced, and then
-renamed over the target; the previous checkpoint is kept as ``<name>.prev``.
+renamed over the target; the previous checkpoint is kept as ``<name>.prev`` (hard-linked
+before the rename, so a process killed at any instant leaves a complete ``<name>``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,30 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     if path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
+        prev = path.with_name(path.name + ".prev")
+        prev_tmp = path.with_name(path.name + ".prev.tmp")
+        prev_tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, prev_tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(path, prev_tmp)
+        os.replace(prev_tmp, prev)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

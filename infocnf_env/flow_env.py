@@ -9,6 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 from gymnasium import spaces
 
 from flows import SolverError
@@ -20,6 +21,9 @@ DEFAULT_TOL_BOUNDS = (-8.0, -2.0)
 #: Step cap per ODE solve that the env enforces unless told otherwise: a runaway solve
 #: truncates the episode instead of stalling the run.
 DEFAULT_MAX_NUM_STEPS = 1000
+#: ``dataset`` name -> task class for model families other than the flows of ``FlowTask``
+#: (same constructor keywords and methods as ``FlowTask``); filled by ``infocnf_env/__init__.py``.
+TASKS: dict[str, Any] = {}
 
 
 class FlowTrainingEnv(gym.Env):
@@ -58,7 +62,14 @@ class FlowTrainingEnv(gym.Env):
 
     ## Episode End
     Terminated after the last block. Truncated when a solve fails (step-size underflow, the
-    ``max_num_steps`` cap, a non-finite state); the flow is left untouched then.
+    ``max_num_steps`` cap, a non-finite state); the flow is left untouched then. A non-finite
+    loss or gradient skips the flow's update (``info["skipped_update"]``, counted in
+    ``skipped_updates``).
+
+    ## Multi-process training
+    After :meth:`distribute` (under ``torch.distributed``) each rank trains on its share of the
+    data, gradients are averaged over the ranks and all ranks update or skip together;
+    ``info["failed_ranks"]`` counts the ranks whose solve failed in this episode.
 
     ## Arguments
     dataset, head, arch: what to train (see ``flows``). batch_size, lr, lr_milestones
@@ -69,7 +80,8 @@ class FlowTrainingEnv(gym.Env):
     download, seed, eval_batch_size, epochs (the nominal training length of the recipe,
     for reference). Any other keyword is a ``flows.FlowConfig`` field (hidden,
     flows_per_scale, num_scales, sup_ratio, beta, kinetic_weight, jacobian_weight, adjoint,
-    solver, max_num_steps (default 1000 steps per solve), ...).
+    solver, max_num_steps (default 1000 steps per solve), ...). A ``dataset`` named in ``TASKS``
+    selects that task instead of a flow (``"spirals"``: the LatentODE, ``infocnf_env.spiral_task``).
 
     ## Version History
     * v0: initial version.
@@ -140,6 +152,7 @@ class FlowTrainingEnv(gym.Env):
         self.skipped_updates = 0
         self.solver_failures = 0
         self._generator = torch.Generator(device=self.task.device).manual_seed(seed)
+        self.rank, self.world_size = 0, 1  # see distribute()
         self._state = None
         self._batch = None
         self._nfe: list[int] = []
@@ -152,7 +165,46 @@ class FlowTrainingEnv(gym.Env):
 
     # ------------------------------------------------------------------ construction
     def _make_task(self, **kwargs: Any) -> FlowTask:
-        return FlowTask(**kwargs)
+        return TASKS.get(kwargs["dataset"], FlowTask)(**kwargs)
+
+    # ------------------------------------------------------------------ multi-process
+    def distribute(self, rank: int, world_size: int) -> None:
+        """Join multi-process training; ``torch.distributed`` must be initialised already.
+
+        Rank r trains on its own share of every global batch (``task.shard``), draws its own
+        Hutchinson noise and dropout masks (its generator is split off by rank; rank 0 keeps
+        the single-process one), starts from rank 0's weights (broadcast), and averages the
+        flow's gradients over all ranks before each Adam step (``average_gradients``: the
+        mean DistributedDataParallel computes). Whether to update is agreed by all ranks
+        (``_vote``): a failed solve or a non-finite loss or gradient on any rank skips the
+        update on every rank, so the weights never differ between ranks.
+        """
+        if world_size == 1:
+            return
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError("distribute() needs an initialised torch.distributed process group")
+        if not hasattr(self.task, "shard"):
+            raise ValueError(f"the {self.spec_kwargs['dataset']!r} task does not support multi-process training")
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.task.shard(self.rank, self.world_size)
+        broadcast_module(self.model)
+        self._split_generator()
+
+    def _split_generator(self) -> None:
+        """Ranks > 0 replace the (shared) seeded generator by one derived from it and the rank."""
+        if self.rank:
+            self._generator.manual_seed(rank_seed(self._generator, self.rank))
+
+    def rank_state_dict(self) -> dict[str, Any]:
+        """What differs between ranks (the noise generator); saved per rank by the runner."""
+        return {"generator": self._generator.get_state()}
+
+    def load_rank_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore this rank's state; ``None`` (none saved for this rank) splits rank 0's anew."""
+        if state is None:
+            self._split_generator()
+        else:
+            self._generator.set_state(state["generator"])
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -160,6 +212,7 @@ class FlowTrainingEnv(gym.Env):
         if seed is not None:
             self.task.reseed(int(self.np_random.integers(2**31 - 1)))
             self._generator.manual_seed(int(self.np_random.integers(2**31 - 1)))
+            self._split_generator()
         self._set_lr()
         x, y = self.task.next_batch()
         self._batch = (x, y, self._generator.get_state())
@@ -177,7 +230,8 @@ class FlowTrainingEnv(gym.Env):
             with torch.set_grad_enabled(self.train_flow):
                 self._state, stats = self.model.advance(self._state, tol)
         except SolverError as err:
-            return self._fail(str(err), tol)
+            failed, _ = self._vote(failed=True, nonfinite=False)  # the episode ends here on this rank
+            return self._fail(str(err), tol, self._rank_info(failed))
         self._nfe.append(stats.nfe)
         self._tols.append(tol)
         reward = -(self.alpha / self.num_blocks) * stats.nfe
@@ -193,26 +247,46 @@ class FlowTrainingEnv(gym.Env):
             out = self.model.finish(state)
         loss = out.loss
         if self.gap_check_every and (self.iteration + 1) % self.gap_check_every == 0:
-            info["loss_gap"] = self._loss_gap(float(loss.detach()))
-            reward -= self.gap_weight * max(0.0, info["loss_gap"])
-        updated = False
-        if not torch.isfinite(loss):
-            self.skipped_updates += 1
-            info["skipped_update"] = True
-        elif self.train_flow:
             try:
-                updated = self._update(loss)
+                info["loss_gap"] = self._loss_gap(float(loss.detach()))
+            except SolverError:  # the tight reference solve failed: no gap measured this time
+                info["loss_gap"] = float("nan")
+            if math.isfinite(info["loss_gap"]):
+                reward -= self.gap_weight * max(0.0, info["loss_gap"])
+        finite_loss = bool(torch.isfinite(loss))
+        failure, finite_grads = None, True
+        if finite_loss and self.train_flow:
+            self.optimizer.zero_grad(set_to_none=True)
+            try:
+                self._backward(loss)
             except SolverError as err:  # the adjoint solve of the backward pass failed
-                self.optimizer.zero_grad(set_to_none=True)
-                return self._fail(str(err), info["tol"], info)
-            info["skipped_update"] = not updated
+                failure = str(err)
+            else:
+                finite_grads = all(torch.isfinite(p.grad).all() for p in self._grad_params())
+        # Multi-process: every rank learns whether any rank failed a solve or saw a non-finite
+        # loss or gradient, so all ranks update (or skip) together and the weights stay identical.
+        any_failed, any_nonfinite = self._vote(failed=failure is not None,
+                                               nonfinite=not (finite_loss and finite_grads))
+        info.update(self._rank_info(any_failed))
+        if failure is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._fail(failure, info["tol"], info)
+        if any_failed or any_nonfinite:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.train_flow or not finite_loss:
+                self.skipped_updates += 1
+                info["skipped_update"] = True
+        elif self.train_flow:
+            self._step()
+            info["skipped_update"] = False
         nfe_backward = out.nfe_backward
         loss_value = float(loss.detach())
         if math.isfinite(loss_value):
             reward += -self.loss_weight * loss_value - (self.alpha / self.num_blocks) * nfe_backward
         else:
             reward -= self.failure_penalty
-        self.iteration += 1
+        if not any_failed:  # (multi-process) an iteration counts when every rank finished its episode
+            self.iteration += 1
         info.update(
             loss=loss_value, **out.metrics(), nfe_forward=sum(self._nfe), nfe_backward=nfe_backward,
             tols=list(self._tols), nfe_blocks=list(self._nfe), iteration=self.iteration, epoch=self.epoch,
@@ -234,23 +308,39 @@ class FlowTrainingEnv(gym.Env):
             tight = self.model(x, y, tol=1e-5, generator=generator)
         return float(tight.loss) - loss
 
-    def _update(self, loss: torch.Tensor) -> bool:
-        """Back-propagate and step Adam; skip (and count) the step on a non-finite gradient."""
-        self.optimizer.zero_grad(set_to_none=True)
+    def _grad_params(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.grad is not None]
+
+    def _backward(self, loss: torch.Tensor) -> None:
         try:
             loss.backward()
         except AssertionError as err:  # torchdiffeq reports adjoint-solve failures by assertion
             raise SolverError(str(err)[:200]) from err
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        finite = all(torch.isfinite(p.grad).all() for p in params)
-        if not finite:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.skipped_updates += 1
-            return False
+
+    def _step(self) -> None:
+        """Average the gradients over the ranks (multi-process), clip, step Adam."""
+        if self.world_size > 1:
+            average_gradients(list(self.model.parameters()), self.world_size)
+        params = self._grad_params()
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
         self.optimizer.step()
-        return True
+
+    def _vote(self, *, failed: bool, nonfinite: bool) -> tuple[int, int]:
+        """How many ranks failed a solve / saw a non-finite loss or gradient this episode.
+
+        One process: its own flags (0 or 1). Several: one ``all_reduce`` that every rank makes
+        exactly once per episode (at its end, whether it finished or failed a solve).
+        """
+        if self.world_size == 1:
+            return int(failed), int(nonfinite)
+        flags = torch.tensor([float(failed), float(nonfinite)], device=self.task.device)
+        dist.all_reduce(flags)
+        return int(flags[0]), int(flags[1])
+
+    def _rank_info(self, failed: int) -> dict[str, int]:
+        """Multi-process only: ``info["failed_ranks"]``, the ranks whose solve failed this episode."""
+        return {"failed_ranks": failed} if self.world_size > 1 else {}
 
     def _fail(self, message: str, tol: float, info: dict | None = None):
         self._state = None
@@ -305,12 +395,9 @@ class FlowTrainingEnv(gym.Env):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = {**self.spec_kwargs, "model": self.model.spec}
-        theirs = state.get("spec")
-        if theirs != mine:
-            raise CheckpointError(
-                "checkpoint was written for another model: "
-                f"{_spec_summary(theirs)} vs this env's {_spec_summary(mine)}"
-            )
+        differences = spec_differences(state.get("spec"), mine)
+        if differences:
+            raise CheckpointError(f"checkpoint was written for another model: {differences}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.task.load_state_dict(state["task"])
@@ -328,9 +415,87 @@ class FlowTrainingEnv(gym.Env):
         self.load_state_dict(load_checkpoint(path, self.task.device)["env"])
 
 
-def _spec_summary(spec: Any) -> str:
+#: Options of a model's spec that change how it is trained or solved, not its weights: a
+#: checkpoint loads into a model that differs from it only in these.
+NON_WEIGHT_OPTIONS = frozenset({
+    "solver", "adjoint", "max_num_steps", "divergence", "noise", "dropout", "beta", "kinetic_weight",
+    "jacobian_weight",
+})
+
+
+def _flatten(spec: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(spec, dict):
-        return repr(spec)
-    model = spec.get("model", {})
-    return (f"{spec.get('head')}/{spec.get('arch')} on {spec.get('dataset')} "
-            f"(config {model.get('config')})")
+        return {prefix or "spec": spec}
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(_flatten(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def spec_differences(theirs: Any, mine: dict[str, Any]) -> str:
+    """The spec fields in which a checkpoint's model differs from this one ("" if none).
+
+    Options in :data:`NON_WEIGHT_OPTIONS` are ignored. One line, e.g.
+    ``model.config.hidden: 8 in the checkpoint, 4 here``.
+    """
+    if not isinstance(theirs, dict):
+        return "the checkpoint holds no model spec"
+    a, b = _flatten(theirs), _flatten(mine)
+    missing = object()
+
+    def duplicate(key: str) -> bool:  # model.head repeats the env's head, etc.
+        top = key.split(".", 1)[-1]
+        return key.startswith("model.") and top in a and top in b and \
+            a.get(key, missing) == a[top] and b.get(key, missing) == b[top]
+
+    keys = [k for k in sorted(set(a) | set(b)) if k.rsplit(".", 1)[-1] not in NON_WEIGHT_OPTIONS and not duplicate(k)]
+    diffs = [(k, a.get(k, missing), b.get(k, missing)) for k in keys if a.get(k, missing) != b.get(k, missing)]
+    shown = 4
+    parts = [f"{k}: {'(absent)' if x is missing else _short(x)} in the checkpoint, "
+             f"{'(absent)' if y is missing else _short(y)} here" for k, x, y in diffs[:shown]]
+    if len(diffs) > shown:
+        parts.append(f"and {len(diffs) - shown} more")
+    return "; ".join(parts)
+
+
+def rank_seed(generator: torch.Generator, rank: int) -> int:
+    """A seed for rank ``rank`` derived from a draw of ``generator`` (deterministic, rank-distinct)."""
+    draw = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return int(np.random.SeedSequence([draw, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s parameters and buffers into every rank's ``module`` (in place)."""
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src)
+
+
+def average_gradients(params: list[torch.nn.Parameter], world_size: int) -> None:
+    """Replace each gradient by its mean over the ranks, as DistributedDataParallel does.
+
+    One ``all_reduce`` over a flat buffer of every parameter's gradient (zeros where this rank
+    has none) plus one "has a gradient" count per parameter; the sum is divided by the world
+    size (a rank without a gradient contributes zero, like an unused parameter under DDP).
+    A parameter no rank has a gradient for keeps ``grad = None``, so Adam leaves it alone as in
+    one process. Every rank must call this with the same parameters in the same order.
+    """
+    if not params:
+        return
+    device = params[0].device
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(device)
+                      for p in params] + [torch.tensor([float(p.grad is not None) for p in params], device=device)])
+    dist.all_reduce(flat)
+    flat[: flat.numel() - len(params)] /= world_size
+    counts = flat[flat.numel() - len(params):]
+    offset = 0
+    for p, count in zip(params, counts.tolist()):
+        n = p.numel()
+        p.grad = flat[offset: offset + n].view_as(p).to(p.dtype).clone() if count > 0 else None
+        offset += n

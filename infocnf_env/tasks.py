@@ -54,8 +54,12 @@ class FlowTask:
             raise ValueError(f"unknown env kwarg(s) {unknown}")
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; valid heads: {', '.join(HEADS)}")
-        if not isinstance(batch_size, int) or batch_size <= 0:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        sup_ratio = flow_options.get("sup_ratio", 0.5)
+        # checked for every head (CNF and CCNF ignore it), so a bad value is never silently accepted
+        if isinstance(sup_ratio, bool) or not isinstance(sup_ratio, (int, float)) or not 0 < sup_ratio <= 1:
+            raise ValueError(f"sup_ratio must be in (0, 1], got {sup_ratio!r}")
         self.device = torch.device(device)
         self.train_data = load_dataset(dataset, "train", root=data_root, download=download)
         self._test_args = dict(root=data_root, download=download)
@@ -79,7 +83,18 @@ class FlowTask:
         return self.stream.batches_per_epoch
 
     def reseed(self, seed: int) -> None:
-        self.stream = BatchStream(self.train_data, self.stream.batch_size, seed=seed)
+        s = self.stream
+        self.stream = BatchStream(self.train_data, s.batch_size, seed=seed, rank=s.rank, world_size=s.world_size)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Multi-process training: this process draws rank ``rank``'s share of each global batch.
+
+        ``batch_size`` stays the per-process batch; see :class:`flows.BatchStream`. The
+        stream's position and generator carry over, so every rank continues the same global order.
+        """
+        old = self.stream
+        self.stream = BatchStream(self.train_data, old.batch_size, rank=rank, world_size=world_size)
+        self.stream.load_state_dict(old.state_dict())
 
     def _to_model(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.flatten:

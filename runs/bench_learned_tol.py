@@ -3,7 +3,7 @@
     python -m runs.bench_learned_tol [--seeds 0 1 2] [--iterations 300] [--jobs 2]
 
 Runs ``agents.fixed --tol 1e-5`` and ``agents.reinforce`` (default settings) on
-``InfoCNF-Digits-v0`` for each seed, each as its own process (one thread each when
+``InfoCNF-Digits-v0`` for each seed (the seed also sets the flow's initial weights), each as its own process (one thread each when
 ``--jobs > 1``), and reports mean ± std over seeds of the training NFE per iteration
 (forward + backward, averaged over training) and the test bits/dim and error at tol 1e-5.
 Writes ``runs/results/learned_vs_fixed.json``; run directories go under ``--workdir``.
@@ -26,7 +26,7 @@ def _run(agent: str, seed: int, iterations: int, workdir: Path, extra: list[str]
     out = workdir / f"{agent}__{seed}"
     cmd = [sys.executable, "-m", f"agents.{agent}", "--env", "InfoCNF-Digits-v0", "--seed", str(seed),
            "--iterations", str(iterations), "--eval-every", "0", "--out", str(out), "--no-progress",
-           "--no-tensorboard", *extra]
+           "--no-tensorboard", "--env-kwargs", f"seed={seed}", *extra]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return json.loads((out / "summary.json").read_text())

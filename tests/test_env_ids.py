@@ -22,12 +22,16 @@ from fakedata import allow_fake_cifar10, write_fake_cifar10, write_fake_mnist
 EXPECTED_IDS = {
     *(f"{head}-{data}-v0" for head in ("InfoCNF", "CCNF", "CNF") for data in ("CIFAR10", "MNIST", "Digits")),
     "InfoCNF-CIFAR10-LargeBatch-v0", "CCNF-CIFAR10-LargeBatch-v0", "InfoCNF-Toy1D-v0",
+    "LatentODE-Spirals-v0", "LatentODE-Partitioned-Spirals-v0",
 }
 #: Shrinks the paper's image flows: 2 scales x 1 flow = 3 blocks of width 4, direct backprop.
 #: (Two scales, not one: with a single block the only step is also the training step, and
 #: gymnasium's step-determinism check would see the flow updated between its two trials.)
 TINY_IMAGE = dict(hidden=4, flows_per_scale=1, num_scales=2, batch_size=8, adjoint=False, eval_batch_size=16)
 TINY_VECTOR = dict(hidden=4, batch_size=8, eval_batch_size=16)
+#: The LatentODE on 32 spirals of 20 steps, narrow nets (2 time segments, as registered).
+TINY_SPIRALS = dict(num_train=32, num_test=16, length=100, window=20, extrap=10, batch_size=8, eval_batch_size=8,
+                    rnn_hidden=8, dyn_hidden=8, dec_hidden=8)
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +54,8 @@ def overrides(env_id: str, data_root: str) -> dict:
     dataset = infocnf_env.ENV_IDS[env_id]["dataset"]
     if dataset in ("cifar10", "mnist"):
         return dict(TINY_IMAGE, data_root=data_root)
+    if dataset == "spirals":
+        return dict(TINY_SPIRALS)
     return dict(TINY_VECTOR)
 
 

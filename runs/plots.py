@@ -1,0 +1,305 @@
+"""Plots of the ``runs.reproduce`` studies, drawn from their JSON alone.
+
+    python -m runs.plots runs/results/digits-table.json [--out PNG]
+
+Every study's figure is a function of its result dict (see :data:`PLOTTERS`), so a figure
+can be redrawn from the JSON without rerunning anything. Matplotlib with the Agg backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Colours per arm, kept across figures.
+COLOURS = {"ccnf-fixed": "tab:gray", "infocnf-fixed": "tab:blue", "infocnf-reinforce": "tab:red",
+           "cnf-fixed": "tab:blue", "cnf-reinforce": "tab:red", "fixed": "tab:blue", "reinforce": "tab:red",
+           "ppo": "tab:green", "sac": "tab:purple", "a2c": "tab:orange", "td3": "tab:brown",
+           "train": "tab:blue", "test": "tab:orange", "training_log": "tab:gray"}
+NAMES = {"ccnf-fixed": "CCNF (tol 1e-5)", "infocnf-fixed": "InfoCNF fixed tol 1e-5",
+         "infocnf-reinforce": "InfoCNF learned tol", "cnf-fixed": "CNF fixed tol 1e-5",
+         "cnf-reinforce": "CNF learned tol"}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _f(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _arr(values: list | None) -> np.ndarray:
+    return np.array([_f(v) for v in (values or [])], dtype=np.float64)
+
+
+def _arm(row: dict) -> str:
+    return f"{row['model']}-{row['policy']}"
+
+
+def _title(result: dict, text: str) -> str:
+    seeds = len(result.get("seeds", []))
+    return f"{text} ({seeds} seed{'s' if seeds != 1 else ''}{', QUICK smoke settings' if result.get('quick') else ''})"
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
+def _bars(ax: Any, rows: list[dict], key: str, groups: list[str], label: str) -> None:
+    arms = list(dict.fromkeys(_arm(r) for r in rows))
+    width = 0.8 / max(1, len(arms))
+    for i, arm in enumerate(arms):
+        xs, means, stds = [], [], []
+        for j, group in enumerate(groups):
+            row = next((r for r in rows if _arm(r) == arm and r["batch"] == group), None)
+            if row is None or f"{key}_mean" not in row:
+                continue
+            xs.append(j + (i - (len(arms) - 1) / 2) * width)
+            means.append(_f(row[f"{key}_mean"]))
+            stds.append(_f(row[f"{key}_std"]))
+        ax.bar(xs, means, width, yerr=stds, capsize=3, color=COLOURS.get(arm), label=NAMES.get(arm, arm))
+    ax.set_xticks(range(len(groups)), [f"{g} batch" for g in groups])
+    ax.set_ylabel(label)
+    finite = [_f(r.get(f"{key}_mean")) for r in rows if r.get(f"{key}_mean") is not None]
+    if finite and key != "test_error":
+        lo, hi = min(finite), max(finite)
+        pad = 0.15 * (hi - lo) + 0.02 * abs(hi) + 1e-9
+        ax.set_ylim(lo - pad, hi + pad)
+
+
+def plot_digits_table(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    rows = result["rows"]
+    groups = list(dict.fromkeys(r["batch"] for r in rows))
+    panels = [("test_error", "test error"), ("bits_per_dim", "test bits/dim @1e-5"),
+              ("marginal_bits_per_dim", "test marginal bits/dim"), ("nfe", "train NFE / iteration (f+b)"),
+              ("wall_s", "wall time [s]")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8))
+    for ax, (key, label) in zip(axes, panels):
+        _bars(ax, rows, key, groups, label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(_title(result, "Digits analogue of Tables 1-2"))
+    _save(fig, path)
+
+
+def _curve(ax: Any, row: dict, key: str, colour: str | None, label: str) -> None:
+    if f"{key}_mean" not in row:
+        return
+    x, m, s = _arr(row["epoch"]), _arr(row[f"{key}_mean"]), _arr(row[f"{key}_std"])
+    ax.plot(x, m, marker=".", color=colour, label=label)
+    ax.fill_between(x, m - s, m + s, color=colour, alpha=0.2)
+
+
+def plot_curves(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    rows = result["rows"]
+    regimes = list(dict.fromkeys(r["batch"] for r in rows))
+    panels = [("test_error", "test error"), ("bits_per_dim", "test bits/dim @1e-5"), ("nfe", "train NFE / it (f+b)")]
+    fig, axes = plt.subplots(len(regimes), 3, figsize=(13, 3.6 * len(regimes)), squeeze=False)
+    for i, regime in enumerate(regimes):
+        for j, (key, label) in enumerate(panels):
+            ax = axes[i][j]
+            for row in (r for r in rows if r["batch"] == regime):
+                _curve(ax, row, key, COLOURS.get(_arm(row)), NAMES.get(_arm(row), _arm(row)))
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            ax.set_title(f"{regime} batch")
+        axes[i][0].legend(fontsize=7)
+    fig.suptitle(_title(result, "Training curves (Fig. 3 analogue)"))
+    _save(fig, path)
+
+
+def plot_uncond(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    finals = {r["policy"]: r for r in result["rows"]}
+    for row in result["curves"]:
+        final = finals.get(row["policy"], {})
+        label = (f"{NAMES.get(_arm(row), _arm(row))}: {_f(final.get('bits_per_dim_mean')):.3f} bits/dim, "
+                 f"{_f(final.get('nfe_mean')):.0f} NFE")
+        _curve(axes[0], row, "bits_per_dim", COLOURS.get(_arm(row)), label)
+        _curve(axes[1], row, "nfe", COLOURS.get(_arm(row)), label)
+    axes[0].set_ylabel("test bits/dim @1e-5")
+    axes[1].set_ylabel("train NFE / iteration (f+b)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(_title(result, "Unconditional CNF with / without learned tolerances (Fig. 4 analogue)"))
+    _save(fig, path)
+
+
+def plot_tol_integral(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fixed = [r for r in result["rows"] if r["policy"] == "fixed"]
+    tols = _arr([r["tol"] for r in fixed])
+    err = np.maximum(_arr([r["abs_error_mean"] for r in fixed]), 1e-16)
+    std = _arr([r["abs_error_std"] for r in fixed])
+    ax.errorbar(tols, err, yerr=std, marker="o", color=COLOURS["fixed"], label="fixed tolerance", capsize=3)
+    for row in (r for r in result["rows"] if r["policy"] != "fixed"):
+        ax.errorbar([_f(row["tol"])], [max(_f(row["abs_error_mean"]), 1e-16)], yerr=[_f(row["abs_error_std"])],
+                    marker="*", markersize=14, linestyle="none", color=COLOURS.get(row["policy"]),
+                    label=f"learned ({row['policy']}), geometric-mean tol")
+    if result.get("grid_error") is not None:
+        ax.axhline(max(_f(result["grid_error"]), 1e-16), color="k", ls=":", lw=1, label="grid (true density)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("solver tolerance (atol = rtol)")
+    ax.set_ylabel("|integral of p(x) dx - 1|")
+    ax.legend(fontsize=7)
+    ax.set_title(_title(result, "Fig. 2a analogue: 1-D mixture"), fontsize=9)
+    _save(fig, path)
+
+
+def plot_tol_hist(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    rows = result["rows"]
+    blocks = sorted({r["block"] for r in rows})
+    fig, axes = plt.subplots(1, len(blocks), figsize=(4 * len(blocks), 3.6), squeeze=False)
+    for ax, block in zip(axes[0], blocks):
+        block_rows = [r for r in rows if r["block"] == block]
+        values = np.concatenate([_arr(r["values"]) for r in block_rows])
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        bins = np.linspace(lo - 0.05, hi + 0.05, 30)
+        for row in block_rows:
+            label = {"train": "train set (gate mean)", "test": "test set (gate mean)",
+                     "training_log": "sampled in training (last 25%)"}.get(row["split"], row["split"])
+            hist = "step" if row["split"] == "training_log" else "stepfilled"
+            ax.hist(_arr(row["values"]), bins=bins, density=True, histtype=hist, alpha=0.5 if hist != "step" else 1,
+                    color=COLOURS.get(row["split"]), label=label)
+        ax.set_xlabel("log10 tolerance")
+        ax.set_title(f"block {block}")
+    axes[0][0].set_ylabel("density")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(_title(result, "Learned tolerances per block, train vs test (Fig. 2b analogue)"))
+    _save(fig, path)
+
+
+def plot_eval_batch(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    rows = result["rows"]
+    panels = [("delta_bits_per_dim", "bits/dim (learned tol) - bits/dim (1e-5)"),
+              ("delta_error", "error (learned tol) - error (1e-5)"), ("nfe", "forward NFE per batch"),
+              ("log10_tol", "mean log10 tolerance")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    for ax, (key, label) in zip(axes, panels):
+        for split in dict.fromkeys(r["split"] for r in rows):
+            sub = sorted((r for r in rows if r["split"] == split), key=lambda r: r["batch_size"])
+            ax.errorbar([r["batch_size"] for r in sub], _arr([r.get(f"{key}_mean") for r in sub]),
+                        yerr=_arr([r.get(f"{key}_std") for r in sub]), marker="o", capsize=3,
+                        color=COLOURS.get(split), label=f"{split} split")
+        if key.startswith("delta"):
+            ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("evaluation batch size")
+        ax.set_ylabel(label, fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(_title(result, "Evaluating with the learned tolerances vs batch size (Appendix D analogue)"))
+    _save(fig, path)
+
+
+def plot_policies(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    rows = result["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for row in rows:
+        colour = COLOURS.get(row["policy"])
+        axes[0].errorbar(_f(row["nfe_mean"]), _f(row["bits_per_dim_mean"]), xerr=_f(row["nfe_std"]),
+                         yerr=_f(row["bits_per_dim_std"]), marker="o", capsize=3, color=colour, label=row["policy"])
+    axes[0].set_xlabel("train NFE / iteration (f+b)")
+    axes[0].set_ylabel("test bits/dim @1e-5")
+    axes[0].legend(fontsize=7)
+    xs = range(len(rows))
+    axes[1].bar(xs, _arr([r.get("test_error_mean") for r in rows]), yerr=_arr([r.get("test_error_std") for r in rows]),
+                capsize=3, color=[COLOURS.get(r["policy"]) for r in rows])
+    axes[1].set_xticks(list(xs), [r["policy"] for r in rows])
+    axes[1].set_ylabel("test error")
+    fig.suptitle(_title(result, "Tolerance policies co-trained with InfoCNF on digits"))
+    _save(fig, path)
+
+
+def plot_frozen(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    front = sorted(result["front"], key=lambda r: r["tol"])
+    for ax, key, label in ((axes[0], "bits_per_dim", "test bits/dim at the tolerances used"),
+                           (axes[1], "excess_bits_per_dim", "bits/dim minus bits/dim @1e-5")):
+        ax.errorbar(_arr([r["nfe_mean"] for r in front]), _arr([r[f"{key}_mean"] for r in front]),
+                    yerr=_arr([r[f"{key}_std"] for r in front]), marker="s", color="k", capsize=2,
+                    label="fixed tolerances")
+        for r in front:
+            ax.annotate(f"{r['tol']:.0e}", (_f(r["nfe_mean"]), _f(r[f"{key}_mean"])), fontsize=6,
+                        textcoords="offset points", xytext=(3, 3))
+        for row in result["rows"]:
+            ax.errorbar(_f(row["nfe_mean"]), _f(row[f"{key}_mean"]), xerr=_f(row["nfe_std"]),
+                        yerr=_f(row[f"{key}_std"]), marker="o", markersize=8, linestyle="none", capsize=3,
+                        color=COLOURS.get(row["policy"]), label=row["policy"])
+        ax.set_xscale("log")
+        ax.set_xlabel("test forward NFE per batch")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(_title(result, "Policies on a frozen InfoCNF vs the fixed-tolerance front"))
+    _save(fig, path)
+
+
+def plot_samples(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    grids = result["grids"]
+    per_class = result["per_class"]
+    shape = result["image_shape"][-2:]
+    accuracy = {f"{r['model']}-{r['policy']}": r for r in result["rows"]}
+    fig, axes = plt.subplots(1, len(grids), figsize=(max(6.0, 1.0 + 0.6 * per_class * len(grids)), 6.5), squeeze=False)
+    for ax, (name, flat) in zip(axes[0], grids.items()):
+        images = _arr([v for img in flat for v in img]).reshape(10, per_class, *shape)
+        mosaic = np.block([[np.pad(images[c, k], 1, constant_values=0.0) for k in range(per_class)]
+                           for c in range(10)])
+        ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([(shape[0] + 2) * (c + 0.5) for c in range(10)], [str(c) for c in range(10)])
+        row = accuracy.get(name, {})
+        agree = _f(row.get("sample_accuracy_mean"))
+        ax.set_title(f"{NAMES.get(name, name)}\nclassifier agrees: {agree:.2f}", fontsize=8)
+    fig.suptitle(_title(result, "Class-conditional samples at tol 1e-5 (Fig. 7 analogue)"), fontsize=9)
+    _save(fig, path)
+
+
+PLOTTERS: dict[str, Callable[[dict, Path], None]] = {
+    "digits-table": plot_digits_table, "uncond": plot_uncond, "tol-integral": plot_tol_integral,
+    "tol-hist": plot_tol_hist, "curves": plot_curves, "eval-batch": plot_eval_batch,
+    "policies": plot_policies, "frozen": plot_frozen, "samples": plot_samples,
+}
+
+
+def plot(study: str, result: dict, path: str | Path) -> None:
+    """Draw ``study``'s figure from its result dict into ``path`` (PNG)."""
+    if study not in PLOTTERS:
+        raise ValueError(f"no plot for study {study!r}; valid: {', '.join(PLOTTERS)}")
+    PLOTTERS[study](result, Path(path))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json", type=Path, help="a study's JSON written by runs.reproduce")
+    parser.add_argument("--out", type=Path, default=None, help="PNG path (default: next to the JSON)")
+    args = parser.parse_args(argv)
+    result = json.loads(args.json.read_text())
+    out = args.out or args.json.with_suffix(".png")
+    plot(result["study"], result, out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""runs.reproduce: every study in --quick mode writes a JSON of the documented schema and a PNG.
+
+The studies share one workdir (module-scoped), so ``digits-table`` trains the quick digits
+flows once and the studies after it reuse them, as they do in a real reproduction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from runs import reproduce
+from runs.reproduce import ROW_KEYS, STUDIES
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    return root / "work", root / "results"
+
+
+def _numbers(obj, path=""):
+    """Every leaf of a JSON value with its path."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _numbers(value, f"{path}.{key}")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from _numbers(value, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
+def test_every_study_has_a_config_schema_and_plot():
+    from runs.plots import PLOTTERS
+
+    assert set(STUDIES) == set(ROW_KEYS) == set(reproduce.RUNNERS) == set(PLOTTERS)
+    for study in STUDIES:
+        full, quick = reproduce.load_config(study, False), reproduce.load_config(study, True)
+        assert isinstance(full, dict) and isinstance(quick, dict)
+
+
+def test_unknown_study_is_one_clear_error(dirs):
+    with pytest.raises(ValueError, match="valid:"):
+        reproduce.run_study("table-9", quick=True, workdir=dirs[0], out=dirs[1])
+
+
+@pytest.mark.parametrize("study", STUDIES)  # digits-table first: the later studies reuse its runs
+def test_quick_study_writes_schema_and_plot(study, dirs):
+    workdir, out = dirs
+    reproduce.run_study(study, quick=True, workdir=workdir, out=out)
+    result = json.loads((out / f"{study}.json").read_text())
+    for key in ("study", "quick", "seeds", "config", "rows", "plots", "wall_s"):
+        assert key in result, key
+    assert result["study"] == study and result["quick"] is True and result["seeds"] == [0]
+    assert result["rows"], "no rows"
+    for row in result["rows"]:
+        missing = [k for k in ROW_KEYS[study] if k not in row]
+        assert not missing, f"row {row.get('policy', row.get('split'))} lacks {missing}"
+        assert all(f"{k[:-5]}_std" in row for k in row if k.endswith("_mean"))
+    for path, value in _numbers({k: v for k, v in result.items() if k != "config"}):
+        assert value is not None, f"null at {path}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            assert math.isfinite(value), f"non-finite {value} at {path}"
+    for name in result["plots"]:
+        png = out / name
+        assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_digits_table_rows_and_targets(dirs):
+    workdir, out = dirs
+    path = out / "digits-table.json"
+    if not path.exists():
+        reproduce.run_study("digits-table", quick=True, workdir=workdir, out=out)
+    result = json.loads(path.read_text())
+    arms = {(r["model"], r["policy"], r["batch"]) for r in result["rows"]}
+    assert arms == {(m, p, b) for m, p in (("ccnf", "fixed"), ("infocnf", "fixed"), ("infocnf", "reinforce"))
+                    for b in ("small", "large")}
+    assert {t["batch"] for t in result["targets"]} == {"small", "large"}
+    assert all("nfe_ratio" in t and "error_ratio" in t for t in result["targets"])
+
+
+def test_runs_are_cached_by_config(dirs, capsys):
+    workdir, out = dirs
+    reproduce.run_study("curves", quick=True, workdir=workdir, out=out)  # digits-table's runs exist by now
+    assert "0 to train" in capsys.readouterr().out
+
+
+def test_arm_key_changes_with_training_settings():
+    arm = reproduce.Arm("x", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),))
+    same = reproduce.Arm("other-label", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),))
+    assert arm.key == same.key
+    for changed in (dict(seed=1), dict(iterations=11), dict(agent_args=("--tol", "1e-4")),
+                    dict(env_kwargs=(("hidden", 8),))):
+        assert reproduce.Arm(**{**arm.__dict__, **changed}).key != arm.key
+
+
+def test_bench_gpu_cpu_smoke(tmp_path):
+    """The prepared GPU benchmark runs on CPU with synthetic CIFAR10 and writes its JSON."""
+    from runs import bench_gpu
+
+    path = tmp_path / "bench.json"
+    result = bench_gpu.main(["--device", "cpu", "--synthetic", "--iterations", "2", "--warmup", "0",
+                             "--batch-size", "4", "--env-kwargs", "hidden=8", "--json", str(path), "--no-progress"])
+    saved = json.loads(path.read_text())
+    assert saved["iterations_done"] == 2 and saved["timed_iterations"] == 2
+    for key in ("seconds_per_iteration_median", "nfe_forward_mean", "nfe_backward_mean"):
+        assert math.isfinite(result[key]) and result[key] > 0
