@@ -173,6 +173,42 @@ def prepare(
     return x, data.y[idx]
 
 
+class IndexStream:
+    """Endless seeded example indices, ``size`` at a time, epoch by epoch.
+
+    Each epoch is a fresh permutation of ``range(n)``; an epoch's last incomplete chunk is
+    dropped. ``state_dict`` holds the permutation, position and generator, so a resumed stream
+    continues exactly. ``generator`` may also drive per-batch randomness (dequantisation).
+    """
+
+    def __init__(self, n: int, size: int, seed: int):
+        self.n = n
+        self.size = size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+        self._order = torch.randperm(n, generator=self.generator)
+        self._pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self._pos + self.size > self.n:
+            self.epoch += 1
+            self._order = torch.randperm(self.n, generator=self.generator)
+            self._pos = 0
+        idx = self._order[self._pos : self._pos + self.size]
+        self._pos += self.size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "order": self._order.clone(), "pos": self._pos,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self._order = state["order"].clone()
+        self._pos = int(state["pos"])
+        self.generator.set_state(state["generator"])
+
+
 class BatchStream:
     """An endless, seeded stream of training mini-batches, epoch by epoch.
 
@@ -202,10 +238,11 @@ class BatchStream:
         self.world_size = world_size
         self.batch_size = min(batch_size, len(data) // world_size)
         self.augment = augment
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-        self._order = torch.randperm(len(data), generator=self.generator)
-        self._pos = 0
+        self.indices = IndexStream(len(data), self.global_batch_size, seed)
+
+    @property
+    def epoch(self) -> int:
+        return self.indices.epoch
 
     @property
     def global_batch_size(self) -> int:
@@ -216,14 +253,8 @@ class BatchStream:
         return len(self.data) // self.global_batch_size
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        size = self.global_batch_size
-        if self._pos + size > len(self.data):
-            self.epoch += 1
-            self._order = torch.randperm(len(self.data), generator=self.generator)
-            self._pos = 0
-        idx = self._order[self._pos : self._pos + size]
-        self._pos += size
-        x, y = prepare(self.data, idx, self.generator, augment=self.augment)
+        idx = self.indices.next()
+        x, y = prepare(self.data, idx, self.indices.generator, augment=self.augment)
         if self.world_size == 1:
             return x, y
         part = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
@@ -234,14 +265,10 @@ class BatchStream:
             yield self.next()
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "order": self._order.clone(), "pos": self._pos,
-                "generator": self.generator.get_state()}
+        return self.indices.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
-        self._order = state["order"].clone()
-        self._pos = int(state["pos"])
-        self.generator.set_state(state["generator"])
+        self.indices.load_state_dict(state)
 
 
 def iterate_batches(

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from flows.data import IndexStream
 from flows.latent_ode import LatentODE, evaluate_latent_ode
 from flows.spirals import SpiralData, make_spirals
 
@@ -41,37 +42,6 @@ MODEL_OPTIONS = ("latent_dim", "sup_dim", "rnn_hidden", "dyn_hidden", "dec_hidde
 #: ``runs/spirals.py``).
 DATA_OPTIONS = dict(num_train=5000, num_test=5000, length=1000, window=200, extrap=100, noise_std=0.3, data_seed=0)
 DEFAULT_SEGMENTS = 2
-
-
-class _SpiralStream:
-    """Seeded training mini-batches: a fresh permutation per epoch, the incomplete last batch dropped."""
-
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n = n
-        self.batch_size = min(batch_size, n)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-        self._order = torch.randperm(n, generator=self.generator)
-        self._pos = 0
-
-    def next(self) -> torch.Tensor:
-        if self._pos + self.batch_size > self.n:
-            self.epoch += 1
-            self._order = torch.randperm(self.n, generator=self.generator)
-            self._pos = 0
-        idx = self._order[self._pos : self._pos + self.batch_size]
-        self._pos += self.batch_size
-        return idx
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "order": self._order.clone(), "pos": self._pos,
-                "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
-        self._order = state["order"].clone()
-        self._pos = int(state["pos"])
-        self.generator.set_state(state["generator"])
 
 
 class SpiralTask:
@@ -130,7 +100,7 @@ class SpiralTask:
             model = LatentODE(self.train_data.times, partitioned=HEADS[head], **options)
         model.spec = {**model.spec, "data": {k: v for k, v in data_cfg.items() if k != "num_test"}}
         self.model = model.to(self.device)
-        self.stream = _SpiralStream(len(self.train_data), batch_size, seed)
+        self.stream = IndexStream(len(self.train_data), min(batch_size, len(self.train_data)), seed)
         self.eval_batch_size = eval_batch_size or 500
 
     def _make(self, split: str, num: int) -> SpiralData:
@@ -140,10 +110,10 @@ class SpiralTask:
 
     @property
     def batches_per_epoch(self) -> int:
-        return len(self.train_data) // self.stream.batch_size
+        return len(self.train_data) // self.stream.size
 
     def reseed(self, seed: int) -> None:
-        self.stream = _SpiralStream(len(self.train_data), self.stream.batch_size, seed)
+        self.stream = IndexStream(len(self.train_data), self.stream.size, seed)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, window, 2)`` noisy windows and ``(B, 3)`` their ``(a, b, direction)``."""

@@ -32,14 +32,6 @@ DIGITS_TEST_SIZE = 300
 UNIT = (np.float32(-1.0), np.float32(1.0))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions are dominated by thread synchronisation; one thread is many times faster.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]

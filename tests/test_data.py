@@ -14,13 +14,6 @@ from flows import BatchStream, iterate_batches, load_dataset
 from flows.data import TOY1D_MIXTURE, toy1d_density
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 # ---------------------------------------------------------------------------- digits
 

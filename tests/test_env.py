@@ -22,14 +22,6 @@ LAST_STEP_KEYS = {"loss", "bits_per_dim", "xent", "error", "nfe_forward", "nfe_b
 EVAL_KEYS = {"bits_per_dim", "marginal_bits_per_dim", "error", "nfe", "num_samples"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions are dominated by thread synchronisation; one thread is many times faster.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def make(env_id: str = ENV_ID, **kwargs) -> gym.Env:
     return gym.make(env_id, **{**TINY, **kwargs})

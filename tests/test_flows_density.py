@@ -21,22 +21,6 @@ from flows.nets import mlp_net
 TIGHT = 1e-8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds synchronisation (tens of times slower
-    # when the cores are busy).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
 
 
 def _perturb_dynamics(model: nn.Module, std: float, seed: int = 0) -> None:

@@ -12,13 +12,6 @@ MLP = dict(arch="mlp", hidden=8, num_layers=2, num_blocks=1)
 BAD_TOLS = [0, 0.0, -1, -1e-5, float("nan"), float("inf"), "abc", None]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _names_all(message: str, choices) -> bool:
     return all(c in message for c in choices)

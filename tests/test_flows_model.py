@@ -28,22 +28,6 @@ K = 10
 FAST = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds synchronisation (tens of times slower
-    # when the cores are busy).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
 
 
 def make(head: str, arch: str, num_classes: int | None = K, **config: object):

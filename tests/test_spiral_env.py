@@ -40,13 +40,6 @@ EVAL_KEYS = {"recon_mse", "recon_mse_noisy", "extrap_mse", "neg_elbo", "nfe", "n
              "marginal_bits_per_dim", "error"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def make(env_id: str = IDS[0], **kwargs) -> gym.Env:
     return gym.make(env_id, **{**TINY, **kwargs})

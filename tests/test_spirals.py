@@ -15,14 +15,6 @@ from flows.ode import BlockStats, SolverError
 from flows.spirals import T_SPAN, T_START, make_spirals
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds contention on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def data():
