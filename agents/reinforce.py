@@ -43,14 +43,15 @@ class ReinforceAgent:
         lr: Adam learning rate of the gates.
         baseline: momentum of the per-block moving-average baseline (``None``: no baseline).
         entropy: weight of an entropy bonus (0: the paper's plain REINFORCE).
-        init_mean: initial mean of log10(tol) (default -5, the evaluation tolerance).
+        init_mean: initial mean of log10(tol) (default -3: measured 0.795x the NFE of fixed 1e-5
+            against 0.83x when starting at the evaluation tolerance -5; README).
         init_std: initial standard deviation of log10(tol).
         seed: seed of the gates' initialisation and sampling.
     """
 
     def __init__(
         self, observation_space: Any, num_blocks: int, *, gamma: float = 0.99, lr: float = 1e-2,
-        baseline: float | None = 0.9, entropy: float = 0.0, init_mean: float = -5.0, init_std: float = 0.5,
+        baseline: float | None = 0.9, entropy: float = 0.0, init_mean: float = -3.0, init_std: float = 0.5,
         hidden: int = 32, seed: int = 0,
     ):
         torch.manual_seed(seed)  # gate initialisation only; sampling uses self.generator
@@ -182,7 +183,7 @@ class Args(CommonArgs):
     baseline: float | None = arg(0.9, "momentum of the moving-average baseline per block (omit: none)")
     no_baseline: bool = arg(False, "disable the moving-average baseline")
     entropy: float = arg(0.0, "entropy bonus weight")
-    init_mean: float = arg(-5.0, "initial mean of the gates' log10 tolerance")
+    init_mean: float = arg(-3.0, "initial mean of the gates' log10 tolerance")
     init_std: float = arg(0.5, "initial standard deviation of the gates' log10 tolerance")
     gate: str = arg("auto", "gate type: cnn (feature maps), mlp (vector observation) or auto "
                     "(cnn for image data, as in the paper)", choices=["auto", "cnn", "mlp"])
