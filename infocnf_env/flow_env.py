@@ -419,7 +419,7 @@ class FlowTrainingEnv(gym.Env):
 #: checkpoint loads into a model that differs from it only in these.
 NON_WEIGHT_OPTIONS = frozenset({
     "solver", "adjoint", "max_num_steps", "divergence", "noise", "dropout", "beta", "kinetic_weight",
-    "jacobian_weight",
+    "jacobian_weight", "segments",
 })
 
 

@@ -207,6 +207,7 @@ def test_save_load_round_trip(tmp_path):
     run_episode(env, seed=0)
     run_episode(env)
     env.unwrapped.save(path)
+    saved = weights(env)
     expected = [[s[-1] for s in run_episode(env, actions=a)[1:]] for a in (ACTIONS, (-4.0, -2.5))]
     fresh = make(IDS[1], seed=1)  # other weights and batch order until the checkpoint is loaded
     fresh.unwrapped.load(path)
@@ -217,6 +218,9 @@ def test_save_load_round_trip(tmp_path):
     for other in (dict(env_id=IDS[0]), dict(env_id=IDS[1], rnn_hidden=6), dict(env_id=IDS[1], window=24)):
         with pytest.raises(CheckpointError, match="another model"):
             make(**other).unwrapped.load(path)
+    resegmented = make(IDS[1], segments=3)  # same weights, the solve cut into three env steps
+    resegmented.unwrapped.load(path)
+    assert all(torch.equal(v, weights(resegmented)[k]) for k, v in saved.items())
 
 
 # ---------------------------------------------------------------------- segments of the solve
