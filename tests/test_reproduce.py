@@ -82,6 +82,23 @@ def test_digits_table_rows_and_targets(dirs):
     assert all("nfe_ratio" in t and "error_ratio" in t for t in result["targets"])
 
 
+def test_tables_render_every_quick_result(dirs):
+    from runs import tables
+
+    out = dirs[1]
+    for study in STUDIES:  # the ones the quick tests above have written
+        if study == "curves" or not (out / f"{study}.json").exists():
+            continue
+        result = json.loads((out / f"{study}.json").read_text())
+        text = tables.table(result, study)
+        lines = text.splitlines()
+        assert len(lines) == 2 + len(result["rows"]) + len(result.get("front", [])), study
+        assert all(line.count("|") == len(tables.COLUMNS[study]) + 1 for line in lines), study
+        assert "nan" not in text.lower(), study
+    printed = tables.main(["digits-table", "--results", str(out)])
+    assert printed.startswith("### digits-table") and "small batch: learned NFE" in printed
+
+
 def test_runs_are_cached_by_config(dirs, capsys):
     workdir, out = dirs
     reproduce.run_study("curves", quick=True, workdir=workdir, out=out)  # digits-table's runs exist by now
