@@ -8,12 +8,12 @@ from flows.build import ARCHITECTURES, FlowConfig, build_model
 from flows.data import DATASETS, BatchStream, LabelledData, iterate_batches, load_dataset
 from flows.evaluate import EVAL_TOL, evaluate
 from flows.heads import HEADS
-from flows.model import FlowModel, FlowOutput
+from flows.model import FlowModel, FlowOutput, Tolerance
 from flows.ode import SOLVER_NAMES, BlockStats, SolverError
 from flows.transforms import FlowState
 
 __all__ = [
     "ARCHITECTURES", "BatchStream", "BlockStats", "DATASETS", "EVAL_TOL", "FlowConfig", "FlowModel",
     "FlowOutput", "FlowState", "HEADS", "LabelledData", "SOLVER_NAMES", "SolverError", "build_model",
-    "evaluate", "iterate_batches", "load_dataset",
+    "Tolerance", "evaluate", "iterate_batches", "load_dataset",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import torch
 
-from flows.model import FlowModel
+from flows.model import FlowModel, Tolerance
 
 EVAL_TOL = 1e-5
 
@@ -19,11 +19,14 @@ EVAL_TOL = 1e-5
 def evaluate(
     model: FlowModel,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    tol: float = EVAL_TOL,
+    tol: Tolerance = EVAL_TOL,
     *,
     seed: int = 0,
 ) -> dict[str, float]:
     """Average test metrics over ``loader`` with every block solved at ``tol``.
+
+    ``tol`` may also be a function of the state before each block (``FlowModel.forward``):
+    that evaluates a model with a tolerance policy's choices instead of 1e-5.
 
     Runs the same block loop as training. Hutchinson noise comes from a generator seeded
     with ``seed`` so repeated evaluations agree exactly.

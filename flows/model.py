@@ -13,8 +13,8 @@ REINFORCE trainer and the Gymnasium environment all drive it the same way::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,9 @@ from flows.cnf_block import CNFBlock
 from flows.heads import LatentHead
 from flows.ode import BlockStats, check_tolerance
 from flows.transforms import FactorOut, FlowState, Transform
+
+#: A tolerance for every block, or a function of the state before each block (see ``forward``).
+Tolerance = float | Callable[[FlowState], float]
 
 
 @dataclass
@@ -189,13 +192,18 @@ class FlowModel(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, y: torch.Tensor | None = None, *, tol: float = 1e-5,
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, tol: Tolerance = 1e-5,
         generator: torch.Generator | None = None,
     ) -> FlowOutput:
-        """The block loop at one tolerance for every block."""
+        """The block loop: every block at ``tol``, or at ``tol(state)`` when it is a function.
+
+        A function is called before each block with the state the block will start from
+        (``block_index(state)``, ``features(state)``) and returns that block's tolerance: a
+        gating policy at test time (Section 3.2), e.g. ``agents.evaluate.policy_tolerance``.
+        """
         state = self.start(x, y, generator=generator)
         for _ in range(self.num_blocks):
-            state, _ = self.advance(state, tol)
+            state, _ = self.advance(state, tol(state) if callable(tol) else tol)
         return self.finish(state)
 
     # ------------------------------------------------------------------ metrics

@@ -62,6 +62,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.evaluate import (
+    Policy,
+    ToleranceTrace,
+    evaluate_fixed,
+    evaluate_policy,
+    load_policy,
+    load_run,
+    policy_tolerance,
+)
 from runs.studies import MODULES
 
 STUDIES = tuple(MODULES)
@@ -331,128 +340,15 @@ def _finite(obj: Any) -> Any:
 
 
 # ============================================================================ trained flows and policies
-@dataclass
-class LoadedRun:
-    """A finished run's flow (frozen, eval mode) and environment, for analysis."""
-
-    run_dir: Path
-    config: dict
-    env: Any  # the unwrapped FlowTrainingEnv
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.env.model
-
-
-def load_run(run_dir: Path) -> LoadedRun:
-    """Rebuild a run's environment from its config with its final checkpoint, flow frozen."""
-    import gymnasium as gym
-
-    import infocnf_env  # noqa: F401  (registers the ids)
-
-    config = json.loads((run_dir / "config.json").read_text())
-    kwargs = dict(config["env_kwargs"], train_flow=False, checkpoint=str(run_dir / "checkpoint.pt"))
-    return LoadedRun(run_dir, config, gym.make(config["env"], **kwargs).unwrapped)
-
-
-#: A tolerance policy for analysis: (observation, block) -> (log10 tol, policy std in log10 units).
-Policy = Callable[[Any, int], tuple[float, float]]
-
-
-def load_policy(run_dir: Path, env: Any) -> Policy:
-    """The deterministic tolerance policy of a finished run.
-
-    fixed: its tolerance (or per-block schedule). REINFORCE: each gate's mean (the std is
-    returned alongside). SB3: ``predict(deterministic=True)`` rescaled from [-1, 1] to the
-    action bounds, as ``RescaleAction`` does during training.
-    """
-    from infocnf_env.checkpoint import load_checkpoint
-
-    config = json.loads((run_dir / "config.json").read_text())
-    agent = config["agent"]
-    low, high = float(env.action_space.low[0]), float(env.action_space.high[0])
-    if agent == "fixed":
-        tols = config.get("schedule") or [config["tol"]]
-        return lambda obs, block: (math.log10(tols[min(block, len(tols) - 1)]), 0.0)
-    if agent == "reinforce":
-        from agents.reinforce import ReinforceAgent
-
-        args = config["args"]
-        with torch.random.fork_rng():  # the constructor seeds the global RNG
-            gates = ReinforceAgent(env.observation_space, env.num_blocks, init_mean=args["init_mean"],
-                                   init_std=args["init_std"], seed=args["seed"])
-        gates.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
-
-        @torch.no_grad()
-        def reinforce_policy(obs: Any, block: int) -> tuple[float, float]:
-            inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
-            mean, log_std = gates.gates[block](inp)
-            return float(mean), float(log_std.exp())
-
-        return reinforce_policy
-    if agent.startswith("sb3-"):
-        from agents.sb3 import algo_class
-
-        model = algo_class(config["algo"]).load(run_dir / "sb3_model.zip", device="cpu")
-
-        def sb3_policy(obs: Any, block: int) -> tuple[float, float]:
-            action, _ = model.predict(obs, deterministic=True)
-            a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
-            return low + (a + 1.0) * (high - low) / 2.0, 0.0
-
-        return sb3_policy
-    raise ValueError(f"no policy loader for agent {agent!r}")
-
-
 @torch.no_grad()
 def policy_pass(env: Any, x: torch.Tensor, y: torch.Tensor, policy: Policy,
                 generator: torch.Generator | None = None) -> tuple[Any, list[float], list[float]]:
-    """One pass of the block loop with the policy choosing each block's tolerance.
-
-    Returns the ``FlowOutput``, the log10 tolerances used (clipped to the action bounds as the
-    environment clips them) and the policy's std per block.
-    """
+    """One pass with the policy choosing each block's tolerance: output, log10 tols, policy stds."""
+    trace = ToleranceTrace()
     model = env.model
-    low, high = float(env.action_space.low[0]), float(env.action_space.high[0])
-    state = model.start(x.reshape(x.shape[0], *model.data_shape), y, generator=generator)
-    log_tols, stds = [], []
-    for block in range(model.num_blocks):
-        obs = env.encoder.encode(block, model.features(state))
-        log_tol, std = policy(obs, block)
-        log_tol = min(max(log_tol, low), high)
-        state, _ = model.advance(state, 10.0 ** log_tol)
-        log_tols.append(log_tol)
-        stds.append(std)
-    return model.finish(state), log_tols, stds
-
-
-def policy_evaluate(env: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], policy: Policy,
-                    seed: int = 0) -> dict:
-    """Like ``flows.evaluate`` but each block's tolerance comes from ``policy`` per batch."""
-    model = env.model
-    generator = torch.Generator().manual_seed(seed)
-    total = cond = marg = wrong = nfe = 0.0
-    log_tols: list[list[float]] = []
-    for x, y in batches:
-        out, tols, _ = policy_pass(env, x, y, policy, generator)
-        total += x.shape[0]
-        cond += model.bits_per_dim(out.logpx).sum().item()
-        marg += model.bits_per_dim(out.marginal_logpx).sum().item()
-        if out.logits is not None:
-            wrong += (out.predictions() != y).sum().item()
-        nfe += out.nfe_forward
-        log_tols.append(tols)
-    return {"bits_per_dim": cond / total, "marginal_bits_per_dim": marg / total,
-            "error": wrong / total if model.head.conditional else float("nan"), "nfe": nfe / len(log_tols),
-            "log10_tol": float(np.mean(log_tols)), "log10_tol_blocks": np.mean(log_tols, axis=0).tolist(),
-            "num_samples": int(total)}
-
-
-def fixed_evaluate(env: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], tol: float, seed: int = 0) -> dict:
-    from flows import evaluate
-
-    model = env.model
-    return evaluate(model, ((x.reshape(x.shape[0], *model.data_shape), y) for x, y in batches), tol=tol, seed=seed)
+    out = model(x.reshape(x.shape[0], *model.data_shape), y, tol=policy_tolerance(env, policy, trace),
+                generator=generator)
+    return out, trace.log_tols[0], trace.stds[0]
 
 
 def _batches(data: Any, batch_size: int, max_examples: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -684,10 +580,10 @@ def study_eval_batch(ctx: Context) -> dict:
         policy = load_policy(run_dir, run.env)
         for split, sizes in cfg["batch_sizes"].items():
             data = run.env.task.data(split)
-            ref = fixed_evaluate(run.env, _batches(data, cfg["reference_batch_size"], cfg["max_examples"]), EVAL_TOL)
+            ref = evaluate_fixed(run.env, _batches(data, cfg["reference_batch_size"], cfg["max_examples"]), EVAL_TOL)
             references.setdefault(split, []).append(ref)
             for size in sizes:
-                m = policy_evaluate(run.env, _batches(data, size, cfg["max_examples"]), policy)
+                m = evaluate_policy(run.env, _batches(data, size, cfg["max_examples"]), policy)
                 m.update(delta_bits_per_dim=m["bits_per_dim"] - ref["bits_per_dim"],
                          delta_marginal_bits_per_dim=m["marginal_bits_per_dim"] - ref["marginal_bits_per_dim"],
                          delta_error=m["error"] - ref["error"])
@@ -725,17 +621,17 @@ def study_frozen(ctx: Context) -> dict:
     for i, arm in enumerate(pretrained):
         run = load_run(arm.run_dir(ctx.runs_dir))
         batches = _batches(run.env.task.data("test"), cfg["eval_batch_size"])
-        ref = fixed_evaluate(run.env, batches, EVAL_TOL)
+        ref = evaluate_fixed(run.env, batches, EVAL_TOL)
         for tol in cfg["front_tols"]:
             try:
-                m = fixed_evaluate(run.env, batches, tol)
+                m = evaluate_fixed(run.env, batches, tol)
             except SolverError as err:
                 failures.append(f"seed {arm.seed} tol {tol:g}: {err}")
                 continue
             front[tol].append({**m, "excess_bits_per_dim": m["bits_per_dim"] - ref["bits_per_dim"]})
         for policy, arms in groups.items():
             run_dir = arms[i].run_dir(ctx.runs_dir)
-            m = policy_evaluate(run.env, batches, load_policy(run_dir, run.env))
+            m = evaluate_policy(run.env, batches, load_policy(run_dir, run.env))
             m["excess_bits_per_dim"] = m["bits_per_dim"] - ref["bits_per_dim"]
             records = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if "nfe_forward" in r]
             tail = records[-max(1, int(len(records) * LAST_FRACTION)):]

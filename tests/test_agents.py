@@ -79,7 +79,7 @@ def test_reinforce_gates_mean_and_spread_get_gradients(obs_mode):
     # Without a baseline the advantages are the returns-to-go G_i = sum_j gamma^(j-i) r_j (Eq. 7).
     returns = [sum(gamma ** (j - i) * rewards[j] for j in range(i, n)) for i in range(n)]
     assert stats["advantage"] == pytest.approx(float(np.mean(returns)), rel=1e-5)
-    assert stats["gate_mean"] == pytest.approx(-5.0) and stats["gate_std"] == pytest.approx(0.5)
+    assert stats["gate_mean"] == pytest.approx(-3.0) and stats["gate_std"] == pytest.approx(0.5)
 
 
 def test_reinforce_with_baseline_learns_from_the_second_episode():

@@ -1,0 +1,201 @@
+"""Evaluate a finished run with its own tolerance policy, and at the evaluation tolerance.
+
+    python -m agents.evaluate RUNS/DIR                       # test set, batch 100
+    python -m agents.evaluate RUNS/DIR --split train --batch-size 500
+
+Prints one JSON object: ``policy`` (test metrics with each block's tolerance chosen by the
+run's policy from that batch: REINFORCE gate means, SB3 ``predict(deterministic=True)``, a
+fixed agent's tolerances) and ``fixed`` (the same batches and Hutchinson noise at tol 1e-5,
+what the paper reports, Section 4.2). The gap between the two is the solver error that the
+learned tolerances would leak into the metrics (Appendix D).
+
+The Python API underneath is what ``runs.reproduce`` uses: :func:`load_run`,
+:func:`load_policy`, :func:`policy_tolerance` (a policy as a ``flows`` tolerance function)
+and :func:`evaluate_policy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.cli import arg, parse_args
+from agents.runner import run_cli
+from flows import EVAL_TOL, FlowModel, FlowState, evaluate, iterate_batches
+
+#: A tolerance policy for analysis: (observation, block) -> (log10 tol, policy std in log10 units).
+Policy = Callable[[Any, int], tuple[float, float]]
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A finished run's environment (flow frozen, final checkpoint loaded) and its config."""
+
+    run_dir: Path
+    config: dict
+    env: Any  # the unwrapped FlowTrainingEnv
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.env.model
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Rebuild a run's environment from its ``config.json`` with its checkpoint, flow frozen."""
+    import gymnasium as gym
+
+    import infocnf_env  # noqa: F401  (registers the ids)
+
+    run_dir = Path(run_dir)
+    for name in ("config.json", "checkpoint.pt"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir} is not a finished run directory: {name} is missing")
+    config = json.loads((run_dir / "config.json").read_text())
+    kwargs = dict(config["env_kwargs"], train_flow=False, checkpoint=str(run_dir / "checkpoint.pt"))
+    return LoadedRun(run_dir, config, gym.make(config["env"], **kwargs).unwrapped)
+
+
+def load_policy(run_dir: str | Path, env: Any) -> Policy:
+    """The deterministic tolerance policy of a finished run.
+
+    fixed: its tolerance (or per-block schedule). REINFORCE: each gate's mean (its std is
+    returned alongside). SB3: ``predict(deterministic=True)`` rescaled from [-1, 1] to the
+    action bounds, as ``RescaleAction`` does during training.
+    """
+    from infocnf_env.checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    agent = config["agent"]
+    low, high = float(env.action_space.low[0]), float(env.action_space.high[0])
+    if agent == "fixed":
+        tols = config.get("schedule") or [config["tol"]]
+        return lambda obs, block: (math.log10(tols[min(block, len(tols) - 1)]), 0.0)
+    if agent == "reinforce":
+        from agents.reinforce import ReinforceAgent
+
+        args = config["args"]
+        with torch.random.fork_rng():  # the constructor seeds the global RNG
+            gates = ReinforceAgent(env.observation_space, env.num_blocks, init_mean=args["init_mean"],
+                                   init_std=args["init_std"], seed=args["seed"])
+        gates.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
+
+        @torch.no_grad()
+        def reinforce_policy(obs: Any, block: int) -> tuple[float, float]:
+            inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
+            mean, log_std = gates.gates[block](inp)
+            return float(mean), float(log_std.exp())
+
+        return reinforce_policy
+    if agent.startswith("sb3-"):
+        from agents.sb3 import algo_class
+
+        model = algo_class(config["algo"]).load(run_dir / "sb3_model.zip", device="cpu")
+
+        def sb3_policy(obs: Any, block: int) -> tuple[float, float]:
+            action, _ = model.predict(obs, deterministic=True)
+            a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
+            return low + (a + 1.0) * (high - low) / 2.0, 0.0
+
+        return sb3_policy
+    raise ValueError(f"no policy loader for agent {agent!r}")
+
+
+@dataclasses.dataclass
+class ToleranceTrace:
+    """What a policy chose: per pass, each block's log10 tolerance and the policy's std."""
+
+    log_tols: list[list[float]] = dataclasses.field(default_factory=list)
+    stds: list[list[float]] = dataclasses.field(default_factory=list)
+
+
+def policy_tolerance(env: Any, policy: Policy, trace: ToleranceTrace | None = None) -> Callable[[FlowState], float]:
+    """``policy`` as a tolerance function of ``FlowModel.forward`` / ``flows.evaluate``.
+
+    Before each block the env's observation encoder turns the block's input into the
+    observation the agent was trained on; the chosen log10 tolerance is clipped to the action
+    bounds, as the environment clips it. Choices are appended to ``trace`` (one list per pass).
+    """
+    model = env.model
+    low, high = float(env.action_space.low[0]), float(env.action_space.high[0])
+
+    def tolerance(state: FlowState) -> float:
+        block = model.block_index(state)
+        log_tol, std = policy(env.encoder.encode(block, model.features(state)), block)
+        log_tol = min(max(log_tol, low), high)
+        if trace is not None:
+            if block == 0:
+                trace.log_tols.append([])
+                trace.stds.append([])
+            trace.log_tols[-1].append(log_tol)
+            trace.stds[-1].append(std)
+        return 10.0 ** log_tol
+
+    return tolerance
+
+
+def evaluate_policy(env: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], policy: Policy,
+                    seed: int = 0) -> dict:
+    """``flows.evaluate`` with each block's tolerance chosen by ``policy`` for each batch.
+
+    Adds ``log10_tol`` (mean over blocks and batches) and ``log10_tol_blocks`` (per block).
+    """
+    trace = ToleranceTrace()
+    metrics = evaluate(env.model, _shaped(env.model, batches), tol=policy_tolerance(env, policy, trace), seed=seed)
+    return {**metrics, "log10_tol": float(np.mean(trace.log_tols)),
+            "log10_tol_blocks": np.mean(trace.log_tols, axis=0).tolist()}
+
+
+def evaluate_fixed(env: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], tol: float = EVAL_TOL,
+                   seed: int = 0) -> dict:
+    """``flows.evaluate`` of the env's model at one tolerance (batches of flat or shaped data)."""
+    return evaluate(env.model, _shaped(env.model, batches), tol=tol, seed=seed)
+
+
+def _shaped(model: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]):
+    return ((x.reshape(x.shape[0], *model.data_shape), y) for x, y in batches)
+
+
+# ---------------------------------------------------------------------------- command line
+@dataclasses.dataclass
+class Args:
+    run_dir: str = arg("", "a finished run directory (holds config.json and checkpoint.pt)")
+    split: str = arg("test", "data split", choices=["train", "test"])
+    batch_size: int = arg(100, "evaluation batch size (the policy chooses tolerances per batch)")
+    tol: float = arg(EVAL_TOL, "the fixed tolerance to compare with")
+    seed: int = arg(0, "seed of the Hutchinson noise (the same for both evaluations)")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):  # the run directory as a positional argument
+        argv = ["--run-dir", argv[0], *argv[1:]]
+    args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
+    if not args.run_dir:
+        raise ValueError("name a run directory: python -m agents.evaluate RUN_DIR")
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    run = load_run(args.run_dir)
+    if not isinstance(run.model, FlowModel):
+        raise ValueError(f"{run.config['env']} is not a flow environment; agents.evaluate evaluates flows")
+    policy = load_policy(run.run_dir, run.env)
+    batches = list(iterate_batches(run.env.task.data(args.split), args.batch_size))
+    result = {"run_dir": str(run.run_dir), "env": run.config["env"], "agent": run.config["agent"],
+              "split": args.split, "batch_size": args.batch_size,
+              "policy": evaluate_policy(run.env, batches, policy, args.seed),
+              "fixed": {"tol": args.tol, **evaluate_fixed(run.env, batches, args.tol, args.seed)}}
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,110 @@
+"""Evaluating with a tolerance policy: FlowModel.forward's tolerance function and agents.evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from agents import evaluate as ev
+from agents import fixed, reinforce
+from agents.runner import run_cli
+from flows import build_model, evaluate, iterate_batches, load_dataset
+
+TINY_KWARGS = ["batch_size=8", "hidden=4", "eval_batch_size=64"]
+
+
+def _train(agent_main, run_dir, *extra):
+    agent_main(["--iterations", "2", "--eval-every", "0", "--no-progress", "--no-tensorboard", "--out", str(run_dir),
+                *extra, "--env-kwargs", *TINY_KWARGS])
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {"fixed": _train(fixed.main, root / "fixed", "--tol", "1e-4"),
+            "reinforce": _train(reinforce.main, root / "reinforce")}
+
+
+def test_tolerance_function_sees_each_block_in_order_and_sets_its_tolerance():
+    model = build_model("infocnf", (1, 8, 8), 10, hidden=4).eval()
+    x, y = torch.rand(4, *model.data_shape), torch.arange(4)
+    seen = []
+
+    def per_block(state):
+        block = model.block_index(state)
+        seen.append((block, tuple(model.features(state).shape[1:])))
+        return (1e-2, 1e-8, 1e-5)[block % 3]
+
+    with torch.no_grad():
+        out = model(x, y, tol=per_block, generator=torch.Generator().manual_seed(0))
+        loose = model(x, y, tol=1e-2, generator=torch.Generator().manual_seed(0))
+        tight = model(x, y, tol=1e-8, generator=torch.Generator().manual_seed(0))
+    assert [b for b, _ in seen] == list(range(model.num_blocks))
+    assert seen[0][1] == tuple(model.data_shape)
+    nfe = [s.nfe for s in out.stats]
+    # each block's NFE is what a single tolerance gives for that block
+    assert nfe[0] == loose.stats[0].nfe and nfe[1] == tight.stats[1].nfe
+    assert tight.stats[1].nfe > loose.stats[1].nfe
+
+
+def test_constant_tolerance_function_equals_the_float():
+    model = build_model("ccnf", (1, 8, 8), 10, hidden=4)
+    batches = list(iterate_batches(load_dataset("digits", "test"), 25, max_batches=2))
+    assert evaluate(model, batches, tol=lambda state: 1e-3, seed=1) == evaluate(model, batches, tol=1e-3, seed=1)
+
+
+def test_fixed_run_policy_reproduces_fixed_evaluation(runs):
+    run = ev.load_run(runs["fixed"])
+    policy = ev.load_policy(runs["fixed"], run.env)
+    batches = list(iterate_batches(run.env.task.data("test"), 30, max_batches=2))
+    with_policy = ev.evaluate_policy(run.env, batches, policy)
+    assert with_policy.pop("log10_tol_blocks") == pytest.approx([-4.0] * run.env.num_blocks)
+    assert with_policy.pop("log10_tol") == pytest.approx(-4.0)
+    assert with_policy == ev.evaluate_fixed(run.env, batches, 1e-4)
+
+
+def test_reinforce_policy_chooses_gate_means_within_bounds(runs):
+    run = ev.load_run(runs["reinforce"])
+    policy = ev.load_policy(runs["reinforce"], run.env)
+    low, high = float(run.env.action_space.low[0]), float(run.env.action_space.high[0])
+    trace = ev.ToleranceTrace()
+    x, y = next(iterate_batches(run.env.task.data("test"), 16))
+    x = x.reshape(16, *run.model.data_shape)
+    with torch.no_grad():
+        run.model(x, y, tol=ev.policy_tolerance(run.env, policy, trace))
+        run.model(x[:8], y[:8], tol=ev.policy_tolerance(run.env, policy, trace))
+    assert len(trace.log_tols) == 2 and all(len(t) == run.env.num_blocks for t in trace.log_tols)
+    assert all(low <= t <= high for pass_ in trace.log_tols for t in pass_)
+    assert all(s > 0 for pass_ in trace.stds for s in pass_)  # REINFORCE gates report their spread
+    # the deterministic choice: the same batch gives the same tolerances
+    again = ev.ToleranceTrace()
+    with torch.no_grad():
+        run.model(x, y, tol=ev.policy_tolerance(run.env, policy, again))
+    assert again.log_tols[0] == trace.log_tols[0]
+
+
+def test_cli_prints_policy_and_fixed_metrics(runs, capsys):
+    result = ev.main([str(runs["reinforce"]), "--batch-size", "150"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(result))
+    assert result["agent"] == "reinforce" and result["split"] == "test"
+    for part in ("policy", "fixed"):
+        assert result[part]["num_samples"] == 300 and result[part]["bits_per_dim"] > 0
+    assert result["fixed"]["tol"] == 1e-5
+
+
+@pytest.mark.parametrize("argv, match", [
+    ([], "name a run directory"),
+    (["{tmp}/nowhere"], "is not a finished run directory: config.json is missing"),
+    (["{fixed}", "--batch-size", "0"], "--batch-size must be positive"),
+])
+def test_cli_bad_input_is_one_line(argv, match, runs, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path, fixed=runs["fixed"]) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: ev.main(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and match in err and "\n" not in err
