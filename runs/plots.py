@@ -211,24 +211,36 @@ def plot_eval_batch(result: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_policies(result: dict, path: Path) -> None:
+def plot_policies(result: dict, path: Path, title: str = "Tolerance policies co-trained with InfoCNF on digits",
+                  ) -> None:
+    """Training NFE against test bits/dim, and test error, one point / bar per row.
+
+    Rows are named by ``variant`` where present (``reinforce-ablation``), else by ``policy``.
+    """
     plt = _pyplot()
-    rows = result["rows"]
+    rows = list(result["rows"])
+    if "reference" in result:
+        rows.insert(0, {**result["reference"], "variant": f"{result['reference']['policy']} (reference)"})
+    names = [r.get("variant", r["policy"]) for r in rows]
+    colours = [COLOURS.get(r["policy"]) if "variant" not in r else f"C{i}" for i, r in enumerate(rows)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for row in rows:
-        colour = COLOURS.get(row["policy"])
+    for row, name, colour in zip(rows, names, colours):
         axes[0].errorbar(_f(row["nfe_mean"]), _f(row["bits_per_dim_mean"]), xerr=_f(row["nfe_std"]),
-                         yerr=_f(row["bits_per_dim_std"]), marker="o", capsize=3, color=colour, label=row["policy"])
+                         yerr=_f(row["bits_per_dim_std"]), marker="o", capsize=3, color=colour, label=name)
     axes[0].set_xlabel("train NFE / iteration (f+b)")
     axes[0].set_ylabel("test bits/dim @1e-5")
     axes[0].legend(fontsize=7)
     xs = range(len(rows))
     axes[1].bar(xs, _arr([r.get("test_error_mean") for r in rows]), yerr=_arr([r.get("test_error_std") for r in rows]),
-                capsize=3, color=[COLOURS.get(r["policy"]) for r in rows])
-    axes[1].set_xticks(list(xs), [r["policy"] for r in rows])
+                capsize=3, color=colours)
+    axes[1].set_xticks(list(xs), names, rotation=30, fontsize=7, ha="right")
     axes[1].set_ylabel("test error")
-    fig.suptitle(_title(result, "Tolerance policies co-trained with InfoCNF on digits"))
+    fig.suptitle(_title(result, title))
     _save(fig, path)
+
+
+def plot_reinforce_ablation(result: dict, path: Path) -> None:
+    plot_policies(result, path, "REINFORCE variants co-trained with InfoCNF on digits")
 
 
 def plot_frozen(result: dict, path: Path) -> None:
@@ -280,6 +292,7 @@ PLOTTERS: dict[str, Callable[[dict, Path], None]] = {
     "digits-table": plot_digits_table, "uncond": plot_uncond, "tol-integral": plot_tol_integral,
     "tol-hist": plot_tol_hist, "curves": plot_curves, "eval-batch": plot_eval_batch,
     "policies": plot_policies, "frozen": plot_frozen, "samples": plot_samples,
+    "reinforce-ablation": plot_reinforce_ablation,
 }
 
 

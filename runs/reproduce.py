@@ -6,7 +6,7 @@
 Studies (one config file each in ``runs/studies/``, whose docstring says what is run, how it
 maps to the paper and what it costs):
 
-====================  ==========================================================================
+=====================  ==========================================================================
 ``digits-table``      Tables 1-2: CCNF / InfoCNF fixed 1e-5 / InfoCNF learned, small + large batch
 ``uncond``            Fig. 4: unconditional CNF with vs without learned tolerances
 ``tol-integral``      Fig. 2a: |integral of p - 1| against the evaluation tolerance (1-D mixture)
@@ -16,7 +16,8 @@ maps to the paper and what it costs):
 ``policies``          REINFORCE vs SB3 PPO / SAC / A2C / TD3 vs fixed as the tolerance policy
 ``frozen``            policies on a frozen pre-trained flow against the fixed-tolerance front
 ``samples``           Fig. 7: class-conditional sample grid
-====================  ==========================================================================
+``reinforce-ablation`` REINFORCE variants (gate lr, baseline, entropy, bounds) vs fixed 1e-5 / 1e-2
+=====================  ==========================================================================
 
 Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one seed) and writes
 ``OUT/STUDY.json`` and ``OUT/STUDY.png``. ``OUT`` is ``runs/results`` (``runs/results/quick``
@@ -101,6 +102,9 @@ ROW_KEYS: dict[str, tuple[str, ...]] = {
                "excess_bits_per_dim_mean", "excess_bits_per_dim_std", "log10_tol_mean"),
     "samples": ("model", "policy", "seeds", "sample_accuracy_mean", "sample_accuracy_std", "self_consistency_mean",
                 "self_consistency_std"),
+    "reinforce-ablation": ("variant", "model", "policy", "batch", "seeds", "test_error_mean", "test_error_std",
+                           "bits_per_dim_mean", "bits_per_dim_std", "nfe_mean", "nfe_std", "log10_tol_last_mean",
+                           "log10_tol_last_std", "nfe_ratio_vs_fixed", "bits_per_dim_rel_diff_vs_fixed"),
 }
 
 #: Per-seed metrics of a training run (from its summary.json) that the tables aggregate.
@@ -196,12 +200,16 @@ def _lr_milestones(regime: dict) -> tuple:
 
 def digits_arm(ctx: Context, model: str, policy: str, regime: str, seed: int, *, label: str | None = None,
                iterations: int | None = None, eval_every: int | None = None,
-               extra_env: dict | None = None) -> Arm:
-    """A digits training run of ``model`` with ``policy`` in one of the digits-table regimes."""
+               extra_env: dict | None = None, flags: list[str] | None = None) -> Arm:
+    """A digits training run of ``model`` with ``policy`` in one of the digits-table regimes.
+
+    ``flags`` replace the policy's own agent flags; ``extra_env`` adds environment kwargs.
+    """
     from runs.studies.digits_table import ENVS, POLICIES
 
     r = ctx.regimes[regime]
-    module, flags = POLICIES[policy]
+    module, policy_flags = POLICIES[policy]
+    flags = policy_flags if flags is None else flags
     kwargs = {"batch_size": r["batch_size"], "lr": r["lr"], **r["env_kwargs"]}
     milestones = _lr_milestones(r)
     if milestones:
@@ -467,6 +475,31 @@ def study_policies(ctx: Context) -> dict:
     return {"rows": rows}
 
 
+def study_reinforce_ablation(ctx: Context) -> dict:
+    cfg = ctx.config
+    model, regime = cfg["model"], cfg["regime"]
+    groups = {"reference": [digits_arm(ctx, model, cfg["reference"], regime, s) for s in ctx.seeds]}
+    for name, v in cfg["variants"].items():
+        label = f"{model}-{v['policy']}-{regime}" if not v["flags"] and not v["env"] else \
+            f"{model}-{v['policy']}-{regime}-" + "".join(c for c in name if c.isalnum())
+        groups[name] = [digits_arm(ctx, model, v["policy"], regime, s, label=label, flags=list(v["flags"]),
+                                   extra_env=dict(v["env"])) for s in ctx.seeds]
+    summaries = run_arms(ctx, [a for arms in groups.values() for a in arms])
+    stats = {name: summarise([run_metrics(summaries[a]) for a in arms], RUN_METRICS) for name, arms in groups.items()}
+    fixed = stats.pop("reference")
+    rows = []
+    for name, arms in groups.items():
+        if name == "reference":
+            continue
+        s = stats[name]
+        rows.append({"variant": name, "model": model, "policy": cfg["variants"][name]["policy"], "batch": regime,
+                     "seeds": list(ctx.seeds), **s, "nfe_ratio_vs_fixed": _ratio(s["nfe_mean"], fixed["nfe_mean"]),
+                     "bits_per_dim_rel_diff_vs_fixed": s["bits_per_dim_mean"] / fixed["bits_per_dim_mean"] - 1,
+                     "run_dirs": [a.run_dir(ctx.runs_dir).name for a in arms],
+                     "per_seed": [run_metrics(summaries[a]) for a in arms]})
+    return {"rows": rows, "reference": {"policy": cfg["reference"], "seeds": list(ctx.seeds), **fixed}}
+
+
 def study_tol_integral(ctx: Context) -> dict:
     from flows import SolverError
     from flows.data import toy1d_density
@@ -685,6 +718,7 @@ RUNNERS: dict[str, Callable[[Context], dict]] = {
     "digits-table": study_digits_table, "uncond": study_uncond, "tol-integral": study_tol_integral,
     "tol-hist": study_tol_hist, "curves": study_curves, "eval-batch": study_eval_batch,
     "policies": study_policies, "frozen": study_frozen, "samples": study_samples,
+    "reinforce-ablation": study_reinforce_ablation,
 }
 
 

@@ -34,11 +34,16 @@ COLUMNS: dict[str, list[tuple[str, str, int]]] = {
                    ("Δ bits/dim vs 1e-5", "delta_bits_per_dim", 4), ("error", "error", 3),
                    ("Δ error", "delta_error", 3), ("NFE / batch", "nfe", 1), ("log10 tol", "log10_tol", 2)],
     "policies": [("tolerance", "policy", 0), ("test error", "test_error", 3), ("bits/dim", "bits_per_dim", 4),
-                 ("train NFE / it", "nfe", 1), ("NFE vs fixed", "nfe_ratio_vs_fixed", 3),
+                 ("bits/dim vs fixed", "bits_per_dim_rel_diff_vs_fixed", 0), ("train NFE / it", "nfe", 1),
+                 ("NFE vs fixed", "nfe_ratio_vs_fixed", 3),
                  ("final log10 tol", "log10_tol_last", 2), ("wall s", "wall_s", 0)],
     "frozen": [("tolerance", "policy", 0), ("tol", "tol", 8), ("test NFE", "nfe", 1),
                ("bits/dim", "bits_per_dim", 4), ("excess bits/dim", "excess_bits_per_dim", 4),
                ("log10 tol", "log10_tol", 2)],
+    "reinforce-ablation": [("variant", "variant", 0), ("test error", "test_error", 3),
+                           ("bits/dim", "bits_per_dim", 4), ("bits/dim vs fixed 1e-5", "bits_per_dim_rel_diff_vs_fixed", 0),
+                           ("train NFE / it", "nfe", 1), ("NFE vs fixed 1e-5", "nfe_ratio_vs_fixed", 3),
+                           ("final log10 tol", "log10_tol_last", 2)],
     "samples": [("model", "model", 0), ("tolerance", "policy", 0), ("sample accuracy", "sample_accuracy", 3),
                 ("self-consistency", "self_consistency", 3)],
 }
@@ -55,6 +60,8 @@ def cell(row: dict, key: str, digits: int) -> str:
     value = row.get(key, "")
     if value is None:
         return "—"
+    if "rel_diff" in key:  # a relative difference, shown in percent
+        return _pct(value)
     if isinstance(value, float):
         return f"{value:.{digits}g}" if key == "tol" else f"{value:.{digits}f}"
     return str(value)

@@ -18,4 +18,5 @@ MODULES = {
     "policies": "policies",
     "frozen": "frozen",
     "samples": "samples",
+    "reinforce-ablation": "reinforce_ablation",
 }
