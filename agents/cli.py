@@ -49,7 +49,10 @@ def parse_args(cls: type[T], argv: list[str] | None = None, description: str | N
         help_text = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kind = hints[f.name]
-        if kind is bool:
+        if kind is bool and f.name.startswith("no_"):
+            # a plain switch: BooleanOptionalAction would read "--no-x" as "x off", i.e. no_x=False
+            parser.add_argument(name, default=default, help=help_text, action="store_true")
+        elif kind is bool:
             parser.add_argument(name, default=default, help=help_text, action=argparse.BooleanOptionalAction)
         elif "nargs" in f.metadata:
             parser.add_argument(name, default=default, help=help_text, nargs=f.metadata["nargs"],

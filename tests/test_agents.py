@@ -317,6 +317,19 @@ def test_cli_bad_input_writes_nothing_and_exits_with_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_negative_switches_turn_their_option_off(tmp_path):
+    from agents.cli import parse_args
+
+    assert parse_args(reinforce.Args, ["--no-baseline"]).no_baseline is True
+    assert parse_args(reinforce.Args, []).no_baseline is False
+    assert parse_args(reinforce.Args, ["--no-progress"]).progress is False
+    # end to end: the run's agent has no baseline, so the advantages are the raw returns
+    reinforce.main(cli_args(tmp_path / "run", "--no-baseline", "--eval-every", "0"))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["args"]["no_baseline"] is True
+    assert not load_checkpoint(tmp_path / "run" / "checkpoint.pt")["agent"]["baseline_ready"].any()
+
+
 def test_env_kwargs_are_parsed_as_literals():
     from agents.cli import parse_env_kwargs
 
