@@ -220,6 +220,22 @@ def test_sb3_ppo_cli_end_to_end(tmp_path):
     assert (run_dir / "sb3_model.zip").stat().st_size > 0
 
 
+def test_sb3_on_policy_exploration_is_measured_in_decades(tmp_path):
+    # one unit of the rescaled action is half the bounds' width: 3 decades over (-8, -2)
+    assert sb3.on_policy_log_std(3.0, (-8.0, -2.0)) == pytest.approx(0.0)
+    assert math.exp(sb3.on_policy_log_std(0.5, (-8.0, -2.0))) * 3.0 == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="init_std must be > 0"):
+        sb3.on_policy_log_std(0.0, (-8.0, -2.0))
+    run_dir = tmp_path / "a2c"
+    sb3.main(cli_args(run_dir, "--algo", "a2c", "--init-std", "0.25"))
+    model = sb3.algo_class("a2c").load(run_dir / "sb3_model.zip", device="cpu")
+    spread = model.policy.log_std.exp().item() * 3.0  # back to decades of tolerance
+    assert spread == pytest.approx(0.25, rel=0.05)  # a few updates may move it slightly
+    with pytest.raises(ValueError, match="ppo and a2c only"):
+        sb3.main(cli_args(tmp_path / "sac", "--algo", "sac", "--init-std", "0.5"))
+    assert not (tmp_path / "sac").exists(), "bad input must fail before a run directory is made"
+
+
 def test_fixed_schedule_sets_per_block_tolerances(tmp_path):
     schedule = [1e-3, 1e-5, 1e-4]
     fixed.main(cli_args(tmp_path / "run", "--eval-every", "0", "--schedule", *map(str, schedule)))

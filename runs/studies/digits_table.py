@@ -46,9 +46,9 @@ REGIMES = {
 POLICIES = {
     "fixed": ("fixed", ["--tol", "1e-5"]),
     "reinforce": ("reinforce", []),
-    "ppo": ("sb3", ["--algo", "ppo"]),
+    "ppo": ("sb3", ["--algo", "ppo", "--init-std", "0.5"]),
     "sac": ("sb3", ["--algo", "sac"]),
-    "a2c": ("sb3", ["--algo", "a2c"]),
+    "a2c": ("sb3", ["--algo", "a2c", "--init-std", "0.5"]),
     "td3": ("sb3", ["--algo", "td3"]),
 }
 
