@@ -2,10 +2,11 @@
 
 InfoCNF on digits (``regime`` of ``digits-table``), co-trained with each tolerance policy:
 the fixed 1e-5 baseline, the paper's REINFORCE gates and stable-baselines3 PPO, SAC, A2C and
-TD3 (``agents.sb3`` defaults, vector observation, action rescaled to [-1, 1]). Equal budget:
-the same iterations for every arm. Reports training NFE per iteration, test bits/dim and
-error at 1e-5, and the final mean log10 tolerance. The fixed and REINFORCE arms are the
-digits-table ones (shared runs).
+TD3 (``agents.sb3`` defaults, vector observation, action rescaled to [-1, 1]; PPO and A2C
+with ``--init-std 0.5``, the REINFORCE gates' initial spread, explicit so that it is in the
+run cache key). Equal budget: the same iterations for every arm. Reports training NFE per
+iteration, test bits/dim and error at 1e-5, and the final mean log10 tolerance. The fixed
+and REINFORCE arms are the digits-table ones (shared runs).
 
 Cost (full): 12 new runs (4 SB3 algorithms x 3 seeds) of 300 iterations at ~1.2
 s/iteration (one core; SB3-SAC measured): ~4,500 CPU-seconds, ~40 min with ``--jobs 2``
