@@ -34,6 +34,8 @@ needs it (``curves``, ``tol-hist``, ``eval-batch``, ``samples``, ``frozen`` and 
 reuse the ``digits-table`` runs) and an interrupted one is resumed from its checkpoint. With
 ``--jobs N > 1`` runs go to N subprocesses of one thread each; otherwise they run in this
 process with ``--threads`` torch threads. Logs go to ``WORKDIR/logs/``.
+The run cache is :mod:`runs.run_cache`; the mean ± std and curve aggregation is
+:mod:`runs.aggregate`; this module holds the studies and the driver.
 
 ``--quick``: 4-filter dynamics, 2-5 iterations, one seed, few evaluation batches: about a
 minute per study on one core; used by ``tests/test_reproduce.py``.
@@ -42,21 +44,12 @@ minute per study on one core; used by ``tests/test_reproduce.py``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import dataclasses
-import hashlib
 import importlib
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +65,19 @@ from agents.evaluate import (
     load_run,
     policy_tolerance,
 )
+from runs.aggregate import (
+    RUN_METRICS,
+    aggregate_series,
+    finite,
+    read_jsonl,
+    run_metrics,
+    run_series,
+    summarise,
+)
+from runs.run_cache import DIGITS_TRAIN_SIZE, Arm, Context, digits_arm, run_arms
 from runs.studies import MODULES
 
 STUDIES = tuple(MODULES)
-REPO = Path(__file__).resolve().parents[1]
-DIGITS_TRAIN_SIZE = 1497
 EVAL_TOL = 1e-5
 #: Fraction of a run's last iterations whose logged tolerances count as "end of training".
 LAST_FRACTION = 0.25
@@ -107,9 +108,6 @@ ROW_KEYS: dict[str, tuple[str, ...]] = {
                            "log10_tol_last_std", "nfe_ratio_vs_fixed", "bits_per_dim_rel_diff_vs_fixed"),
 }
 
-#: Per-seed metrics of a training run (from its summary.json) that the tables aggregate.
-RUN_METRICS = ("test_error", "bits_per_dim", "marginal_bits_per_dim", "nfe", "nfe_forward", "nfe_backward",
-               "test_nfe", "wall_s", "log10_tol_last", "solver_failures")
 
 
 # ============================================================================ configuration
@@ -132,219 +130,6 @@ def digits_regimes(quick: bool) -> dict:
     from runs.studies import digits_table
 
     return copy.deepcopy(digits_table.QUICK_REGIMES if quick else digits_table.REGIMES)
-
-
-@dataclass
-class Context:
-    """Settings of one ``reproduce`` invocation."""
-
-    study: str
-    quick: bool
-    seeds: tuple[int, ...]
-    jobs: int
-    threads: int
-    workdir: Path
-    out: Path
-    config: dict
-    regimes: dict
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.workdir / "runs"
-
-
-# ============================================================================ training runs
-@dataclass(frozen=True)
-class Arm:
-    """One training run: an agent CLI on an environment id with fixed flags.
-
-    ``label`` only names the directory; everything else goes into the cache key.
-    """
-
-    label: str
-    module: str
-    env: str
-    seed: int
-    iterations: int
-    eval_every: int = 0
-    agent_args: tuple[str, ...] = ()
-    env_kwargs: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def key(self) -> str:
-        payload = json.dumps([self.module, self.env, self.seed, self.iterations, self.eval_every,
-                              list(self.agent_args), [[k, v] for k, v in self.env_kwargs]], default=str)
-        return hashlib.sha1(payload.encode()).hexdigest()[:10]
-
-    def run_dir(self, runs_dir: Path) -> Path:
-        return runs_dir / f"{self.label}__s{self.seed}__{self.key}"
-
-    def argv(self, run_dir: Path, resume: bool = False) -> list[str]:
-        argv = ["--env", self.env, "--seed", str(self.seed), "--iterations", str(self.iterations),
-                "--eval-every", str(self.eval_every), "--checkpoint-every", "50", "--no-progress", "--no-tensorboard",
-                *self.agent_args]
-        argv += ["--resume", str(run_dir)] if resume else ["--out", str(run_dir)]
-        if self.env_kwargs and not resume:
-            argv += ["--env-kwargs", *(f"{k}={v!r}" for k, v in self.env_kwargs)]
-        return argv
-
-
-def _lr_milestones(regime: dict) -> tuple:
-    """The regime's one learning-rate drop as ``((epoch, lr),)``, or ``()`` if under an epoch."""
-    per_epoch = max(1, DIGITS_TRAIN_SIZE // regime["batch_size"])
-    epoch = round(regime["lr_decay_at"] * regime["iterations"] / per_epoch)
-    if epoch < 1 or epoch * per_epoch >= regime["iterations"]:
-        return ()
-    return ((epoch, regime["lr"] * regime["lr_decay"]),)
-
-
-def digits_arm(ctx: Context, model: str, policy: str, regime: str, seed: int, *, label: str | None = None,
-               iterations: int | None = None, eval_every: int | None = None,
-               extra_env: dict | None = None, flags: list[str] | None = None) -> Arm:
-    """A digits training run of ``model`` with ``policy`` in one of the digits-table regimes.
-
-    ``flags`` replace the policy's own agent flags; ``extra_env`` adds environment kwargs.
-    """
-    from runs.studies.digits_table import ENVS, POLICIES
-
-    r = ctx.regimes[regime]
-    module, policy_flags = POLICIES[policy]
-    flags = policy_flags if flags is None else flags
-    kwargs = {"batch_size": r["batch_size"], "lr": r["lr"], **r["env_kwargs"]}
-    milestones = _lr_milestones(r)
-    if milestones:
-        kwargs["lr_milestones"] = milestones
-    kwargs.update(extra_env or {})
-    return Arm(
-        label=label or f"{model}-{policy}-{regime}", module=module, env=ENVS[model], seed=seed,
-        iterations=r["iterations"] if iterations is None else iterations,
-        eval_every=r["eval_every"] if eval_every is None else eval_every,
-        agent_args=tuple(flags), env_kwargs=tuple(sorted(kwargs.items())),
-    )
-
-
-def _finished(arm: Arm, runs_dir: Path) -> bool:
-    path = arm.run_dir(runs_dir) / "summary.json"
-    return path.exists() and json.loads(path.read_text()).get("iterations") == arm.iterations
-
-
-def _train(arm: Arm, ctx: Context, in_subprocess: bool) -> None:
-    run_dir = arm.run_dir(ctx.runs_dir)
-    resume = (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists()
-    if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)  # a run that died before its first checkpoint: start over
-    argv = arm.argv(run_dir, resume)
-    log = ctx.workdir / "logs" / f"{run_dir.name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    print(f"  {'resume' if resume else 'train '} {run_dir.name} ({arm.iterations} it)", flush=True)
-    with open(log, "a") as fh:
-        if in_subprocess:
-            env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-            proc = subprocess.run([sys.executable, "-m", f"agents.{arm.module}", *argv], cwd=REPO, env=env,
-                                  stdout=fh, stderr=subprocess.STDOUT)
-            if proc.returncode:
-                raise RuntimeError(f"run {run_dir.name} failed (exit {proc.returncode}); see {log}")
-        else:
-            module = importlib.import_module(f"agents.{arm.module}")
-            with contextlib.redirect_stdout(fh):
-                module.main(argv)
-    (run_dir / "arm.json").write_text(json.dumps(dataclasses.asdict(arm), indent=2, default=str))
-    print(f"  done   {run_dir.name} in {time.perf_counter() - start:.0f}s", flush=True)
-
-
-def run_arms(ctx: Context, arms: Iterable[Arm]) -> dict[Arm, dict]:
-    """Train every arm not yet finished in the workdir; return each arm's ``summary.json``."""
-    unique = list(dict.fromkeys(arms))
-    todo = [a for a in unique if not _finished(a, ctx.runs_dir)]
-    print(f"[{ctx.study}] {len(unique)} runs: {len(unique) - len(todo)} cached, {len(todo)} to train", flush=True)
-    if ctx.jobs > 1 and len(todo) > 1:
-        with ThreadPoolExecutor(ctx.jobs) as pool:
-            list(pool.map(lambda a: _train(a, ctx, True), todo))
-    else:
-        for arm in todo:
-            _train(arm, ctx, False)
-    return {a: json.loads((a.run_dir(ctx.runs_dir) / "summary.json").read_text()) for a in unique}
-
-
-# ============================================================================ aggregation
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    arr = np.asarray([float("nan") if v is None else v for v in values], dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
-
-def summarise(per_seed: list[dict], keys: Iterable[str]) -> dict:
-    """``{key}_mean`` and ``{key}_std`` over seeds of every key present in the records."""
-    out = {}
-    for key in keys:
-        if all(key in r for r in per_seed):
-            out[f"{key}_mean"], out[f"{key}_std"] = mean_std(r[key] for r in per_seed)
-    return out
-
-
-def run_metrics(summary: dict) -> dict:
-    """Per-seed metrics of a finished run (test metrics at 1e-5, training NFE per iteration)."""
-    test = summary["test"]
-    record = {
-        "bits_per_dim": test["bits_per_dim"], "marginal_bits_per_dim": test["marginal_bits_per_dim"],
-        "nfe": summary["train_nfe_mean"], "nfe_forward": summary["train_nfe_forward_mean"],
-        "nfe_backward": summary["train_nfe_backward_mean"], "test_nfe": test["nfe"], "wall_s": summary["wall_s"],
-        "log10_tol_last": summary["mean_log10_tol_last"], "solver_failures": summary["solver_failures"],
-    }
-    if test.get("error") is not None and math.isfinite(test["error"]):
-        record["test_error"] = test["error"]
-    return record
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def run_series(run_dir: Path, batch_size: int) -> dict[str, list[float]]:
-    """Test metrics at each evaluation, with the training NFE averaged since the previous one."""
-    evals = {e["iteration"]: e for e in _read_jsonl(run_dir / "eval.jsonl")}  # a resumed run: keep the last
-    metrics = [m for m in _read_jsonl(run_dir / "metrics.jsonl") if "nfe_forward" in m]
-    series: dict[str, list[float]] = {"iteration": [], "epoch": [], "bits_per_dim": [], "test_error": [], "nfe": []}
-    previous = 0
-    for it in sorted(evals):
-        window = [m["nfe_forward"] + m["nfe_backward"] for m in metrics if previous < m["iteration"] <= it]
-        series["iteration"].append(it)
-        series["epoch"].append(it * batch_size / DIGITS_TRAIN_SIZE)
-        series["bits_per_dim"].append(evals[it]["bits_per_dim"])
-        series["test_error"].append(evals[it].get("error", float("nan")))
-        series["nfe"].append(float(np.mean(window)) if window else float("nan"))
-        previous = it
-    return series
-
-
-def aggregate_series(series: list[dict[str, list[float]]]) -> dict[str, list[float]]:
-    """Mean and std over seeds, point by point (runs of one config share the evaluation grid)."""
-    length = min(len(s["iteration"]) for s in series)
-    out: dict[str, list[float]] = {"iteration": series[0]["iteration"][:length], "epoch": series[0]["epoch"][:length]}
-    for key in ("test_error", "bits_per_dim", "nfe"):
-        values = np.array([s[key][:length] for s in series], dtype=np.float64)
-        if np.isnan(values).all():
-            continue
-        out[f"{key}_mean"] = values.mean(0).tolist()
-        out[f"{key}_std"] = (values.std(0, ddof=1) if len(series) > 1 else np.zeros(length)).tolist()
-    return out
-
-
-def _finite(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN / inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 # ============================================================================ trained flows and policies
@@ -581,7 +366,7 @@ def study_tol_hist(ctx: Context) -> dict:
                 for block, (t, s) in enumerate(zip(log_tols, policy_stds)):
                     values.setdefault((split, block), []).append(t)
                     stds.setdefault((split, block), []).append(s)
-        records = [m for m in _read_jsonl(run_dir / "metrics.jsonl") if "tols" in m and "nfe_forward" in m]
+        records = [m for m in read_jsonl(run_dir / "metrics.jsonl") if "tols" in m and "nfe_forward" in m]
         for m in records[-max(1, int(len(records) * LAST_FRACTION)):]:
             for block, tol in enumerate(m["tols"]):
                 values.setdefault(("training_log", block), []).append(math.log10(tol))
@@ -666,7 +451,7 @@ def study_frozen(ctx: Context) -> dict:
             run_dir = arms[i].run_dir(ctx.runs_dir)
             m = evaluate_policy(run.env, batches, load_policy(run_dir, run.env))
             m["excess_bits_per_dim"] = m["bits_per_dim"] - ref["bits_per_dim"]
-            records = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if "nfe_forward" in r]
+            records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "nfe_forward" in r]
             tail = records[-max(1, int(len(records) * LAST_FRACTION)):]
             m["train_nfe_forward_last"] = float(np.mean([r["nfe_forward"] for r in tail]))
             m["train_bits_per_dim_last"] = float(np.mean([r["bits_per_dim"] for r in tail]))
@@ -742,7 +527,7 @@ def run_study(study: str, *, seeds: int | None = None, quick: bool = False, jobs
         result = RUNNERS[study](ctx)
     finally:
         torch.set_num_threads(previous_threads)
-    full = _finite({"study": study, "quick": quick, "seeds": list(ctx.seeds), "config": ctx.config,
+    full = finite({"study": study, "quick": quick, "seeds": list(ctx.seeds), "config": ctx.config,
                     "regimes": {} if study == "tol-integral" else ctx.regimes, "workdir": str(workdir), **result,
                     "wall_s": time.perf_counter() - start})
     out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import pytest
 
 from runs import reproduce
 from runs.reproduce import ROW_KEYS, STUDIES
+from runs.run_cache import Arm
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +107,12 @@ def test_runs_are_cached_by_config(dirs, capsys):
 
 
 def test_arm_key_changes_with_training_settings():
-    arm = reproduce.Arm("x", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),))
-    same = reproduce.Arm("other-label", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),))
+    arm = Arm("x", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),))
+    same = Arm("other-label", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),))
     assert arm.key == same.key
     for changed in (dict(seed=1), dict(iterations=11), dict(agent_args=("--tol", "1e-4")),
                     dict(env_kwargs=(("hidden", 8),))):
-        assert reproduce.Arm(**{**arm.__dict__, **changed}).key != arm.key
+        assert Arm(**{**arm.__dict__, **changed}).key != arm.key
 
 
 def test_bench_gpu_cpu_smoke(tmp_path):
