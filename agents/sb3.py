@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> dict:
     run.restore(holder)
     remaining = args.iterations - run.iteration
     if remaining > 0:
+        from stable_baselines3.common.logger import Logger
+
+        # Our metrics go through Run; left without a logger, SB3 makes an empty folder in the
+        # temp directory on every learn().
+        holder.model.set_logger(Logger(folder=None, output_formats=[]))
         steps = remaining * env.unwrapped.num_blocks * 4  # upper bound; the callback stops at --iterations
         holder.model.learn(total_timesteps=steps, callback=_make_callback(run, holder),
                            reset_num_timesteps=run.resumed is None, progress_bar=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.wrappers import RescaleAction
+from stable_baselines3.common.logger import Logger
 
 import infocnf_env  # noqa: F401  (registers the ids)
 from agents import fixed, reinforce, sb3
@@ -135,6 +137,7 @@ def test_sb3_algorithms_learn(algo):
     low, high = env.unwrapped.action_space.low[0], env.unwrapped.action_space.high[0]
     model = sb3.algo_class(algo)("MlpPolicy", RescaleAction(env, *UNIT), seed=0, device="cpu", verbose=0,
                                  **SB3_SETTINGS[algo])
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no logger folder in the temp dir
     total = 300
     model.learn(total_timesteps=total)
     assert model.num_timesteps >= total
@@ -152,6 +155,7 @@ def test_sb3_multi_input_policy_on_feature_maps():
     env = RescaleAction(gym.make(ENV_ID, solver="euler", obs_mode="features", feature_samples=4, **TINY), *UNIT)
     model = sb3.algo_class("ppo")("MultiInputPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0,
                                   device="cpu")
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(total_timesteps=32)
     assert model.num_timesteps >= 32
 
@@ -213,11 +217,15 @@ def test_reinforce_cli_end_to_end(tmp_path):
     assert {"gates", "optimizer", "generator"} <= set(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
 
 
-def test_sb3_ppo_cli_end_to_end(tmp_path):
+def test_sb3_ppo_cli_end_to_end(tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     run_dir = tmp_path / "ppo"
     sb3.main(cli_args(run_dir, "--algo", "ppo", "--eval-every", "1", tensorboard=True))
     _check_run_dir(run_dir, "sb3-ppo")
     assert (run_dir / "sb3_model.zip").stat().st_size > 0
+    assert not list(temp.iterdir()), "SB3 must not leave logger folders in the temp directory"
 
 
 def test_sb3_on_policy_exploration_is_measured_in_decades(tmp_path):
