@@ -288,11 +288,36 @@ def plot_samples(result: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_latent_probe(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    rows = result["rows"]
+    regimes = list(dict.fromkeys(r["batch"] for r in rows))
+    features = list(dict.fromkeys(r["features"] for r in rows))
+    models = list(dict.fromkeys(_arm(r) for r in rows))
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 3.8), squeeze=False)
+    width = 0.8 / max(1, len(models))
+    for ax, regime in zip(axes[0], regimes):
+        for i, arm in enumerate(models):
+            picked = [next((r for r in rows if _arm(r) == arm and r["batch"] == regime and r["features"] == f), None)
+                      for f in features]
+            xs = [j + (i - (len(models) - 1) / 2) * width for j, r in enumerate(picked) if r is not None]
+            present = [r for r in picked if r is not None]
+            ax.bar(xs, [_f(r["test_error_mean"]) for r in present], width,
+                   yerr=[_f(r["test_error_std"]) for r in present], capsize=3, color=COLOURS.get(arm),
+                   label=NAMES.get(arm, arm))
+        ax.set_xticks(range(len(features)), features, fontsize=8)
+        ax.set_ylabel("test error")
+        ax.set_title(f"{regime} batch", fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(_title(result, "Linear probes on the latent code vs the model's own classifier"))
+    _save(fig, path)
+
+
 PLOTTERS: dict[str, Callable[[dict, Path], None]] = {
     "digits-table": plot_digits_table, "uncond": plot_uncond, "tol-integral": plot_tol_integral,
     "tol-hist": plot_tol_hist, "curves": plot_curves, "eval-batch": plot_eval_batch,
     "policies": plot_policies, "frozen": plot_frozen, "samples": plot_samples,
-    "reinforce-ablation": plot_reinforce_ablation,
+    "reinforce-ablation": plot_reinforce_ablation, "latent-probe": plot_latent_probe,
 }
 
 

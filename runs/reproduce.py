@@ -17,6 +17,7 @@ maps to the paper and what it costs):
 ``frozen``            policies on a frozen pre-trained flow against the fixed-tolerance front
 ``samples``           Fig. 7: class-conditional sample grid
 ``reinforce-ablation`` REINFORCE variants (gate lr, baseline, entropy, bounds) vs fixed 1e-5 / 1e-2
+``latent-probe``      linear probes on z_y, z_u and z of CCNF and InfoCNF against their own classifier
 =====================  ==========================================================================
 
 Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one seed) and writes
@@ -103,6 +104,7 @@ ROW_KEYS: dict[str, tuple[str, ...]] = {
                "excess_bits_per_dim_mean", "excess_bits_per_dim_std", "log10_tol_mean"),
     "samples": ("model", "policy", "seeds", "sample_accuracy_mean", "sample_accuracy_std", "self_consistency_mean",
                 "self_consistency_std"),
+    "latent-probe": ("model", "policy", "batch", "features", "seeds", "test_error_mean", "test_error_std"),
     "reinforce-ablation": ("variant", "model", "policy", "batch", "seeds", "test_error_mean", "test_error_std",
                            "bits_per_dim_mean", "bits_per_dim_std", "nfe_mean", "nfe_std", "log10_tol_last_mean",
                            "log10_tol_last_std", "nfe_ratio_vs_fixed", "bits_per_dim_rel_diff_vs_fixed"),
@@ -499,11 +501,60 @@ def study_samples(ctx: Context) -> dict:
             "image_shape": list(train.shape), "grids": grids}
 
 
+@torch.no_grad()
+def _latents(model: Any, data: Any, max_examples: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z at the evaluation tolerance, the labels and the model's own predictions (dropout off)."""
+    zs, ys, predictions = [], [], []
+    for x, y in _batches(data, 500, max_examples):
+        out = model(x.reshape(x.shape[0], *model.data_shape), y, tol=EVAL_TOL, generator=torch.Generator().manual_seed(0))
+        zs.append(out.z)
+        ys.append(y)
+        predictions.append(out.predictions())
+    return torch.cat(zs).double().numpy(), torch.cat(ys).numpy(), torch.cat(predictions).numpy()
+
+
+def study_latent_probe(ctx: Context) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    from flows import load_dataset
+
+    cfg = ctx.config
+    groups = {(m, r): [digits_arm(ctx, m, cfg["policy"], r, s) for s in ctx.seeds]
+              for r in cfg["regimes"] for m in cfg["models"]}
+    run_arms(ctx, [a for arms in groups.values() for a in arms])
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    rows = []
+    for (model_name, regime), arms in groups.items():
+        per_seed: dict[str, list[dict]] = {}
+        for arm in arms:
+            model = load_run(arm.run_dir(ctx.runs_dir)).model.eval()
+            z_train, y_train, _ = _latents(model, train, cfg["max_train"])
+            z_test, y_test, own = _latents(model, test, None)
+            dim = z_train.shape[1]
+            sup = round(cfg["sup_ratio"] * dim)
+            if model_name == "infocnf" and model.head.sup_dim != sup:
+                raise ValueError(f"{arm.run_dir(ctx.runs_dir).name}: z_y has {model.head.sup_dim} dims, "
+                                 f"sup_ratio {cfg['sup_ratio']} gives {sup}")
+            summary = json.loads((arm.run_dir(ctx.runs_dir) / "summary.json").read_text())
+            records = {"own classifier": {"test_error": float((own != y_test).mean()),
+                                          "bits_per_dim": summary["test"]["bits_per_dim"]}}
+            for name, cols in (("probe z_y", slice(0, sup)), ("probe z_u", slice(sup, dim)), ("probe z", slice(0, dim))):
+                probe = LogisticRegression(max_iter=5000).fit(z_train[:, cols], y_train)
+                records[name] = {"test_error": float(1.0 - probe.score(z_test[:, cols], y_test))}
+            for features, record in records.items():
+                per_seed.setdefault(features, []).append(record)
+        for features, records in per_seed.items():
+            rows.append({"model": model_name, "policy": cfg["policy"], "batch": regime, "features": features,
+                         "seeds": list(ctx.seeds), **summarise(records, ("test_error", "bits_per_dim")),
+                         "per_seed": records})
+    return {"rows": rows}
+
+
 RUNNERS: dict[str, Callable[[Context], dict]] = {
     "digits-table": study_digits_table, "uncond": study_uncond, "tol-integral": study_tol_integral,
     "tol-hist": study_tol_hist, "curves": study_curves, "eval-batch": study_eval_batch,
     "policies": study_policies, "frozen": study_frozen, "samples": study_samples,
-    "reinforce-ablation": study_reinforce_ablation,
+    "reinforce-ablation": study_reinforce_ablation, "latent-probe": study_latent_probe,
 }
 
 

@@ -46,6 +46,8 @@ COLUMNS: dict[str, list[tuple[str, str, int]]] = {
                            ("final log10 tol", "log10_tol_last", 2)],
     "samples": [("model", "model", 0), ("tolerance", "policy", 0), ("sample accuracy", "sample_accuracy", 3),
                 ("self-consistency", "self_consistency", 3)],
+    "latent-probe": [("model", "model", 0), ("batch", "batch", 0), ("classifier", "features", 0),
+                     ("test error", "test_error", 3), ("bits/dim", "bits_per_dim", 4)],
 }
 
 

@@ -19,4 +19,5 @@ MODULES = {
     "frozen": "frozen",
     "samples": "samples",
     "reinforce-ablation": "reinforce_ablation",
+    "latent-probe": "latent_probe",
 }

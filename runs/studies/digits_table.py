@@ -40,6 +40,9 @@ REGIMES = {
               "lr_decay_at": 0.625, "lr_decay": 0.1, "env_kwargs": {}},
     "large": {"batch_size": 499, "lr": 7.8e-3, "iterations": 77, "eval_every": 8,
               "lr_decay_at": 0.3, "lr_decay": 0.1, "env_kwargs": {}},
+    # ``large`` for twice the epochs (51 instead of 25.7); used by ``latent-probe`` only.
+    "large-long": {"batch_size": 499, "lr": 7.8e-3, "iterations": 154, "eval_every": 14,
+                   "lr_decay_at": 0.3, "lr_decay": 0.1, "env_kwargs": {}},
 }
 
 #: Tolerance policies: name -> (agent module, flags). ``fixed`` is the paper's 1e-5 baseline.
@@ -66,5 +69,7 @@ QUICK_REGIMES = {
               "lr_decay_at": 0.625, "lr_decay": 0.1, "env_kwargs": {"hidden": 4}},
     "large": {"batch_size": 128, "lr": 8e-3, "iterations": 2, "eval_every": 1,
               "lr_decay_at": 0.3, "lr_decay": 0.1, "env_kwargs": {"hidden": 4}},
+    "large-long": {"batch_size": 128, "lr": 8e-3, "iterations": 3, "eval_every": 1,
+                   "lr_decay_at": 0.3, "lr_decay": 0.1, "env_kwargs": {"hidden": 4}},
 }
 QUICK: dict = {}
