@@ -111,7 +111,6 @@ ROW_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-
 # ============================================================================ configuration
 def _merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
