@@ -74,10 +74,15 @@ def _scalar_type(kind: Any) -> Any:
 
 def parse_env_kwargs(pairs: list[str]) -> dict[str, Any]:
     """``["lr=1e-3", "obs_mode=features"]`` -> ``{"lr": 0.001, "obs_mode": "features"}``."""
+    return parse_kwargs(pairs, "env kwarg")
+
+
+def parse_kwargs(pairs: list[str], what: str = "kwarg") -> dict[str, Any]:
+    """``key=value`` pairs to a dict; values are Python literals where they parse as one."""
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ValueError(f"env kwarg {pair!r} is not of the form key=value")
+            raise ValueError(f"{what} {pair!r} is not of the form key=value")
         key, value = pair.split("=", 1)
         try:
             out[key] = ast.literal_eval(value)

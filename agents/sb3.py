@@ -2,6 +2,7 @@
 
     python -m agents.sb3 --algo ppo --env InfoCNF-Digits-v0
     python -m agents.sb3 --algo sac --env InfoCNF-Digits-v0 --env-kwargs alpha=0.1
+    python -m agents.sb3 --algo a2c --env InfoCNF-Digits-v0 --algo-kwargs n_steps=12 normalize_advantage=True
 
 The environment is wrapped only by gymnasium's ``RescaleAction``, so the algorithm acts in
 [-1, 1] (SB3's recommendation) while the environment receives log10(tol) in its bounds.
@@ -26,7 +27,7 @@ import numpy as np
 from gymnasium.wrappers import RescaleAction
 
 from agents import distributed
-from agents.cli import CommonArgs, arg, parse_args
+from agents.cli import CommonArgs, arg, parse_args, parse_kwargs
 from agents.runner import Run, run_cli
 
 ALGOS = ("ppo", "sac", "a2c", "td3")
@@ -68,6 +69,20 @@ def on_policy_log_std(init_std: float, tol_bounds: tuple[float, float]) -> float
         raise ValueError(f"init_std must be > 0 decades, got {init_std}")
     low, high = tol_bounds
     return math.log(init_std / ((high - low) / 2))
+
+
+def algo_overrides(cls: Any, pairs: list[str]) -> dict[str, Any]:
+    """``--algo-kwargs`` as constructor arguments of ``cls``, checked before any file is written."""
+    import inspect
+
+    overrides = parse_kwargs(pairs, "algo kwarg")
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "policy", "env"}
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no argument {', '.join(unknown)}; valid: {', '.join(sorted(accepted))}")
+    if not isinstance(overrides.get("policy_kwargs", {}), dict):
+        raise ValueError(f"policy_kwargs must be a dict literal, got {overrides['policy_kwargs']!r}")
+    return overrides
 
 
 class SB3Agent:
@@ -119,6 +134,8 @@ class Args(CommonArgs):
     policy_lr: float | None = arg(None, "learning rate of the algorithm (default: the sized defaults)")
     init_std: float | None = arg(None, "ppo/a2c: initial std of the policy in decades of tolerance "
                                        "(default 0.5, like the REINFORCE gates)")
+    algo_kwargs: list[str] = arg([], "constructor arguments of the algorithm as key=value, over the sized "
+                                     "defaults (e.g. n_steps=12 normalize_advantage=True)", nargs="*")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -132,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.init_std is not None and not args.init_std > 0:
         raise ValueError(f"--init-std must be > 0 decades, got {args.init_std}")
     cls = algo_class(args.algo)
+    overrides = algo_overrides(cls, args.algo_kwargs)
     run = Run(f"sb3-{args.algo}", args, {"algo": args.algo})
     env = run.env
     if isinstance(env.observation_space, gym.spaces.Dict):
@@ -144,6 +162,10 @@ def main(argv: list[str] | None = None) -> dict:
     kwargs = default_algo_kwargs(args.algo, env.unwrapped.num_blocks, log_std)
     if args.policy_lr is not None:
         kwargs["learning_rate"] = args.policy_lr
+    policy_kwargs = {**kwargs.get("policy_kwargs", {}), **overrides.pop("policy_kwargs", {})}
+    kwargs.update(overrides)
+    if policy_kwargs:
+        kwargs["policy_kwargs"] = policy_kwargs
     model = cls(policy, wrapped, seed=args.seed, verbose=0, device="cpu", **kwargs)
     holder = SB3Agent(model, run.run_dir, off_policy=args.algo in ("sac", "td3"))
     run.restore(holder)

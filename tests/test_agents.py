@@ -244,6 +244,21 @@ def test_sb3_on_policy_exploration_is_measured_in_decades(tmp_path):
     assert not (tmp_path / "sac").exists(), "bad input must fail before a run directory is made"
 
 
+def test_sb3_algo_kwargs_reach_the_algorithm(tmp_path):
+    run_dir = tmp_path / "a2c"
+    sb3.main(cli_args(run_dir, "--algo", "a2c", "--algo-kwargs", "n_steps=6", "normalize_advantage=True",
+                      "policy_kwargs={'net_arch': [8]}"))
+    model = sb3.algo_class("a2c").load(run_dir / "sb3_model.zip", device="cpu")
+    assert model.n_steps == 6 and model.normalize_advantage
+    assert model.policy_kwargs["net_arch"] == [8]
+    assert model.policy_kwargs["log_std_init"] == pytest.approx(sb3.on_policy_log_std(0.5, (-8.0, -2.0)))
+    for bad, message in ((["n_step=6"], "A2C has no argument n_step"), (["n_steps"], "not of the form key=value"),
+                         (["policy_kwargs=3"], "policy_kwargs must be a dict")):
+        with pytest.raises(ValueError, match=message):
+            sb3.main(cli_args(tmp_path / "bad", "--algo", "a2c", "--algo-kwargs", *bad))
+        assert not (tmp_path / "bad").exists()
+
+
 def test_fixed_schedule_sets_per_block_tolerances(tmp_path):
     schedule = [1e-3, 1e-5, 1e-4]
     fixed.main(cli_args(tmp_path / "run", "--eval-every", "0", "--schedule", *map(str, schedule)))
