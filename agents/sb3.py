@@ -76,7 +76,8 @@ def algo_overrides(cls: Any, pairs: list[str]) -> dict[str, Any]:
     import inspect
 
     overrides = parse_kwargs(pairs, "algo kwarg")
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "policy", "env"}
+    # set by this CLI: policy and env, seed (--seed), device (the policies are small MLPs: CPU)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "policy", "env", "seed", "device", "verbose"}
     unknown = sorted(set(overrides) - accepted)
     if unknown:
         raise ValueError(f"{cls.__name__} has no argument {', '.join(unknown)}; valid: {', '.join(sorted(accepted))}")
