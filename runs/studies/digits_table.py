@@ -52,6 +52,10 @@ POLICIES = {
     "ppo": ("sb3", ["--algo", "ppo", "--init-std", "0.5"]),
     "sac": ("sb3", ["--algo", "sac"]),
     "a2c": ("sb3", ["--algo", "a2c", "--init-std", "0.5"]),
+    # A2C updating from 4 episodes at a time with advantages normalised per update (a variant
+    # tried after plain A2C drifted to tight tolerances in ``policies``).
+    "a2c-normadv": ("sb3", ["--algo", "a2c", "--init-std", "0.5", "--algo-kwargs", "n_steps=12",
+                            "normalize_advantage=True"]),
     "td3": ("sb3", ["--algo", "td3"]),
 }
 

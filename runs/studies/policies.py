@@ -4,14 +4,17 @@ InfoCNF on digits (``regime`` of ``digits-table``), co-trained with each toleran
 the fixed 1e-5 baseline, the paper's REINFORCE gates and stable-baselines3 PPO, SAC, A2C and
 TD3 (``agents.sb3`` defaults, vector observation, action rescaled to [-1, 1]; PPO and A2C
 with ``--init-std 0.5``, the REINFORCE gates' initial spread, explicit so that it is in the
-run cache key). Equal budget: the same iterations for every arm. Reports training NFE per
-iteration, test bits/dim and error at 1e-5, and the final mean log10 tolerance. The fixed
-and REINFORCE arms are the digits-table ones (shared runs).
+run cache key); ``a2c-normadv`` is A2C with 12-step (4-episode) rollouts and advantages
+normalised per update (``--algo-kwargs n_steps=12 normalize_advantage=True``). Equal
+budget: the same iterations for every arm. Reports training NFE per iteration, test
+bits/dim and error at 1e-5, and the final mean log10 tolerance. The fixed and REINFORCE
+arms are the digits-table ones (shared runs).
 
-Cost (full): 12 new runs (4 SB3 algorithms x 3 seeds) of 300 iterations at ~1.2
-s/iteration (one core; SB3-SAC measured): ~4,500 CPU-seconds, ~40 min with ``--jobs 2``
+Cost (full): 15 new runs (5 SB3 arms x 3 seeds) of 300 iterations at ~1.2
+s/iteration (one core; SB3-SAC measured): ~5,500 CPU-seconds, ~50 min with ``--jobs 2``
 (plus the 6 shared digits-table runs, ~35 CPU-minutes, if absent).
 """
 
-CONFIG = {"model": "infocnf", "regime": "small", "policies": ["fixed", "reinforce", "ppo", "sac", "a2c", "td3"]}
+CONFIG = {"model": "infocnf", "regime": "small",
+          "policies": ["fixed", "reinforce", "ppo", "sac", "a2c", "a2c-normadv", "td3"]}
 QUICK: dict = {}
