@@ -19,7 +19,8 @@ import numpy as np
 #: Colours per arm, kept across figures.
 COLOURS = {"ccnf-fixed": "tab:gray", "infocnf-fixed": "tab:blue", "infocnf-reinforce": "tab:red",
            "cnf-fixed": "tab:blue", "cnf-reinforce": "tab:red", "fixed": "tab:blue", "reinforce": "tab:red",
-           "ppo": "tab:green", "sac": "tab:purple", "a2c": "tab:orange", "td3": "tab:brown",
+           "ppo": "tab:green", "sac": "tab:purple", "a2c": "tab:orange", "a2c-normadv": "tab:olive",
+           "td3": "tab:brown",
            "train": "tab:blue", "test": "tab:orange", "training_log": "tab:gray"}
 NAMES = {"ccnf-fixed": "CCNF (tol 1e-5)", "infocnf-fixed": "InfoCNF fixed tol 1e-5",
          "infocnf-reinforce": "InfoCNF learned tol", "cnf-fixed": "CNF fixed tol 1e-5",
@@ -222,7 +223,7 @@ def plot_policies(result: dict, path: Path, title: str = "Tolerance policies co-
     if "reference" in result:
         rows.insert(0, {**result["reference"], "variant": f"{result['reference']['policy']} (reference)"})
     names = [r.get("variant", r["policy"]) for r in rows]
-    colours = [COLOURS.get(r["policy"]) if "variant" not in r else f"C{i}" for i, r in enumerate(rows)]
+    colours = [COLOURS.get(r["policy"], f"C{i}") if "variant" not in r else f"C{i}" for i, r in enumerate(rows)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for row, name, colour in zip(rows, names, colours):
         axes[0].errorbar(_f(row["nfe_mean"]), _f(row["bits_per_dim_mean"]), xerr=_f(row["nfe_std"]),
