@@ -308,7 +308,7 @@ def plot_latent_probe(result: dict, path: Path) -> None:
                    label=NAMES.get(arm, arm))
         ax.set_xticks(range(len(features)), features, fontsize=8)
         ax.set_ylabel("test error")
-        ax.set_title(f"{regime} batch", fontsize=9)
+        ax.set_title({"large-long": "large batch, 2x epochs"}.get(regime, f"{regime} batch"), fontsize=9)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(_title(result, "Linear probes on the latent code vs the model's own classifier"))
     _save(fig, path)
