@@ -18,7 +18,7 @@ pre-training runs, ~17 CPU-minutes, if absent).
 CONFIG = {
     "regime": "small",
     "pretrained_policy": "fixed",
-    "policies": ["reinforce", "ppo", "sac", "a2c", "td3"],
+    "policies": ["reinforce", "ppo", "sac", "a2c-normadv", "td3"],
     "iterations": 300,
     "front_tols": [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
     "eval_batch_size": 100,

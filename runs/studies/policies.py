@@ -4,8 +4,9 @@ InfoCNF on digits (``regime`` of ``digits-table``), co-trained with each toleran
 the fixed 1e-5 baseline, the paper's REINFORCE gates and stable-baselines3 PPO, SAC, A2C and
 TD3 (``agents.sb3`` defaults, vector observation, action rescaled to [-1, 1]; PPO and A2C
 with ``--init-std 0.5``, the REINFORCE gates' initial spread, explicit so that it is in the
-run cache key); ``a2c-normadv`` is A2C with 12-step (4-episode) rollouts and advantages
-normalised per update (``--algo-kwargs n_steps=12 normalize_advantage=True``). Equal
+run cache key). ``a2c`` updates after every episode on raw returns (``n_steps=3``, the first
+setting tried); ``a2c-normadv`` uses 12-step (4-episode) rollouts and advantages normalised
+per update (``n_steps=12 normalize_advantage=True``, the ``agents.sb3`` default since). Equal
 budget: the same iterations for every arm. Reports training NFE per iteration, test
 bits/dim and error at 1e-5, and the final mean log10 tolerance. The fixed and REINFORCE
 arms are the digits-table ones (shared runs).
