@@ -2,7 +2,7 @@
 
     python -m agents.sb3 --algo ppo --env InfoCNF-Digits-v0
     python -m agents.sb3 --algo sac --env InfoCNF-Digits-v0 --env-kwargs alpha=0.1
-    python -m agents.sb3 --algo a2c --env InfoCNF-Digits-v0 --algo-kwargs n_steps=12 normalize_advantage=True
+    python -m agents.sb3 --algo a2c --env InfoCNF-Digits-v0 --algo-kwargs n_steps=24 ent_coef=0.01
 
 The environment is wrapped only by gymnasium's ``RescaleAction``, so the algorithm acts in
 [-1, 1] (SB3's recommendation) while the environment receives log10(tol) in its bounds.
@@ -138,7 +138,7 @@ class Args(CommonArgs):
     init_std: float | None = arg(None, "ppo/a2c: initial std of the policy in decades of tolerance "
                                        "(default 0.5, like the REINFORCE gates)")
     algo_kwargs: list[str] = arg([], "constructor arguments of the algorithm as key=value, over the sized "
-                                     "defaults (e.g. n_steps=12 normalize_advantage=True)", nargs="*")
+                                     "defaults (e.g. n_steps=24 ent_coef=0.01)", nargs="*")
 
 
 def main(argv: list[str] | None = None) -> dict:
