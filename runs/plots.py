@@ -59,20 +59,22 @@ def _save(fig: Any, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def _bars(ax: Any, rows: list[dict], key: str, groups: list[str], label: str) -> None:
+def _bars(ax: Any, rows: list[dict], key: str, groups: list[str], label: str, group_key: str = "batch") -> None:
+    """Bars of ``key`` (mean ± std), one per arm, side by side within each ``group_key`` value."""
     arms = list(dict.fromkeys(_arm(r) for r in rows))
     width = 0.8 / max(1, len(arms))
     for i, arm in enumerate(arms):
         xs, means, stds = [], [], []
         for j, group in enumerate(groups):
-            row = next((r for r in rows if _arm(r) == arm and r["batch"] == group), None)
+            row = next((r for r in rows if _arm(r) == arm and r[group_key] == group), None)
             if row is None or f"{key}_mean" not in row:
                 continue
             xs.append(j + (i - (len(arms) - 1) / 2) * width)
             means.append(_f(row[f"{key}_mean"]))
             stds.append(_f(row[f"{key}_std"]))
         ax.bar(xs, means, width, yerr=stds, capsize=3, color=COLOURS.get(arm), label=NAMES.get(arm, arm))
-    ax.set_xticks(range(len(groups)), [f"{g} batch" for g in groups])
+    ax.set_xticks(range(len(groups)), [f"{g} batch" if group_key == "batch" else g for g in groups],
+                  fontsize=None if group_key == "batch" else 8)
     ax.set_ylabel(label)
     finite = [_f(r.get(f"{key}_mean")) for r in rows if r.get(f"{key}_mean") is not None]
     if finite and key != "test_error":
@@ -294,20 +296,9 @@ def plot_latent_probe(result: dict, path: Path) -> None:
     rows = result["rows"]
     regimes = list(dict.fromkeys(r["batch"] for r in rows))
     features = list(dict.fromkeys(r["features"] for r in rows))
-    models = list(dict.fromkeys(_arm(r) for r in rows))
     fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 3.8), squeeze=False)
-    width = 0.8 / max(1, len(models))
     for ax, regime in zip(axes[0], regimes):
-        for i, arm in enumerate(models):
-            picked = [next((r for r in rows if _arm(r) == arm and r["batch"] == regime and r["features"] == f), None)
-                      for f in features]
-            xs = [j + (i - (len(models) - 1) / 2) * width for j, r in enumerate(picked) if r is not None]
-            present = [r for r in picked if r is not None]
-            ax.bar(xs, [_f(r["test_error_mean"]) for r in present], width,
-                   yerr=[_f(r["test_error_std"]) for r in present], capsize=3, color=COLOURS.get(arm),
-                   label=NAMES.get(arm, arm))
-        ax.set_xticks(range(len(features)), features, fontsize=8)
-        ax.set_ylabel("test error")
+        _bars(ax, [r for r in rows if r["batch"] == regime], "test_error", features, "test error", group_key="features")
         ax.set_title({"large-long": "large batch, 2x epochs"}.get(regime, f"{regime} batch"), fontsize=9)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(_title(result, "Linear probes on the latent code vs the model's own classifier"))
