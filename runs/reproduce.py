@@ -459,7 +459,9 @@ def study_frozen(ctx: Context) -> dict:
             points[policy].append(m)
     keys = ("nfe", "bits_per_dim", "excess_bits_per_dim", "error", "log10_tol", "train_nfe_forward_last",
             "train_bits_per_dim_last")
-    rows = [{"policy": p, "seeds": list(ctx.seeds), **summarise(records, keys)} for p, records in points.items()]
+    rows = [{"policy": p, "seeds": list(ctx.seeds), **summarise(records, keys),
+             "per_seed": [{"nfe": r["nfe"], "log10_tol_blocks": r["log10_tol_blocks"]} for r in records]}
+            for p, records in points.items()]
     front_rows = [{"policy": "fixed", "tol": tol, "seeds": list(ctx.seeds),
                    **summarise(records, ("nfe", "bits_per_dim", "excess_bits_per_dim", "error"))}
                   for tol, records in front.items() if records]
