@@ -68,6 +68,7 @@ class _Dynamics(nn.Module):
             if self.divergence == "exact":
                 div = exact_divergence(dz, z, create_graph)
             else:
+                assert self.noise is not None  # CNFBlock.forward samples noise for every Hutchinson solve
                 div, e_dfdz = hutchinson_divergence(dz, z, self.noise, create_graph)
             out = [dz, div]
             if self.regularize:

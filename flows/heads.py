@@ -65,6 +65,7 @@ class LatentHead(nn.Module):
         self.num_classes = num_classes if sup_dim else None
         self.dropout = dropout
         if sup_dim:
+            assert num_classes is not None  # checked above: a conditional head has num_classes
             self.condition = nn.Linear(num_classes, 2 * sup_dim)  # q_phi(y) -> (mu, log sigma)
             self.classifier = nn.Linear(sup_dim, num_classes)  # q_theta(z_y) -> logits
             for layer in (self.condition, self.classifier):
@@ -77,6 +78,8 @@ class LatentHead(nn.Module):
 
     def prior_params(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of p(z_y | y), each ``(B, sup_dim)``."""
+        if self.num_classes is None:
+            raise RuntimeError("an unconditional head has no class-conditional prior")
         onehot = F.one_hot(y, self.num_classes).to(self.condition.weight.dtype)
         mean, log_std = self.condition(onehot).chunk(2, dim=1)
         return mean, log_std
@@ -85,6 +88,8 @@ class LatentHead(nn.Module):
         """Per-sample log p(z | y) = log p(z_y | y) + log p(z_u) (Eq. 5), ``(B,)``."""
         if not self.conditional:
             return standard_normal_logprob(z)
+        if y is None:
+            raise ValueError("a conditional head needs labels y")
         z_y, z_u = z[:, : self.sup_dim], z[:, self.sup_dim :]
         mean, log_std = self.prior_params(y)
         log_p_y = -0.5 * (((z_y - mean) * torch.exp(-log_std)).pow(2) + 2 * log_std + _LOG_2PI).sum(1)
@@ -92,6 +97,8 @@ class LatentHead(nn.Module):
 
     def log_prior_all_classes(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, K)`` log p(z | y = k) for every class k."""
+        if self.num_classes is None:
+            raise RuntimeError("an unconditional head has no classes")
         labels = torch.arange(self.num_classes, device=z.device)
         return torch.stack([self.log_prior(z, labels[k].expand(z.shape[0])) for k in labels], dim=1)
 
@@ -111,6 +118,8 @@ class LatentHead(nn.Module):
         eps = torch.randn(num, self.dim, generator=generator, device=device, dtype=dtype)
         if not self.conditional:
             return eps
+        if y is None:
+            raise ValueError("a conditional head needs labels y to sample")
         mean, log_std = self.prior_params(y)
         z_y = mean + torch.exp(log_std) * eps[:, : self.sup_dim]
         return torch.cat([z_y, eps[:, self.sup_dim :]], dim=1)

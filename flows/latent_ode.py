@@ -134,6 +134,7 @@ class LatentODEOutput:
             "bits_per_dim": float(self.neg_elbo.detach()) / math.log(2),
         }
         if self.xent is not None and self.sup_pred is not None and self.y is not None:
+            assert self.ab_mse is not None  # finish() sets xent, ab_mse and sup_pred together
             out["xent"] = float(self.xent.detach())
             out["ab_mse"] = float(self.ab_mse.detach())
             wrong = (self.sup_pred[:, 2] > 0).long() != self.y[:, 2].round().long()
@@ -196,6 +197,11 @@ class LatentODE(nn.Module):
     References:
         Paper Sec. 4.6, Appendix E.2; Rubanova et al. 2019; Chen et al. 2018, Sec. 5.
     """
+
+    # Registered buffers (``y_mean`` and ``y_std`` only when partitioned).
+    times: torch.Tensor
+    y_mean: torch.Tensor
+    y_std: torch.Tensor
 
     def __init__(
         self,
@@ -343,6 +349,8 @@ class LatentODE(nn.Module):
         loss = recon_nll + kl / x[0].numel()
         xent = ab_mse = sup_pred = None
         if self.partitioned:
+            if y is None:
+                raise ValueError("the partitioned LatentODE needs y = (a, b, direction)")
             raw = self.q_theta(self.z_y(state.z0))
             y_std = (y[:, :2] - self.y_mean) / self.y_std
             xent = F.binary_cross_entropy_with_logits(raw[:, 2], y[:, 2].float())
@@ -391,6 +399,8 @@ class LatentODE(nn.Module):
         mean = self.times.new_zeros(batch, self.latent_dim)
         log_std = torch.zeros_like(mean)
         if self.partitioned:
+            if y is None:
+                raise ValueError("the partitioned LatentODE needs y = (a, b, direction)")
             y_in = torch.cat([(y[:, :2] - self.y_mean) / self.y_std, y[:, 2:]], dim=1)
             mu, log_sigma = self.q_phi(y_in).chunk(2, dim=-1)
             mean = torch.cat([mu, mean[:, self.sup_dim :]], dim=1)

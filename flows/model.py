@@ -73,8 +73,10 @@ class FlowOutput:
         """Scalar training metrics of this pass: bits/dim, and xent and error when conditional."""
         out = {"bits_per_dim": float(self.bits_per_dim.detach())}
         if self.xent is not None:
+            preds = self.predictions()
+            assert preds is not None and self.y is not None  # finish() sets xent, logits and y together
             out["xent"] = float(self.xent.detach())
-            out["error"] = float((self.predictions() != self.y).float().mean())
+            out["error"] = float((preds != self.y).float().mean())
         return out
 
 
@@ -121,7 +123,7 @@ class FlowModel(nn.Module):
 
     @property
     def blocks(self) -> list[CNFBlock]:
-        return [self.ops[i] for i in self._block_positions]
+        return [op for op in self.ops if isinstance(op, CNFBlock)]  # the ops at _block_positions
 
     def start(
         self, x: torch.Tensor, y: torch.Tensor | None = None, *, generator: torch.Generator | None = None
@@ -137,7 +139,7 @@ class FlowModel(nn.Module):
         batch = x.shape[0]
         state = FlowState(
             z=x, logdet=x.new_zeros(batch), regularization=x.new_zeros(batch, 2),
-            y=y.long() if self.head.conditional else None, generator=generator,
+            y=y.long() if y is not None and self.head.conditional else None, generator=generator,
         )
         return self._run_glue(state)
 
@@ -177,12 +179,17 @@ class FlowModel(nn.Module):
         marginal = logpx
         loss = bpd
         if head.conditional:
+            if state.y is None:  # states from start() always carry the labels of a conditional head
+                raise ValueError("a conditional head (ccnf, infocnf) needs labels y")
+            assert head.num_classes is not None  # LatentHead: a conditional head has num_classes
             log_prior_all = head.log_prior_all_classes(z)
             marginal = torch.logsumexp(log_prior_all, dim=1) - math.log(head.num_classes) + state.logdet
             logits = head.logits(z, state.generator)
             xent = F.cross_entropy(logits, state.y)
             loss = loss + self.beta * xent
         kinetic_w, jacobian_w = self.regularization_weights
+        if state.regularization is None:
+            raise ValueError("finish() needs a state from start(): this one has no regularization integrals")
         if kinetic_w or jacobian_w:
             reg = state.regularization.mean(0)
             loss = loss + kinetic_w * reg[0] + jacobian_w * reg[1]
@@ -254,6 +261,7 @@ class FlowModel(nn.Module):
             if isinstance(op, CNFBlock):
                 state = replace(state, z=op(state.z, tol=tol, reverse=True, with_logdet=False).z)
             else:
+                assert isinstance(op, Transform)  # ops are CNF blocks and transforms (class docstring)
                 state = op.inverse(state)
         return state.z
 
@@ -288,6 +296,7 @@ class FlowModel(nn.Module):
             if isinstance(op, CNFBlock):
                 shapes.append(shape)
             else:
+                assert isinstance(op, Transform)  # ops are CNF blocks and transforms (class docstring)
                 shape = op.out_shape(shape)
         return shapes
 
@@ -303,10 +312,12 @@ class FlowModel(nn.Module):
     def _check_labels(self, y: torch.Tensor) -> None:
         if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ValueError(f"labels must be integers, got {y.dtype}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.head.num_classes):
+        num_classes = self.head.num_classes
+        assert num_classes is not None  # only called for conditional heads, which have num_classes
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise ValueError(
                 f"labels out of range: got values in [{int(y.min())}, {int(y.max())}], "
-                f"valid range is [0, {self.head.num_classes - 1}]"
+                f"valid range is [0, {num_classes - 1}]"
             )
 
     def _check_inputs(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
