@@ -8,7 +8,7 @@ Only when ``WORLD_SIZE > 1`` (torchrun sets it, with ``RANK``, ``LOCAL_RANK``,
 ``python -m agents.fixed`` never touches ``torch.distributed``. Backend: ``gloo`` for CPU
 training; for ``device=cuda`` every rank takes GPU ``LOCAL_RANK`` and the group is
 ``cpu:gloo,cuda:nccl`` (NCCL for the flow's CUDA gradients, gloo for the gates, which live on
-the CPU). What each rank does is described in ``FlowTrainingEnv.distribute`` (flow) and
+the CPU). What each rank does is described in ``TrainingStepEnv.distribute`` (model) and
 ``ReinforceAgent.distribute`` (gates); the runner keeps logging, evaluation, checkpoints and
 the summary on rank 0.
 """

@@ -40,7 +40,7 @@ class LoadedRun:
 
     run_dir: Path
     config: dict
-    env: Any  # the unwrapped FlowTrainingEnv
+    env: Any  # the unwrapped TrainingStepEnv
 
     @property
     def model(self) -> torch.nn.Module:

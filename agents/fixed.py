@@ -12,10 +12,10 @@ import math
 import numpy as np
 
 from agents.cli import CommonArgs, arg, parse_args
-from agents.runner import main_for, run_cli
+from agents.runner import Agent, run_agent, run_cli
 
 
-class FixedAgent:
+class FixedAgent(Agent):
     """Returns log10 of a fixed tolerance, or of ``schedule[block]`` for each block."""
 
     def __init__(self, tol: float = 1e-5, schedule: list[float] | None = None, num_blocks: int | None = None):
@@ -31,9 +31,6 @@ class FixedAgent:
         value = self.log_tols[min(self._block, len(self.log_tols) - 1)]
         self._block += 1
         return np.array([value], dtype=np.float32)
-
-    def observe(self, reward: float) -> None:
-        pass
 
     def end_episode(self) -> dict[str, float]:
         self._block = 0
@@ -54,7 +51,7 @@ class Args(CommonArgs):
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(Args, argv, description=__doc__)
-    return main_for(
+    return run_agent(
         "fixed", args,
         lambda env: FixedAgent(args.tol, args.schedule, env.unwrapped.num_blocks),
         {"tol": args.tol, "schedule": args.schedule},

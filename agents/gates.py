@@ -13,6 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Initial mean of every gate's log10 tolerance: between the evaluation tolerance 1e-5 and the
+#: upper action bound 1e-2.
+DEFAULT_INIT_MEAN = -3.0
+#: Initial standard deviation of every gate's log10 tolerance, in decades.
+DEFAULT_INIT_STD = 0.5
+
 
 class _GateHead(nn.Module):
     """Final linear layer to (mean, log-std) around the initial values."""
@@ -33,7 +39,8 @@ class _GateHead(nn.Module):
 class MLPGate(nn.Module):
     """Gate on the compact observation vector (one-hot block + feature statistics)."""
 
-    def __init__(self, obs_dim: int, hidden: int = 32, init_mean: float = -5.0, init_std: float = 0.5):
+    def __init__(self, obs_dim: int, hidden: int = 32, init_mean: float = DEFAULT_INIT_MEAN,
+                 init_std: float = DEFAULT_INIT_STD):
         super().__init__()
         self.body = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh())
         self.head = _GateHead(hidden, init_mean, init_std)
@@ -50,8 +57,8 @@ class CNNGate(nn.Module):
     batch, as the paper computes it (Appendix D).
     """
 
-    def __init__(self, feature_shape: tuple[int, ...], hidden: int = 16, init_mean: float = -5.0,
-                 init_std: float = 0.5):
+    def __init__(self, feature_shape: tuple[int, ...], hidden: int = 16, init_mean: float = DEFAULT_INIT_MEAN,
+                 init_std: float = DEFAULT_INIT_STD):
         super().__init__()
         self.images = len(feature_shape) == 4
         if self.images:

@@ -7,7 +7,7 @@ The environment pays ``-(alpha / N) * NFE_i`` per block and ``-loss`` at the end
 return-to-go of block i, ``G_i = sum_{j >= i} gamma^(j - i) r_j``, is the paper's
 ``r_i = -[L - (alpha / N) sum_{j >= i} R_j]`` (for gamma = 1). The policy gradient is
 ``-sum_i grad log pi(g_i | x_i) (G_i - b_i)`` with an optional moving-average baseline b_i
-per block. Rewards and returns are plain floats: nothing flows back into the flow through
+per block (``baseline_momentum``). Rewards and returns are plain floats: nothing flows back into the flow through
 them; the flow itself is trained by the environment (co-training).
 
 Multi-process (``torchrun --nproc_per_node=K``): every rank runs its own episode on its share
@@ -23,17 +23,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
 from agents.cli import CommonArgs, arg, parse_args
-from agents.gates import CNNGate, MLPGate
-from agents.runner import main_for, run_cli
-from infocnf_env.flow_env import average_gradients, broadcast_module, rank_seed
+from agents.gates import DEFAULT_INIT_MEAN, DEFAULT_INIT_STD, CNNGate, MLPGate
+from agents.runner import Agent, run_agent, run_cli
+from infocnf_env.distributed import average_gradients, broadcast_module, rank_seed
 
 
-class ReinforceAgent:
+class ReinforceAgent(Agent):
     """Gaussian gates over log10(tol), trained by REINFORCE once per episode.
 
     Args:
@@ -41,30 +42,34 @@ class ReinforceAgent:
         num_blocks: N, one gate per block.
         gamma: discount of the return-to-go (Eq. 7 uses the undiscounted sum; default 0.99).
         lr: Adam learning rate of the gates.
-        baseline: momentum of the per-block moving-average baseline (``None``: no baseline).
+        baseline_momentum: momentum of the per-block moving-average baseline of the returns
+            (``None``: no baseline).
         entropy: weight of an entropy bonus (0: the paper's plain REINFORCE).
-        init_mean: initial mean of log10(tol) (default -3: measured 0.795x the NFE of fixed 1e-5
-            against 0.83x when starting at the evaluation tolerance -5; README).
+        init_mean: initial mean of log10(tol).
         init_std: initial standard deviation of log10(tol).
+        hidden: width of the gates.
         seed: seed of the gates' initialisation and sampling.
     """
 
     def __init__(
         self, observation_space: Any, num_blocks: int, *, gamma: float = 0.99, lr: float = 1e-2,
-        baseline: float | None = 0.9, entropy: float = 0.0, init_mean: float = -3.0, init_std: float = 0.5,
-        hidden: int = 32, seed: int = 0,
+        baseline_momentum: float | None = 0.9, entropy: float = 0.0, init_mean: float = DEFAULT_INIT_MEAN,
+        init_std: float = DEFAULT_INIT_STD, hidden: int = 32, seed: int = 0,
     ):
-        torch.manual_seed(seed)  # gate initialisation only; sampling uses self.generator
-        self.features = hasattr(observation_space, "spaces")
-        if self.features:
-            shape = observation_space["features"].shape
-            self.gates = nn.ModuleList(CNNGate(shape, min(hidden, 16), init_mean, init_std) for _ in range(num_blocks))
-        else:
-            dim = observation_space.shape[0]
-            self.gates = nn.ModuleList(MLPGate(dim, hidden, init_mean, init_std) for _ in range(num_blocks))
+        # CNN gates read the feature maps of a Dict observation, MLP gates the vector one.
+        self.cnn_gates = isinstance(observation_space, gym.spaces.Dict)
+        with torch.random.fork_rng(devices=[]):  # initial weights from `seed`, not the global RNG state
+            torch.manual_seed(seed)
+            if self.cnn_gates:
+                shape = observation_space["features"].shape
+                gates = [CNNGate(shape, min(hidden, 16), init_mean, init_std) for _ in range(num_blocks)]
+            else:
+                dim = observation_space.shape[0]
+                gates = [MLPGate(dim, hidden, init_mean, init_std) for _ in range(num_blocks)]
+        self.gates = nn.ModuleList(gates)
         self.num_blocks = num_blocks
         self.gamma = gamma
-        self.momentum = baseline
+        self.momentum = baseline_momentum
         self.entropy = entropy
         self.optimizer = torch.optim.Adam(self.gates.parameters(), lr=lr)
         self.generator = torch.Generator().manual_seed(seed)
@@ -83,6 +88,9 @@ class ReinforceAgent:
         if self.world_size > 1:
             broadcast_module(self.gates)
             self._split_generator()
+
+    def modules(self) -> list[nn.Module]:
+        return [self.gates]
 
     def _split_generator(self) -> None:
         if self.rank:
@@ -110,7 +118,7 @@ class ReinforceAgent:
         return stats[:n] / counts.clamp(min=1.0), counts > 0
 
     def _block_and_input(self, obs: Any) -> tuple[int, torch.Tensor]:
-        if self.features:
+        if self.cnn_gates:
             return int(obs["block"]), torch.as_tensor(obs["features"], dtype=torch.float32)
         vec = torch.as_tensor(obs, dtype=torch.float32)
         return int(vec[: self.num_blocks].argmax()), vec
@@ -183,8 +191,8 @@ class Args(CommonArgs):
     baseline: float | None = arg(0.9, "momentum of the moving-average baseline per block (omit: none)")
     no_baseline: bool = arg(False, "disable the moving-average baseline")
     entropy: float = arg(0.0, "entropy bonus weight")
-    init_mean: float = arg(-3.0, "initial mean of the gates' log10 tolerance")
-    init_std: float = arg(0.5, "initial standard deviation of the gates' log10 tolerance")
+    init_mean: float = arg(DEFAULT_INIT_MEAN, "initial mean of the gates' log10 tolerance")
+    init_std: float = arg(DEFAULT_INIT_STD, "initial standard deviation of the gates' log10 tolerance")
     gate: str = arg("auto", "gate type: cnn (feature maps), mlp (vector observation) or auto "
                     "(cnn for image data, as in the paper)", choices=["auto", "cnn", "mlp"])
 
@@ -204,11 +212,11 @@ def main(argv: list[str] | None = None) -> dict:
     def make(env: Any) -> ReinforceAgent:
         return ReinforceAgent(
             env.observation_space, env.unwrapped.num_blocks, gamma=args.gamma, lr=args.gate_lr,
-            baseline=None if args.no_baseline else args.baseline, entropy=args.entropy,
+            baseline_momentum=None if args.no_baseline else args.baseline, entropy=args.entropy,
             init_mean=args.init_mean, init_std=args.init_std, seed=args.seed,
         )
 
-    return main_for("reinforce", args, make, {})
+    return run_agent("reinforce", args, make, {})
 
 
 if __name__ == "__main__":

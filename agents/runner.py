@@ -20,10 +20,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 import infocnf_env  # noqa: F401  (registers the ids)
 from agents import distributed
@@ -36,18 +37,45 @@ METRIC_KEYS = ("loss", "bits_per_dim", "xent", "error", "nfe_forward", "nfe_back
                "epoch", "lr", "skipped_update", "solver_error", "recon_mse", "kl", "failed_ranks")
 
 
-class Agent(Protocol):
-    """An episode-driven tolerance policy."""
+class Agent:
+    """A tolerance policy as the runner drives it; every agent of ``agents/`` subclasses it.
 
-    def act(self, obs: Any) -> np.ndarray: ...
+    Episode-driven agents (fixed, REINFORCE) implement :meth:`act`, :meth:`observe` and
+    :meth:`end_episode`, which :func:`run_episodes` calls; an agent that drives the env itself
+    (SB3) implements only the state methods. The multi-process hooks default to "nothing
+    differs between ranks"; an agent with its own randomness or weights overrides them.
+    """
 
-    def observe(self, reward: float) -> None: ...
+    def act(self, obs: Any) -> np.ndarray:
+        """log10 of the tolerance for the block whose observation is ``obs``."""
+        raise NotImplementedError(f"{type(self).__name__} does not act episode by episode")
 
-    def end_episode(self) -> dict[str, float]: ...
+    def observe(self, reward: float) -> None:
+        """The reward of the last action."""
 
-    def state_dict(self) -> dict: ...
+    def end_episode(self) -> dict[str, float]:
+        """Learn from the finished episode; statistics for ``metrics.jsonl``."""
+        return {}
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The agent's weights, checked equal on every rank of a multi-process run."""
+        return []
+
+    def distribute(self, rank: int, world_size: int) -> None:
+        """Join multi-process training (the process group is initialised)."""
+
+    def rank_state_dict(self) -> dict | None:
+        """What differs between ranks (saved per rank); ``None``: nothing."""
+        return None
+
+    def load_rank_state_dict(self, state: dict | None) -> None:
+        """Restore :meth:`rank_state_dict`; ``None`` when the checkpoint holds none for this rank."""
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
@@ -161,24 +189,24 @@ class Run:
                                                               if "device" in self.env_kwargs else {})})
         if distributed.init_from_env(device):
             self.env.unwrapped.distribute(distributed.rank(), distributed.world_size())
-        self.main = distributed.is_main()
+        self.is_main_rank = distributed.is_main()
         if not args.resume:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = args.out or f"runs/{args.env}__{agent_name}__{args.seed}__{stamp}"
             self.run_dir = Path(distributed.broadcast_object(run_dir))  # rank 0's name (its clock)
-            if self.main:
+            if self.is_main_rank:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 config = {"env": args.env, "agent": agent_name, "env_kwargs": self.env_kwargs,
                           "args": dataclasses.asdict(args), "world_size": distributed.world_size(),
                           **(extra_config or {})}
                 (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        self.logger = RunLogger(self.run_dir, args.tensorboard, enabled=self.main)
+        self.logger = RunLogger(self.run_dir, args.tensorboard, enabled=self.is_main_rank)
         self.iteration = 0
         self.wall_offset = 0.0
         self._start = time.perf_counter()
 
     # -------------------------------------------------------------- state
-    def restore(self, agent: Any) -> None:
+    def restore(self, agent: Agent) -> None:
         """Load env and agent from the checkpoint of a resumed run (no-op otherwise)."""
         if self.resumed is None:
             return
@@ -193,36 +221,35 @@ class Run:
             ranks = self.resumed.get("ranks") or []
             mine = ranks[distributed.rank()] if len(ranks) == distributed.world_size() else {}
             self.env.unwrapped.load_rank_state_dict(mine.get("env"))
-            if hasattr(agent, "load_rank_state_dict"):
-                agent.load_rank_state_dict(mine.get("agent"))
-        if self.main:
+            agent.load_rank_state_dict(mine.get("agent"))
+        if self.is_main_rank:
             for name in ("metrics.jsonl", "eval.jsonl"):
                 _truncate_jsonl(self.run_dir / name, self.iteration)
 
-    def checkpoint(self, agent: Any) -> None:
+    def checkpoint(self, agent: Agent) -> None:
         state = {"env": self.env.unwrapped.state_dict(), "agent": agent.state_dict(),
                  "run": {"iteration": self.iteration, "wall_time": self.wall_time, "env_id": self.args.env,
                          "agent": self.agent_name, "world_size": distributed.world_size()}}
         if distributed.is_distributed():
             state["ranks"] = self._check_ranks_in_sync(agent)
-        if self.main:
+        if self.is_main_rank:
             save_checkpoint(state, self.run_dir / "checkpoint.pt")
 
-    def _check_ranks_in_sync(self, agent: Any) -> list[dict]:
+    def _check_ranks_in_sync(self, agent: Agent) -> list[dict]:
         """Gather every rank's random state and weight checksum; raise if the weights differ."""
         mine = {"env": self.env.unwrapped.rank_state_dict(), "checksum": self.checksum(agent)}
-        if hasattr(agent, "rank_state_dict"):
-            mine["agent"] = agent.rank_state_dict()
+        agent_state = agent.rank_state_dict()
+        if agent_state is not None:
+            mine["agent"] = agent_state
         ranks = distributed.gather_objects(mine)
         self.rank_checksums = [r.pop("checksum") for r in ranks]
         if len(set(self.rank_checksums)) != 1:
             raise RuntimeError(f"ranks hold different weights at iteration {self.iteration}: {self.rank_checksums}")
         return ranks
 
-    def checksum(self, agent: Any) -> str:
-        """SHA-256 of the flow's and (if any) the gates' parameters and buffers."""
-        modules = [self.env.unwrapped.model] + ([agent.gates] if hasattr(agent, "gates") else [])
-        return distributed.checksum(*modules)
+    def checksum(self, agent: Agent) -> str:
+        """SHA-256 of the model's and the agent's parameters and buffers."""
+        return distributed.checksum(self.env.unwrapped.model, *agent.modules())
 
     @property
     def wall_time(self) -> float:
@@ -234,13 +261,13 @@ class Run:
         return self.args.seed if (self.iteration == 0 and self.resumed is None) else None
 
     # -------------------------------------------------------------- bookkeeping after an episode
-    def after_episode(self, reward: float, info: dict, agent: Any, agent_stats: dict) -> dict:
+    def after_episode(self, reward: float, info: dict, agent: Agent, agent_stats: dict) -> dict:
         self.iteration += 1
         record = episode_record(self.iteration, reward, info, agent_stats, self.wall_time)
         self.logger.iteration(record)
         args = self.args
         if (args.eval_every and self.iteration % args.eval_every == 0 and self.iteration < args.iterations
-                and self.main):
+                and self.is_main_rank):
             self.evaluate(args.eval_batches)
         if args.checkpoint_every and self.iteration % args.checkpoint_every == 0:
             self.checkpoint(agent)
@@ -255,11 +282,11 @@ class Run:
         self.logger.evaluation({"iteration": self.iteration, **metrics})
         return metrics
 
-    def finish(self, agent: Any) -> dict:
+    def finish(self, agent: Agent) -> dict:
         """Final full test evaluation at tol 1e-5, checkpoint and summary.json (rank 0)."""
-        test = self.evaluate(None) if self.main else None
+        test = self.evaluate(None) if self.is_main_rank else None
         self.checkpoint(agent)
-        if not self.main:
+        if not self.is_main_rank:
             return {"rank": distributed.rank(), "iterations": self.iteration, "checksum": self.checksum(agent)}
         records = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()] \
             if (self.run_dir / "metrics.jsonl").exists() else []
@@ -318,10 +345,10 @@ def run_episodes(run: Run, agent: Agent) -> dict:
     from tqdm import tqdm
 
     env, args = run.env, run.args
-    if distributed.is_distributed() and hasattr(agent, "distribute"):
+    if distributed.is_distributed():
         agent.distribute(distributed.rank(), distributed.world_size())
     run.restore(agent)
-    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not (args.progress and run.main), unit="it")
+    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not (args.progress and run.is_main_rank), unit="it")
     while run.iteration < args.iterations:
         obs, _ = env.reset(seed=run.first_seed)
         total, done, info = 0.0, False, {}
@@ -337,7 +364,8 @@ def run_episodes(run: Run, agent: Agent) -> dict:
     return run.finish(agent)
 
 
-def main_for(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env], Agent], extra: dict) -> dict:
+def run_agent(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env], Agent], extra: dict) -> dict:
+    """The whole CLI run of an episode-driven agent: run directory, agent, episodes, summary."""
     try:
         run = Run(agent_name, args, extra)
         return run_episodes(run, make_agent(run.env))

@@ -28,7 +28,7 @@ from gymnasium.wrappers import RescaleAction
 
 from agents import distributed
 from agents.cli import CommonArgs, arg, parse_args, parse_kwargs
-from agents.runner import Run, run_cli
+from agents.runner import Agent, Run, run_cli
 
 ALGOS = ("ppo", "sac", "a2c", "td3")
 
@@ -53,8 +53,8 @@ def default_algo_kwargs(name: str, num_blocks: int, log_std_init: float = 0.0) -
         return {"n_steps": n_steps, "batch_size": n_steps, "n_epochs": 5, "learning_rate": 3e-4,
                 "policy_kwargs": {"log_std_init": log_std_init}}
     if name == "a2c":
-        # 4 episodes per update, advantages normalised per update: updating after every episode
-        # on raw returns (~ -50 per episode) drifted to tight tolerances (``policies`` study).
+        # 4 episodes per update with advantages normalised per update: single-episode updates on
+        # raw returns (tens of NFE per episode) are too noisy to move the tolerance reliably.
         return {"n_steps": 4 * num_blocks, "normalize_advantage": True, "policy_kwargs": {"log_std_init": log_std_init}}
     return {"learning_starts": 4 * num_blocks, "batch_size": 64, "train_freq": 1, "gradient_steps": 1}
 
@@ -64,8 +64,8 @@ def on_policy_log_std(init_std: float, tol_bounds: tuple[float, float]) -> float
 
     The algorithm acts in [-1, 1], mapped linearly onto ``tol_bounds`` (log10 tol), so one unit
     of action is half the bounds' width. SB3's default, log std 0, is thus 3 decades over the
-    default bounds (-8, -2): a third of the sampled actions are clipped to a bound, and samples
-    near 1e-8 cost ~3x the NFE of 1e-5 (measured in the ``policies`` study).
+    default bounds (-8, -2): a third of the sampled actions are clipped to a bound, and the
+    tight ones cost several times the NFE of the evaluation tolerance 1e-5.
     """
     if not init_std > 0:
         raise ValueError(f"init_std must be > 0 decades, got {init_std}")
@@ -88,8 +88,9 @@ def algo_overrides(cls: Any, pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-class SB3Agent:
-    """Holds the SB3 model; its state lives in SB3's own files beside the checkpoint."""
+class SB3Agent(Agent):
+    """Wraps the SB3 model, which drives the env itself; its state lives in SB3's own files beside
+    the checkpoint."""
 
     def __init__(self, model: Any, run_dir: Path, off_policy: bool):
         self.model = model
@@ -110,7 +111,7 @@ class SB3Agent:
             self.model.load_replay_buffer(self.run_dir / "sb3_replay.pkl")
 
 
-def _make_callback(run: Run, holder: SB3Agent) -> Any:
+def _make_callback(run: Run, agent: SB3Agent) -> Any:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class EpisodeLogger(BaseCallback):
@@ -124,7 +125,7 @@ def _make_callback(run: Run, holder: SB3Agent) -> Any:
             self.episode_reward += float(self.locals["rewards"][0])
             if self.locals["dones"][0]:
                 info = self.locals["infos"][0]
-                run.after_episode(self.episode_reward, info, holder, {})
+                run.after_episode(self.episode_reward, info, agent, {})
                 self.episode_reward = 0.0
             return run.iteration < run.args.iterations
 
@@ -170,19 +171,19 @@ def main(argv: list[str] | None = None) -> dict:
     if policy_kwargs:
         kwargs["policy_kwargs"] = policy_kwargs
     model = cls(policy, wrapped, seed=args.seed, verbose=0, device="cpu", **kwargs)
-    holder = SB3Agent(model, run.run_dir, off_policy=args.algo in ("sac", "td3"))
-    run.restore(holder)
+    agent = SB3Agent(model, run.run_dir, off_policy=args.algo in ("sac", "td3"))
+    run.restore(agent)
     remaining = args.iterations - run.iteration
     if remaining > 0:
         from stable_baselines3.common.logger import Logger
 
         # Our metrics go through Run; left without a logger, SB3 makes an empty folder in the
         # temp directory on every learn().
-        holder.model.set_logger(Logger(folder=None, output_formats=[]))
+        agent.model.set_logger(Logger(folder=None, output_formats=[]))
         steps = remaining * env.unwrapped.num_blocks * 4  # upper bound; the callback stops at --iterations
-        holder.model.learn(total_timesteps=steps, callback=_make_callback(run, holder),
+        agent.model.learn(total_timesteps=steps, callback=_make_callback(run, agent),
                            reset_num_timesteps=run.resumed is None, progress_bar=False)
-    return run.finish(holder)
+    return run.finish(agent)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ from flows.evaluate import EVAL_TOL, evaluate
 from flows.heads import HEADS
 from flows.model import FlowModel, FlowOutput, Tolerance
 from flows.ode import SOLVER_NAMES, BlockStats, SolverError
+from flows.protocol import BlockModel, PassOutput
 from flows.transforms import FlowState
 
 __all__ = [
-    "ARCHITECTURES", "BatchStream", "BlockStats", "DATASETS", "EVAL_TOL", "FlowConfig", "FlowModel",
-    "FlowOutput", "FlowState", "HEADS", "LabelledData", "SOLVER_NAMES", "SolverError", "build_model",
+    "ARCHITECTURES", "BatchStream", "BlockModel", "BlockStats", "DATASETS", "EVAL_TOL", "FlowConfig", "FlowModel",
+    "FlowOutput", "FlowState", "HEADS", "LabelledData", "PassOutput", "SOLVER_NAMES", "SolverError", "build_model",
     "Tolerance", "evaluate", "iterate_batches", "load_dataset",
 ]

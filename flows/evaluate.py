@@ -38,7 +38,7 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    generator = torch.Generator(device=model.head_device()).manual_seed(seed)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
     total = cond = marg = wrong = nfe = 0.0
     batches = 0
     try:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flows.ode import BlockStats, NFECounter, check_method, check_tolerance, solve
+from flows.ode import BlockStats, NFECounter, NFETotals, check_method, check_tolerance, solve
 from flows.spirals import A_MEAN, A_STD, B_MEAN, B_STD, SpiralData, window_times
 
 __all__ = ["ENCODERS", "LatentODE", "LatentODEOutput", "LatentODEState", "evaluate_latent_ode"]
@@ -78,7 +78,7 @@ class LatentODEState:
 
 
 @dataclass
-class LatentODEOutput:
+class LatentODEOutput(NFETotals):
     """What :meth:`LatentODE.finish` returns.
 
     Attributes:
@@ -106,14 +106,6 @@ class LatentODEOutput:
     ab_mse: torch.Tensor | None = None
     sup_pred: torch.Tensor | None = None
     y: torch.Tensor | None = None
-
-    @property
-    def nfe_forward(self) -> int:
-        return sum(s.nfe for s in self.stats)
-
-    @property
-    def nfe_backward(self) -> int:
-        return sum(s.nfe_backward for s in self.stats)
 
     @property
     def neg_elbo(self) -> torch.Tensor:

@@ -22,7 +22,7 @@ from torch import nn
 
 from flows.cnf_block import CNFBlock
 from flows.heads import LatentHead
-from flows.ode import BlockStats, check_tolerance
+from flows.ode import BlockStats, NFETotals, check_tolerance
 from flows.transforms import FactorOut, FlowState, Transform
 
 #: A tolerance for every block, or a function of the state before each block (see ``forward``).
@@ -30,7 +30,7 @@ Tolerance = float | Callable[[FlowState], float]
 
 
 @dataclass
-class FlowOutput:
+class FlowOutput(NFETotals):
     """What :meth:`FlowModel.finish` returns.
 
     Attributes:
@@ -57,14 +57,6 @@ class FlowOutput:
     regularization: torch.Tensor
     stats: tuple[BlockStats, ...]
     y: torch.Tensor | None = None
-
-    @property
-    def nfe_forward(self) -> int:
-        return sum(s.nfe for s in self.stats)
-
-    @property
-    def nfe_backward(self) -> int:
-        return sum(s.nfe_backward for s in self.stats)
 
     def predictions(self) -> torch.Tensor | None:
         return None if self.logits is None else self.logits.argmax(dim=1)
@@ -265,7 +257,9 @@ class FlowModel(nn.Module):
                 state = op.inverse(state)
         return state.z
 
-    def head_device(self) -> torch.device:
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters (CPU for a model without any)."""
         for tensor in list(self.parameters()) + list(self.buffers()):
             return tensor.device
         return torch.device("cpu")

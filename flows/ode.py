@@ -140,3 +140,18 @@ class BlockStats:
     @property
     def nfe_backward(self) -> int:
         return self.counter.backward
+
+
+class NFETotals:
+    """Forward and backward NFE of a whole pass, for output dataclasses with ``stats``."""
+
+    stats: tuple[BlockStats, ...]
+
+    @property
+    def nfe_forward(self) -> int:
+        return sum(s.nfe for s in self.stats)
+
+    @property
+    def nfe_backward(self) -> int:
+        """Read after the loss has been back-propagated (0 before)."""
+        return sum(s.nfe_backward for s in self.stats)

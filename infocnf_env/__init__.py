@@ -1,45 +1,58 @@
-"""Gymnasium environments in which an agent picks the ODE-solver tolerance of each flow block.
+"""Gymnasium environments in which an agent picks the ODE-solver tolerance of each model block.
 
 Importing this package registers the ids below; ``gymnasium.make("infocnf_env:InfoCNF-Digits-v0")``
-imports it on demand. Every keyword of :class:`FlowTrainingEnv` can override the defaults.
+imports it on demand. Each id is an :class:`EnvConfig` (``ENV_IDS``); keyword arguments of
+``gymnasium.make`` override any of its fields by plain name (``batch_size=32``, ``hidden=8``).
 """
 
 from gymnasium.envs.registration import register
 
-from infocnf_env.flow_env import DEFAULT_TOL_BOUNDS, TASKS, FlowTrainingEnv
+from infocnf_env.config import (
+    DEFAULT_TOL_BOUNDS,
+    DataConfig,
+    EnvConfig,
+    OptimConfig,
+    RewardConfig,
+    SpaceConfig,
+)
 from infocnf_env.spiral_task import SpiralTask
+from infocnf_env.tasks import FlowTask, Task
+from infocnf_env.training_env import TASKS, TrainingStepEnv
 
 TASKS["spirals"] = SpiralTask
 
-_ENTRY = "infocnf_env.flow_env:FlowTrainingEnv"
+_ENTRY = "infocnf_env.training_env:TrainingStepEnv"
 
-#: Paper Section 4.1: Adam, batch 900, lr 1e-3 then 1e-4 after epoch 250, 400 epochs;
+#: Paper Section 4.1: Adam, batch 900, lr 1e-3 then 1e-4 after epoch 250 (of 400 epochs);
 #: Appendix B: 64-filter, 3-layer conv dynamics, 2 flows before and after each squeeze.
-PAPER_SMALL_BATCH = dict(batch_size=900, lr=1e-3, lr_milestones=((250, 1e-4),), epochs=400,
-                         hidden=64, flows_per_scale=2, adjoint=True)
+PAPER_SMALL_BATCH = EnvConfig.from_kwargs(batch_size=900, lr=1e-3, lr_milestones=((250, 1e-4),), hidden=64,
+                                          flows_per_scale=2, adjoint=True)
 #: Section 4.1 large-batch training: batch 8,000, lr 0.01 then 0.001 at epoch 120.
-PAPER_LARGE_BATCH = dict(PAPER_SMALL_BATCH, batch_size=8000, lr=1e-2, lr_milestones=((120, 1e-3),))
+PAPER_LARGE_BATCH = PAPER_SMALL_BATCH.replace(batch_size=8000, lr=1e-2, lr_milestones=((120, 1e-3),))
 #: Sized for 2 CPU cores: 3 narrow blocks (2 scales x 1 flow), direct back-propagation.
-DIGITS = dict(dataset="digits", batch_size=128, lr=2e-3, hidden=24, num_scales=2, flows_per_scale=1)
+DIGITS = EnvConfig.from_kwargs(dataset="digits", batch_size=128, lr=2e-3, hidden=24, num_scales=2, flows_per_scale=1)
 
-ENV_IDS: dict[str, dict] = {}
+ENV_IDS: dict[str, EnvConfig] = {}
 for _head, _name in (("infocnf", "InfoCNF"), ("ccnf", "CCNF"), ("cnf", "CNF")):
-    ENV_IDS[f"{_name}-CIFAR10-v0"] = dict(PAPER_SMALL_BATCH, dataset="cifar10", head=_head)
-    ENV_IDS[f"{_name}-MNIST-v0"] = dict(PAPER_SMALL_BATCH, dataset="mnist", head=_head)
-    ENV_IDS[f"{_name}-Digits-v0"] = dict(DIGITS, head=_head)
+    ENV_IDS[f"{_name}-CIFAR10-v0"] = PAPER_SMALL_BATCH.replace(dataset="cifar10", head=_head)
+    ENV_IDS[f"{_name}-MNIST-v0"] = PAPER_SMALL_BATCH.replace(dataset="mnist", head=_head)
+    ENV_IDS[f"{_name}-Digits-v0"] = DIGITS.replace(head=_head)
     if _head != "cnf":
-        ENV_IDS[f"{_name}-CIFAR10-LargeBatch-v0"] = dict(PAPER_LARGE_BATCH, dataset="cifar10", head=_head)
+        ENV_IDS[f"{_name}-CIFAR10-LargeBatch-v0"] = PAPER_LARGE_BATCH.replace(dataset="cifar10", head=_head)
 #: Appendix C: the 1-D mixture of three Gaussians; exact divergence in one dimension.
-ENV_IDS["InfoCNF-Toy1D-v0"] = dict(dataset="toy1d", head="infocnf", arch="mlp", batch_size=256, lr=3e-3,
-                                   hidden=32, num_blocks=2, divergence="exact")
+ENV_IDS["InfoCNF-Toy1D-v0"] = EnvConfig.from_kwargs(dataset="toy1d", head="infocnf", arch="mlp", batch_size=256,
+                                                    lr=3e-3, hidden=32, num_blocks=2, divergence="exact")
 #: Sec. 4.6: the LatentODE on bi-directional spirals, baseline ("cnf") and partitioned latent code
 #: ("infocnf"); the trajectory solve is cut into 2 time segments, one step each. The CPU-sized
-#: settings of runs/spirals.py: 5,000 spirals, batches of 100, Adam lr 1e-2, 8 epochs.
-SPIRALS = dict(dataset="spirals", arch="latent_ode", batch_size=100, lr=1e-2, epochs=8, segments=2)
-ENV_IDS["LatentODE-Spirals-v0"] = dict(SPIRALS, head="cnf")
-ENV_IDS["LatentODE-Partitioned-Spirals-v0"] = dict(SPIRALS, head="infocnf")
+#: settings of runs/spirals.py: 5,000 spirals, batches of 100, Adam lr 1e-2 (8 epochs there).
+SPIRALS = EnvConfig.from_kwargs(dataset="spirals", arch="latent_ode", batch_size=100, lr=1e-2, segments=2)
+ENV_IDS["LatentODE-Spirals-v0"] = SPIRALS.replace(head="cnf")
+ENV_IDS["LatentODE-Partitioned-Spirals-v0"] = SPIRALS.replace(head="infocnf")
 
-for _id, _kwargs in ENV_IDS.items():
-    register(id=_id, entry_point=_ENTRY, kwargs=_kwargs)
+for _id, _config in ENV_IDS.items():
+    register(id=_id, entry_point=_ENTRY, kwargs={"config": _config})
 
-__all__ = ["DEFAULT_TOL_BOUNDS", "ENV_IDS", "TASKS", "FlowTrainingEnv", "SpiralTask"]
+__all__ = [
+    "DEFAULT_TOL_BOUNDS", "DataConfig", "ENV_IDS", "EnvConfig", "FlowTask", "OptimConfig", "RewardConfig",
+    "SpaceConfig", "SpiralTask", "TASKS", "Task", "TrainingStepEnv",
+]

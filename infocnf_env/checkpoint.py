@@ -67,3 +67,52 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} does not hold a dict")
     return obj
+
+
+#: Options of a model's spec that change how it is trained or solved, not its weights: a
+#: checkpoint loads into a model that differs from it only in these.
+NON_WEIGHT_OPTIONS = frozenset({
+    "solver", "adjoint", "max_num_steps", "divergence", "noise", "dropout", "beta", "kinetic_weight",
+    "jacobian_weight", "segments",
+})
+
+
+def _flatten(spec: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        return {prefix or "spec": spec}
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(_flatten(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def spec_differences(theirs: Any, mine: dict[str, Any]) -> str:
+    """The spec fields in which a checkpoint's model differs from this one ("" if none).
+
+    Options in :data:`NON_WEIGHT_OPTIONS` are ignored. One line, e.g.
+    ``model.config.hidden: 8 in the checkpoint, 4 here``.
+    """
+    if not isinstance(theirs, dict):
+        return "the checkpoint holds no model spec"
+    a, b = _flatten(theirs), _flatten(mine)
+    missing = object()
+
+    def duplicate(key: str) -> bool:  # model.head repeats the env's head, etc.
+        top = key.split(".", 1)[-1]
+        return key.startswith("model.") and top in a and top in b and \
+            a.get(key, missing) == a[top] and b.get(key, missing) == b[top]
+
+    keys = [k for k in sorted(set(a) | set(b)) if k.rsplit(".", 1)[-1] not in NON_WEIGHT_OPTIONS and not duplicate(k)]
+    diffs = [(k, a.get(k, missing), b.get(k, missing)) for k in keys if a.get(k, missing) != b.get(k, missing)]
+    shown = 4
+    parts = [f"{k}: {'(absent)' if x is missing else _short(x)} in the checkpoint, "
+             f"{'(absent)' if y is missing else _short(y)} here" for k, x, y in diffs[:shown]]
+    if len(diffs) > shown:
+        parts.append(f"and {len(diffs) - shown} more")
+    return "; ".join(parts)

@@ -1,7 +1,7 @@
-"""The LatentODE on bi-directional spirals (paper Sec. 4.6) as a task of ``FlowTrainingEnv``.
+"""The LatentODE on bi-directional spirals (paper Sec. 4.6) as a task of ``TrainingStepEnv``.
 
-``FlowTrainingEnv(dataset="spirals", head=..., arch="latent_ode")`` trains a
-:class:`flows.latent_ode.LatentODE` instead of a flow (``infocnf_env.flow_env.TASKS``). The
+``TrainingStepEnv(dataset="spirals", head=..., arch="latent_ode")`` trains a
+:class:`flows.latent_ode.LatentODE` instead of a flow (``infocnf_env.TASKS``). The
 latent trajectory solve is cut into ``segments`` (default 2) consecutive time segments of the
 observation window, so one episode has ``segments`` steps, each choosing the tolerance of one
 segment; the last step decodes, computes the loss and trains the model. Everything else
@@ -25,6 +25,7 @@ initial weights, the batch order and the posterior noise, as in ``runs/spirals.p
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -32,6 +33,8 @@ import torch
 from flows.data import IndexStream
 from flows.latent_ode import LatentODE, evaluate_latent_ode
 from flows.spirals import SpiralData, make_spirals
+from infocnf_env.config import DataConfig
+from infocnf_env.tasks import check_choice, check_options
 
 #: ``head`` -> ``partitioned``.
 HEADS = {"cnf": False, "infocnf": True}
@@ -45,48 +48,34 @@ DEFAULT_SEGMENTS = 2
 
 
 class SpiralTask:
-    """A (partitioned) LatentODE on spirals with the ``FlowTask`` interface.
+    """A (partitioned) LatentODE on spirals: a :class:`infocnf_env.tasks.Task`.
 
     Args:
-        dataset: ``"spirals"``.
         head: ``"cnf"`` (baseline) or ``"infocnf"`` (partitioned latent code).
         arch: ``"latent_ode"``.
-        batch_size: training spirals per step.
-        data_root, download: accepted for the env's signature; the spirals are generated.
-        device: torch device of the model and batches.
-        seed: seed of the initial weights and the batch order.
-        eval_batch_size: spirals per evaluation solve (default 500).
-        **options: ``segments`` (default 2), the other :class:`LatentODE` keywords
+        data: ``dataset`` must be ``"spirals"``; ``batch_size`` spirals per training step,
+            ``eval_batch_size`` per evaluation solve (default 500). The spirals are generated,
+            so ``data_root`` and ``download`` are unused.
+        options: ``segments`` (default 2), the other :class:`LatentODE` keywords
             (``latent_dim``, ``rnn_hidden``, ``dyn_hidden``, ``dec_hidden``, ``beta``, ``adjoint``,
             ``max_num_steps``, ...) and the data keywords ``num_train``, ``num_test``, ``length``,
             ``window``, ``extrap``, ``noise_std``, ``data_seed``.
+        device: torch device of the model and batches.
+        seed: seed of the initial weights and the batch order.
     """
 
     def __init__(
-        self,
-        dataset: str = "spirals",
-        head: str = "cnf",
-        arch: str = "latent_ode",
-        *,
-        batch_size: int = 100,
-        data_root: str | None = None,
-        download: bool = False,
-        device: str = "cpu",
-        seed: int = 0,
-        eval_batch_size: int | None = None,
-        **options: Any,
+        self, head: str, arch: str, data: DataConfig, options: Mapping[str, Any], *,
+        device: str = "cpu", seed: int = 0,
     ):
-        unknown = sorted(set(options) - set(MODEL_OPTIONS) - set(DATA_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown env kwarg(s) {unknown}")
-        if dataset != "spirals":
-            raise ValueError(f"SpiralTask trains on 'spirals', got dataset {dataset!r}")
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r} for the LatentODE; valid heads: {', '.join(HEADS)}")
+        check_options(options, (*MODEL_OPTIONS, *DATA_OPTIONS))
+        if data.dataset != "spirals":
+            raise ValueError(f"SpiralTask trains on 'spirals', got dataset {data.dataset!r}")
+        check_choice("head", head, HEADS)
         if arch != "latent_ode":
             raise ValueError(f"dataset 'spirals' needs arch='latent_ode', got {arch!r}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        options = dict(options)
+        batch_size = data.batch_size
         data_cfg = {k: options.pop(k, v) for k, v in DATA_OPTIONS.items()}
         options.setdefault("segments", DEFAULT_SEGMENTS)
         self.device = torch.device(device)
@@ -101,7 +90,7 @@ class SpiralTask:
         model.spec = {**model.spec, "data": {k: v for k, v in data_cfg.items() if k != "num_test"}}
         self.model = model.to(self.device)
         self.stream = IndexStream(len(self.train_data), min(batch_size, len(self.train_data)), seed)
-        self.eval_batch_size = eval_batch_size or 500
+        self.eval_batch_size = data.eval_batch_size or 500
 
     def _make(self, split: str, num: int) -> SpiralData:
         cfg = self.data_cfg

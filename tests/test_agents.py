@@ -65,7 +65,7 @@ def test_reinforce_gates_mean_and_spread_get_gradients(obs_mode):
     env = gym.make(ENV_ID, obs_mode=obs_mode, **TINY)
     n = env.unwrapped.num_blocks
     gamma = 0.5
-    agent = ReinforceAgent(env.observation_space, n, baseline=None, gamma=gamma, seed=0)
+    agent = ReinforceAgent(env.observation_space, n, baseline_momentum=None, gamma=gamma, seed=0)
     kind = reinforce.CNNGate if obs_mode == "features" else reinforce.MLPGate
     assert len(agent.gates) == n and all(isinstance(g, kind) for g in agent.gates)
     before = [p.detach().clone() for p in agent.gates.parameters()]
@@ -86,7 +86,7 @@ def test_reinforce_gates_mean_and_spread_get_gradients(obs_mode):
 
 def test_reinforce_with_baseline_learns_from_the_second_episode():
     env = gym.make(ENV_ID, **TINY)
-    agent = ReinforceAgent(env.observation_space, env.unwrapped.num_blocks, baseline=0.9, seed=0)
+    agent = ReinforceAgent(env.observation_space, env.unwrapped.num_blocks, baseline_momentum=0.9, seed=0)
     _reinforce_episode(env, agent, seed=0)
     # The first episode's returns initialise the baseline, so their advantages are zero.
     assert all(float(w.abs().sum()) == 0.0 and float(b.abs().sum()) == 0.0 for w, b in _head_grads(agent))

@@ -109,9 +109,9 @@ def _worker(rank: int, port: int, out: str, result_dir: str) -> None:
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     import flows.cnf_block as cnf_block
-    from infocnf_env.flow_env import FlowTrainingEnv
+    from infocnf_env.training_env import TrainingStepEnv
 
-    real_solve, real_reset = cnf_block.solve, FlowTrainingEnv.reset
+    real_solve, real_reset = cnf_block.solve, TrainingStepEnv.reset
     episode = {"n": 0, "block": 0}
 
     def reset(self, **kwargs):
@@ -127,7 +127,7 @@ def _worker(rank: int, port: int, out: str, result_dir: str) -> None:
         out = real_solve(*args, **kwargs)
         return tuple(o * float("nan") for o in out) if fault == "nan" and episode["block"] == 2 else out
 
-    cnf_block.solve, FlowTrainingEnv.reset = solve, reset
+    cnf_block.solve, TrainingStepEnv.reset = solve, reset
     summary = fixed.main(["--env", TOY, "--tol", "1e-4", *_common(Path(out), ITERATIONS),
                           "--env-kwargs", "batch_size=8", "hidden=8", "eval_batch_size=500"])
     Path(result_dir, f"rank{rank}.json").write_text(json.dumps(summary, default=str))

@@ -1,4 +1,4 @@
-"""The environment contract of ``infocnf_env.FlowTrainingEnv`` (DESIGN.md), on tiny digits flows."""
+"""The environment contract of ``infocnf_env.TrainingStepEnv`` (DESIGN.md), on tiny digits flows."""
 
 from __future__ import annotations
 
@@ -62,9 +62,9 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 def test_attributes_and_spaces():
     env = make(alpha=0.25)
     unwrapped = env.unwrapped
-    assert unwrapped.alpha == 0.25
+    assert unwrapped.config.reward.alpha == 0.25
     assert unwrapped.num_blocks == 3 == unwrapped.model.num_blocks
-    assert make().unwrapped.alpha == 1.0  # the documented default
+    assert make().unwrapped.config.reward.alpha == 1.0  # the documented default
     space = env.action_space
     assert isinstance(space, gym.spaces.Box) and space.shape == (1,)
     assert (float(space.low[0]), float(space.high[0])) == infocnf_env.DEFAULT_TOL_BOUNDS

@@ -43,7 +43,7 @@ def data_root(tmp_path_factory) -> str:
 
 
 def overrides(env_id: str, data_root: str) -> dict:
-    dataset = infocnf_env.ENV_IDS[env_id]["dataset"]
+    dataset = infocnf_env.ENV_IDS[env_id].data.dataset
     if dataset in ("cifar10", "mnist"):
         return dict(TINY_IMAGE, data_root=data_root)
     if dataset == "spirals":
@@ -55,14 +55,16 @@ def test_registered_ids():
     assert set(infocnf_env.ENV_IDS) == EXPECTED_IDS
     for env_id in EXPECTED_IDS:
         assert env_id in gym.registry
-        assert gym.registry[env_id].entry_point == "infocnf_env.flow_env:FlowTrainingEnv"
+        assert gym.registry[env_id].entry_point == "infocnf_env.training_env:TrainingStepEnv"
 
 
 def test_paper_recipes_in_registered_kwargs():
     """Section 4.1 / Appendix B settings of the CIFAR10 ids (overridden elsewhere to stay small)."""
     small, large = infocnf_env.ENV_IDS["InfoCNF-CIFAR10-v0"], infocnf_env.ENV_IDS["InfoCNF-CIFAR10-LargeBatch-v0"]
-    assert (small["batch_size"], small["lr"], small["hidden"], small["flows_per_scale"]) == (900, 1e-3, 64, 2)
-    assert (large["batch_size"], large["lr"]) == (8000, 1e-2)
+    assert (small.data.batch_size, small.optim.lr, small.model["hidden"], small.model["flows_per_scale"]) == \
+        (900, 1e-3, 64, 2)
+    assert small.optim.lr_milestones == ((250, 1e-4),) and small.model["adjoint"] is True
+    assert (large.data.batch_size, large.optim.lr, large.optim.lr_milestones) == (8000, 1e-2, ((120, 1e-3),))
 
 
 @pytest.mark.parametrize("env_id", sorted(EXPECTED_IDS))
@@ -71,7 +73,7 @@ def test_check_env(env_id, data_root, monkeypatch):
     env = gym.make(env_id, **overrides(env_id, data_root))
     unwrapped = env.unwrapped
     spec = infocnf_env.ENV_IDS[env_id]
-    assert unwrapped.spec_kwargs["dataset"] == spec["dataset"] and unwrapped.spec_kwargs["head"] == spec["head"]
+    assert unwrapped.spec_kwargs["dataset"] == spec.data.dataset and unwrapped.spec_kwargs["head"] == spec.head
     assert unwrapped.num_blocks >= 2
     with warnings.catch_warnings():
         # Both checkers warn about the [-8, -2] action bounds and the unbounded observation

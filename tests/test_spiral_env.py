@@ -1,7 +1,7 @@
 """The LatentODE spiral environments (paper Sec. 4.6) under the flow environments' contract.
 
 ``LatentODE-Spirals-v0`` (baseline) and ``LatentODE-Partitioned-Spirals-v0`` are
-``FlowTrainingEnv`` with ``dataset="spirals"`` (``infocnf_env.spiral_task.SpiralTask``): one
+``TrainingStepEnv`` with ``dataset="spirals"`` (``infocnf_env.spiral_task.SpiralTask``): one
 step per time segment of the latent trajectory solve. Tiny sizes keep every test well under
 a second or two on one CPU core.
 """
@@ -64,10 +64,10 @@ def weights(env: gym.Env) -> dict[str, torch.Tensor]:
 def test_registered_ids_and_defaults():
     for env_id, partitioned in zip(IDS, (False, True)):
         assert env_id in gym.registry and env_id in infocnf_env.ENV_IDS
-        assert gym.registry[env_id].entry_point == "infocnf_env.flow_env:FlowTrainingEnv"
+        assert gym.registry[env_id].entry_point == "infocnf_env.training_env:TrainingStepEnv"
         spec = infocnf_env.ENV_IDS[env_id]
         # runs/spirals.py's CPU-sized settings, two segments
-        assert (spec["dataset"], spec["batch_size"], spec["lr"], spec["segments"]) == ("spirals", 100, 1e-2, 2)
+        assert (spec.data.dataset, spec.data.batch_size, spec.optim.lr, spec.model["segments"]) == ("spirals", 100, 1e-2, 2)
         env = make(env_id)
         unwrapped = env.unwrapped
         assert isinstance(unwrapped.task, SpiralTask) and isinstance(unwrapped.model, LatentODE)
