@@ -110,8 +110,8 @@ def test_arm_key_changes_with_training_settings():
     arm = Arm("x", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),))
     same = Arm("other-label", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),))
     assert arm.key == same.key
-    for changed in (dict(seed=1), dict(iterations=11), dict(agent_args=("--tol", "1e-4")),
-                    dict(env_kwargs=(("hidden", 8),))):
+    for changed in ({"seed": 1}, {"iterations": 11}, {"agent_args": ("--tol", "1e-4")},
+                    {"env_kwargs": (("hidden", 8),)}):
         assert Arm(**{**arm.__dict__, **changed}).key != arm.key
 
 

@@ -1,4 +1,4 @@
-"""frozen: tolerance policies on a frozen, pre-trained flow (new study).
+"""frozen: tolerance policies on a frozen, pre-trained flow.
 
 The flow is the ``infocnf`` / ``fixed`` (1e-5) run of ``digits-table`` (``regime``), one
 per seed. Each policy then learns on the frozen flow (``train_flow=False``: the flow's
@@ -15,6 +15,18 @@ CPU-seconds plus ~15 s of evaluation per seed, ~20-25 min with ``--jobs 2`` (plu
 pre-training runs, ~17 CPU-minutes, if absent).
 """
 
+from __future__ import annotations
+
+import numpy as np
+
+from agents.evaluate import evaluate_fixed, evaluate_policy, load_policy, load_run
+from runs.aggregate import summarise
+from runs.run_cache import Context, digits_arm
+from runs.studies.common import EVAL_TOL, batches, seed_arms, train_groups, training_tail
+
+ROW_KEYS = ("policy", "seeds", "nfe_mean", "nfe_std", "bits_per_dim_mean", "bits_per_dim_std",
+            "excess_bits_per_dim_mean", "excess_bits_per_dim_std", "log10_tol_mean")
+
 CONFIG = {
     "regime": "small",
     "pretrained_policy": "fixed",
@@ -24,3 +36,53 @@ CONFIG = {
     "eval_batch_size": 100,
 }
 QUICK = {"iterations": 3, "front_tols": [1e-5, 1e-3, 1e-2], "eval_batch_size": 100}
+
+
+def run(ctx: Context) -> dict:
+    from flows import SolverError
+
+    cfg = ctx.config
+    regime = cfg["regime"]
+    pretrained = seed_arms(ctx, "infocnf", cfg["pretrained_policy"], regime)
+    train_groups(ctx, {"pretrained": pretrained})
+    groups = {
+        policy: [digits_arm(ctx, "infocnf", policy, regime, p.seed, label=f"frozen-{policy}-{regime}",
+                            iterations=cfg["iterations"], eval_every=0,
+                            extra_env={"train_flow": False,
+                                       "checkpoint": str((p.run_dir(ctx.runs_dir) / "checkpoint.pt").resolve())})
+                 for p in pretrained]
+        for policy in cfg["policies"]
+    }
+    train_groups(ctx, groups)
+    front: dict[float, list[dict]] = {t: [] for t in cfg["front_tols"]}
+    points: dict[str, list[dict]] = {p: [] for p in groups}
+    failures = []
+    for i, arm in enumerate(pretrained):
+        trained = load_run(arm.run_dir(ctx.runs_dir))
+        test = batches(trained.env.task.data("test"), cfg["eval_batch_size"])
+        ref = evaluate_fixed(trained.env, test, EVAL_TOL)
+        for tol in cfg["front_tols"]:
+            try:
+                m = evaluate_fixed(trained.env, test, tol)
+            except SolverError as err:
+                failures.append(f"seed {arm.seed} tol {tol:g}: {err}")
+                continue
+            front[tol].append({**m, "excess_bits_per_dim": m["bits_per_dim"] - ref["bits_per_dim"]})
+        for policy, arms in groups.items():
+            run_dir = arms[i].run_dir(ctx.runs_dir)
+            m = evaluate_policy(trained.env, test, load_policy(run_dir, trained.env))
+            m["excess_bits_per_dim"] = m["bits_per_dim"] - ref["bits_per_dim"]
+            tail = training_tail(run_dir, "nfe_forward")
+            m["train_nfe_forward_last"] = float(np.mean([r["nfe_forward"] for r in tail]))
+            m["train_bits_per_dim_last"] = float(np.mean([r["bits_per_dim"] for r in tail]))
+            points[policy].append(m)
+    keys = ("nfe", "bits_per_dim", "excess_bits_per_dim", "error", "log10_tol", "train_nfe_forward_last",
+            "train_bits_per_dim_last")
+    rows = [{"policy": p, "seeds": list(ctx.seeds), **summarise(records, keys),
+             "per_seed": [{"nfe": r["nfe"], "log10_tol_blocks": r["log10_tol_blocks"]} for r in records]}
+            for p, records in points.items()]
+    front_rows = [{"policy": "fixed", "tol": tol, "seeds": list(ctx.seeds),
+                   **summarise(records, ("nfe", "bits_per_dim", "excess_bits_per_dim", "error"))}
+                  for tol, records in front.items() if records]
+    return {"rows": rows, "front": front_rows, "solver_failures": failures,
+            "pretrained": [a.run_dir(ctx.runs_dir).name for a in pretrained]}

@@ -1,4 +1,4 @@
-"""latent-probe: where does the class information sit in z? (new study)
+"""latent-probe: where does the class information sit in z?
 
 Why InfoCNF misses the error target of ``digits-table``: its representation, or its
 classifier? For the ``ccnf`` and ``infocnf`` runs of ``digits-table`` (``policy``, every
@@ -24,6 +24,21 @@ training the 6 ``large-long`` runs (154 iterations at ~4.3 s: ~4,000 CPU-seconds
 with ``--jobs 2``) and the digits-table runs if absent.
 """
 
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.evaluate import load_run
+from runs.aggregate import summarise
+from runs.run_cache import Context
+from runs.studies.common import EVAL_TOL, batches, seed_arms, train_groups
+
+ROW_KEYS = ("model", "policy", "batch", "features", "seeds", "test_error_mean", "test_error_std")
+
 CONFIG = {
     "models": ["ccnf", "infocnf"],
     "policy": "fixed",
@@ -32,3 +47,53 @@ CONFIG = {
     "max_train": None,  # probe on all 1,497 training digits
 }
 QUICK = {"max_train": 200}
+
+
+@torch.no_grad()
+def latents(model: Any, data: Any, max_examples: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z at the evaluation tolerance, the labels and the model's own predictions (dropout off)."""
+    zs, ys, predictions = [], [], []
+    for x, y in batches(data, 500, max_examples):
+        out = model(x.reshape(x.shape[0], *model.data_shape), y, tol=EVAL_TOL,
+                    generator=torch.Generator().manual_seed(0))
+        zs.append(out.z)
+        ys.append(y)
+        predictions.append(out.predictions())
+    return torch.cat(zs).double().numpy(), torch.cat(ys).numpy(), torch.cat(predictions).numpy()
+
+
+def run(ctx: Context) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    from flows import load_dataset
+
+    cfg = ctx.config
+    groups = {(m, r): seed_arms(ctx, m, cfg["policy"], r) for r in cfg["regimes"] for m in cfg["models"]}
+    train_groups(ctx, groups)
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    rows = []
+    for (model_name, regime), arms in groups.items():
+        per_seed: dict[str, list[dict]] = {}
+        for arm in arms:
+            model = load_run(arm.run_dir(ctx.runs_dir)).model.eval()
+            z_train, y_train, _ = latents(model, train, cfg["max_train"])
+            z_test, y_test, own = latents(model, test, None)
+            dim = z_train.shape[1]
+            sup = round(cfg["sup_ratio"] * dim)
+            if model_name == "infocnf" and model.head.sup_dim != sup:
+                raise ValueError(f"{arm.run_dir(ctx.runs_dir).name}: z_y has {model.head.sup_dim} dims, "
+                                 f"sup_ratio {cfg['sup_ratio']} gives {sup}")
+            summary = json.loads((arm.run_dir(ctx.runs_dir) / "summary.json").read_text())
+            records = {"own classifier": {"test_error": float((own != y_test).mean()),
+                                          "bits_per_dim": summary["test"]["bits_per_dim"]}}
+            slices = (("probe z_y", slice(0, sup)), ("probe z_u", slice(sup, dim)), ("probe z", slice(0, dim)))
+            for name, cols in slices:
+                probe = LogisticRegression(max_iter=5000).fit(z_train[:, cols], y_train)
+                records[name] = {"test_error": float(1.0 - probe.score(z_test[:, cols], y_test))}
+            for features, record in records.items():
+                per_seed.setdefault(features, []).append(record)
+        for features, records in per_seed.items():
+            rows.append({"model": model_name, "policy": cfg["policy"], "batch": regime, "features": features,
+                         "seeds": list(ctx.seeds), **summarise(records, ("test_error", "bits_per_dim")),
+                         "per_seed": records})
+    return {"rows": rows}

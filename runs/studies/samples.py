@@ -11,6 +11,18 @@ q_theta assigns to it (after encoding the samples at 1e-5).
 Cost (full): analysis only, seconds per seed (plus the digits-table runs if absent).
 """
 
+from __future__ import annotations
+
+import torch
+
+from agents.evaluate import load_run
+from runs.aggregate import summarise
+from runs.run_cache import Context
+from runs.studies.common import seed_arms, train_groups
+
+ROW_KEYS = ("model", "policy", "seeds", "sample_accuracy_mean", "sample_accuracy_std", "self_consistency_mean",
+            "self_consistency_std")
+
 CONFIG = {
     "regime": "small",
     "models": [["infocnf", "reinforce"], ["ccnf", "fixed"]],
@@ -18,3 +30,35 @@ CONFIG = {
     "tol": 1e-5,
 }
 QUICK = {"per_class": 2}
+
+
+def run(ctx: Context) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    from flows import load_dataset
+
+    cfg = ctx.config
+    regime = cfg["regime"]
+    groups = {(m, p): seed_arms(ctx, m, p, regime) for m, p in cfg["models"]}
+    train_groups(ctx, groups)
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    classifier = LogisticRegression(max_iter=5000).fit(train.x.reshape(len(train), -1).numpy(), train.y.numpy())
+    classifier_accuracy = float(classifier.score(test.x.reshape(len(test), -1).numpy(), test.y.numpy()))
+    labels = torch.arange(10).repeat_interleave(cfg["per_class"])
+    rows, grids = [], {}
+    for (model_name, policy), arms in groups.items():
+        per_seed = []
+        for arm in arms:
+            model = load_run(arm.run_dir(ctx.runs_dir)).model
+            x = model.sample(labels, tol=cfg["tol"], generator=torch.Generator().manual_seed(arm.seed))
+            levels = (x.reshape(len(labels), -1).double() * train.num_levels - 0.5).clamp(0, train.num_levels - 1)
+            predicted = classifier.predict(levels.numpy())
+            with torch.no_grad():
+                out = model(x.clamp(1e-4, 1 - 1e-4), labels, tol=cfg["tol"], generator=torch.Generator().manual_seed(0))
+            per_seed.append({"sample_accuracy": float((predicted == labels.numpy()).mean()),
+                             "self_consistency": float((out.predictions() == labels).float().mean())})
+            grids.setdefault(f"{model_name}-{policy}", x.reshape(len(labels), -1).clamp(0, 1).numpy().round(3).tolist())
+        rows.append({"model": model_name, "policy": policy, "batch": regime, "seeds": list(ctx.seeds),
+                     **summarise(per_seed, ("sample_accuracy", "self_consistency")), "per_seed": per_seed})
+    return {"rows": rows, "classifier_test_accuracy": classifier_accuracy, "per_class": cfg["per_class"],
+            "image_shape": list(train.shape), "grids": grids}

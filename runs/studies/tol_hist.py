@@ -12,5 +12,60 @@ Cost (full): analysis only, ~25-40 s per seed (plus the 3 digits-table REINFORCE
 ~18 CPU-minutes, if absent).
 """
 
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from agents.evaluate import load_policy, load_run
+from runs.run_cache import Context
+from runs.studies.common import policy_pass, seed_arms, train_groups, training_tail
+
+ROW_KEYS = ("split", "block", "seeds", "log10_tol_mean", "log10_tol_std", "values")
+#: Row order of the splits.
+SPLITS = ("train", "test", "training_log")
+
 CONFIG = {"regime": "small", "num_batches": 40, "batch_size": None}  # None: the regime's batch size
 QUICK = {"num_batches": 3}
+
+
+def run(ctx: Context) -> dict:
+    from flows import BatchStream
+
+    cfg = ctx.config
+    regime = cfg["regime"]
+    batch = cfg["batch_size"] or ctx.regimes[regime]["batch_size"]
+    arms = seed_arms(ctx, "infocnf", "reinforce", regime)
+    train_groups(ctx, {"reinforce": arms})
+    values: dict[tuple[str, int], list[float]] = {}
+    stds: dict[tuple[str, int], list[float]] = {}
+    for arm in arms:
+        run_dir = arm.run_dir(ctx.runs_dir)
+        trained = load_run(run_dir)
+        policy = load_policy(run_dir, trained.env)
+        generator = torch.Generator().manual_seed(0)
+        for split in ("train", "test"):
+            stream = BatchStream(trained.env.task.data(split), batch, seed=arm.seed, augment=False)
+            for _ in range(cfg["num_batches"]):
+                _, log_tols, policy_stds = policy_pass(trained.env, *stream.next(), policy, generator)
+                for block, (t, s) in enumerate(zip(log_tols, policy_stds)):
+                    values.setdefault((split, block), []).append(t)
+                    stds.setdefault((split, block), []).append(s)
+        for m in training_tail(run_dir, "tols", "nfe_forward"):
+            for block, tol in enumerate(m["tols"]):
+                values.setdefault(("training_log", block), []).append(math.log10(tol))
+    rows = []
+    for (split, block), vals in sorted(values.items(), key=lambda kv: (SPLITS.index(kv[0][0]), kv[0][1])):
+        arr = np.asarray(vals)
+        row = {"split": split, "block": block, "seeds": list(ctx.seeds), "num_values": int(arr.size),
+               "log10_tol_mean": float(arr.mean()), "log10_tol_std": float(arr.std()),
+               "log10_tol_q10": float(np.quantile(arr, 0.1)), "log10_tol_q90": float(np.quantile(arr, 0.9)),
+               "values": [round(float(v), 4) for v in arr]}
+        if (split, block) in stds:
+            row["policy_std"] = float(np.mean(stds[(split, block)]))
+        rows.append(row)
+    means = {(r["split"], r["block"]): r["log10_tol_mean"] for r in rows}
+    gaps = [abs(means[("train", b)] - means[("test", b)]) for s, b in means if s == "train" and ("test", b) in means]
+    return {"rows": rows, "batch_size": batch, "max_train_test_gap_log10": max(gaps) if gaps else float("nan")}
