@@ -1,10 +1,11 @@
-"""Markdown tables from the studies' result files, for the README's Results section.
+"""Markdown tables from the studies' result files (the tables of docs/results.md).
 
     python -m runs.tables                      # every runs/results/STUDY.json present
     python -m runs.tables digits-table policies --results runs/results
 
 Each table is read from ``STUDY.json`` as written by :mod:`runs.reproduce` (mean ± std over
-the seeds); nothing is typed by hand. Studies whose file is absent are skipped.
+the seeds); nothing is typed by hand. Studies whose file is absent are skipped. The whole
+results page, tables and prose, is written by ``python -m runs.docs`` (:mod:`runs.docs`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def table(result: dict, study: str) -> str:
 
 
 def targets(result: dict) -> str:
-    """digits-table: issue 4's target checks, one line per regime."""
+    """digits-table: the target checks (learned NFE, InfoCNF error), one line per regime."""
     out = []
     for t in result.get("targets", []):
         parts = [f"{t['batch']} batch:"]
