@@ -348,7 +348,8 @@ def run_episodes(run: Run, agent: Agent) -> dict:
     if distributed.is_distributed():
         agent.distribute(distributed.rank(), distributed.world_size())
     run.restore(agent)
-    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not (args.progress and run.is_main_rank), unit="it")
+    show = args.progress and run.is_main_rank
+    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not show, unit="it")
     while run.iteration < args.iterations:
         obs, _ = env.reset(seed=run.first_seed)
         total, done, info = 0.0, False, {}

@@ -75,7 +75,7 @@ class FlowConfig:
     jacobian_weight: float = 0.0
 
     @classmethod
-    def from_kwargs(cls, **kwargs: object) -> "FlowConfig":
+    def from_kwargs(cls, **kwargs: object) -> FlowConfig:
         valid = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - valid)
         if unknown:

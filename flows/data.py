@@ -64,7 +64,8 @@ def _torchvision(name: str, split: str, root: str | None, download: bool) -> tup
     import torchvision
 
     if root is None:
-        raise ValueError(f"dataset {name!r} needs a data root (data_root=... in the env kwargs, root=... in flows.data)")
+        raise ValueError(f"dataset {name!r} needs a data root "
+                         "(data_root=... in the env kwargs, root=... in flows.data)")
     cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST}[name]
     folder = {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw"}[name]
     try:

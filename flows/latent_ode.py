@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -308,7 +309,7 @@ class LatentODE(nn.Module):
         if num_times < self.num_blocks + 1:
             raise ValueError(f"{self.num_blocks} segments need at least {self.num_blocks + 1} times, got {num_times}")
         bounds = [round(k * (num_times - 1) / self.num_blocks) for k in range(self.num_blocks + 1)]
-        return list(zip(bounds[:-1], bounds[1:]))
+        return list(pairwise(bounds))
 
     def advance(self, state: LatentODEState, tol: float = 1e-5) -> tuple[LatentODEState, BlockStats]:
         """Solve ``dz/dt = f(z)`` over the next time segment with ``atol = rtol = tol``.

@@ -8,6 +8,7 @@ softplus between layers, with time concatenated to every layer's input (FFJORD's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,7 @@ class ODENet(nn.Module):
 def conv_net(channels: int, hidden: int = 64, num_layers: int = 3) -> ODENet:
     """Appendix B dynamics: ``num_layers`` 3x3 ConcatConv2d layers of ``hidden`` filters."""
     dims = [channels] + [hidden] * (num_layers - 1) + [channels]
-    return ODENet([ConcatConv2d(a, b) for a, b in zip(dims[:-1], dims[1:])])
+    return ODENet([ConcatConv2d(a, b) for a, b in pairwise(dims)])
 
 
 def mlp_net(dim: int, hidden: int = 64, num_layers: int = 3, layer_type: str = "concatsquash") -> ODENet:
@@ -82,4 +83,4 @@ def mlp_net(dim: int, hidden: int = 64, num_layers: int = 3, layer_type: str = "
     if layer_type not in LAYER_TYPES:
         raise ValueError(f"unknown layer_type {layer_type!r}; valid: {', '.join(LAYER_TYPES)}")
     dims = [dim] + [hidden] * (num_layers - 1) + [dim]
-    return ODENet([LAYER_TYPES[layer_type](a, b) for a, b in zip(dims[:-1], dims[1:])])
+    return ODENet([LAYER_TYPES[layer_type](a, b) for a, b in pairwise(dims)])

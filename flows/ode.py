@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
-from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
 from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
+from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
 
 #: Solver names accepted everywhere a ``method`` is configured (torchdiffeq's registry).
 SOLVER_NAMES: tuple[str, ...] = tuple(sorted(_TORCHDIFFEQ_SOLVERS))

@@ -16,7 +16,7 @@ from infocnf_env import distributed
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, spec_differences
 from infocnf_env.config import DEFAULT_MAX_NUM_STEPS, EnvConfig
 from infocnf_env.observation import ObservationEncoder
-from infocnf_env.tasks import FlowTask, ShardableTask, Task, TaskFactory
+from infocnf_env.tasks import FlowTask, ShardableTask, TaskFactory
 
 #: ``dataset`` name -> task class for model families other than the flows of ``FlowTask``;
 #: filled by ``infocnf_env/__init__.py``.

@@ -174,7 +174,7 @@ def bench_block(
         order = list(sides) if r % 2 == 0 else list(reversed(sides))  # alternate to cancel drift
         for mode, fn in (("fwd", forward_only), ("fwdbwd", forward_backward)):
             for side in order:
-                seconds, (_, _, nfe) = _timed(lambda: fn(side))
+                seconds, (_, _, nfe) = _timed(lambda fn=fn, side=side: fn(side))
                 per_nfe.setdefault((mode, side), []).append(1e3 * seconds / nfe)
     med = {key: statistics.median(values) for key, values in per_nfe.items()}
     return BlockCost(

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.synthetic:
             from infocnf_env import ENV_IDS
 
-            batch = args.batch_size or ENV_IDS[args.env]["batch_size"]
+            batch = args.batch_size or ENV_IDS[args.env].data.batch_size
             data_root = stack.enter_context(tempfile.TemporaryDirectory(prefix="fake-cifar10-"))
             write_synthetic_cifar10(Path(data_root), train_size=batch)
             stack.enter_context(_without_cifar10_md5())
@@ -188,7 +188,7 @@ def _summary(args: argparse.Namespace, core, kwargs: dict, records: list[dict], 
         "seconds_per_iteration_mean": statistics.fmean(seconds) if seconds else float("nan"),
         "nfe_forward_mean": statistics.fmean(nfe_f) if nfe_f else float("nan"),
         "nfe_backward_mean": statistics.fmean(nfe_b) if nfe_b else float("nan"),
-        "seconds_per_function_evaluation": median / statistics.fmean([f + b for f, b in zip(nfe_f, nfe_b)])
+        "seconds_per_function_evaluation": median / statistics.fmean([f + b for f, b in zip(nfe_f, nfe_b, strict=True)])
         if seconds else float("nan"),
         "solver_failures": sum(1 for r in records if r["solver_error"]),
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,

@@ -1,11 +1,12 @@
-"""Learned vs fixed tolerances on digits, equal training budget (issue 3's benchmark).
+"""Learned vs fixed tolerances on digits, equal training budget.
 
     python -m runs.bench_learned_tol [--seeds 0 1 2] [--iterations 300] [--jobs 2]
 
 Runs ``agents.fixed --tol 1e-5`` and ``agents.reinforce`` (default settings) on
-``InfoCNF-Digits-v0`` for each seed (the seed also sets the flow's initial weights), each as its own process (one thread each when
-``--jobs > 1``), and reports mean ± std over seeds of the training NFE per iteration
-(forward + backward, averaged over training) and the test bits/dim and error at tol 1e-5.
+``InfoCNF-Digits-v0`` for each seed (the seed also sets the flow's initial weights), each as
+its own process (one thread each when ``--jobs > 1``), and reports mean ± std over seeds of
+the training NFE per iteration (forward + backward, averaged over training) and the test
+bits/dim and error at tol 1e-5.
 Writes ``runs/results/learned_vs_fixed.json``; run directories go under ``--workdir``.
 """
 
@@ -52,16 +53,16 @@ def main(argv: list[str] | None = None) -> dict:
     with ThreadPoolExecutor(args.jobs) as pool:
         summaries = list(pool.map(lambda j: _run(j[0], j[1], args.iterations, workdir, j[2], threads), jobs))
     rows = {}
-    for (agent, seed, _), s in zip(jobs, summaries):
+    for (agent, _seed, _), s in zip(jobs, summaries, strict=True):
         rows.setdefault(agent, []).append(s)
     table = {}
     for agent, runs in rows.items():
         table[agent] = {
             "seeds": [r["seed"] for r in runs],
             **{f"{k}_{m}": v for k, key in (("nfe", "train_nfe_mean"), ("nfe_forward", "train_nfe_forward_mean"))
-               for m, v in zip(("mean", "std"), _stats([r[key] for r in runs]))},
+               for m, v in zip(("mean", "std"), _stats([r[key] for r in runs]), strict=True)},
             **{f"{k}_{m}": v for k in ("bits_per_dim", "marginal_bits_per_dim", "error")
-               for m, v in zip(("mean", "std"), _stats([r["test"][k] for r in runs]))},
+               for m, v in zip(("mean", "std"), _stats([r["test"][k] for r in runs]), strict=True)},
             "wall_s_mean": float(np.mean([r["wall_s"] for r in runs])),
             "mean_log10_tol_last": float(np.mean([r["mean_log10_tol_last"] for r in runs])),
         }

@@ -156,7 +156,8 @@ def digits_table(res: Res) -> str:
     learned = {b: row(rows, model="infocnf", policy="reinforce", batch=b) for b in ("small", "large")}
     fixed = {b: row(rows, model="infocnf", policy="fixed", batch=b) for b in ("small", "large")}
     ccnf = {b: row(rows, model="ccnf", policy="fixed", batch=b) for b in ("small", "large")}
-    seed_ratios = [a / b for a, b in zip(per_seed(learned["small"], "nfe"), per_seed(fixed["small"], "nfe"))]
+    seed_ratios = [a / b for a, b in zip(per_seed(learned["small"], "nfe"), per_seed(fixed["small"], "nfe"),
+                                         strict=True)]
     walls = {b: learned[b]["wall_s_mean"] / fixed[b]["wall_s_mean"] for b in ("small", "large")}
     bpd = max(abs(t[b]["learned_bits_per_dim_rel_diff"]) for b in t)
     met = [b for b in ("large", "small") if t[b]["nfe_target_met"]]
@@ -271,9 +272,9 @@ def curves(res: Res) -> str:
     for batch in ("small", "large"):
         learned = row(rows, model="infocnf", policy="reinforce", batch=batch)
         fixed = row(rows, model="infocnf", policy="fixed", batch=batch)
-        cuts += [1 - a / b for a, b in zip(learned["nfe_mean"], fixed["nfe_mean"])]
-        gaps += [abs(a - b) for a, b in zip(learned["bits_per_dim_mean"], fixed["bits_per_dim_mean"])]
-        gaps_err += [abs(a - b) for a, b in zip(learned["test_error_mean"], fixed["test_error_mean"])]
+        cuts += [1 - a / b for a, b in zip(learned["nfe_mean"], fixed["nfe_mean"], strict=True)]
+        gaps += [abs(a - b) for a, b in zip(learned["bits_per_dim_mean"], fixed["bits_per_dim_mean"], strict=True)]
+        gaps_err += [abs(a - b) for a, b in zip(learned["test_error_mean"], fixed["test_error_mean"], strict=True)]
         spread[batch] = max(learned["nfe_std"])
     n_points = len(row(rows, model="infocnf", policy="reinforce", batch="small")["iteration"])
     return "\n\n".join([figure("curves"), f"""\
@@ -382,7 +383,7 @@ from the paper's sample quality at this size and training length; the class sign
 def uncond(res: Res) -> str:
     d = res["uncond"]
     fixed, learned = row(d["rows"], policy="fixed"), row(d["rows"], policy="reinforce")
-    ratios = [a / b for a, b in zip(per_seed(learned, "nfe"), per_seed(fixed, "nfe"))]
+    ratios = [a / b for a, b in zip(per_seed(learned, "nfe"), per_seed(fixed, "nfe"), strict=True)]
     within = within_std(learned, fixed, "bits_per_dim")
     return "\n\n".join([figure("uncond"), table(d, "uncond"), f"""\
 The paper's Fig. 4 effect holds: the learned tolerances train the unconditional CNF at
@@ -433,14 +434,16 @@ iterations; the fixed-{eval_tol(res)} reference is the `digits-table` arm ({d['r
         + f": {bounds['nfe_ratio_vs_fixed']:.3f}x and {pct(bounds['bits_per_dim_rel_diff_vs_fixed'])} bits/dim. "
         "Loose tolerances also leak solver error into training ([`tol-integral`](#tol-integral) and the README's "
         f"*A trap*), which is why the default bound is {tol10(ub)}.",
-        (f"**Credit assignment is a likely cause of slow or drifting gates.** Eq. 7's return-to-go gives the first gate the noise "
+        (f"**Credit assignment is a likely cause of slow or drifting gates.** Eq. 7's return-to-go gives the first "
+        f"gate the noise "
         f"of every later block and of the final loss. With `gamma 0` each gate learns only from its own block's NFE "
         f"(the last one also from the loss): {gamma0['nfe_ratio_vs_fixed']:.3f}x, the gates ending at "
         f"{tol10(min(per_seed(gamma0, 'log10_tol_last')))} to {tol10(max(per_seed(gamma0, 'log10_tol_last')))} "
         f"(seed means). An entropy bonus (`entropy 1e-2`) gives {v['entropy 1e-2']['nfe_ratio_vs_fixed']:.3f}x. A "
         f"larger gate learning rate (`gate lr 3e-2`) reaches the bound on {at_bound} of {n} seeds and not on the "
         f"other{'s' if n - at_bound > 1 else ''} ({lr['nfe_ratio_vs_fixed']:.3f}x)."),
-        f"**The baseline matters**: without the moving-average baseline, {v['no baseline']['nfe_ratio_vs_fixed']:.3f}x.",
+        f"**The baseline matters**: without the moving-average baseline, "
+        f"{v['no baseline']['nfe_ratio_vs_fixed']:.3f}x.",
         bench,
         f"No variant changes test bits/dim by more than {apct(max_rel)}, or test error{err_note}.",
     ])])
@@ -469,7 +472,7 @@ def policies(res: Res) -> str:
     ppo_tols = per_seed(p["ppo"], "log10_tol_last")
     a2c = p["a2c"]
     a2c_tols = sorted(per_seed(a2c, "log10_tol_last"), reverse=True)
-    a2c_low = [(t, n) for t, n in zip(per_seed(a2c, "log10_tol_last"), per_seed(a2c, "nfe"))
+    a2c_low = [(t, n) for t, n in zip(per_seed(a2c, "log10_tol_last"), per_seed(a2c, "nfe"), strict=True)
                if low is not None and t <= math.log10(low) + 0.05]
     norm = p["a2c-normadv"]
     norm_bound = sum(t >= ub - 0.05 for t in per_seed(norm, "log10_tol_last"))
@@ -480,8 +483,8 @@ def policies(res: Res) -> str:
     name = {k: name.get(k, f"`{k}`") for k in ratio}
     return "\n\n".join([figure("policies"), table(d, "policies"), f"""\
 InfoCNF co-trained with each policy, small batches, {regime['iterations']} iterations, {len(d['seeds'])} seeds; test \
-metrics at {eval_tol(res)}. Every policy leaves test error and bits/dim unchanged (within {apct(max_rel)}); they differ \
-only in what they save.""", bullets([
+metrics at {eval_tol(res)}. Every policy leaves test error and bits/dim unchanged (within {apct(max_rel)}); they \
+differ only in what they save.""", bullets([
         f"**{name[ranked[0]]} ({ratio[ranked[0]]:.3f}x) and {name[ranked[1]]} ({ratio[ranked[1]]:.3f}x) save the "
         f"most**, then {name[ranked[2]]} and {name[ranked[3]]} ({ratio[ranked[2]]:.3f}x, {ratio[ranked[3]]:.3f}x)."
         + (f" TD3 ends at the upper bound {tol10(ub)} on every block and seed, i.e. it finds the cheapest point of the "
@@ -535,7 +538,8 @@ def frozen(res: Res) -> str:
     if drifted:
         _i, s = drifted[0]
         block = s["log10_tol_blocks"].index(min(s["log10_tol_blocks"]))
-        drift_text = (f", because on {len(drifted)} of {len(d['seeds'])} seeds the gate of block {block} drifted to the lower bound "
+        drift_text = (f", because on {len(drifted)} of {len(d['seeds'])} seeds the gate of block {block} drifted "
+                      f"to the lower bound "
                       f"{sci(front[0]['tol'])} (`per_seed` in `frozen.json`), where the reward is flat, like A2C's in "
                       "[`policies`](#policies)")
     return "\n\n".join([figure("frozen"), table(d, "frozen"), f"""\

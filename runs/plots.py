@@ -91,7 +91,7 @@ def plot_digits_table(result: dict, path: Path) -> None:
               ("marginal_bits_per_dim", "test marginal bits/dim"), ("nfe", "train NFE / iteration (f+b)"),
               ("wall_s", "wall time [s]")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8))
-    for ax, (key, label) in zip(axes, panels):
+    for ax, (key, label) in zip(axes, panels, strict=True):
         _bars(ax, rows, key, groups, label)
     axes[0].legend(fontsize=7)
     fig.suptitle(_title(result, "Digits analogue of Tables 1-2"))
@@ -172,7 +172,7 @@ def plot_tol_hist(result: dict, path: Path) -> None:
     rows = result["rows"]
     blocks = sorted({r["block"] for r in rows})
     fig, axes = plt.subplots(1, len(blocks), figsize=(4 * len(blocks), 3.6), squeeze=False)
-    for ax, block in zip(axes[0], blocks):
+    for ax, block in zip(axes[0], blocks, strict=True):
         block_rows = [r for r in rows if r["block"] == block]
         values = np.concatenate([_arr(r["values"]) for r in block_rows])
         lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
@@ -198,7 +198,7 @@ def plot_eval_batch(result: dict, path: Path) -> None:
               ("delta_error", "error (learned tol) - error (1e-5)"), ("nfe", "forward NFE per batch"),
               ("log10_tol", "mean log10 tolerance")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
-    for ax, (key, label) in zip(axes, panels):
+    for ax, (key, label) in zip(axes, panels, strict=True):
         for split in dict.fromkeys(r["split"] for r in rows):
             sub = sorted((r for r in rows if r["split"] == split), key=lambda r: r["batch_size"])
             ax.errorbar([r["batch_size"] for r in sub], _arr([r.get(f"{key}_mean") for r in sub]),
@@ -227,7 +227,7 @@ def plot_policies(result: dict, path: Path, title: str = "Tolerance policies co-
     names = [r.get("variant", r["policy"]) for r in rows]
     colours = [COLOURS.get(r["policy"], f"C{i}") if "variant" not in r else f"C{i}" for i, r in enumerate(rows)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for row, name, colour in zip(rows, names, colours):
+    for row, name, colour in zip(rows, names, colours, strict=True):
         axes[0].errorbar(_f(row["nfe_mean"]), _f(row["bits_per_dim_mean"]), xerr=_f(row["nfe_std"]),
                          yerr=_f(row["bits_per_dim_std"]), marker="o", capsize=3, color=colour, label=name)
     axes[0].set_xlabel("train NFE / iteration (f+b)")
@@ -277,7 +277,7 @@ def plot_samples(result: dict, path: Path) -> None:
     shape = result["image_shape"][-2:]
     accuracy = {f"{r['model']}-{r['policy']}": r for r in result["rows"]}
     fig, axes = plt.subplots(1, len(grids), figsize=(max(6.0, 1.0 + 0.6 * per_class * len(grids)), 6.5), squeeze=False)
-    for ax, (name, flat) in zip(axes[0], grids.items()):
+    for ax, (name, flat) in zip(axes[0], grids.items(), strict=True):
         images = _arr([v for img in flat for v in img]).reshape(10, per_class, *shape)
         mosaic = np.block([[np.pad(images[c, k], 1, constant_values=0.0) for k in range(per_class)]
                            for c in range(10)])
@@ -297,7 +297,7 @@ def plot_latent_probe(result: dict, path: Path) -> None:
     regimes = list(dict.fromkeys(r["batch"] for r in rows))
     features = list(dict.fromkeys(r["features"] for r in rows))
     fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 3.8), squeeze=False)
-    for ax, regime in zip(axes[0], regimes):
+    for ax, regime in zip(axes[0], regimes, strict=True):
         _bars(ax, [r for r in rows if r["batch"] == regime], "test_error", features, "test error", group_key="features")
         ax.set_title({"large-long": "large batch, 2x epochs"}.get(regime, f"{regime} batch"), fontsize=9)
     axes[0][0].legend(fontsize=7)

@@ -24,9 +24,9 @@ Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one see
 ``OUT/STUDY.json`` and ``OUT/STUDY.png``. ``OUT`` is ``runs/results`` (``runs/results/quick``
 with ``--quick``, so smoke runs never overwrite real results). The JSON always holds
 ``study``, ``quick``, ``seeds``, ``config`` (the merged study config, plus the digits regimes
-where used), ``rows`` (a list of dicts, keys in :data:`ROW_KEYS`, gathered from the study modules), ``plots`` and ``wall_s``;
-some studies add more (``targets``, ``front``, ``curves``, ...). Non-finite numbers (a
-diverged run) are written as ``null``.
+where used), ``rows`` (a list of dicts, keys in :data:`ROW_KEYS`, gathered from the study
+modules), ``plots`` and ``wall_s``; some studies add more (``targets``, ``front``, ``curves``,
+...). Non-finite numbers (a diverged run) are written as ``null``.
 
 Training runs are the agent CLIs (``agents.fixed``, ``agents.reinforce``, ``agents.sb3``)
 with ``--out`` under ``WORKDIR/runs/``, one directory per configuration: the name ends with

@@ -12,7 +12,8 @@ MSE of the next 100 steps, both against the noise-free ground truth, plus direct
 CPU-sized defaults (the paper trains 20,000 epochs at learning rate 1e-3, App. E.3): 5,000
 training spirals, 8 epochs of batches of 100 (400 Adam steps) at learning rate 1e-2, training
 solves at tolerance 1e-3, 5,000 test spirals; both models x 3 seeds take about 4.5 CPU-minutes
-(one thread; measured 12.5 minutes wall on a shared, busy 2-core machine). ``--quick``: 200 training / 100 test spirals, 2 epochs of batches of 50.
+(one thread; 12.5 minutes wall on a shared, busy 2-core machine). ``--quick``: 200 training /
+100 test spirals, 2 epochs of batches of 50.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def plot(models: dict[str, LatentODE], test: SpiralData, path: Path, tol: float,
     times = torch.cat([sub.times, sub.extrap_times])
     window = sub.times.shape[0]
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 5), squeeze=False)
-    for ax, (name, model) in zip(axes[0], models.items()):
+    for ax, model in zip(axes[0], models.values(), strict=True):
         model.eval()
         learned = model.reconstruct(sub.obs, times, tol)
         sampled = model.sample(sub.params, times, tol, torch.Generator().manual_seed(0))

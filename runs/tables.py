@@ -42,7 +42,8 @@ COLUMNS: dict[str, list[tuple[str, str, int]]] = {
                ("bits/dim", "bits_per_dim", 4), ("excess bits/dim", "excess_bits_per_dim", 4),
                ("log10 tol", "log10_tol", 2)],
     "reinforce-ablation": [("variant", "variant", 0), ("test error", "test_error", 3),
-                           ("bits/dim", "bits_per_dim", 4), ("bits/dim vs fixed 1e-5", "bits_per_dim_rel_diff_vs_fixed", 0),
+                           ("bits/dim", "bits_per_dim", 4),
+                           ("bits/dim vs fixed 1e-5", "bits_per_dim_rel_diff_vs_fixed", 0),
                            ("train NFE / it", "nfe", 1), ("NFE vs fixed 1e-5", "nfe_ratio_vs_fixed", 3),
                            ("final log10 tol", "log10_tol_last", 2)],
     "samples": [("model", "model", 0), ("tolerance", "policy", 0), ("sample accuracy", "sample_accuracy", 3),
@@ -87,8 +88,9 @@ def targets(result: dict) -> str:
     for t in result.get("targets", []):
         parts = [f"{t['batch']} batch:"]
         if "nfe_ratio" in t:
-            parts.append(f"learned NFE {_num(t['nfe_ratio'], 3)}x fixed (target {t['nfe_ratio_target']}), bits/dim "
-                         f"{_pct(t['learned_bits_per_dim_rel_diff'])} -> {'met' if t['nfe_target_met'] else 'not met'};")
+            parts.append(f"learned NFE {_num(t['nfe_ratio'], 3)}x fixed (target {t['nfe_ratio_target']}), "
+                         f"bits/dim {_pct(t['learned_bits_per_dim_rel_diff'])} -> "
+                         f"{'met' if t['nfe_target_met'] else 'not met'};")
         if "error_ratio" in t:
             parts.append(f"InfoCNF error {_num(t['error_ratio'], 3)}x CCNF (target {t['error_ratio_target']}), "
                          f"bits/dim {_pct(t['infocnf_bits_per_dim_rel_diff'])} -> "

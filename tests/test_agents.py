@@ -77,11 +77,27 @@ def test_reinforce_gates_mean_and_spread_get_gradients(obs_mode):
             assert weight_grad[part].abs().sum() > 0, f"gate {block}: no gradient for the {name} (weights)"
             assert bias_grad[part].abs() > 0, f"gate {block}: no gradient for the {name} (bias)"
     after = list(agent.gates.parameters())
-    assert any(not torch.equal(b, a) for b, a in zip(before, after)), "the gates were not updated"
+    assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True)), "the gates were not updated"
     # Without a baseline the advantages are the returns-to-go G_i = sum_j gamma^(j-i) r_j (Eq. 7).
     returns = [sum(gamma ** (j - i) * rewards[j] for j in range(i, n)) for i in range(n)]
     assert stats["advantage"] == pytest.approx(float(np.mean(returns)), rel=1e-5)
     assert stats["gate_mean"] == pytest.approx(-3.0) and stats["gate_std"] == pytest.approx(0.5)
+
+
+def test_reinforce_agent_leaves_the_global_rng_alone():
+    """Gate initialisation and sampling draw from the agent's own seeded sources only."""
+    env = gym.make(ENV_ID, **TINY)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    agent = ReinforceAgent(env.observation_space, env.unwrapped.num_blocks, seed=7)
+    obs, _ = env.reset(seed=0)
+    agent.act(obs)
+    assert torch.equal(torch.get_rng_state(), before)
+    same = ReinforceAgent(env.observation_space, env.unwrapped.num_blocks, seed=7)
+    other = ReinforceAgent(env.observation_space, env.unwrapped.num_blocks, seed=8)
+    first = [p.detach() for p in agent.gates.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(first, same.gates.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(first, other.gates.parameters(), strict=True))
 
 
 def test_reinforce_with_baseline_learns_from_the_second_episode():

@@ -13,8 +13,6 @@ import torchvision
 from flows import BatchStream, iterate_batches, load_dataset
 from flows.data import TOY1D_MIXTURE, toy1d_density
 
-
-
 # ---------------------------------------------------------------------------- digits
 
 
@@ -65,7 +63,7 @@ def test_iterate_batches_is_deterministic_and_covers_the_split(digits):
     first = list(iterate_batches(test, 128, seed=3))
     second = list(iterate_batches(test, 128, seed=3))
     assert [b[0].shape[0] for b in first] == [128, 128, 44]
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, second))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, second, strict=True))
     assert torch.equal(torch.cat([b[1] for b in first]), test.y)
     assert len(list(iterate_batches(test, 128, max_batches=2))) == 2
 
@@ -78,7 +76,7 @@ def _take(stream: BatchStream, n: int) -> list[tuple[torch.Tensor, torch.Tensor]
 
 
 def _same(a, b) -> bool:
-    return all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    return all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
 
 
 def test_batch_stream_is_determined_by_its_seed(digits):
@@ -253,7 +251,7 @@ def _orientations(data, batches) -> tuple[int, int]:
     plain = flipped = 0
     for x, y in batches:
         scaled = x.double() * data.num_levels
-        for row, label in zip(scaled, y):
+        for row, label in zip(scaled, y, strict=True):
             as_is = ((row - levels >= -1e-4) & (row - levels <= 1 + 1e-4)).flatten(1).all(1)
             mirrored = ((row - levels.flip(-1) >= -1e-4) & (row - levels.flip(-1) <= 1 + 1e-4)).flatten(1).all(1)
             assert as_is.sum() + mirrored.sum() == 1, "each row is exactly one stored image, maybe mirrored"

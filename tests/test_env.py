@@ -179,14 +179,15 @@ def test_identical_seeds_give_identical_traces():
     a, b, other = trace(3), trace(3), trace(4)
     assert [s[-1] for s in a] == [s[-1] for s in b]
     assert [s[1] for s in a] == [s[1] for s in b]
-    for sa, sb in zip(a, b):
+    for sa, sb in zip(a, b, strict=True):
         np.testing.assert_array_equal(sa[0], sb[0])
     assert [s[-1]["loss"] for s in a if "loss" in s[-1]] != [s[-1]["loss"] for s in other if "loss" in s[-1]]
 
 
 def test_env_seed_sets_initial_weights():
     assert_same_weights(weights(make(seed=5)), weights(make(seed=5)))
-    assert any(not torch.equal(a, b) for a, b in zip(weights(make(seed=5)).values(), weights(make(seed=6)).values()))
+    five, six = weights(make(seed=5)).values(), weights(make(seed=6)).values()
+    assert any(not torch.equal(a, b) for a, b in zip(five, six, strict=True))
 
 
 # ---------------------------------------------------------------------- evaluation

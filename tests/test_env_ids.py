@@ -12,11 +12,11 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from fakedata import allow_fake_cifar10, write_fake_cifar10, write_fake_mnist
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import infocnf_env
-from fakedata import allow_fake_cifar10, write_fake_cifar10, write_fake_mnist
 
 EXPECTED_IDS = {
     *(f"{head}-{data}-v0" for head in ("InfoCNF", "CCNF", "CNF") for data in ("CIFAR10", "MNIST", "Digits")),

@@ -49,7 +49,7 @@ def _logabsdet_jacobian(model: nn.Module, x: torch.Tensor, y: torch.Tensor | Non
     for i in range(x.shape[0]):
         yi = None if y is None else y[i : i + 1]
         xi = x[i : i + 1]
-        jac = torch.autograd.functional.jacobian(lambda v: model(v, yi, tol=TIGHT).z[0], xi)
+        jac = torch.autograd.functional.jacobian(lambda v, yi=yi: model(v, yi, tol=TIGHT).z[0], xi)
         jac = jac.reshape(x.shape[1], x.shape[1])
         logdets.append(torch.linalg.slogdet(jac).logabsdet)
         zs.append(model(xi, yi, tol=TIGHT).z.detach()[0])

@@ -439,9 +439,10 @@ def test_regularization_terms_are_the_integrals_and_enter_the_loss(float64):
     times = torch.linspace(0.0, 1.0, 201)
     with torch.no_grad():
         path = odeint(net, x, times, rtol=1e-10, atol=1e-10)[:, 0]
-    speed2 = torch.stack([net(t, p[None]).pow(2).sum() for t, p in zip(times, path)])
+    speed2 = torch.stack([net(t, p[None]).pow(2).sum() for t, p in zip(times, path, strict=True)])
     frob2 = torch.stack([
-        torch.autograd.functional.jacobian(lambda v: net(t, v[None])[0], p).pow(2).sum() for t, p in zip(times, path)
+        torch.autograd.functional.jacobian(lambda v, t=t: net(t, v[None])[0], p).pow(2).sum()
+        for t, p in zip(times, path, strict=True)
     ])
     kinetic = torch.trapezoid(speed2, times)
     jacobian = torch.trapezoid(frob2, times)

@@ -62,12 +62,13 @@ def weights(env: gym.Env) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------- registration and checkers
 def test_registered_ids_and_defaults():
-    for env_id, partitioned in zip(IDS, (False, True)):
+    for env_id, partitioned in zip(IDS, (False, True), strict=True):
         assert env_id in gym.registry and env_id in infocnf_env.ENV_IDS
         assert gym.registry[env_id].entry_point == "infocnf_env.training_env:TrainingStepEnv"
         spec = infocnf_env.ENV_IDS[env_id]
         # runs/spirals.py's CPU-sized settings, two segments
-        assert (spec.data.dataset, spec.data.batch_size, spec.optim.lr, spec.model["segments"]) == ("spirals", 100, 1e-2, 2)
+        settings = (spec.data.dataset, spec.data.batch_size, spec.optim.lr, spec.model["segments"])
+        assert settings == ("spirals", 100, 1e-2, 2)
         env = make(env_id)
         unwrapped = env.unwrapped
         assert isinstance(unwrapped.task, SpiralTask) and isinstance(unwrapped.model, LatentODE)
@@ -151,7 +152,7 @@ def test_seeded_reset_is_reproducible():
 
     a, b, other = trace(3), trace(3), trace(4)
     assert [s[-1] for s in a] == [s[-1] for s in b] and [s[1] for s in a] == [s[1] for s in b]
-    for sa, sb in zip(a, b):
+    for sa, sb in zip(a, b, strict=True):
         np.testing.assert_array_equal(sa[0], sb[0])
     assert [s[-1].get("loss") for s in a] != [s[-1].get("loss") for s in other]
 

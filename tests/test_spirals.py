@@ -15,7 +15,6 @@ from flows.ode import BlockStats, SolverError
 from flows.spirals import T_SPAN, T_START, make_spirals
 
 
-
 @pytest.fixture(scope="module")
 def data():
     return make_spirals(40, window=50, extrap=20, seed=3)

@@ -50,7 +50,7 @@ def run(ctx: Context) -> dict:
             stream = BatchStream(trained.env.task.data(split), batch, seed=arm.seed, augment=False)
             for _ in range(cfg["num_batches"]):
                 _, log_tols, policy_stds = policy_pass(trained.env, *stream.next(), policy, generator)
-                for block, (t, s) in enumerate(zip(log_tols, policy_stds)):
+                for block, (t, s) in enumerate(zip(log_tols, policy_stds, strict=True)):
                     values.setdefault((split, block), []).append(t)
                     stds.setdefault((split, block), []).append(s)
         for m in training_tail(run_dir, "tols", "nfe_forward"):
