@@ -39,15 +39,32 @@ class CommonArgs:
                                 nargs="*")
     progress: bool = arg(True, "show a progress bar")
     tensorboard: bool = arg(True, "write TensorBoard scalars to the run directory")
+    #: The flags given on the command line (``--resume`` refuses those that would change the run).
+    explicit: frozenset[str] = dataclasses.field(default=frozenset(), repr=False, compare=False,
+                                                 metadata={"cli": False})
 
 
 def parse_args(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
+    """``cls`` filled from the command line; its ``explicit`` field names the flags given there."""
+    args = cls(**vars(_parser(cls, description).parse_args(argv)))
+    given = _parser(cls, description, argparse.SUPPRESS).parse_args(argv)
+    if any(f.name == "explicit" for f in dataclasses.fields(cls)):
+        args = dataclasses.replace(args, explicit=frozenset(vars(given)))  # type: ignore[type-var]
+    return args
+
+
+def _parser(cls: type, description: str | None, argument_default: Any = None) -> argparse.ArgumentParser:
+    """The parser of ``cls``'s fields; ``argument_default=SUPPRESS`` leaves out flags not given."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True):
+            continue
         name = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if argument_default is argparse.SUPPRESS:
+            default = argparse.SUPPRESS
         kind = hints[f.name]
         if kind is bool and f.name.startswith("no_"):
             # a plain switch: BooleanOptionalAction would read "--no-x" as "x off", i.e. no_x=False
@@ -60,7 +77,7 @@ def parse_args(cls: type[T], argv: list[str] | None = None, description: str | N
         else:
             parser.add_argument(name, default=default, help=help_text, type=_scalar_type(kind),
                                 **({"choices": f.metadata["choices"]} if "choices" in f.metadata else {}))
-    return cls(**vars(parser.parse_args(argv)))
+    return parser
 
 
 def _scalar_type(kind: Any) -> Any:

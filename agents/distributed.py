@@ -91,6 +91,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (``flag`` itself in one process)."""
+    if not is_distributed():
+        return flag
+    box = torch.tensor([float(flag)])
+    dist.all_reduce(box)
+    return bool(box.item() > 0)
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in one process)."""
     if not is_distributed():

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from agents.cli import CommonArgs, arg, parse_args
-from agents.runner import Agent, run_agent, run_cli
+from agents.runner import Agent, resolve_args, run_agent, run_cli
 
 
 class FixedAgent(Agent):
@@ -50,7 +50,7 @@ class Args(CommonArgs):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(Args, argv, description=__doc__)
+    args = resolve_args(parse_args(Args, argv, description=__doc__), "fixed")
     return run_agent(
         "fixed", args,
         lambda env: FixedAgent(args.tol, args.schedule, env.unwrapped.num_blocks),

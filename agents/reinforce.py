@@ -30,7 +30,7 @@ from torch import nn
 
 from agents.cli import CommonArgs, arg, parse_args
 from agents.gates import DEFAULT_INIT_MEAN, DEFAULT_INIT_STD, CNNGate, MLPGate
-from agents.runner import Agent, run_agent, run_cli
+from agents.runner import Agent, resolve_args, run_agent, run_cli
 from infocnf_env.distributed import average_gradients, broadcast_module, rank_seed
 
 
@@ -205,8 +205,8 @@ def gate_obs_mode(gate: str, env_id: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(Args, argv, description=__doc__)
-    if not any(kv.startswith("obs_mode=") for kv in args.env_kwargs):
+    args = resolve_args(parse_args(Args, argv, description=__doc__), "reinforce")
+    if not args.resume and not any(kv.startswith("obs_mode=") for kv in args.env_kwargs):
         args.env_kwargs = list(args.env_kwargs) + [f"obs_mode={gate_obs_mode(args.gate, args.env)}"]
 
     def make(env: Any) -> ReinforceAgent:

@@ -9,28 +9,46 @@ The environment is wrapped only by gymnasium's ``RescaleAction``, so the algorit
 SB3 drives the loop itself; a callback turns every finished episode into a line of
 ``metrics.jsonl`` and triggers evaluations and checkpoints. SB3 agents run in one process.
 
-Checkpoints: the environment's state goes into ``checkpoint.pt`` like every agent's; the SB3
-model is saved with SB3's own ``save`` (``sb3_model.zip``) and, for off-policy algorithms,
-its replay buffer (``sb3_replay.pkl``). Those two files are SB3's pickled formats: load
-them only from run directories you trust.
+Checkpoints: ``checkpoint.pt`` holds the environment's state like every agent's, plus the SB3
+model as SB3's own ``save`` writes it (and, for off-policy algorithms, its replay buffer) and
+the random states SB3 samples from; ``sb3_model.zip`` beside it is the same model for SB3's
+own tools. The SB3 parts are pickled formats that SB3 loads: resume only run directories you
+trust.
+
+Resume is not bit-exact for SB3 agents (``fixed`` and ``reinforce`` are): SB3's ``learn``
+loop keeps state between episodes that its ``save`` does not hold, the on-policy algorithms'
+partly collected rollout and the observation it will act on next, so a resumed run drops the
+partial rollout and starts a new episode where the interrupted run had one pending. It goes
+on from the saved policy, optimiser, replay buffer, counters and random states, with the
+same environment stream, so it does not repeat the episodes it already ran.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import math
+import os
+import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.wrappers import RescaleAction
+from stable_baselines3.common.logger import Logger
+from tqdm import tqdm
 
 from agents import distributed
 from agents.cli import CommonArgs, arg, parse_args, parse_kwargs
-from agents.runner import Agent, Run, run_cli
+from agents.runner import Agent, Run, resolve_args, run_cli
 
 ALGOS = ("ppo", "sac", "a2c", "td3")
+#: The latest checkpoint's SB3 model as SB3's own ``save`` writes it, beside ``checkpoint.pt``.
+EXPORT = "sb3_model.zip"
 
 
 def algo_class(name: str) -> Any:
@@ -89,29 +107,72 @@ def algo_overrides(cls: Any, pairs: list[str]) -> dict[str, Any]:
 
 
 class SB3Agent(Agent):
-    """Wraps the SB3 model, which drives the env itself; its state lives in SB3's own files beside
-    the checkpoint."""
+    """Wraps the SB3 model, which drives the env itself.
 
-    def __init__(self, model: Any, run_dir: Path, off_policy: bool):
+    Its checkpoint holds the algorithm as SB3 saves it (``model.save``: policy, optimiser,
+    counters; the replay buffer for off-policy algorithms), as bytes, and the random states SB3
+    samples from (torch, numpy, Python, the action space's), so a resumed run does not restart
+    its sampling from the first seed. Not bit-exact: see :func:`main`.
+    """
+
+    def __init__(self, model: Any, off_policy: bool, export_dir: Path | None = None):
         self.model = model
-        self.run_dir = run_dir
         self.off_policy = off_policy
+        self.export_dir = export_dir
 
     def state_dict(self) -> dict:
-        self.model.save(self.run_dir / "sb3_model.zip")
+        model = _to_bytes(self.model.save)
+        if self.export_dir is not None:  # the policy as SB3's own file, for SB3 tools and agents.evaluate
+            tmp = self.export_dir / (EXPORT + ".tmp")
+            tmp.write_bytes(model.numpy().tobytes())
+            os.replace(tmp, self.export_dir / EXPORT)
+        state = {"model": model, "num_timesteps": int(self.model.num_timesteps), "rng": _rng_state(self.model)}
         if self.off_policy:
-            self.model.save_replay_buffer(self.run_dir / "sb3_replay.pkl")
-        return {"num_timesteps": int(self.model.num_timesteps)}
+            state["replay_buffer"] = _to_bytes(self.model.save_replay_buffer)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         cls = type(self.model)
         env = self.model.get_env()
-        self.model = cls.load(self.run_dir / "sb3_model.zip", env=env)
+        logger = self.model.logger
+        self.model = cls.load(io.BytesIO(state["model"].numpy().tobytes()), env=env, device="cpu")
+        self.model.set_logger(logger)
         if self.off_policy:
-            self.model.load_replay_buffer(self.run_dir / "sb3_replay.pkl")
+            self.model.load_replay_buffer(io.BytesIO(state["replay_buffer"].numpy().tobytes()))
+        _set_rng_state(self.model, state["rng"])
 
 
-def _make_callback(run: Run, agent: SB3Agent) -> Any:
+def _to_bytes(save: Callable[[io.BytesIO], None]) -> torch.Tensor:
+    """What ``save`` writes, as a uint8 tensor (a checkpoint holds tensors, not pickled objects)."""
+    buffer = io.BytesIO()
+    save(buffer)
+    return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+
+
+def _rng_state(model: Any) -> dict:
+    action_rng = model.action_space.np_random.bit_generator.state
+    return {"torch": torch.get_rng_state(), "numpy": json.dumps(_jsonable(np.random.get_state())),
+            "python": json.dumps(_jsonable(random.getstate())), "action_space": json.dumps(action_rng)}
+
+
+def _set_rng_state(model: Any, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = json.loads(state["numpy"])
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss_next))
+    model.action_space.np_random.bit_generator.state = json.loads(state["action_space"])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _make_callback(run: Run, agent: SB3Agent, bar: Any) -> Any:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class EpisodeLogger(BaseCallback):
@@ -125,8 +186,12 @@ def _make_callback(run: Run, agent: SB3Agent) -> Any:
             self.episode_reward += float(self.locals["rewards"][0])
             if self.locals["dones"][0]:
                 info = self.locals["infos"][0]
-                run.after_episode(self.episode_reward, info, agent, {})
+                record = run.after_episode(self.episode_reward, info, agent, {})
+                bar.update(1)
+                bar.set_postfix(nfe=record.get("nfe_forward"))
                 self.episode_reward = 0.0
+                if run.should_stop():
+                    return False
             return run.iteration < run.args.iterations
 
     return EpisodeLogger()
@@ -143,7 +208,7 @@ class Args(CommonArgs):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(Args, argv, description=__doc__)
+    args = resolve_args(parse_args(Args, argv, description=__doc__), "sb3")
     if distributed.env_world_size() > 1:
         raise ValueError(f"agents.sb3 runs in one process (WORLD_SIZE={distributed.env_world_size()}); "
                          "run it without torchrun, or use agents.reinforce / agents.fixed for multi-process training")
@@ -171,19 +236,24 @@ def main(argv: list[str] | None = None) -> dict:
     if policy_kwargs:
         kwargs["policy_kwargs"] = policy_kwargs
     model = cls(policy, wrapped, seed=args.seed, verbose=0, device="cpu", **kwargs)
-    agent = SB3Agent(model, run.run_dir, off_policy=args.algo in ("sac", "td3"))
-    run.restore(agent)
-    remaining = args.iterations - run.iteration
-    if remaining > 0:
-        from stable_baselines3.common.logger import Logger
-
-        # Our metrics go through Run; left without a logger, SB3 makes an empty folder in the
-        # temp directory on every learn().
-        agent.model.set_logger(Logger(folder=None, output_formats=[]))
-        steps = remaining * env.unwrapped.num_blocks * 4  # upper bound; the callback stops at --iterations
-        agent.model.learn(total_timesteps=steps, callback=_make_callback(run, agent),
-                           reset_num_timesteps=run.resumed is None, progress_bar=False)
-    return run.finish(agent)
+    # Our metrics go through Run; left without a logger, SB3 makes an empty folder in the temp
+    # directory on every learn().
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    agent = SB3Agent(model, off_policy=args.algo in ("sac", "td3"), export_dir=run.run_dir)
+    try:
+        run.open()
+        run.restore(agent)
+        remaining = args.iterations - run.iteration
+        with tqdm(total=args.iterations, initial=run.iteration, disable=not args.progress, unit="it") as bar:
+            if remaining > 0:
+                steps = remaining * env.unwrapped.num_blocks * 4  # upper bound; the callback stops at --iterations
+                agent.model.learn(total_timesteps=steps, callback=_make_callback(run, agent, bar),
+                                  reset_num_timesteps=run.resumed is None, progress_bar=False)
+        if run.stop_signal is not None:
+            run.interrupt(agent)
+        return run.finish(agent)
+    finally:
+        run.close()
 
 
 if __name__ == "__main__":

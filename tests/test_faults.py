@@ -187,9 +187,9 @@ def test_checkpoint_write_keeps_the_previous_one(tmp_path):
 
 
 def test_resume_drops_lines_after_the_checkpoint_and_a_partial_line(tmp_path):
-    from agents.runner import _truncate_jsonl
+    from agents.run_dir import truncate_jsonl
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"iteration": 1}\n{"iteration": 2}\n{"iteration": 3}\n{"itera')
-    _truncate_jsonl(path, 2)
+    truncate_jsonl(path, 2)
     assert path.read_text() == '{"iteration": 1}\n{"iteration": 2}\n'
