@@ -1,8 +1,9 @@
-"""What every agent CLI shares: run directory, logging, evaluation, checkpoints, resume.
+"""What every agent CLI shares: run directory, logging, evaluation, checkpoints, resume, signals.
 
 A run directory holds ``config.json`` (the arguments), ``metrics.jsonl`` (one line per flow
 training iteration), ``eval.jsonl`` (periodic test metrics at tol 1e-5), TensorBoard event
-files, ``checkpoint.pt`` (+ ``checkpoint.pt.prev``) and, at the end, ``summary.json``.
+files, ``checkpoint.pt`` (+ ``checkpoint.pt.prev``) and, at the end, ``summary.json``; the
+rules that keep it (no overwrite, one writer, exact resume) are in :mod:`agents.run_dir`.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``, see :mod:`agents.distributed`) every rank runs the same
 loop on its share of the data; rank 0 alone writes the run directory and evaluates, the
@@ -16,11 +17,13 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -29,8 +32,25 @@ import torch
 import infocnf_env  # noqa: F401  (registers the ids)
 from agents import distributed
 from agents.cli import CommonArgs, parse_env_kwargs
+from agents.run_dir import (
+    CHECKPOINT,
+    CONFIG,
+    EVALS,
+    METRICS,
+    SUMMARY,
+    DirLock,
+    RunDirError,
+    check_metrics,
+    check_new_run_dir,
+    latest_checkpoint,
+    read_config,
+    truncate_jsonl,
+    write_json,
+)
 from flows import SolverError
-from infocnf_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from infocnf_env.checkpoint import CheckpointError, save_checkpoint
+
+A = TypeVar("A", bound=CommonArgs)
 
 #: Keys of an episode's final ``info`` copied to ``metrics.jsonl``.
 METRIC_KEYS = ("loss", "bits_per_dim", "xent", "error", "nfe_forward", "nfe_backward", "tols", "nfe_blocks",
@@ -92,16 +112,21 @@ def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
 
 
 class RunLogger:
-    """metrics.jsonl, eval.jsonl and TensorBoard scalars of one run."""
+    """metrics.jsonl, eval.jsonl and TensorBoard scalars of one run.
 
-    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool = True):
+    ``first_step``: the first iteration this process logs; TensorBoard events of a previous
+    process at or after it (written after the checkpoint the run resumes from) are purged, so
+    no step appears twice.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool = True, first_step: int = 1):
         self.run_dir = run_dir
         self.enabled = enabled  # False on ranks > 0 of a multi-process run: they write nothing
         self.writer = None
         if tensorboard and enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir))
+            self.writer = SummaryWriter(str(run_dir), purge_step=first_step if first_step > 1 else None)
 
     def _append(self, name: str, record: dict) -> None:
         if not self.enabled:
@@ -115,13 +140,18 @@ class RunLogger:
         for key, value in record.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 self.writer.add_scalar(f"{prefix}/{key}", value, step)
+        for block, tol in enumerate(record.get("tols") or []):
+            if tol > 0:
+                self.writer.add_scalar(f"{prefix}/log10_tol/block{block}", math.log10(tol), step)
+        for block, nfe in enumerate(record.get("nfe_blocks") or []):
+            self.writer.add_scalar(f"{prefix}/nfe/block{block}", nfe, step)
 
     def iteration(self, record: dict) -> None:
-        self._append("metrics.jsonl", record)
+        self._append(METRICS, record)
         self._scalars("train", record, record["iteration"])
 
     def evaluation(self, record: dict) -> None:
-        self._append("eval.jsonl", record)
+        self._append(EVALS, record)
         self._scalars("test", record, record["iteration"])
 
     def close(self) -> None:
@@ -136,53 +166,94 @@ def episode_record(iteration: int, reward: float, info: dict, agent_stats: dict,
     return record
 
 
-def _iteration_of(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["iteration"])
-    except (ValueError, KeyError, TypeError):  # a line cut short by a killed process
-        return None
+#: Flags a resumed run may change (recorded in its ``config.json``); every other flag is fixed
+#: by the run's own ``config.json``.
+CHANGEABLE_ON_RESUME = frozenset({"iterations", "progress", "resume"})
 
 
-def _truncate_jsonl(path: Path, last_iteration: int) -> None:
-    """Drop lines written after the checkpoint (and a partial last line), so a resumed run
-    rewrites them identically."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        iteration = _iteration_of(line)
-        if iteration is not None and iteration <= last_iteration:
-            keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")  # atomic, like the checkpoints: a kill here loses nothing
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM stopped a run after a checkpoint; ``run_cli`` exits with 128 + signal."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+def check_common_args(args: CommonArgs) -> None:
+    """Refuse bad values of the shared flags before anything is created."""
+    for name in ("iterations", "eval_every", "checkpoint_every"):
+        value = getattr(args, name)
+        if value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.eval_batches is not None and args.eval_batches <= 0:
+        raise ValueError(f"--eval-batches must be positive, got {args.eval_batches}")
+    if args.resume and args.out:
+        raise ValueError("--out names a new run and --resume an existing one: give one of them")
+
+
+def resolve_args(args: A, family: str) -> A:
+    """The arguments to run with: ``args`` itself, or for ``--resume`` the run's own.
+
+    A resumed run takes its arguments from its ``config.json``. A flag given on this command
+    line must equal the run's value, except those in :data:`CHANGEABLE_ON_RESUME` (recorded in
+    the config when they change); anything else would silently change the run, so it is
+    refused. ``family`` is the CLI (``fixed``, ``reinforce``, ``sb3``): a run of another CLI
+    is refused.
+    """
+    if not args.resume:
+        return args
+    saved = read_config(Path(args.resume))
+    where, given = repr(args.resume), args.explicit
+    if saved["agent"].split("-")[0] != family or ("env" in given and saved["env"] != args.env):
+        env = args.env if "env" in given else saved["env"]
+        raise CheckpointError(f"--resume {where} is a run of {saved['agent']} on {saved['env']}, "
+                              f"not {family} on {env}")
+    fields = {f.name for f in dataclasses.fields(args)}
+    own = {k: v for k, v in saved["args"].items() if k in fields and k != "explicit"}
+    for name in sorted(given - CHANGEABLE_ON_RESUME):
+        if name in own and _as_saved(getattr(args, name)) != own[name]:
+            flag = "--" + name.replace("_", "-")
+            raise CheckpointError(f"--resume {where}: {flag} {_show(getattr(args, name))} differs from the run's "
+                                  f"{_show(own[name])}; a resumed run keeps its settings (only --iterations and "
+                                  "--progress may change)")
+    keep = {name: getattr(args, name) for name in CHANGEABLE_ON_RESUME & given}
+    return dataclasses.replace(args, **{**own, **keep, "resume": args.resume, "out": None, "explicit": given})
+
+
+def _as_saved(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _show(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 class Run:
-    """Run directory, evaluation and checkpoint policy shared by every agent CLI."""
+    """Run directory, evaluation and checkpoint policy shared by every agent CLI.
+
+    Constructing a ``Run`` checks every argument, reads a resumed run and builds the env, but
+    writes nothing; :meth:`open` (after the agent is built, so its arguments are checked too)
+    locks the directory and writes ``config.json``. See :mod:`agents.run_dir` for the rules.
+    """
 
     def __init__(self, agent_name: str, args: CommonArgs, extra_config: dict | None = None):
-        if args.iterations < 0:
-            raise ValueError(f"--iterations must be >= 0, got {args.iterations}")
+        check_common_args(args)
         self.agent_name = agent_name
-        self.args = args
+        self.extra_config = dict(extra_config or {})
         self.resumed: dict | None = None
-        if args.resume:
+        self.saved_config: dict | None = None
+        self.notes: list[str] = []
+        if args.resume:  # ``args`` as resolve_args() gives them
             self.run_dir = Path(args.resume)
-            config_path = self.run_dir / "config.json"
-            if not config_path.exists():
-                raise CheckpointError(f"--resume {args.resume!r}: no config.json, not a run directory")
-            saved = json.loads(config_path.read_text())
-            if saved["env"] != args.env or saved["agent"] != agent_name:
-                raise CheckpointError(
-                    f"--resume {args.resume!r} is a run of {saved['agent']} on {saved['env']}, "
-                    f"not {agent_name} on {args.env}"
-                )
-            self.env_kwargs = saved["env_kwargs"]
-            self.resumed = load_checkpoint(self.run_dir / "checkpoint.pt")
+            self.saved_config = read_config(self.run_dir)
+            if self.saved_config["agent"] != agent_name:
+                raise CheckpointError(f"--resume {args.resume!r} is a run of {self.saved_config['agent']}, "
+                                      f"not {agent_name}")
+            self.env_kwargs = self.saved_config["env_kwargs"]
         else:
             self.env_kwargs = parse_env_kwargs(args.env_kwargs)
             self.env_kwargs.setdefault("seed", args.seed)  # --seed also seeds the flow's initial weights
+        self.args = args
         device = str(self.env_kwargs.get("device", "cpu"))
         # validates id and kwargs before any file is written (and before joining a process group)
         self.env = make_env(args.env, {**self.env_kwargs, **({"device": distributed.local_device(device)}
@@ -190,20 +261,110 @@ class Run:
         if distributed.init_from_env(device):
             self.env.unwrapped.distribute(distributed.rank(), distributed.world_size())
         self.is_main_rank = distributed.is_main()
-        if not args.resume:
+        if args.resume:
+            self.resumed, note = latest_checkpoint(self.run_dir)
+            self.notes += [note] if note else []
+            done = int(self.resumed["run"]["iteration"]) if self.resumed else 0
+            _on_every_rank(lambda: check_metrics(self.run_dir, done), self.is_main_rank)
+            if done > args.iterations:
+                raise ValueError(f"--resume {args.resume!r}: the run is at iteration {done}; "
+                                 f"--iterations {args.iterations} would end it before that")
+            if done == args.iterations and (self.run_dir / SUMMARY).exists():
+                raise ValueError(f"--resume {args.resume!r}: the run has finished its {done} iterations; "
+                                 "pass a larger --iterations to train it further")
+        else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = args.out or f"runs/{args.env}__{agent_name}__{args.seed}__{stamp}"
-            self.run_dir = Path(distributed.broadcast_object(run_dir))  # rank 0's name (its clock)
-            if self.is_main_rank:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                config = {"env": args.env, "agent": agent_name, "env_kwargs": self.env_kwargs,
-                          "args": dataclasses.asdict(args), "world_size": distributed.world_size(),
-                          **(extra_config or {})}
-                (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        self.logger = RunLogger(self.run_dir, args.tensorboard, enabled=self.is_main_rank)
-        self.iteration = 0
-        self.wall_offset = 0.0
+            name = args.out or f"runs/{args.env}__{agent_name}__{args.seed}__{stamp}"
+            self.run_dir = Path(distributed.broadcast_object(name))  # rank 0's name (its clock)
+            _on_every_rank(lambda: check_new_run_dir(self.run_dir), self.is_main_rank)
+        self.iteration = int(self.resumed["run"]["iteration"]) if self.resumed else 0
+        self.wall_offset = float(self.resumed["run"]["wall_time"]) if self.resumed else 0.0
+        self.logger = RunLogger(self.run_dir, tensorboard=False, enabled=False)  # until open()
+        self.lock: DirLock | None = None
+        self.stop_signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
         self._start = time.perf_counter()
+
+    # -------------------------------------------------------------- the run directory
+    def open(self) -> None:
+        """Lock the run directory and record the run: the first change on disk."""
+        _on_every_rank(self._open_dir, self.is_main_rank)
+        if self.is_main_rank:
+            for note in self.notes:
+                print(note, file=sys.stderr)
+        self.logger = RunLogger(self.run_dir, self.args.tensorboard, enabled=self.is_main_rank,
+                                first_step=self.iteration + 1)
+        self._handle_signals()
+        self._start = time.perf_counter()
+
+    def _open_dir(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunDirError(f"cannot create run directory {str(self.run_dir)!r}: {err.strerror or err}") from None
+        self.lock = DirLock(self.run_dir)
+        self.lock.acquire()
+        if self.saved_config is None:
+            if any(self.run_dir.iterdir()):  # another process wrote here between the check and the lock
+                self.lock.release()
+                check_new_run_dir(self.run_dir)
+            config = {"env": self.args.env, "agent": self.agent_name, "env_kwargs": self.env_kwargs,
+                      "args": self._args_record(), "world_size": distributed.world_size(), **self.extra_config}
+        else:
+            config = dict(self.saved_config)
+            if config["args"].get("iterations") != self.args.iterations:
+                config.setdefault("resumes", []).append({"at_iteration": self.iteration,
+                                                         "iterations": self.args.iterations})
+            config["args"] = {**config["args"], "iterations": self.args.iterations}
+            for name in (METRICS, EVALS):
+                truncate_jsonl(self.run_dir / name, self.iteration)
+        write_json(self.run_dir / CONFIG, config)
+
+    def _args_record(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self.args).items() if k != "explicit"}
+
+    def close(self) -> None:
+        """Close the logs, release the lock and the signal handlers (idempotent)."""
+        self.logger.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        self._restore_signals()
+
+    # -------------------------------------------------------------- signals
+    def _handle_signals(self) -> None:
+        """SIGINT / SIGTERM finish the current iteration, then the run stops with a checkpoint."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None:  # a second signal: stop now, from the last checkpoint
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            if self.is_main_rank:
+                print(f"\n{signal.Signals(signum).name}: stopping after this iteration "
+                      "(again to stop at once, from the last checkpoint)", file=sys.stderr)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[signum] = signal.signal(signum, handler)
+
+    def _restore_signals(self) -> None:
+        for signum, previous in self._previous_handlers.items():
+            signal.signal(signum, previous)
+        self._previous_handlers = {}
+
+    def should_stop(self) -> bool:
+        """Whether a signal asked the run to stop (agreed by all ranks of a multi-process run)."""
+        return distributed.any_rank(self.stop_signal is not None)
+
+    def interrupt(self, agent: Agent) -> None:
+        """Checkpoint the iterations done so far and raise :class:`RunInterrupted`."""
+        signum = self.stop_signal or signal.SIGINT
+        self.checkpoint(agent)
+        self.close()
+        script = f"agents.{self.agent_name.split('-')[0]}"
+        raise RunInterrupted(signum, f"stopped at iteration {self.iteration} by {signal.Signals(signum).name}; "
+                                     f"continue with: python -m {script} --resume {self.run_dir}")
 
     # -------------------------------------------------------------- state
     def restore(self, agent: Agent) -> None:
@@ -212,9 +373,6 @@ class Run:
             return
         self.env.unwrapped.load_state_dict(self.resumed["env"])
         agent.load_state_dict(self.resumed["agent"])
-        run = self.resumed["run"]
-        self.iteration = int(run["iteration"])
-        self.wall_offset = float(run["wall_time"])
         if distributed.is_distributed():
             # Each rank's own random state, if the checkpoint was written by as many ranks
             # (otherwise ranks > 0 split theirs off rank 0's again: the run goes on, not bit-exactly).
@@ -222,9 +380,6 @@ class Run:
             mine = ranks[distributed.rank()] if len(ranks) == distributed.world_size() else {}
             self.env.unwrapped.load_rank_state_dict(mine.get("env"))
             agent.load_rank_state_dict(mine.get("agent"))
-        if self.is_main_rank:
-            for name in ("metrics.jsonl", "eval.jsonl"):
-                _truncate_jsonl(self.run_dir / name, self.iteration)
 
     def checkpoint(self, agent: Agent) -> None:
         state = {"env": self.env.unwrapped.state_dict(), "agent": agent.state_dict(),
@@ -233,7 +388,7 @@ class Run:
         if distributed.is_distributed():
             state["ranks"] = self._check_ranks_in_sync(agent)
         if self.is_main_rank:
-            save_checkpoint(state, self.run_dir / "checkpoint.pt")
+            save_checkpoint(state, self.run_dir / CHECKPOINT)
 
     def _check_ranks_in_sync(self, agent: Agent) -> list[dict]:
         """Gather every rank's random state and weight checksum; raise if the weights differ."""
@@ -287,9 +442,10 @@ class Run:
         test = self.evaluate(None) if self.is_main_rank else None
         self.checkpoint(agent)
         if not self.is_main_rank:
+            self.close()
             return {"rank": distributed.rank(), "iterations": self.iteration, "checksum": self.checksum(agent)}
-        records = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()] \
-            if (self.run_dir / "metrics.jsonl").exists() else []
+        metrics = self.run_dir / METRICS
+        records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
         done = [r for r in records if "nfe_forward" in r]
         summary = {
             "env": self.args.env, "agent": self.agent_name, "seed": self.args.seed, "iterations": self.iteration,
@@ -305,10 +461,23 @@ class Run:
         }
         if distributed.is_distributed():  # checked equal by the final checkpoint
             summary.update(world_size=distributed.world_size(), rank_checksums=self.rank_checksums)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        self.logger.close()
+        write_json(self.run_dir / SUMMARY, summary)
+        self.close()
         print_summary(summary)
         return summary
+
+
+def _on_every_rank(check: Callable[[], None], is_main_rank: bool) -> None:
+    """Run ``check`` on rank 0 and raise its error on every rank (so no rank waits for the others)."""
+    problem: tuple[type, str] | None = None
+    if is_main_rank:
+        try:
+            check()
+        except (ValueError, CheckpointError) as err:
+            problem = (type(err), str(err))
+    problem = distributed.broadcast_object(problem)
+    if problem is not None:
+        raise problem[0](problem[1])
 
 
 def _mean(values: Any) -> float | None:
@@ -351,6 +520,9 @@ def run_episodes(run: Run, agent: Agent) -> dict:
     show = args.progress and run.is_main_rank
     bar = tqdm(total=args.iterations, initial=run.iteration, disable=not show, unit="it")
     while run.iteration < args.iterations:
+        if run.should_stop():
+            bar.close()
+            run.interrupt(agent)
         obs, _ = env.reset(seed=run.first_seed)
         total, done, info = 0.0, False, {}
         while not done:
@@ -366,22 +538,41 @@ def run_episodes(run: Run, agent: Agent) -> dict:
 
 
 def run_agent(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env], Agent], extra: dict) -> dict:
-    """The whole CLI run of an episode-driven agent: run directory, agent, episodes, summary."""
+    """The whole CLI run of an episode-driven agent: run directory, agent, episodes, summary.
+
+    ``args`` as :func:`resolve_args` gives them.
+    """
+    run = None
     try:
         run = Run(agent_name, args, extra)
-        return run_episodes(run, make_agent(run.env))
+        agent = make_agent(run.env)  # checks the agent's own arguments before anything is written
+        run.open()
+        return run_episodes(run, agent)
     finally:
+        if run is not None:
+            run.close()
         distributed.shutdown()
 
 
 def run_cli(main: Callable[[], Any]) -> None:
     """Run an agent's ``main``; bad input or a bad checkpoint ends with one clear line, exit 2.
 
-    Under torchrun each rank that fails prints its line (ranks > 0 name themselves).
+    Under torchrun each rank that fails prints its line (ranks > 0 name themselves). A run
+    stopped by SIGINT / SIGTERM (:class:`RunInterrupted`) prints how to resume and exits with
+    130 / 143; a second Ctrl-C stops at once (exit 130), the last checkpoint intact.
     """
+    rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+    prefix = f" (rank {rank})" if rank != "0" else ""
     try:
         main()
     except (CheckpointError, ValueError, FileNotFoundError) as err:
-        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
-        print(f"error{f' (rank {rank})' if rank != '0' else ''}: {err}", file=sys.stderr)
+        print(f"error{prefix}: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunInterrupted as stop:
+        if rank == "0":
+            print(stop, file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:
+        print(f"interrupted{prefix}: stopped without a checkpoint of the current iteration; "
+              "--resume continues from the last one", file=sys.stderr)
+        sys.exit(130)
