@@ -31,12 +31,13 @@ class CommonArgs:
                     "--env-kwargs seed=... is given) and of the agent")
     iterations: int = arg(300, "flow training iterations (= episodes)")
     eval_every: int = arg(100, "evaluate on the test set at tol 1e-5 every N iterations (0: only at the end)")
-    eval_batches: int | None = arg(None, "limit periodic evaluations to this many test batches (final one is full)")
+    eval_batches: int | None = arg(None, "limit periodic evaluations to this many test batches (default: all; "
+                                   "the final evaluation is always full)")
     checkpoint_every: int = arg(50, "write a checkpoint every N iterations (0: only at the end)")
-    out: str | None = arg(None, "run directory (default runs/<env>__<agent>__<seed>__<time>/)")
+    out: str | None = arg(None, "run directory (default: runs/<env>__<agent>__<seed>__<time>/)")
     resume: str | None = arg(None, "continue the run in this directory from its last checkpoint")
-    env_kwargs: list[str] = arg([], "environment overrides as key=value (values parsed as Python literals)",
-                                nargs="*")
+    env_kwargs: list[str] = arg([], "environment overrides as key=value, values parsed as Python literals "
+                                "(e.g. batch_size=32 hidden=8)", nargs="*")
     progress: bool = arg(True, "show a progress bar")
     tensorboard: bool = arg(True, "write TensorBoard scalars to the run directory")
     #: The flags given on the command line (``--resume`` refuses those that would change the run).
@@ -44,8 +45,30 @@ class CommonArgs:
                                                  metadata={"cli": False})
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written (its example commands keep their lines) and each option's
+    default once: appended as ``(default: X)`` unless the help text already states a default.
+
+    Nothing is appended for a default that says nothing (``None``, an empty list or string, a
+    switch that is off); such a help text says what happens without the option where it matters.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        default = action.default
+        plain_switch = default is False and action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        if "default" in help_text.lower() or default is argparse.SUPPRESS or default in (None, "", []) or plain_switch:
+            return help_text
+        return help_text + " (default: %(default)s)"
+
+
 def parse_args(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
-    """``cls`` filled from the command line; its ``explicit`` field names the flags given there."""
+    """Parse ``argv`` into ``cls``: one ``--flag`` per field (``positional=True`` in a field's
+    metadata: a positional argument, optional, that may come before or after the flags).
+
+    A ``cls`` with an ``explicit`` field (:class:`CommonArgs`) gets there the names of the
+    flags given on the command line.
+    """
     args = cls(**vars(_parser(cls, description).parse_args(argv)))
     given = _parser(cls, description, argparse.SUPPRESS).parse_args(argv)
     if any(f.name == "explicit" for f in dataclasses.fields(cls)):
@@ -55,7 +78,7 @@ def parse_args(cls: type[T], argv: list[str] | None = None, description: str | N
 
 def _parser(cls: type, description: str | None, argument_default: Any = None) -> argparse.ArgumentParser:
     """The parser of ``cls``'s fields; ``argument_default=SUPPRESS`` leaves out flags not given."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.metadata.get("cli", True):
@@ -66,7 +89,10 @@ def _parser(cls: type, description: str | None, argument_default: Any = None) ->
         if argument_default is argparse.SUPPRESS:
             default = argparse.SUPPRESS
         kind = hints[f.name]
-        if kind is bool and f.name.startswith("no_"):
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, nargs="?", default=default, help=help_text, type=_scalar_type(kind),
+                                metavar=f.name.upper())
+        elif kind is bool and f.name.startswith("no_"):
             # a plain switch: BooleanOptionalAction would read "--no-x" as "x off", i.e. no_x=False
             parser.add_argument(name, default=default, help=help_text, action="store_true")
         elif kind is bool:

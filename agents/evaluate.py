@@ -166,7 +166,7 @@ def _shaped(model: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]):
 # ---------------------------------------------------------------------------- command line
 @dataclasses.dataclass
 class Args:
-    run_dir: str = arg("", "a finished run directory (holds config.json and checkpoint.pt)")
+    run_dir: str = arg("", "a finished run directory (holds config.json and checkpoint.pt)", positional=True)
     split: str = arg("test", "data split", choices=["train", "test"])
     batch_size: int = arg(100, "evaluation batch size (the policy chooses tolerances per batch)")
     tol: float = arg(EVAL_TOL, "the fixed tolerance to compare with")
@@ -174,12 +174,7 @@ class Args:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-"):  # the run directory as a positional argument
-        argv = ["--run-dir", argv[0], *argv[1:]]
-    args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
+    args = parse_args(Args, argv, description=__doc__)
     if not args.run_dir:
         raise ValueError("name a run directory: python -m agents.evaluate RUN_DIR")
     if args.batch_size <= 0:

@@ -186,15 +186,17 @@ class ReinforceAgent(Agent):
 
 @dataclasses.dataclass
 class Args(CommonArgs):
-    gamma: float = arg(0.99, "discount of the returns-to-go (Eq. 7)")
+    gamma: float = arg(0.99, "discount of the returns-to-go (1: the undiscounted sum of Eq. 7)")
     gate_lr: float = arg(1e-2, "Adam learning rate of the gates")
-    baseline: float | None = arg(0.9, "momentum of the moving-average baseline per block (omit: none)")
-    no_baseline: bool = arg(False, "disable the moving-average baseline")
-    entropy: float = arg(0.0, "entropy bonus weight")
+    baseline: float | None = arg(0.9, "momentum of the per-block moving-average baseline of the returns "
+                                 "(--no-baseline: none)")
+    no_baseline: bool = arg(False, "no moving-average baseline: the advantages are the raw returns-to-go "
+                            "(overrides --baseline)")
+    entropy: float = arg(0.0, "weight of an entropy bonus on the gates (0: the paper's plain REINFORCE)")
     init_mean: float = arg(DEFAULT_INIT_MEAN, "initial mean of the gates' log10 tolerance")
     init_std: float = arg(DEFAULT_INIT_STD, "initial standard deviation of the gates' log10 tolerance")
-    gate: str = arg("auto", "gate type: cnn (feature maps), mlp (vector observation) or auto "
-                    "(cnn for image data, as in the paper)", choices=["auto", "cnn", "mlp"])
+    gate: str = arg("auto", "gate type: cnn (feature maps), mlp (vector observation) or auto (cnn for the "
+                    "CIFAR10 and MNIST ids, as in the paper; mlp otherwise)", choices=["auto", "cnn", "mlp"])
 
 
 def gate_obs_mode(gate: str, env_id: str) -> str:

@@ -200,7 +200,8 @@ def _make_callback(run: Run, agent: SB3Agent, bar: Any) -> Any:
 @dataclasses.dataclass
 class Args(CommonArgs):
     algo: str = arg("ppo", "stable-baselines3 algorithm", choices=list(ALGOS))
-    policy_lr: float | None = arg(None, "learning rate of the algorithm (default: the sized defaults)")
+    policy_lr: float | None = arg(None, "learning rate of the algorithm (omitted: 3e-4 for ppo, SB3's own for "
+                                        "the others)")
     init_std: float | None = arg(None, "ppo/a2c: initial std of the policy in decades of tolerance "
                                        "(default 0.5, like the REINFORCE gates)")
     algo_kwargs: list[str] = arg([], "constructor arguments of the algorithm as key=value, over the sized "

@@ -37,7 +37,8 @@ class FlowConfig:
             size allows (4 for 32x32 CIFAR10, as in the paper).
         num_blocks: ``mlp`` only: number of CNF blocks.
         layer_type: ``mlp`` only: ``"concatsquash"`` or ``"concat"``.
-        logit_alpha: logit-transform alpha for data in [0, 1]; ``None`` disables it.
+        logit_alpha: logit-transform alpha for data in [0, 1]; ``None`` disables it, as
+            real-valued data needs (``FlowModel.start`` rejects data outside [0, 1] otherwise).
         time_length: ODE end time T (paper: 1).
         train_time: learn T per block.
         solver: torchdiffeq method.

@@ -3,7 +3,8 @@
 Registry :data:`DATASETS`:
 
 * ``cifar10``, ``mnist`` — through torchvision from ``root`` (``download=True`` fetches them
-  where the network allows). Training batches get uniform dequantisation and, for CIFAR10,
+  where the network allows; a failed download is one ``ValueError`` and removes the folders
+  and files it created). Training batches get uniform dequantisation and, for CIFAR10,
   random horizontal flips (Section 4.1).
 * ``digits`` — scikit-learn's bundled 8x8 handwritten digits (values 0..16, so 17 levels),
   split once with a fixed seed into 1,497 training and 300 test images. Runs anywhere.
@@ -16,9 +17,13 @@ with ``u ~ U[0, 1)``, so x lies in [0, 1]. All randomness comes from a ``torch.G
 
 from __future__ import annotations
 
+import http.client
 import math
+import os
+import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -36,6 +41,7 @@ class LabelledData:
         num_classes: number of labels.
         flip: apply random horizontal flips to training batches.
         name: dataset name.
+        split: ``"train"`` or ``"test"`` (set by :func:`load_dataset`).
     """
 
     x: torch.Tensor
@@ -44,6 +50,7 @@ class LabelledData:
     num_classes: int
     flip: bool = False
     name: str = ""
+    split: str = ""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -52,12 +59,71 @@ class LabelledData:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    def describe(self) -> str:
+        """``"the toy1d train split"``, as far as name and split are known."""
+        return " ".join(["the", *filter(None, [self.name, self.split]), "split" if self.split else "data"])
+
 
 def _missing(name: str, root: str | None, folder: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"{name} was not found under data root {root!r}. Pass download=True where the network "
         f"allows, or place the extracted '{folder}' folder inside that root."
     )
+
+
+class _DownloadGuard:
+    """What exists under a data root before a download, so a failed one can remove what it added.
+
+    torchvision creates the root (and missing parents), the dataset's folder and partial files
+    and leaves them behind when a download fails. Before: the topmost missing folder on the
+    root's path, the root's entries and every path under the dataset's folder ``subtree``.
+    :meth:`remove_new` deletes only paths that were not there, never a pre-existing one.
+    """
+
+    def __init__(self, root: str, subtree: str):
+        self.root = Path(root).expanduser()
+        self.subtree = subtree
+        self.missing_top: Path | None = None
+        path = self.root
+        while not os.path.lexists(path):
+            self.missing_top = path
+            if path.parent == path:
+                break
+            path = path.parent
+        self.before: set[str] = set()
+        if self.missing_top is None and self.root.is_dir():
+            self.before.update(os.listdir(self.root))
+            for dirpath, dirnames, filenames in os.walk(self.root / subtree):
+                self.before.update(os.path.relpath(os.path.join(dirpath, n), self.root) for n in dirnames + filenames)
+
+    def remove_new(self) -> None:
+        if self.missing_top is not None:  # the root was created by the download: all of it is new
+            shutil.rmtree(self.missing_top, ignore_errors=True)
+            return
+        if not self.root.is_dir():
+            return
+        for entry in os.listdir(self.root):
+            if entry not in self.before:
+                _remove(self.root / entry)
+        for dirpath, dirnames, filenames in os.walk(self.root / self.subtree):  # an existing dataset folder
+            for n in list(dirnames) + filenames:
+                if os.path.relpath(os.path.join(dirpath, n), self.root) not in self.before:
+                    _remove(Path(dirpath) / n)
+                    if n in dirnames:
+                        dirnames.remove(n)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _one_line(err: BaseException) -> str:
+    """The last line of an error's message (torchvision lists every mirror it tried)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def _torchvision(name: str, split: str, root: str | None, download: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -68,10 +134,15 @@ def _torchvision(name: str, split: str, root: str | None, download: bool) -> tup
                          "(data_root=... in the env kwargs, root=... in flows.data)")
     cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST}[name]
     folder = {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw"}[name]
+    guard = _DownloadGuard(root, folder.split("/")[0]) if download else None
     try:
         ds = cls(root=root, train=split == "train", download=download)
-    except RuntimeError as err:
-        if "not found" in str(err).lower() or "download=True" in str(err):
+    except (RuntimeError, OSError, http.client.HTTPException) as err:
+        if guard is not None:  # no network, an unwritable root, a truncated or corrupt download
+            guard.remove_new()
+            raise ValueError(f"could not download {name} to {root!r}: {_one_line(err)}; download it elsewhere "
+                             f"and pass data_root=... (the folder that holds '{folder}')") from None
+        if isinstance(err, RuntimeError) and ("not found" in str(err).lower() or "download=True" in str(err)):
             raise _missing(name, root, folder) from None
         raise
     return np.asarray(ds.data), np.asarray(ds.targets)
@@ -153,14 +224,14 @@ def load_dataset(
         seed: seed of the synthetic sets (``toy1d``, ``toy2d``); ignored otherwise.
 
     Raises:
-        ValueError: unknown name or split.
+        ValueError: unknown name or split; a failed download (no network, unwritable root).
         FileNotFoundError: a torchvision dataset is missing under ``root``.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    return DATASETS[name](split, root, download, seed)
+    return replace(DATASETS[name](split, root, download, seed), split=split)
 
 
 def prepare(
@@ -188,6 +259,8 @@ class IndexStream:
     """
 
     def __init__(self, n: int, size: int, seed: int):
+        if not 0 < size <= n:
+            raise ValueError(f"index chunks of {size} need 1 <= size <= {n} (the number of examples)")
         self.n = n
         self.size = size
         self.generator = torch.Generator().manual_seed(seed)
@@ -219,7 +292,8 @@ class BatchStream:
     """An endless, seeded stream of training mini-batches, epoch by epoch.
 
     Each epoch is a fresh permutation; the last incomplete batch of an epoch is dropped so all
-    batches have ``batch_size`` examples. ``state_dict`` holds the position and generator, so a
+    batches have ``batch_size`` examples. A batch larger than the data (``batch_size x
+    world_size > len(data)``) is a ``ValueError``. ``state_dict`` holds the position and generator, so a
     resumed stream continues with exactly the batches the uninterrupted one would give.
 
     Sharding (multi-process training): with ``world_size = K > 1`` every rank builds the stream
@@ -239,10 +313,15 @@ class BatchStream:
             raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
         if len(data) < world_size:
             raise ValueError(f"{len(data)} examples cannot be shared by {world_size} processes")
+        if batch_size * world_size > len(data):
+            what = f"batch_size {batch_size}" if world_size == 1 else \
+                f"batch_size {batch_size} x {world_size} processes = {batch_size * world_size}"
+            raise ValueError(f"{what} exceeds the {len(data)} examples of {data.describe()}; "
+                             f"use batch_size <= {len(data) // world_size}")
         self.data = data
         self.rank = rank
         self.world_size = world_size
-        self.batch_size = min(batch_size, len(data) // world_size)
+        self.batch_size = batch_size
         self.augment = augment
         self.indices = IndexStream(len(data), self.global_batch_size, seed)
 

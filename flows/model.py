@@ -23,7 +23,7 @@ from torch import nn
 from flows.cnf_block import CNFBlock
 from flows.heads import LatentHead
 from flows.ode import BlockStats, NFETotals, check_tolerance
-from flows.transforms import FactorOut, FlowState, Transform
+from flows.transforms import FactorOut, FlowState, LogitTransform, Transform
 
 #: A tolerance for every block, or a function of the state before each block (see ``forward``).
 Tolerance = float | Callable[[FlowState], float]
@@ -124,6 +124,8 @@ class FlowModel(nn.Module):
 
         Args:
             x: ``(B, *data_shape)`` dequantised data in [0, 1] (or real-valued for toy data).
+                A flow with a logit transform (``logit_alpha`` set, the default) rejects data
+                outside [0, 1] with a ``ValueError``.
             y: ``(B,)`` integer labels; required by conditional heads, ignored by ``cnf``.
             generator: source of Hutchinson noise and dropout for this pass.
         """
@@ -320,6 +322,15 @@ class FlowModel(nn.Module):
                 f"wrong data shape: expected (batch, {', '.join(map(str, self.data_shape))}), "
                 f"got {tuple(x.shape)}"
             )
+        if self.ops and isinstance(self.ops[0], LogitTransform) and x.numel():
+            # Outside [0, 1] the logit is NaN or infinite, and the first solve fails deep inside
+            # the ODE solver ("underflow in dt"); one min/max over the batch catches it here.
+            low, high = torch.stack(torch.aminmax(x.detach())).tolist()
+            if low < 0 or high > 1:
+                raise ValueError(
+                    f"the logit transform needs data in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
+                    "for real-valued data turn it off with logit_alpha=None (a build_model / env option)"
+                )
         if self.head.conditional:
             if y is None:
                 raise ValueError("a conditional head (ccnf, infocnf) needs labels y")

@@ -89,7 +89,10 @@ class SpiralTask:
             model = LatentODE(self.train_data.times, partitioned=HEADS[head], **options)
         model.spec = {**model.spec, "data": {k: v for k, v in data_cfg.items() if k != "num_test"}}
         self.model = model.to(self.device)
-        self.stream = IndexStream(len(self.train_data), min(batch_size, len(self.train_data)), seed)
+        if batch_size > len(self.train_data):
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(self.train_data)} training spirals; "
+                             f"use batch_size <= {len(self.train_data)}")
+        self.stream = IndexStream(len(self.train_data), batch_size, seed)
         self.eval_batch_size = data.eval_batch_size or 500
 
     def _make(self, split: str, num: int) -> SpiralData:

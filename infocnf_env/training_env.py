@@ -316,7 +316,15 @@ class TrainingStepEnv(gym.Env):
 
     # ------------------------------------------------------------------ helpers
     def _tolerance(self, action: Any) -> float:
-        arr = np.asarray(action, dtype=np.float64)
+        try:
+            arr = np.asarray(action)
+        except ValueError:  # a ragged nested sequence
+            arr = np.asarray(None)
+        if arr.dtype.kind not in "iuf":  # None, strings, bools, complex, objects: not a log10 tolerance
+            shown = repr(action) if len(repr(action)) <= 60 else repr(action)[:57] + "..."
+            kind = "" if action is None else f" ({type(action).__name__})"
+            raise ValueError(f"action must be a number (log10 of the tolerance), got {shown}{kind}")
+        arr = arr.astype(np.float64)
         if arr.size != 1:
             raise ValueError(f"action must hold one log10 tolerance (shape (1,)), got shape {arr.shape}")
         value = float(arr.reshape(()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -320,12 +321,40 @@ def plot(study: str, result: dict, path: str | Path) -> None:
     PLOTTERS[study](result, Path(path))
 
 
+def load_study(path: Path) -> dict:
+    """A study's result from its JSON; ``ValueError`` (one line) for any other file."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ValueError(f"cannot read {str(path)!r}: {err.strerror or err}") from None
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(result, dict) or not {"study", "rows"} <= set(result):
+        if isinstance(result, dict):
+            keys = sorted(result)
+            what = "a run's summary.json" if {"env", "agent", "iterations"} <= set(keys) else "a JSON object"
+            got = f"{what} with keys {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
+        else:
+            got = f"a JSON {type(result).__name__}"
+        raise ValueError(f"{str(path)!r} is not a study result: expected a STUDY.json written by runs.reproduce "
+                         f"(keys study, rows, ...), got {got}")
+    if result["study"] not in PLOTTERS:
+        raise ValueError(f"no plot for study {result['study']!r}; valid: {', '.join(PLOTTERS)}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("json", type=Path, help="a study's JSON written by runs.reproduce")
+    parser.add_argument("json", type=Path, help="a study's JSON written by runs.reproduce (runs/results/STUDY.json)")
     parser.add_argument("--out", type=Path, default=None, help="PNG path (default: next to the JSON)")
     args = parser.parse_args(argv)
-    result = json.loads(args.json.read_text())
+    try:
+        result = load_study(args.json)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     out = args.out or args.json.with_suffix(".png")
     plot(result["study"], result, out)
     print(f"wrote {out}")

@@ -130,10 +130,13 @@ def test_epochs_advance_and_each_epoch_is_a_permutation():
     assert not torch.equal(epochs[0], epochs[1])
 
 
-def test_batch_stream_caps_the_batch_at_the_split_size():
+def test_batch_stream_takes_the_whole_split_but_not_more():
     data = load_dataset("toy1d", "test")
-    stream = BatchStream(data, 10**6)
+    stream = BatchStream(data, len(data))
     assert stream.batch_size == len(data) and stream.next()[0].shape == (len(data), 1)
+    with pytest.raises(ValueError, match=r"^batch_size 2001 exceeds the 2000 examples of the toy1d test split; "
+                                         r"use batch_size <= 2000$"):
+        BatchStream(data, len(data) + 1)
 
 
 # ---------------------------------------------------------------------------- toy data

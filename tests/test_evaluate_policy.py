@@ -9,6 +9,7 @@ import torch
 
 from agents import evaluate as ev
 from agents import fixed, reinforce
+from agents.cli import parse_args
 from agents.runner import run_cli
 from flows import build_model, evaluate, iterate_batches, load_dataset
 
@@ -94,6 +95,15 @@ def test_cli_prints_policy_and_fixed_metrics(runs, capsys):
     for part in ("policy", "fixed"):
         assert result[part]["num_samples"] == 300 and result[part]["bits_per_dim"] > 0
     assert result["fixed"]["tol"] == 1e-5
+
+
+def test_cli_takes_the_run_directory_before_or_after_the_options(runs, capsys):
+    run = str(runs["fixed"])
+    first = ev.main([run, "--split", "test", "--batch-size", "150"])
+    last = ev.main(["--split", "test", "--batch-size", "150", run])
+    assert first == last and first["batch_size"] == 150 and first["run_dir"] == run
+    assert parse_args(ev.Args, ["--batch-size", "150", run, "--split", "train"]) == \
+        ev.Args(run_dir=run, split="train", batch_size=150)
 
 
 @pytest.mark.parametrize("argv, match", [
