@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import os
+import sys
 import typing
 from typing import Any, TypeVar
 
@@ -35,7 +37,8 @@ class CommonArgs:
                                    "the final evaluation is always full)")
     checkpoint_every: int = arg(50, "write a checkpoint every N iterations (0: only at the end)")
     out: str | None = arg(None, "run directory (default: runs/<env>__<agent>__<seed>__<time>/)")
-    resume: str | None = arg(None, "continue the run in this directory from its last checkpoint")
+    resume: str | None = arg(None, "continue the run in this directory from its last checkpoint, with its own "
+                             "settings (only --iterations and --progress may change)")
     env_kwargs: list[str] = arg([], "environment overrides as key=value, values parsed as Python literals "
                                 "(e.g. batch_size=32 hidden=8)", nargs="*")
     progress: bool = arg(True, "show a progress bar")
@@ -78,7 +81,7 @@ def parse_args(cls: type[T], argv: list[str] | None = None, description: str | N
 
 def _parser(cls: type, description: str | None, argument_default: Any = None) -> argparse.ArgumentParser:
     """The parser of ``cls``'s fields; ``argument_default=SUPPRESS`` leaves out flags not given."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(prog=_program(cls), description=description, formatter_class=HelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.metadata.get("cli", True):
@@ -104,6 +107,15 @@ def _parser(cls: type, description: str | None, argument_default: Any = None) ->
             parser.add_argument(name, default=default, help=help_text, type=_scalar_type(kind),
                                 **({"choices": f.metadata["choices"]} if "choices" in f.metadata else {}))
     return parser
+
+
+def _program(cls: type) -> str:
+    """``python -m agents.NAME`` for the usage line (``NAME.py`` is what argparse would show)."""
+    module = cls.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"python -m {module}" if module.startswith("agents.") else os.path.basename(sys.argv[0])
 
 
 def _scalar_type(kind: Any) -> Any:

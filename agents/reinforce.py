@@ -7,8 +7,8 @@ The environment pays ``-(alpha / N) * NFE_i`` per block and ``-loss`` at the end
 return-to-go of block i, ``G_i = sum_{j >= i} gamma^(j - i) r_j``, is the paper's
 ``r_i = -[L - (alpha / N) sum_{j >= i} R_j]`` (for gamma = 1). The policy gradient is
 ``-sum_i grad log pi(g_i | x_i) (G_i - b_i)`` with an optional moving-average baseline b_i
-per block (``baseline_momentum``). Rewards and returns are plain floats: nothing flows back into the flow through
-them; the flow itself is trained by the environment (co-training).
+per block (``baseline_momentum``). Rewards and returns are plain floats: nothing flows back
+into the flow through them; the flow itself is trained by the environment (co-training).
 
 Multi-process (``torchrun --nproc_per_node=K``): every rank runs its own episode on its share
 of the data and samples its own tolerances from the same gates (per-rank tolerances: rank r's
