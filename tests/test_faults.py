@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import flows.cnf_block as cnf_block
-from agents import fixed, reinforce
+from agents import fixed, reinforce, sb3
 from agents.runner import Run
 from flows import SolverError
 from infocnf_env.checkpoint import load_checkpoint
@@ -45,15 +45,22 @@ def _all_finite(obj) -> bool:
 
 
 # ---------------------------------------------------------------------- SIGKILL, then --resume
-def test_sigkill_at_a_random_iteration_then_resume_matches_an_uninterrupted_run(tmp_path):
+#: Per agent family: its CLI, its own flags, whether resume is bit-exact (agents.sb3's docstring).
+FAMILIES = {"reinforce": (reinforce, ["--gate-lr", "0.05"], True), "fixed": (fixed, ["--tol", "1e-4"], True),
+            "sb3": (sb3, ["--algo", "sac"], False)}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_sigkill_at_a_random_iteration_then_resume(tmp_path, family):
+    cli, own_flags, exact = FAMILIES[family]
     iterations = 10
     kill_after = random.Random(6).randint(2, iterations - 3)  # lines in metrics.jsonl before the kill
     flags = ["--iterations", str(iterations), "--checkpoint-every", "1", "--eval-every", "0", "--no-progress",
-             "--no-tensorboard", "--gate-lr", "0.05", "--seed", "3"]
+             "--no-tensorboard", *own_flags, "--seed", "3"]
     killed = tmp_path / "killed"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "agents.reinforce", *flags, "--out", str(killed), *DIGITS],
+    proc = subprocess.Popen([sys.executable, "-m", f"agents.{family}", *flags, "--out", str(killed), *DIGITS],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = killed / "metrics.jsonl"
     deadline = time.monotonic() + 180
@@ -71,15 +78,20 @@ def test_sigkill_at_a_random_iteration_then_resume_matches_an_uninterrupted_run(
     assert not (killed / "summary.json").exists()
     logged = metrics.read_text().count("\n")
     assert kill_after <= logged < iterations
-    assert load_checkpoint(killed / "checkpoint.pt")["run"]["iteration"] >= kill_after - 1  # atomic: never torn
+    checkpointed = load_checkpoint(killed / "checkpoint.pt")["run"]["iteration"]
+    assert checkpointed >= kill_after - 1  # atomic: never torn
 
-    reinforce.main(["--resume", str(killed), *flags])
-    reinforce.main([*flags, "--out", str(tmp_path / "straight"), *DIGITS])
+    cli.main(["--resume", str(killed), *flags])
+    cli.main([*flags, "--out", str(tmp_path / "straight"), *DIGITS])
     resumed, straight = _read_jsonl(metrics), _read_jsonl(tmp_path / "straight" / "metrics.jsonl")
     assert [r["iteration"] for r in resumed] == list(range(1, iterations + 1))
+    assert _without_wall_time(resumed[:checkpointed]) == _without_wall_time(straight[:checkpointed])
+    if not exact:  # SB3's learn loop restarts: the documented difference
+        assert _without_wall_time(resumed) != _without_wall_time(straight)
+        return
     assert _without_wall_time(resumed) == _without_wall_time(straight)
     a, b = load_checkpoint(killed / "checkpoint.pt"), load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
-    for part, key in (("env", "model"), ("agent", "gates")):
+    for part, key in (("env", "model"), ("agent", "gates")) if family == "reinforce" else (("env", "model"),):
         assert a[part][key].keys() == b[part][key].keys()
         assert all(torch.equal(a[part][key][k], b[part][key][k]) for k in a[part][key]), part
     summaries = [json.loads((d / "summary.json").read_text()) for d in (killed, tmp_path / "straight")]
