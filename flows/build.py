@@ -52,6 +52,8 @@ class FlowConfig:
         num_levels: quantisation levels for bits/dim (``None``: continuous data).
         kinetic_weight: weight of the kinetic-energy regularizer (0 = off).
         jacobian_weight: weight of the Jacobian-Frobenius regularizer (0 = off).
+        warm_start: start each block's adaptive solve from the step it last accepted in
+            training instead of the initial-step heuristic (see ``CNFBlock``).
     """
 
     hidden: int = 64
@@ -74,6 +76,7 @@ class FlowConfig:
     num_levels: int | None = 256
     kinetic_weight: float = 0.0
     jacobian_weight: float = 0.0
+    warm_start: bool = False
 
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> FlowConfig:
@@ -92,7 +95,7 @@ def _block(net: nn.Module, cfg: FlowConfig) -> CNFBlock:
         net, time_length=cfg.time_length, train_time=cfg.train_time, solver=cfg.solver,
         adjoint=cfg.adjoint, divergence=cfg.divergence, noise=cfg.noise,
         max_num_steps=cfg.max_num_steps,
-        regularize=bool(cfg.kinetic_weight or cfg.jacobian_weight),
+        regularize=bool(cfg.kinetic_weight or cfg.jacobian_weight), warm_start=cfg.warm_start,
     )
 
 

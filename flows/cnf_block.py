@@ -13,7 +13,16 @@ import torch
 from torch import nn
 
 from flows.divergence import DIVERGENCES, NOISE_TYPES, exact_divergence, hutchinson_divergence, sample_noise
-from flows.ode import BlockStats, NFECounter, check_method, check_tolerance, solve
+from flows.ode import (
+    BlockStats,
+    NFECounter,
+    check_method,
+    check_tolerance,
+    is_adaptive,
+    rescale_step,
+    solve,
+    solver_order,
+)
 
 
 class BlockOutput(NamedTuple):
@@ -84,6 +93,9 @@ class _Dynamics(nn.Module):
             out = [o.detach() for o in out]
         return tuple(out)
 
+    def callback_accept_step(self, t0: torch.Tensor, y0: tuple[torch.Tensor, ...], dt: torch.Tensor) -> None:
+        self.counter.accept_step(dt)
+
 
 class CNFBlock(nn.Module):
     """A continuous normalizing flow block (FFJORD) solved with torchdiffeq.
@@ -98,6 +110,9 @@ class CNFBlock(nn.Module):
         noise: Hutchinson noise, ``"rademacher"`` (default) or ``"gaussian"``.
         max_num_steps: step cap per solve; exceeding it raises ``SolverError``.
         regularize: also integrate the kinetic-energy and Jacobian-Frobenius terms.
+        warm_start: start each forward solve from the step this block last accepted in
+            training (rescaled to the new tolerance, see :func:`flows.ode.rescale_step`)
+            instead of the solver's initial-step heuristic; ``solver_state`` holds it.
     """
 
     def __init__(
@@ -112,6 +127,7 @@ class CNFBlock(nn.Module):
         noise: str = "rademacher",
         max_num_steps: int | None = None,
         regularize: bool = False,
+        warm_start: bool = False,
     ):
         super().__init__()
         if divergence not in DIVERGENCES:
@@ -127,6 +143,9 @@ class CNFBlock(nn.Module):
         self.noise = noise
         self.max_num_steps = max_num_steps
         self.regularize = regularize
+        self.warm_start = warm_start and is_adaptive(self.solver)
+        #: ``(step, tol)``: the last step a training solve of this block accepted, at ``tol``.
+        self.last_step: tuple[float, float] | None = None
         sqrt_t = torch.tensor(float(time_length) ** 0.5)
         if train_time:
             self.sqrt_end_time = nn.Parameter(sqrt_t)
@@ -171,10 +190,18 @@ class CNFBlock(nn.Module):
         t = torch.stack([self.end_time.new_zeros(()), self.end_time]).to(z)
         if reverse:
             t = t.flip(0)
+        warm = self.warm_start and not reverse and with_logdet
+        first_step = None
+        if warm and self.last_step is not None:
+            step, at_tol = self.last_step
+            first_step = min(rescale_step(step, at_tol, tol, solver_order(self.solver)), float(self.end_time))
         states = solve(
             dynamics, y0, t, counter,
             tol=tol, method=self.solver, adjoint=self.adjoint, max_num_steps=self.max_num_steps,
+            first_step=first_step,
         )
+        if warm and self.training and counter.last_step is not None:
+            self.last_step = (counter.last_step, tol)
         z_out = states[0][-1]
         logdet = states[1][-1] if divergence is not None else zeros
         if regularize:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from itertools import pairwise
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -300,6 +301,13 @@ class LatentODE(nn.Module):
 
     def block_index(self, state: LatentODEState) -> int:
         return len(state.stats)
+
+    def solver_state(self) -> dict[str, Any]:
+        """Nothing carries over between passes: every segment solve starts from the heuristic."""
+        return {}
+
+    def load_solver_state(self, state: dict[str, Any] | None) -> None:
+        """Nothing to restore (see :meth:`solver_state`)."""
 
     def block_input_shapes(self) -> list[tuple[int, ...]]:
         return [(self.latent_dim,)] * self.num_blocks

@@ -13,8 +13,9 @@ REINFORCE trainer and the Gymnasium environment all drive it the same way::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -258,6 +259,25 @@ class FlowModel(nn.Module):
                 assert isinstance(op, Transform)  # ops are CNF blocks and transforms (class docstring)
                 state = op.inverse(state)
         return state.z
+
+    # ------------------------------------------------------------------ solver state
+    def solver_state(self) -> dict[str, Any]:
+        """What the solves carry between passes: each block's warm-start step (``None``: none yet)."""
+        return {"last_steps": [None if b.last_step is None else list(b.last_step) for b in self.blocks]}
+
+    def load_solver_state(self, state: dict[str, Any] | None) -> None:
+        """Restore :meth:`solver_state`; ``None`` or a state of another block count starts afresh."""
+        steps = (state or {}).get("last_steps")
+        if steps is None or len(steps) != self.num_blocks:
+            steps = [None] * self.num_blocks
+        for block, step in zip(self.blocks, steps, strict=True):
+            block.last_step = None if step is None else (float(step[0]), float(step[1]))
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load weights; the solver state of other weights no longer applies, so it is reset."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.load_solver_state(None)
+        return result
 
     @property
     def device(self) -> torch.device:

@@ -36,6 +36,8 @@ class NFECounter:
 
     forward: int = 0
     backward: int = 0
+    #: Size of the last step the forward solve accepted (``None`` until one is; adaptive solvers).
+    last_step: float | None = None
     _forward_done: bool = field(default=False, repr=False)
 
     def record_call(self, output: torch.Tensor) -> None:
@@ -51,6 +53,11 @@ class NFECounter:
 
     def close_forward(self) -> None:
         self._forward_done = True
+
+    def accept_step(self, dt: torch.Tensor) -> None:
+        """Record an accepted step of the forward solve (torchdiffeq's ``callback_accept_step``)."""
+        if not self._forward_done:
+            self.last_step = abs(float(dt.detach()))
 
 
 def check_tolerance(tol: float) -> float:
@@ -74,6 +81,17 @@ def is_adaptive(method: str) -> bool:
     return issubclass(_TORCHDIFFEQ_SOLVERS[method], AdaptiveStepsizeODESolver)
 
 
+def solver_order(method: str) -> int:
+    """The order of an adaptive method's error estimate (dopri5: 5; 1 where the solver has none)."""
+    return int(getattr(_TORCHDIFFEQ_SOLVERS[method], "order", 1))
+
+
+def rescale_step(step: float, from_tol: float, to_tol: float, order: int) -> float:
+    """A step accepted at ``from_tol``, scaled for ``to_tol``: the local error of an order-``p``
+    method grows like ``h^p``, so an equally accurate step changes by ``(to / from)^(1 / p)``."""
+    return step * (to_tol / from_tol) ** (1.0 / order)
+
+
 def solve(
     func: nn.Module,
     y0: tuple[torch.Tensor, ...],
@@ -84,6 +102,7 @@ def solve(
     method: str = "dopri5",
     adjoint: bool = False,
     max_num_steps: int | None = None,
+    first_step: float | None = None,
     options: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Integrate ``func`` from ``t[0]`` over ``t`` with ``atol = rtol = tol``.
@@ -98,6 +117,8 @@ def solve(
         method: any torchdiffeq solver name.
         adjoint: solve the backward pass with the adjoint method (FFJORD's choice).
         max_num_steps: step cap for adaptive solvers; exceeding it raises ``SolverError``.
+        first_step: the adaptive solver's first step instead of its initial-step heuristic
+            (which costs one evaluation and often starts far smaller than needed).
 
     Returns:
         The state at every time in ``t`` (each tensor has a leading time dimension).
@@ -110,6 +131,10 @@ def solve(
     opts = dict(options or {})
     if max_num_steps is not None and is_adaptive(method):
         opts["max_num_steps"] = int(max_num_steps)
+    if first_step is not None and is_adaptive(method):
+        if not (first_step > 0 and first_step < float("inf")):
+            raise ValueError(f"first_step must be positive and finite, got {first_step!r}")
+        opts["first_step"] = float(first_step)
     kwargs: dict[str, Any] = dict(rtol=tol, atol=tol, method=method, options=opts)
     try:
         if adjoint:

@@ -82,6 +82,14 @@ class BlockModel(Protocol[State]):
         """Per-sample input shape of every block, in order (sizes the observation space)."""
         ...
 
+    def solver_state(self) -> dict[str, Any]:
+        """What the solves carry from one pass to the next (warm-start steps); saved with checkpoints."""
+        ...
+
+    def load_solver_state(self, state: dict[str, Any] | None) -> None:
+        """Restore :meth:`solver_state`; ``None`` (or a state that does not fit) starts afresh."""
+        ...
+
     # The ``torch.nn.Module`` methods a trainer of the model uses.
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 

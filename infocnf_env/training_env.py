@@ -361,6 +361,7 @@ class TrainingStepEnv(gym.Env):
             "optimizer": self.optimizer.state_dict(),
             "task": self.task.state_dict(),
             "generator": self._generator.get_state(),
+            "solver": self.model.solver_state(),
             "counters": {"iteration": self.iteration, "skipped_updates": self.skipped_updates,
                          "solver_failures": self.solver_failures},
         }
@@ -371,6 +372,7 @@ class TrainingStepEnv(gym.Env):
         if differences:
             raise CheckpointError(f"checkpoint was written for another model: {differences}")
         self.model.load_state_dict(state["model"])
+        self.model.load_solver_state(state.get("solver"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.task.load_state_dict(state["task"])
         self._generator.set_state(state["generator"])
