@@ -22,7 +22,8 @@ COLOURS = {"ccnf-fixed": "tab:gray", "infocnf-fixed": "tab:blue", "infocnf-reinf
            "cnf-fixed": "tab:blue", "cnf-reinforce": "tab:red", "fixed": "tab:blue", "reinforce": "tab:red",
            "ppo": "tab:green", "sac": "tab:purple", "a2c": "tab:orange", "a2c-normadv": "tab:olive",
            "td3": "tab:brown",
-           "train": "tab:blue", "test": "tab:orange", "training_log": "tab:gray"}
+           "train": "tab:blue", "test": "tab:orange", "training_log": "tab:gray",
+           "learned": "tab:red", "warm": "tab:green", "regularised": "tab:purple", "combined": "tab:olive"}
 NAMES = {"ccnf-fixed": "CCNF (tol 1e-5)", "infocnf-fixed": "InfoCNF fixed tol 1e-5",
          "infocnf-reinforce": "InfoCNF learned tol", "cnf-fixed": "CNF fixed tol 1e-5",
          "cnf-reinforce": "CNF learned tol"}
@@ -306,11 +307,30 @@ def plot_latent_probe(result: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_speed(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    rows = result["rows"]
+    panels = [("nfe_ratio", "train NFE / it vs fixed"), ("wall_ratio", "train wall time vs fixed"),
+              ("test_nfe_ratio", "test NFE @1e-5 vs fixed"), ("bpd_ratio", "test bits/dim vs fixed")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    names = [r["arm"] for r in rows]
+    for ax, (key, label) in zip(axes[0], panels, strict=True):
+        values = [_f(r[key]) for r in rows]
+        spread = [float(np.std([_f(p[key]) for p in r["per_seed"]], ddof=1)) if len(r["per_seed"]) > 1 else 0.0
+                  for r in rows]
+        ax.bar(range(len(rows)), values, yerr=spread, capsize=3, color=[COLOURS.get(n) for n in names])
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(range(len(rows)), names, rotation=30, fontsize=8)
+        ax.set_ylabel(label)
+    fig.suptitle(_title(result, f"Levers on the cost (regularizer weight {result['reg_weight']:g})"))
+    _save(fig, path)
+
+
 PLOTTERS: dict[str, Callable[[dict, Path], None]] = {
     "digits-table": plot_digits_table, "uncond": plot_uncond, "tol-integral": plot_tol_integral,
     "tol-hist": plot_tol_hist, "curves": plot_curves, "eval-batch": plot_eval_batch,
     "policies": plot_policies, "frozen": plot_frozen, "samples": plot_samples,
-    "reinforce-ablation": plot_reinforce_ablation, "latent-probe": plot_latent_probe,
+    "reinforce-ablation": plot_reinforce_ablation, "latent-probe": plot_latent_probe, "speed": plot_speed,
 }
 
 

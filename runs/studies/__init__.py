@@ -37,6 +37,7 @@ MODULES = {
     "samples": "samples",
     "reinforce-ablation": "reinforce_ablation",
     "latent-probe": "latent_probe",
+    "speed": "speed",
 }
 
 

@@ -1,0 +1,146 @@
+"""speed: the levers on a CNF's cost beside learned tolerances, alone and combined.
+
+InfoCNF on digits in the ``small`` regime (batch 128, 300 iterations), one run per arm and
+seed, the arms of a seed trained side by side (interleaved on the same load, so their wall
+times compare):
+
+* ``fixed``: every block at 1e-5, the solver's initial-step heuristic (the paper's baseline);
+* ``learned``: REINFORCE gates choose each block's tolerance (Section 3, Eq. 6-7);
+* ``warm``: fixed 1e-5, each block's solve started from the step it last accepted
+  (``warm_start``);
+* ``regularised``: fixed 1e-5 with the kinetic-energy and Jacobian-Frobenius regularizers of
+  RNODE (Finlay et al. 2020), both at the weight ``reg_weight``;
+* ``combined``: warm start + the regularizers + REINFORCE.
+
+``reg_weight`` is chosen by a sweep on seed 0 (``reg_sweep``): the largest weight whose test
+bits/dim stays within ``reg_bpd_tol`` of the fixed arm's (same seed); the sweep's runs are
+cached, so the chosen weight's seed-0 run is the ``regularised`` arm's.
+
+Rows, each a mean over seeds against ``fixed`` of the same seeds: ``nfe_ratio`` (training NFE
+per iteration, forward + backward), ``wall_ratio`` (training wall time: the last iteration's
+``wall_time``, periodic evaluation off), ``bpd_ratio`` (test bits/dim at 1e-5),
+``test_nfe_ratio`` (NFE of a test batch at 1e-5; warm-started arms start it from their
+trained steps). ``targets`` checks the figures asked of these levers.
+
+Cost (full): 15 runs + 2 extra sweep runs of 300 iterations at ~1-1.5 s/iteration on
+one core: about 45 min with ``--jobs 2``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from runs.aggregate import read_jsonl, summarise
+from runs.run_cache import Arm, Context, digits_arm, run_arms
+from runs.studies.common import ratio
+
+ROW_KEYS = ("arm", "nfe_ratio", "wall_ratio", "bpd_ratio", "test_nfe_ratio", "seeds")
+
+#: Arm name -> (policy of ``digits_arm``, uses the warm start, uses the regularizers).
+ARMS = {
+    "fixed": ("fixed", False, False),
+    "learned": ("reinforce", False, False),
+    "warm": ("fixed", True, False),
+    "regularised": ("fixed", False, True),
+    "combined": ("reinforce", True, True),
+}
+
+CONFIG = {
+    "regime": "small",
+    "arms": list(ARMS),
+    "reg_weights": [0.1, 0.03, 0.01],
+    "reg_bpd_tol": 0.01,
+    "targets": {"combined_nfe_ratio": 0.4, "combined_wall_ratio": 0.45, "combined_bpd_tol": 0.01,
+                "regularised_test_nfe_ratio": 0.7, "warm_nfe_forward_ratio": 0.6, "warm_bpd_tol": 0.001},
+}
+QUICK = {"reg_weights": [0.01]}
+
+#: Per-seed figures of one run (from its summary and its metrics.jsonl).
+FIELDS = ("nfe", "nfe_forward", "nfe_backward", "wall", "bits_per_dim", "test_nfe", "test_error")
+
+
+def _arm(ctx: Context, name: str, seed: int, reg_weight: float) -> Arm:
+    policy, warm, reg = ARMS[name]
+    extra: dict[str, Any] = {}
+    if warm:
+        extra["warm_start"] = True
+    if reg:
+        extra.update(kinetic_weight=reg_weight, jacobian_weight=reg_weight)
+    label = f"speed-{name}" + (f"-reg{reg_weight:g}" if reg else "")
+    return digits_arm(ctx, "infocnf", policy, ctx.config["regime"], seed, label=label, eval_every=0,
+                      extra_env=extra)
+
+
+def _figures(ctx: Context, arm: Arm, summary: dict) -> dict:
+    records = [r for r in read_jsonl(arm.run_dir(ctx.runs_dir) / "metrics.jsonl") if "nfe_forward" in r]
+    test = summary["test"]
+    return {"nfe": summary["train_nfe_mean"], "nfe_forward": summary["train_nfe_forward_mean"],
+            "nfe_backward": summary["train_nfe_backward_mean"], "wall": records[-1]["wall_time"],
+            "bits_per_dim": test["bits_per_dim"], "test_nfe": test["nfe"], "test_error": test["error"]}
+
+
+def _choose_weight(ctx: Context) -> tuple[float, list[dict]]:
+    """The largest swept weight whose seed-0 test bits/dim is within ``reg_bpd_tol`` of fixed's."""
+    cfg, seed = ctx.config, ctx.seeds[0]
+    fixed = _arm(ctx, "fixed", seed, 0.0)
+    sweep = {w: _arm(ctx, "regularised", seed, w) for w in cfg["reg_weights"]}
+    summaries = run_arms(ctx, [fixed, *sweep.values()])
+    base = _figures(ctx, fixed, summaries[fixed])
+    rows = []
+    for weight, arm in sweep.items():
+        f = _figures(ctx, arm, summaries[arm])
+        rows.append({"reg_weight": weight, "seed": seed,
+                     "bpd_ratio": ratio(f["bits_per_dim"], base["bits_per_dim"]),
+                     "nfe_ratio": ratio(f["nfe"], base["nfe"]),
+                     "test_nfe_ratio": ratio(f["test_nfe"], base["test_nfe"])})
+    ok = [r["reg_weight"] for r in rows if abs(r["bpd_ratio"] - 1) <= cfg["reg_bpd_tol"]]
+    return (max(ok) if ok else min(cfg["reg_weights"])), rows
+
+
+def run(ctx: Context) -> dict:
+    cfg = ctx.config
+    weight, sweep = _choose_weight(ctx)
+    arms = {(name, s): _arm(ctx, name, s, weight) for s in ctx.seeds for name in cfg["arms"]}  # seed-major
+    summaries = run_arms(ctx, list(arms.values()))
+    per_seed = {key: _figures(ctx, arm, summaries[arm]) for key, arm in arms.items()}
+    rows = []
+    for name in cfg["arms"]:
+        ratios = []
+        for s in ctx.seeds:
+            mine, fixed = per_seed[(name, s)], per_seed[("fixed", s)]
+            ratios.append({"nfe_ratio": ratio(mine["nfe"], fixed["nfe"]),
+                           "nfe_forward_ratio": ratio(mine["nfe_forward"], fixed["nfe_forward"]),
+                           "wall_ratio": ratio(mine["wall"], fixed["wall"]),
+                           "bpd_ratio": ratio(mine["bits_per_dim"], fixed["bits_per_dim"]),
+                           "test_nfe_ratio": ratio(mine["test_nfe"], fixed["test_nfe"])})
+        means = {k: float(np.mean([r[k] for r in ratios])) for k in ratios[0]}
+        rows.append({"arm": name, **means, "seeds": list(ctx.seeds),
+                     **summarise([per_seed[(name, s)] for s in ctx.seeds], FIELDS),
+                     "run_dirs": [arms[(name, s)].run_dir(ctx.runs_dir).name for s in ctx.seeds],
+                     "per_seed": [{**per_seed[(name, s)], **r} for s, r in zip(ctx.seeds, ratios, strict=True)]})
+    return {"rows": rows, "reg_weight": weight, "reg_sweep": sweep, "targets": _targets(rows, cfg["targets"])}
+
+
+def _targets(rows: list[dict], t: dict) -> dict:
+    by = {r["arm"]: r for r in rows}
+    out: dict[str, Any] = {}
+    if "combined" in by:
+        c = by["combined"]
+        out["combined"] = {"nfe_ratio": c["nfe_ratio"], "wall_ratio": c["wall_ratio"], "bpd_ratio": c["bpd_ratio"],
+                           "met": bool(c["nfe_ratio"] <= t["combined_nfe_ratio"]
+                                       and c["wall_ratio"] <= t["combined_wall_ratio"]
+                                       and abs(c["bpd_ratio"] - 1) <= t["combined_bpd_tol"])}
+    if "regularised" in by:
+        r = by["regularised"]
+        out["regularised"] = {"test_nfe_ratio": r["test_nfe_ratio"],
+                              "met": bool(r["test_nfe_ratio"] <= t["regularised_test_nfe_ratio"])}
+    if "warm" in by:
+        w = by["warm"]
+        out["warm"] = {"nfe_forward_ratio": w["nfe_forward_ratio"], "test_nfe_ratio": w["test_nfe_ratio"],
+                       "bpd_ratio": w["bpd_ratio"],
+                       "met": bool(w["nfe_forward_ratio"] <= t["warm_nfe_forward_ratio"]
+                                   and w["test_nfe_ratio"] <= t["warm_nfe_forward_ratio"]
+                                   and abs(w["bpd_ratio"] - 1) <= t["warm_bpd_tol"])}
+    return {"thresholds": t, **out}
