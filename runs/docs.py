@@ -124,6 +124,18 @@ def num_train(res: Res) -> int | None:
 # ----------------------------------------------------------------------------- sections
 
 
+def backward_nfe(d: Res) -> str:
+    """Which backward NFE the training NFE holds (the studies' ``env_kwargs`` may turn on the adjoint)."""
+    see = "([what NFE counts](flows.md#nfe-what-is-counted))"
+    if any(r["env_kwargs"].get("adjoint") for r in d["regimes"].values()):
+        return f"Backward NFE is the adjoint solve's evaluations, as in the paper {see}."
+    share = [r["nfe_backward_mean"] / r["nfe_forward_mean"] for r in d["rows"]]
+    return ("The digits studies back-propagate directly (adjoint off, the `InfoCNF-Digits-v0` default), so "
+            "backward NFE is the number of forward evaluations the gradient flows through "
+            f"({rng([100 * x for x in share], 0)}% of the forward NFE in `digits-table`), not the evaluations of "
+            f"an adjoint solve as in the paper {see}.")
+
+
 def intro(res: Res) -> str:
     d = res["digits-table"]
     seeds = len(d["seeds"])
@@ -140,7 +152,9 @@ Every study here is `python -m runs.reproduce STUDY --seeds {seeds}` (one config
 `runs/studies/`, whose docstring says what it runs and what it costs), which writes
 `runs/results/STUDY.json` and `STUDY.png`; the tables alone print with `python -m runs.tables`.
 Mean ± std over {seeds} seeds; test metrics at tolerance {eval_tol(res)}{test}; training NFE is
-forward + backward per iteration averaged over the whole run. Equal budget within a regime:
+forward + backward per iteration averaged over the whole run.
+{backward_nfe(d)}
+Equal budget within a regime:
 {small['iterations']} iterations of batch {small['batch_size']} (small) or {large['iterations']} iterations of \
 batch {large['batch_size']}, learning rate x{large['lr'] / small['lr']:.1f} (large): {ep} epochs either way.
 The flow is the multiscale architecture of Appendix B cut to digits size (the `InfoCNF-Digits-v0`
