@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from flows.divergence import DIVERGENCES, NOISE_TYPES, exact_divergence, hutchinson_divergence, sample_noise
+from flows.error_reg import dopri5_probe, error_penalty
 from flows.ode import (
     BlockStats,
     NFECounter,
@@ -35,13 +36,16 @@ class BlockOutput(NamedTuple):
         regularization: ``(B, 2)`` integrals of the kinetic energy ``||f||^2`` and of the
             Jacobian Frobenius estimate ``||e^T df/dz||^2`` (Finlay et al. 2020); zeros when
             the block was built with ``regularize=False``.
-        stats: NFE accounting of the solve.
+        stats: NFE accounting of the solve (and of the error probe, when it ran).
+        error: ``(B,)`` penalty ``||err||^2 / dim`` of the probe step's local error estimate
+            (see :mod:`flows.error_reg`); ``None`` when the probe did not run.
     """
 
     z: torch.Tensor
     logdet: torch.Tensor
     regularization: torch.Tensor
     stats: BlockStats
+    error: torch.Tensor | None = None
 
 
 class _Dynamics(nn.Module):
@@ -110,9 +114,14 @@ class CNFBlock(nn.Module):
         noise: Hutchinson noise, ``"rademacher"`` (default) or ``"gaussian"``.
         max_num_steps: step cap per solve; exceeding it raises ``SolverError``.
         regularize: also integrate the kinetic-energy and Jacobian-Frobenius terms.
-        warm_start: start each forward solve from the step this block last accepted in
-            training (rescaled to the new tolerance, see :func:`flows.ode.rescale_step`)
-            instead of the solver's initial-step heuristic; ``solver_state`` holds it.
+        warm_start: start each forward solve from the step this block last accepted in a
+            training pass (train mode, gradients on), rescaled to the new tolerance (see
+            :func:`flows.ode.rescale_step`), instead of the solver's initial-step heuristic;
+            ``last_step`` holds it (``FlowModel.solver_state``).
+        error_probe: in training mode, before each forward solve with the log-determinant,
+            take one Dormand-Prince 5(4) probe step of size T from the input and return the
+            penalty of its local error estimate (:mod:`flows.error_reg`, Pal et al. 2021).
+            Its 7 network evaluations are counted in the block's NFE.
     """
 
     def __init__(
@@ -128,6 +137,7 @@ class CNFBlock(nn.Module):
         max_num_steps: int | None = None,
         regularize: bool = False,
         warm_start: bool = False,
+        error_probe: bool = False,
     ):
         super().__init__()
         if divergence not in DIVERGENCES:
@@ -144,6 +154,7 @@ class CNFBlock(nn.Module):
         self.max_num_steps = max_num_steps
         self.regularize = regularize
         self.warm_start = warm_start and is_adaptive(self.solver)
+        self.error_probe = error_probe
         #: ``(step, tol)``: the last step a training solve of this block accepted, at ``tol``.
         self.last_step: tuple[float, float] | None = None
         sqrt_t = torch.tensor(float(time_length) ** 0.5)
@@ -190,6 +201,10 @@ class CNFBlock(nn.Module):
         t = torch.stack([self.end_time.new_zeros(()), self.end_time]).to(z)
         if reverse:
             t = t.flip(0)
+        error = None
+        if self.error_probe and self.training and with_logdet and not reverse:
+            # Before the solve: the counter takes forward evaluations until solve() closes it.
+            error = self._probe_error(z, counter)
         warm = self.warm_start and not reverse and with_logdet
         first_step = None
         if warm and self.last_step is not None:
@@ -200,7 +215,7 @@ class CNFBlock(nn.Module):
             tol=tol, method=self.solver, adjoint=self.adjoint, max_num_steps=self.max_num_steps,
             first_step=first_step,
         )
-        if warm and self.training and counter.last_step is not None:
+        if warm and self.training and torch.is_grad_enabled() and counter.last_step is not None:
             self.last_step = (counter.last_step, tol)
         z_out = states[0][-1]
         logdet = states[1][-1] if divergence is not None else zeros
@@ -209,4 +224,16 @@ class CNFBlock(nn.Module):
         else:
             reg = z.new_zeros(batch, 2)
         stats = BlockStats(nfe=counter.forward, tol=tol, counter=counter)
-        return BlockOutput(z_out, logdet, reg, stats)
+        return BlockOutput(z_out, logdet, reg, stats, error)
+
+    def _probe_error(self, z: torch.Tensor, counter: NFECounter) -> torch.Tensor:
+        """``(B,)`` penalty of the error estimate of one dopri5 step of size T from ``z``."""
+
+        def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            dz = self.net(t, y)
+            counter.record_call(dz)
+            return dz
+
+        h = self.end_time.detach().to(z)
+        probe = dopri5_probe(f, h.new_zeros(()), z, h)
+        return error_penalty(probe.error)

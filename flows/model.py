@@ -35,7 +35,8 @@ class FlowOutput(NFETotals):
     """What :meth:`FlowModel.finish` returns.
 
     Attributes:
-        loss: scalar J = bits/dim + beta * cross-entropy (+ regularization), Eq. 4.
+        loss: scalar J = bits/dim + beta * cross-entropy (+ regularization), Eq. 4; with an
+            ``error_weight``, also ``error_weight * error_regularization.mean()``.
         bits_per_dim: scalar mean conditional (or, for ``cnf``, plain) bits per dimension.
         xent: scalar cross-entropy of the classifier, ``None`` for ``cnf``.
         logits: ``(B, K)`` classifier logits, ``None`` for ``cnf``.
@@ -46,6 +47,9 @@ class FlowOutput(NFETotals):
         regularization: ``(B, 2)`` kinetic-energy and Jacobian-Frobenius integrals.
         stats: per-block ``BlockStats`` of this pass.
         y: the labels of the pass (``None`` for ``cnf``).
+        error_regularization: ``(B,)`` error-probe penalties summed over the blocks
+            (:mod:`flows.error_reg`); ``None`` when no probe ran (``error_weight`` 0, or
+            evaluation mode).
     """
 
     loss: torch.Tensor
@@ -58,6 +62,7 @@ class FlowOutput(NFETotals):
     regularization: torch.Tensor
     stats: tuple[BlockStats, ...]
     y: torch.Tensor | None = None
+    error_regularization: torch.Tensor | None = None
 
     def predictions(self) -> torch.Tensor | None:
         return None if self.logits is None else self.logits.argmax(dim=1)
@@ -84,6 +89,7 @@ class FlowModel(nn.Module):
         num_levels: quantisation levels of the data for bits/dim (256 for 8-bit images,
             17 for the 8x8 digits); ``None`` for continuous data.
         regularization: weights of the kinetic-energy and Jacobian-Frobenius terms.
+        error_weight: weight of the error-probe penalty (blocks built with ``error_probe``).
         spec: the ``build_model`` arguments that made this model (kept with checkpoints).
     """
 
@@ -96,6 +102,7 @@ class FlowModel(nn.Module):
         beta: float = 1.0,
         num_levels: int | None = None,
         regularization: tuple[float, float] = (0.0, 0.0),
+        error_weight: float = 0.0,
         spec: dict | None = None,
     ):
         super().__init__()
@@ -105,6 +112,7 @@ class FlowModel(nn.Module):
         self.beta = beta
         self.num_levels = num_levels
         self.regularization_weights = tuple(regularization)
+        self.error_weight = float(error_weight)
         self.spec = dict(spec or {})
         self._block_positions = [i for i, op in enumerate(self.ops) if isinstance(op, CNFBlock)]
         self._latent_shapes = self._trace_latent_shapes()
@@ -155,10 +163,13 @@ class FlowModel(nn.Module):
             raise RuntimeError("all blocks have been solved; call finish()")
         block = self.ops[state.position]
         out = block(state.z, tol=tol, generator=state.generator)
+        error = state.error_regularization
+        if out.error is not None:
+            error = out.error if error is None else error + out.error
         state = replace(
             state, z=out.z, logdet=state.logdet + out.logdet,
             regularization=state.regularization + out.regularization,
-            position=state.position + 1, stats=state.stats + (out.stats,),
+            position=state.position + 1, stats=state.stats + (out.stats,), error_regularization=error,
         )
         return self._run_glue(state), out.stats
 
@@ -188,9 +199,12 @@ class FlowModel(nn.Module):
         if kinetic_w or jacobian_w:
             reg = state.regularization.mean(0)
             loss = loss + kinetic_w * reg[0] + jacobian_w * reg[1]
+        if self.error_weight and state.error_regularization is not None:
+            loss = loss + self.error_weight * state.error_regularization.mean()
         return FlowOutput(
             loss=loss, bits_per_dim=bpd, xent=xent, logits=logits, z=z, logpx=logpx,
             marginal_logpx=marginal, regularization=state.regularization, stats=state.stats, y=state.y,
+            error_regularization=state.error_regularization,
         )
 
     def forward(

@@ -26,6 +26,8 @@ class FlowState:
         y: labels ``(B,)`` or ``None``.
         generator: source of Hutchinson noise and dropout for this pass, or ``None``.
         stats: the ``BlockStats`` of the blocks solved so far.
+        error_regularization: ``(B,)`` accumulated error-probe penalties of the blocks solved
+            so far (``None`` while no probe has run, see ``flows.error_reg``).
     """
 
     z: torch.Tensor
@@ -36,6 +38,7 @@ class FlowState:
     y: torch.Tensor | None = None
     generator: torch.Generator | None = None
     stats: tuple = ()
+    error_regularization: torch.Tensor | None = None
 
 
 class Transform(nn.Module):
