@@ -23,7 +23,8 @@ COLOURS = {"ccnf-fixed": "tab:gray", "infocnf-fixed": "tab:blue", "infocnf-reinf
            "ppo": "tab:green", "sac": "tab:purple", "a2c": "tab:orange", "a2c-normadv": "tab:olive",
            "td3": "tab:brown",
            "train": "tab:blue", "test": "tab:orange", "training_log": "tab:gray",
-           "learned": "tab:red", "warm": "tab:green", "regularised": "tab:purple", "combined": "tab:olive"}
+           "learned": "tab:red", "warm": "tab:green", "regularised": "tab:purple", "error_reg": "tab:pink",
+           "combined": "tab:olive"}
 NAMES = {"ccnf-fixed": "CCNF (tol 1e-5)", "infocnf-fixed": "InfoCNF fixed tol 1e-5",
          "infocnf-reinforce": "InfoCNF learned tol", "cnf-fixed": "CNF fixed tol 1e-5",
          "cnf-reinforce": "CNF learned tol"}
@@ -310,19 +311,22 @@ def plot_latent_probe(result: dict, path: Path) -> None:
 def plot_speed(result: dict, path: Path) -> None:
     plt = _pyplot()
     rows = result["rows"]
-    panels = [("nfe_ratio", "train NFE / it vs fixed"), ("wall_ratio", "train wall time vs fixed"),
-              ("test_nfe_ratio", "test NFE @1e-5 vs fixed"), ("bpd_ratio", "test bits/dim vs fixed")]
+    panels = [("nfe_ratio", "train NFE / it vs fixed", 1.0), ("wall_ratio", "train wall time vs fixed", 1.0),
+              ("test_nfe_ratio", "test NFE @1e-5 vs fixed", 1.0), ("bpd_ratio", "test bits/dim vs fixed [%]", 100.0)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     names = [r["arm"] for r in rows]
-    for ax, (key, label) in zip(axes[0], panels, strict=True):
-        values = [_f(r[key]) for r in rows]
-        spread = [float(np.std([_f(p[key]) for p in r["per_seed"]], ddof=1)) if len(r["per_seed"]) > 1 else 0.0
-                  for r in rows]
-        ax.bar(range(len(rows)), values, yerr=spread, capsize=3, color=[COLOURS.get(n) for n in names])
-        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    for ax, (key, label, scale) in zip(axes[0], panels, strict=True):
+        # ratios as bars from 1 (the fixed arm); bits/dim as a percentage difference from 0
+        base = 1.0 if scale == 1.0 else 0.0
+        per_seed = [[scale * (_f(p[key]) - 1.0) + base for p in r["per_seed"]] for r in rows]
+        values = [float(np.mean(v)) for v in per_seed]
+        spread = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in per_seed]
+        ax.bar(range(len(rows)), [v - base for v in values], bottom=base, yerr=spread, capsize=3,
+               color=[COLOURS.get(n, "tab:gray") for n in names])
+        ax.axhline(base, color="grey", lw=0.8, ls="--")
         ax.set_xticks(range(len(rows)), names, rotation=30, fontsize=8)
         ax.set_ylabel(label)
-    fig.suptitle(_title(result, f"Levers on the cost (regularizer weight {result['reg_weight']:g})"))
+    fig.suptitle(_title(result, f"Levers on the cost (RNODE weight {result['reg_weight']:g})"))
     _save(fig, path)
 
 

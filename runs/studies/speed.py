@@ -10,6 +10,8 @@ times compare):
   (``warm_start``);
 * ``regularised``: fixed 1e-5 with the kinetic-energy and Jacobian-Frobenius regularizers of
   RNODE (Finlay et al. 2020), both at the weight ``reg_weight``;
+* ``error_reg``: fixed 1e-5 with the solver-error regularizer (Pal et al. 2021, a probe step
+  per block, ``error_weight``; its evaluations count in the NFE);
 * ``combined``: warm start + the regularizers + REINFORCE.
 
 ``reg_weight`` is chosen by a sweep on seed 0 (``reg_sweep``): the largest weight whose test
@@ -22,8 +24,8 @@ per iteration, forward + backward), ``wall_ratio`` (training wall time: the last
 ``test_nfe_ratio`` (NFE of a test batch at 1e-5; warm-started arms start it from their
 trained steps). ``targets`` checks the figures asked of these levers.
 
-Cost (full): 15 runs + 2 extra sweep runs of 300 iterations at ~1-1.5 s/iteration on
-one core: about 45 min with ``--jobs 2``.
+Cost (full): 18 runs + 2 extra sweep runs of 300 iterations at ~1-1.5 s/iteration on
+one core: about an hour with ``--jobs 2``.
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ from runs.studies.common import ratio
 
 ROW_KEYS = ("arm", "nfe_ratio", "wall_ratio", "bpd_ratio", "test_nfe_ratio", "seeds")
 
-#: Arm name -> (policy of ``digits_arm``, uses the warm start, uses the regularizers).
+#: Arm name -> (policy of ``digits_arm``, uses the warm start, uses the RNODE regularizers,
+#: uses the solver-error regularizer).
 ARMS = {
-    "fixed": ("fixed", False, False),
-    "learned": ("reinforce", False, False),
-    "warm": ("fixed", True, False),
-    "regularised": ("fixed", False, True),
-    "combined": ("reinforce", True, True),
+    "fixed": ("fixed", False, False, False),
+    "learned": ("reinforce", False, False, False),
+    "warm": ("fixed", True, False, False),
+    "regularised": ("fixed", False, True, False),
+    "error_reg": ("fixed", False, False, True),
+    "combined": ("reinforce", True, True, False),
 }
 
 CONFIG = {
@@ -52,6 +56,7 @@ CONFIG = {
     "arms": list(ARMS),
     "reg_weights": [0.1, 0.03, 0.01],
     "reg_bpd_tol": 0.01,
+    "error_weight": 1e5,
     "targets": {"combined_nfe_ratio": 0.4, "combined_wall_ratio": 0.45, "combined_bpd_tol": 0.01,
                 "regularised_test_nfe_ratio": 0.7, "warm_nfe_forward_ratio": 0.6, "warm_bpd_tol": 0.001},
 }
@@ -62,12 +67,14 @@ FIELDS = ("nfe", "nfe_forward", "nfe_backward", "wall", "bits_per_dim", "test_nf
 
 
 def _arm(ctx: Context, name: str, seed: int, reg_weight: float) -> Arm:
-    policy, warm, reg = ARMS[name]
+    policy, warm, reg, error_reg = ARMS[name]
     extra: dict[str, Any] = {}
     if warm:
         extra["warm_start"] = True
     if reg:
         extra.update(kinetic_weight=reg_weight, jacobian_weight=reg_weight)
+    if error_reg:
+        extra["error_weight"] = ctx.config["error_weight"]
     label = f"speed-{name}" + (f"-reg{reg_weight:g}" if reg else "")
     return digits_arm(ctx, "infocnf", policy, ctx.config["regime"], seed, label=label, eval_every=0,
                       extra_env=extra)
