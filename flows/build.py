@@ -22,6 +22,7 @@ from flows.cnf_block import CNFBlock
 from flows.heads import LatentHead, supervised_dim
 from flows.model import FlowModel
 from flows.nets import conv_net, mlp_net
+from flows.ode import check_backend_options
 from flows.transforms import FactorOut, LogitTransform, Squeeze
 
 
@@ -54,6 +55,8 @@ class FlowConfig:
         jacobian_weight: weight of the Jacobian-Frobenius regularizer (0 = off).
         warm_start: start each block's adaptive solve from the step it last accepted in
             training instead of the initial-step heuristic (see ``CNFBlock``).
+        solver_backend: ODE backend, a name in ``flows.ode.BACKENDS`` (``"torchode"`` needs the
+            optional extra of that name; dopri5 and direct back-propagation only).
     """
 
     hidden: int = 64
@@ -77,6 +80,7 @@ class FlowConfig:
     kinetic_weight: float = 0.0
     jacobian_weight: float = 0.0
     warm_start: bool = False
+    solver_backend: str = "torchdiffeq"
 
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> FlowConfig:
@@ -96,6 +100,7 @@ def _block(net: nn.Module, cfg: FlowConfig) -> CNFBlock:
         adjoint=cfg.adjoint, divergence=cfg.divergence, noise=cfg.noise,
         max_num_steps=cfg.max_num_steps,
         regularize=bool(cfg.kinetic_weight or cfg.jacobian_weight), warm_start=cfg.warm_start,
+        backend=cfg.solver_backend,
     )
 
 
@@ -163,9 +168,11 @@ def build_model(
         **config: fields of :class:`FlowConfig`.
 
     Raises:
-        ValueError: unknown head, architecture, solver or option; bad shape or ratio.
+        ValueError: unknown head, architecture, solver, backend or option; a solver or adjoint
+            the backend lacks; bad shape or ratio.
     """
     cfg = FlowConfig.from_kwargs(**config)
+    check_backend_options(cfg.solver_backend, cfg.solver, cfg.adjoint)
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch {arch!r}; valid architectures: {', '.join(ARCHITECTURES)}")
     data_shape = tuple(int(d) for d in data_shape)

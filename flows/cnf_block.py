@@ -16,6 +16,7 @@ from flows.divergence import DIVERGENCES, NOISE_TYPES, exact_divergence, hutchin
 from flows.ode import (
     BlockStats,
     NFECounter,
+    check_backend,
     check_method,
     check_tolerance,
     is_adaptive,
@@ -113,6 +114,7 @@ class CNFBlock(nn.Module):
         warm_start: start each forward solve from the step this block last accepted in
             training (rescaled to the new tolerance, see :func:`flows.ode.rescale_step`)
             instead of the solver's initial-step heuristic; ``solver_state`` holds it.
+        backend: ODE backend of :func:`flows.ode.solve` (default ``"torchdiffeq"``).
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class CNFBlock(nn.Module):
         max_num_steps: int | None = None,
         regularize: bool = False,
         warm_start: bool = False,
+        backend: str = "torchdiffeq",
     ):
         super().__init__()
         if divergence not in DIVERGENCES:
@@ -144,6 +147,7 @@ class CNFBlock(nn.Module):
         self.max_num_steps = max_num_steps
         self.regularize = regularize
         self.warm_start = warm_start and is_adaptive(self.solver)
+        self.backend = check_backend(backend)
         #: ``(step, tol)``: the last step a training solve of this block accepted, at ``tol``.
         self.last_step: tuple[float, float] | None = None
         sqrt_t = torch.tensor(float(time_length) ** 0.5)
@@ -198,7 +202,7 @@ class CNFBlock(nn.Module):
         states = solve(
             dynamics, y0, t, counter,
             tol=tol, method=self.solver, adjoint=self.adjoint, max_num_steps=self.max_num_steps,
-            first_step=first_step,
+            first_step=first_step, backend=self.backend,
         )
         if warm and self.training and counter.last_step is not None:
             self.last_step = (counter.last_step, tol)
