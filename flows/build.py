@@ -22,6 +22,7 @@ from flows.cnf_block import CNFBlock
 from flows.heads import LatentHead, supervised_dim
 from flows.model import FlowModel
 from flows.nets import conv_net, mlp_net
+from flows.ode import check_backend_options
 from flows.transforms import FactorOut, LogitTransform, Squeeze
 
 
@@ -58,6 +59,8 @@ class FlowConfig:
             training, each block takes one dopri5 probe step of size T from its input and the
             loss gets ``error_weight`` times the mean square of its local error estimate
             (:mod:`flows.error_reg`). The probe's 7 evaluations per block count in the NFE.
+        solver_backend: ODE backend, a name in ``flows.ode.BACKENDS`` (``"torchode"`` needs the
+            optional extra of that name; dopri5 and direct back-propagation only).
     """
 
     hidden: int = 64
@@ -82,6 +85,7 @@ class FlowConfig:
     jacobian_weight: float = 0.0
     warm_start: bool = False
     error_weight: float = 0.0
+    solver_backend: str = "torchdiffeq"
 
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> FlowConfig:
@@ -102,6 +106,7 @@ def _block(net: nn.Module, cfg: FlowConfig) -> CNFBlock:
         max_num_steps=cfg.max_num_steps,
         regularize=bool(cfg.kinetic_weight or cfg.jacobian_weight), warm_start=cfg.warm_start,
         error_probe=cfg.error_weight > 0,
+        backend=cfg.solver_backend,
     )
 
 
@@ -169,11 +174,13 @@ def build_model(
         **config: fields of :class:`FlowConfig`.
 
     Raises:
-        ValueError: unknown head, architecture, solver or option; bad shape or ratio.
+        ValueError: unknown head, architecture, solver, backend or option; a solver or adjoint
+            the backend lacks; bad shape or ratio.
     """
     cfg = FlowConfig.from_kwargs(**config)
     if not (isinstance(cfg.error_weight, (int, float)) and 0 <= cfg.error_weight < math.inf):
         raise ValueError(f"error_weight must be a finite number >= 0, got {cfg.error_weight!r}")
+    check_backend_options(cfg.solver_backend, cfg.solver, cfg.adjoint)
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch {arch!r}; valid architectures: {', '.join(ARCHITECTURES)}")
     data_shape = tuple(int(d) for d in data_shape)

@@ -17,6 +17,7 @@ from flows.error_reg import dopri5_probe, error_penalty
 from flows.ode import (
     BlockStats,
     NFECounter,
+    check_backend,
     check_method,
     check_tolerance,
     is_adaptive,
@@ -122,6 +123,10 @@ class CNFBlock(nn.Module):
             take one Dormand-Prince 5(4) probe step of size T from the input and return the
             penalty of its local error estimate (:mod:`flows.error_reg`, Pal et al. 2021).
             Its 7 network evaluations are counted in the block's NFE.
+        warm_start: start each forward solve from the step this block last accepted in
+            training (rescaled to the new tolerance, see :func:`flows.ode.rescale_step`)
+            instead of the solver's initial-step heuristic; ``solver_state`` holds it.
+        backend: ODE backend of :func:`flows.ode.solve` (default ``"torchdiffeq"``).
     """
 
     def __init__(
@@ -138,6 +143,7 @@ class CNFBlock(nn.Module):
         regularize: bool = False,
         warm_start: bool = False,
         error_probe: bool = False,
+        backend: str = "torchdiffeq",
     ):
         super().__init__()
         if divergence not in DIVERGENCES:
@@ -155,6 +161,7 @@ class CNFBlock(nn.Module):
         self.regularize = regularize
         self.warm_start = warm_start and is_adaptive(self.solver)
         self.error_probe = error_probe
+        self.backend = check_backend(backend)
         #: ``(step, tol)``: the last step a training solve of this block accepted, at ``tol``.
         self.last_step: tuple[float, float] | None = None
         sqrt_t = torch.tensor(float(time_length) ** 0.5)
@@ -213,7 +220,7 @@ class CNFBlock(nn.Module):
         states = solve(
             dynamics, y0, t, counter,
             tol=tol, method=self.solver, adjoint=self.adjoint, max_num_steps=self.max_num_steps,
-            first_step=first_step,
+            first_step=first_step, backend=self.backend,
         )
         if warm and self.training and torch.is_grad_enabled() and counter.last_step is not None:
             self.last_step = (counter.last_step, tol)

@@ -7,14 +7,27 @@ forward and backward NFE are counted one way and a failed solve always surfaces 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
-from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
-from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
+
+# torchdiffeq's public API is odeint / odeint_adjoint / odeint_event only: the solver registry
+# (the valid method names) and the adaptive base class (which methods take ``first_step`` and
+# ``max_num_steps``, and their ``order``) are private. They are imported here and nowhere else;
+# tests/test_ode_backend.py fails with a clear message if a torchdiffeq release moves them.
+try:
+    from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
+    from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
+except ImportError as err:  # pragma: no cover - only with a torchdiffeq that reorganised its internals
+    raise ImportError(
+        f"flows.ode imports torchdiffeq's private SOLVERS and AdaptiveStepsizeODESolver, which this torchdiffeq "
+        f"does not have where expected ({err}); pin torchdiffeq>=0.2.4,<0.3 or update flows/ode.py"
+    ) from err
 
 #: Solver names accepted everywhere a ``method`` is configured (torchdiffeq's registry).
 SOLVER_NAMES: tuple[str, ...] = tuple(sorted(_TORCHDIFFEQ_SOLVERS))
@@ -92,6 +105,158 @@ def rescale_step(step: float, from_tol: float, to_tol: float, order: int) -> flo
     return step * (to_tol / from_tol) ** (1.0 / order)
 
 
+def _check_first_step(first_step: float | None) -> float | None:
+    if first_step is None:
+        return None
+    if not (first_step > 0 and first_step < float("inf")):
+        raise ValueError(f"first_step must be positive and finite, got {first_step!r}")
+    return float(first_step)
+
+
+def _solve_torchdiffeq(
+    func: nn.Module,
+    y0: tuple[torch.Tensor, ...],
+    t: torch.Tensor,
+    *,
+    tol: float,
+    method: str,
+    adjoint: bool,
+    max_num_steps: int | None,
+    first_step: float | None,
+    options: dict[str, Any],
+) -> tuple[torch.Tensor, ...]:
+    opts = dict(options)
+    if max_num_steps is not None and is_adaptive(method):
+        opts["max_num_steps"] = int(max_num_steps)
+    if first_step is not None and is_adaptive(method):
+        opts["first_step"] = first_step
+    kwargs: dict[str, Any] = dict(rtol=tol, atol=tol, method=method, options=opts)
+    try:
+        if adjoint:
+            return odeint_adjoint(func, y0, t, adjoint_params=tuple(func.parameters()), **kwargs)
+        return odeint(func, y0, t, **kwargs)
+    except AssertionError as err:  # torchdiffeq reports solver failures by assertion
+        raise SolverError(str(err).split(":")[0][:200]) from err
+
+
+#: torchode's methods that match a torchdiffeq method of the same name (same tableau).
+TORCHODE_METHODS: tuple[str, ...] = ("dopri5",)
+
+
+def _solve_torchode(
+    func: nn.Module,
+    y0: tuple[torch.Tensor, ...],
+    t: torch.Tensor,
+    *,
+    tol: float,
+    method: str,
+    adjoint: bool,
+    max_num_steps: int | None,
+    first_step: float | None,
+    options: dict[str, Any],
+) -> tuple[torch.Tensor, ...]:
+    """The same solve with torchode's Dormand-Prince loop (optional extra ``torchode``).
+
+    torchode controls the step of every row of a flat ``(batch, features)`` state on its own and
+    passes a time per row. The dynamics here take one scalar time for the whole state (the
+    networks of :mod:`flows.nets` do), so the whole tuple state is flattened into ONE row: one
+    step size for the batch, as torchdiffeq takes, with torchdiffeq's error norm (the largest
+    RMS over the tuple's tensors), and no gradient through the step-size control, as torchdiffeq.
+    Direct back-propagation only; ``first_step``, ``max_num_steps`` and the dynamics'
+    ``callback_accept_step`` behave as with torchdiffeq.
+    """
+    try:
+        import torchode
+    except ImportError:
+        raise ImportError("backend 'torchode' needs the optional extra: pip install 'infocnf-gym[torchode]'") from None
+    check_backend_options("torchode", method, adjoint)
+    if options:
+        raise ValueError(f"backend 'torchode' takes no solver options, got {sorted(options)}")
+    shapes = [y.shape for y in y0]
+    sizes = [y.numel() for y in y0]
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+
+    def unflatten(flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(p.reshape(s) for p, s in zip(flat.split(sizes, dim=-1), shapes, strict=True))
+
+    def flatten(states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.cat([s.reshape(1, -1) for s in states], dim=1)
+
+    def f(tt: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        return flatten(func(tt[0], unflatten(flat[0])))
+
+    def mixed_norm(err: torch.Tensor) -> torch.Tensor:  # torchdiffeq's _mixed_norm, one row
+        return torch.stack([err[:, a:b].pow(2).mean(dim=1).sqrt() for a, b in pairwise(bounds)]).amax(0)
+
+    callback = getattr(func, "callback_accept_step", None)
+    proposed: list[torch.Tensor] = []  # the step the controller proposed last, before torchode cut it
+
+    class Controller(torchode.IntegralController):
+        def dt_factor(self, state, error_ratio):  # as torchdiffeq: an accepted step never shrinks the next
+            factor = super().dt_factor(state, error_ratio)
+            return torch.where(error_ratio < 1.0, factor.clamp(min=1.0), factor)
+
+        def adapt_step_size(self, t0, dt, y0, step_result, state, stats):
+            out = super().adapt_step_size(t0, dt, y0, step_result, state, stats)
+            if callback is not None and bool(out[0][0]):
+                # torchode cuts the last step to end at t[-1]; torchdiffeq takes the proposed step past
+                # it and interpolates. The step reported is the proposed one, as torchdiffeq reports.
+                taken = proposed[0] if proposed and proposed[0].abs() > dt[0].abs() else dt[0]
+                callback(t0[0], unflatten(y0[0]), taken)
+            proposed[:] = [out[1][0].detach()]
+            return out
+
+    term = torchode.ODETerm(f, with_stats=False)
+    span = float((t[-1] - t[0]).detach().abs())
+    controller = Controller(
+        atol=tol, rtol=tol, term=term, norm=mixed_norm, dt_min=torch.finfo(t.dtype).eps * max(span, 1.0),
+    )
+    # torchdiffeq chooses step sizes under no_grad: so must this, for the same gradient and backward NFE.
+    solver = torchode.AutoDiffAdjoint(
+        torchode.Dopri5(term=term), controller, max_steps=max_num_steps, backprop_through_step_size_control=False,
+    )
+    t_eval = t.reshape(1, -1)
+    problem = torchode.InitialValueProblem(
+        y0=flatten(y0), t_start=t_eval[:, 0], t_end=t_eval[:, -1], t_eval=t_eval,
+    )
+    dt0 = None
+    if first_step is not None:
+        dt0 = torch.sign(t[-1] - t[0]).detach().reshape(1) * first_step
+    solution = solver.solve(problem, dt0=dt0)
+    status = int(solution.status[0])
+    if status != torchode.status_codes.SUCCESS:
+        raise SolverError(f"torchode: {torchode.Status(status).name.lower().replace('_', ' ')}")
+    ys = solution.ys[0]  # (len(t), features)
+    return tuple(p.reshape(len(t), *s) for p, s in zip(ys.split(sizes, dim=-1), shapes, strict=True))
+
+
+#: ODE backends, name -> implementation: every backend takes ``solve``'s arguments and returns
+#: the state at every time of ``t``; the dynamics count their own evaluations either way.
+BACKENDS: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {
+    "torchdiffeq": _solve_torchdiffeq,
+    "torchode": _solve_torchode,
+}
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown ODE backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    return backend
+
+
+def check_backend_options(backend: str, method: str, adjoint: bool) -> None:
+    """Raise ``ValueError`` if ``backend`` cannot solve with ``method`` / ``adjoint``."""
+    check_backend(backend)
+    if backend != "torchode":
+        return
+    if method not in TORCHODE_METHODS:
+        raise ValueError(f"backend 'torchode' supports methods {', '.join(TORCHODE_METHODS)}, got {method!r}")
+    if adjoint:
+        raise ValueError("backend 'torchode' back-propagates directly; adjoint=True needs backend 'torchdiffeq'")
+
+
 def solve(
     func: nn.Module,
     y0: tuple[torch.Tensor, ...],
@@ -104,6 +269,7 @@ def solve(
     max_num_steps: int | None = None,
     first_step: float | None = None,
     options: dict[str, Any] | None = None,
+    backend: str = "torchdiffeq",
 ) -> tuple[torch.Tensor, ...]:
     """Integrate ``func`` from ``t[0]`` over ``t`` with ``atol = rtol = tol``.
 
@@ -119,30 +285,25 @@ def solve(
         max_num_steps: step cap for adaptive solvers; exceeding it raises ``SolverError``.
         first_step: the adaptive solver's first step instead of its initial-step heuristic
             (which costs one evaluation and often starts far smaller than needed).
+        options: extra torchdiffeq solver options.
+        backend: the solver implementation, a name in :data:`BACKENDS` (``"torchode"`` is
+            an optional extra and supports ``dopri5`` with direct back-propagation only).
 
     Returns:
         The state at every time in ``t`` (each tensor has a leading time dimension).
 
     Raises:
         SolverError: the solver failed (underflow in dt, step cap, non-finite state).
+        ValueError: unknown backend, method or tolerance, or options the backend lacks.
     """
     tol = check_tolerance(tol)
     check_method(method)
-    opts = dict(options or {})
-    if max_num_steps is not None and is_adaptive(method):
-        opts["max_num_steps"] = int(max_num_steps)
-    if first_step is not None and is_adaptive(method):
-        if not (first_step > 0 and first_step < float("inf")):
-            raise ValueError(f"first_step must be positive and finite, got {first_step!r}")
-        opts["first_step"] = float(first_step)
-    kwargs: dict[str, Any] = dict(rtol=tol, atol=tol, method=method, options=opts)
+    implementation = BACKENDS[check_backend(backend)]
     try:
-        if adjoint:
-            out = odeint_adjoint(func, y0, t, adjoint_params=tuple(func.parameters()), **kwargs)
-        else:
-            out = odeint(func, y0, t, **kwargs)
-    except AssertionError as err:  # torchdiffeq reports solver failures by assertion
-        raise SolverError(str(err).split(":")[0][:200]) from err
+        out = implementation(
+            func, y0, t, tol=tol, method=method, adjoint=adjoint, max_num_steps=max_num_steps,
+            first_step=_check_first_step(first_step) if is_adaptive(method) else None, options=dict(options or {}),
+        )
     finally:
         counter.close_forward()
     if not all(torch.isfinite(o[-1]).all() for o in out):
