@@ -584,6 +584,55 @@ tolerances minus bits/dim at {eval_tol(res)} on the same batches and Hutchinson 
     ])])
 
 
+def speed(res: Res) -> str:
+    d = res["speed"]
+    cfg, t = d["config"], d["targets"]
+    regime = d["regimes"][cfg["regime"]]
+    fixed = row(d["rows"], arm="fixed")
+    lines = ["| arm | train NFE / it | vs fixed | train wall vs fixed | test bits/dim | vs fixed | test NFE @1e-5 | "
+             "vs fixed |", "|" + " --- |" * 8]
+    for r in d["rows"]:
+        lines.append(f"| {r['arm']} | {cell(r, 'nfe', 1)} | {r['nfe_ratio']:.3f}x | {r['wall_ratio']:.3f}x | "
+                     f"{cell(r, 'bits_per_dim', 4)} | {pct(r['bpd_ratio'] - 1)} | {cell(r, 'test_nfe', 1)} | "
+                     f"{r['test_nfe_ratio']:.3f}x |")
+
+    def verdict(met: bool) -> str:
+        return "**met**" if met else "**not met**"
+
+    th = t["thresholds"]
+    sweep = ", ".join(f"{r['reg_weight']:g}: bits/dim {pct(r['bpd_ratio'] - 1)}, test NFE {r['test_nfe_ratio']:.2f}x"
+                      for r in d["reg_sweep"])
+    items = []
+    if "warm" in t:
+        w = t["warm"]
+        items.append(f"Warm start alone: training forward NFE {w['nfe_forward_ratio']:.3f}x and test-pass NFE "
+                     f"{w['test_nfe_ratio']:.3f}x of the heuristic start, bits/dim {pct(w['bpd_ratio'] - 1, 3)} "
+                     f"(target: both at most {th['warm_nfe_forward_ratio']}x, bits/dim within "
+                     f"{apct(th['warm_bpd_tol'], 1)}): {verdict(w['met'])}.")
+    if "regularised" in t:
+        r = t["regularised"]
+        items.append(f"RNODE regularizers (weight {d['reg_weight']:g}): test NFE at 1e-5 {r['test_nfe_ratio']:.3f}x "
+                     f"of the unregularised model (target at most {th['regularised_test_nfe_ratio']}x): "
+                     f"{verdict(r['met'])}. The weight is the largest of the sweep on seed {d['reg_sweep'][0]['seed']} "
+                     f"whose bits/dim stayed within {apct(cfg['reg_bpd_tol'], 0)} ({sweep}).")
+    if "combined" in t:
+        c = t["combined"]
+        items.append(f"Warm start + regularizers + REINFORCE: training NFE {c['nfe_ratio']:.3f}x, wall time "
+                     f"{c['wall_ratio']:.3f}x, bits/dim {pct(c['bpd_ratio'] - 1)} (target: at most "
+                     f"{th['combined_nfe_ratio']}x and {th['combined_wall_ratio']}x, bits/dim within "
+                     f"{apct(th['combined_bpd_tol'], 0)}): {verdict(c['met'])}.")
+    if any(r["arm"] == "error_reg" for r in d["rows"]):
+        e = row(d["rows"], arm="error_reg")
+        items.append(f"The solver-error regularizer (Pal et al. 2021, weight {cfg['error_weight']:g}) costs its probe "
+                     f"steps: training NFE {e['nfe_ratio']:.3f}x, test NFE {e['test_nfe_ratio']:.3f}x, bits/dim "
+                     f"{pct(e['bpd_ratio'] - 1)}; its probe evaluations are part of the training NFE.")
+    return "\n\n".join([figure("speed"), f"""\
+InfoCNF on digits, batch {regime['batch_size']}, {regime['iterations']} iterations, {len(d['seeds'])} seeds; the \
+arms of a seed trained side by side. Ratios are per seed against the fixed arm of the same seed, then averaged; \
+training wall time is that of the training iterations (periodic evaluation off); test metrics at {eval_tol(res)} \
+({fixed['test_nfe_mean']:.1f} NFE per test batch for the fixed arm).""", "\n".join(lines), bullets(items)])
+
+
 def benchmarks(res: Res) -> str:
     parts = []
     lvf = [(k, res[k]) for k in ("learned_vs_fixed__init_mean-5", "learned_vs_fixed") if k in res]
@@ -629,11 +678,49 @@ on {c['num_test']:,} test spirals against the noise-free ground truth (extrapola
             "(the spread over seeds is as large as the means)."
             if part["extrap_mse_std"] > abs(part["extrap_mse_mean"] - base["extrap_mse_mean"]) else
             "The paper's better extrapolation with the partitioned code is not reproduced at this scale."))
+    if "bench_env" in res:
+        b = res["bench_env"]
+        parts.append(f"""\
+**Environment overhead** (`python -m runs.bench_env --json runs/results/bench_env.json`): a training iteration \
+of `{b['env_id']}` at tolerance {sci(b['tol'])} through the environment takes {b['ratio']:.3f}x the time of the \
+same iteration through a plain block loop ({b['env_s_per_iter']:.3f} s vs {b['plain_s_per_iter']:.3f} s, \
+median of {b['iterations']}; same NFE on both sides: {'yes' if b['same_nfe'] else 'no'}).""")
+    if "bench_flow" in res:
+        b = res["bench_flow"]
+        st = b["settings"]
+        ratios = [c["fwdbwd_ms_per_nfe_ours"] / c["fwdbwd_ms_per_nfe_minimal"] for c in b["block_cost"]]
+        lines = ["| arch | tol | forward NFE | backward NFE | bits/dim | forward NFE, warm start | "
+                 "bits/dim, warm start |", "|" + " --- |" * 7]
+        for p in b["tolerance_sweep"]:
+            lines.append(f"| {p['arch']} | {sci(p['tol'])} | {p['nfe_forward']} | {p['nfe_backward']} | "
+                         f"{p['bits_per_dim']:.4f} | {p['nfe_forward_warm']} | {p['bits_per_dim_warm']:.4f} |")
+        parts.append(f"""\
+**NFE against the tolerance, and the cost of one evaluation** (`python -m runs.bench_flow --json \
+runs/results/bench_flow.json`): our CNF block costs {rng(ratios, 2)}x a minimal hand-written torchdiffeq CNF per \
+function evaluation (forward + backward, {len(ratios)} cases). One training iteration of small digits flows after \
+{st['train_steps']} Adam steps at {sci(st['train_tol'])}, batch {st['batch']}, per tolerance, with the \
+initial-step heuristic and warm-started:
+
+""" + "\n".join(lines))
+    if "bench_backend" in res:
+        b = res["bench_backend"]
+        lines = ["| backend | tol | train s / pass | forward NFE | backward NFE | ms per NFE | bits/dim gap |",
+                 "|" + " --- |" * 7]
+        for p in b["points"]:
+            if p.get("train_s") is None:
+                continue
+            lines.append(f"| {p['backend']} | {sci(p['tol'])} | {p['train_s']:.3f} | {p['nfe_forward']} | "
+                         f"{p['nfe_backward']} | {1e3 * p['s_per_nfe']:.2f} | {p['bpd_gap']:.1e} |")
+        parts.append(f"""\
+**ODE backends** (`python -m runs.bench_backend`, `runs/results/bench_backend.json`): the digits InfoCNF flow, \
+one training pass (forward + backward) per backend, median over repeats, {b['machine']['threads']} thread(s). \
+The bits/dim gap is against torchdiffeq at 1e-5. `torch.compile` of the dynamics cannot run a training pass \
+(the divergence's double backward), so it has no row.
+
+""" + "\n".join(lines))
     parts.append("""\
-**Not quoted here**: `python -m runs.bench_env` (the env's overhead over a plain block loop),
-`python -m runs.bench_flow` (NFE per tolerance and cost per NFE against a minimal torchdiffeq
-CNF) and `python -m runs.bench_gpu` print their figures but commit no result file; run them
-to measure. The CIFAR10 benchmark (`python -m runs.bench_gpu --synthetic`) and the Table 1/2
+**Not quoted here**: `python -m runs.bench_gpu` prints its figures but commits no result file. The CIFAR10 \
+benchmark (`python -m runs.bench_gpu --synthetic`) and the Table 1/2
 recipes in `runs/gpu_recipes.md` have run on CPU only, on tiny settings and fake data (in the
 tests), so their GPU cost is unknown: the benchmark's `projected_hours_400_epochs_at_this_speed`
 is the number to measure first.""")
@@ -654,6 +741,7 @@ SECTIONS: list[tuple[str, str, Callable[[Res], str], tuple[str, ...]]] = [
      ("reinforce-ablation",)),
     ("policies", "Which agent should choose the tolerances?", policies, ("policies", "reinforce-ablation")),
     ("frozen", "Policies on a frozen flow against the fixed-tolerance front", frozen, ("frozen", "eval-batch")),
+    ("speed", "Faster than the paper: warm starts, easier dynamics, learned tolerances", speed, ("speed",)),
     ("benchmarks", "Benchmarks", benchmarks, ()),
 ]
 

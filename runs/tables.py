@@ -50,6 +50,10 @@ COLUMNS: dict[str, list[tuple[str, str, int]]] = {
                 ("self-consistency", "self_consistency", 3)],
     "latent-probe": [("model", "model", 0), ("batch", "batch", 0), ("classifier", "features", 0),
                      ("test error", "test_error", 3), ("bits/dim", "bits_per_dim", 4)],
+    "speed": [("arm", "arm", 0), ("train NFE / it", "nfe", 1), ("NFE vs fixed", "nfe_ratio", 3),
+              ("wall vs fixed", "wall_ratio", 3), ("test bits/dim", "bits_per_dim", 4),
+              ("bits/dim vs fixed", "bpd_ratio", 4), ("test NFE", "test_nfe", 1),
+              ("test NFE vs fixed", "test_nfe_ratio", 3)],
 }
 
 

@@ -126,3 +126,17 @@ def test_bench_gpu_cpu_smoke(tmp_path):
     assert saved["iterations_done"] == 2 and saved["timed_iterations"] == 2
     for key in ("seconds_per_iteration_median", "nfe_forward_mean", "nfe_backward_mean"):
         assert math.isfinite(result[key]) and result[key] > 0
+
+
+def test_bench_flow_quick_writes_the_sweep_with_warm_starts(tmp_path):
+    """NFE against the tolerance, with the heuristic start and warm-started, and the per-NFE cost."""
+    from runs import bench_flow
+
+    path = tmp_path / "bench_flow.json"
+    bench_flow.main(["--quick", "--threads", "1", "--json", str(path)])
+    saved = json.loads(path.read_text())
+    assert saved["block_cost"] and all(c["nfe_ours"] == c["nfe_minimal"] for c in saved["block_cost"])
+    for point in saved["tolerance_sweep"]:
+        assert 0 < point["nfe_forward_warm"] <= point["nfe_forward"]
+        if point["tol"] <= 1e-4:  # both solves are accurate: the same density
+            assert abs(point["bits_per_dim_warm"] - point["bits_per_dim"]) < 1e-3
