@@ -4,7 +4,7 @@ Pure torch + torchdiffeq. See ``build_model`` for the models, ``evaluate`` for t
 at tolerance 1e-5 and ``flows.data`` for the datasets.
 """
 
-from flows.build import ARCHITECTURES, FlowConfig, build_model
+from flows.build import ARCHITECTURES, AUTHORS_RECIPE, FlowConfig, build_model
 from flows.data import DATASETS, BatchStream, LabelledData, iterate_batches, load_dataset
 from flows.evaluate import EVAL_TOL, evaluate
 from flows.heads import HEADS
@@ -14,7 +14,7 @@ from flows.protocol import BlockModel, PassOutput
 from flows.transforms import FlowState
 
 __all__ = [
-    "ARCHITECTURES", "BatchStream", "BlockModel", "BlockStats", "DATASETS", "EVAL_TOL", "FlowConfig", "FlowModel",
-    "FlowOutput", "FlowState", "HEADS", "LabelledData", "PassOutput", "SOLVER_NAMES", "SolverError", "build_model",
-    "Tolerance", "evaluate", "iterate_batches", "load_dataset",
+    "ARCHITECTURES", "AUTHORS_RECIPE", "BatchStream", "BlockModel", "BlockStats", "DATASETS", "EVAL_TOL",
+    "FlowConfig", "FlowModel", "FlowOutput", "FlowState", "HEADS", "LabelledData", "PassOutput", "SOLVER_NAMES",
+    "SolverError", "build_model", "Tolerance", "evaluate", "iterate_batches", "load_dataset",
 ]

@@ -12,6 +12,14 @@ One mechanism covers the three heads. The flattened latent z is split as
 q_phi and q_theta are zero-initialised (Section 4.1), so at initialisation the prior is
 N(0, I) and the classifier is uniform (cross-entropy ln K). Dropout (rate 0.5 in the paper)
 is applied to the classifier's input.
+
+Two kinds of zero-initialised layer (``init``, :data:`HEAD_INITS`):
+
+* ``"zeros"``: a plain linear layer with zero weight and bias.
+* ``"linear_zeros"``: the authors' code (Glow's ``LinearZeros``): the same layer followed by a
+  learned per-output log-scale ``logs`` (initialised to 0), output ``(W x + b) * exp(3 logs)``.
+  It starts at the same zero output; ``logs`` gets no gradient while ``W x + b`` is zero,
+  i.e. from the second update on.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 HEADS = ("cnf", "ccnf", "infocnf")
+#: Kinds of zero-initialised q_phi / q_theta layer (see the module docstring).
+HEAD_INITS = ("zeros", "linear_zeros")
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -44,6 +54,36 @@ def standard_normal_logprob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z.pow(2) + _LOG_2PI).sum(dim=1)
 
 
+class LinearZeros(nn.Linear):
+    """Glow's zero-initialised linear layer with a learned log-scale: ``(W x + b) * exp(f * logs)``.
+
+    Weight, bias and ``logs`` (one per output) start at zero, so the output starts at zero;
+    ``logscale_factor`` f is 3, as in Glow and the authors' InfoCNF code.
+    """
+
+    def __init__(self, in_features: int, out_features: int, logscale_factor: float = 3.0):
+        super().__init__(in_features, out_features)
+        self.logscale_factor = logscale_factor
+        self.logs = nn.Parameter(torch.zeros(out_features))
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * torch.exp(self.logs * self.logscale_factor)
+
+
+def zero_linear(in_features: int, out_features: int, init: str = "zeros") -> nn.Linear:
+    """A zero-initialised linear layer of kind ``init`` (:data:`HEAD_INITS`)."""
+    if init == "linear_zeros":
+        return LinearZeros(in_features, out_features)
+    if init != "zeros":
+        raise ValueError(f"unknown head_init {init!r}; valid: {', '.join(HEAD_INITS)}")
+    layer = nn.Linear(in_features, out_features)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class LatentHead(nn.Module):
     """Conditional prior q_phi and classifier q_theta on the first ``sup_dim`` latents.
 
@@ -52,10 +92,15 @@ class LatentHead(nn.Module):
         sup_dim: size of z_y (0 for an unconditional model).
         num_classes: number of labels K (ignored when ``sup_dim == 0``).
         dropout: dropout rate on the classifier input.
+        init: kind of zero-initialised q_phi / q_theta layer, ``"zeros"`` (plain linear) or
+            ``"linear_zeros"`` (with Glow's learned log-scale, as the authors' code).
     """
 
-    def __init__(self, dim: int, sup_dim: int, num_classes: int | None, dropout: float = 0.5):
+    def __init__(self, dim: int, sup_dim: int, num_classes: int | None, dropout: float = 0.5,
+                 init: str = "zeros"):
         super().__init__()
+        if init not in HEAD_INITS:
+            raise ValueError(f"unknown head_init {init!r}; valid: {', '.join(HEAD_INITS)}")
         if sup_dim and not num_classes:
             raise ValueError("a conditional head needs num_classes >= 2")
         if not 0 <= dropout < 1:
@@ -64,13 +109,11 @@ class LatentHead(nn.Module):
         self.sup_dim = sup_dim
         self.num_classes = num_classes if sup_dim else None
         self.dropout = dropout
+        self.init = init
         if sup_dim:
             assert num_classes is not None  # checked above: a conditional head has num_classes
-            self.condition = nn.Linear(num_classes, 2 * sup_dim)  # q_phi(y) -> (mu, log sigma)
-            self.classifier = nn.Linear(sup_dim, num_classes)  # q_theta(z_y) -> logits
-            for layer in (self.condition, self.classifier):
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+            self.condition = zero_linear(num_classes, 2 * sup_dim, init)  # q_phi(y) -> (mu, log sigma)
+            self.classifier = zero_linear(sup_dim, num_classes, init)  # q_theta(z_y) -> logits
 
     @property
     def conditional(self) -> bool:

@@ -1,8 +1,13 @@
 """Networks that parameterise the CNF dynamics f(z, t).
 
-Appendix B: each flow's dynamics is made of 3 convolutional layers, 3x3 kernels, 64 filters,
-softplus between layers, with time concatenated to every layer's input (FFJORD's
-``ConcatConv2d``). Vectors use an MLP with concatenated time or FFJORD's concat-squash layer.
+Appendix B: each flow's dynamics is a stack of 3x3 convolutions with 64 filters, softplus
+between layers, with time concatenated to every layer's input (FFJORD's ``ConcatConv2d``).
+Vectors use an MLP with concatenated time or FFJORD's concat-squash layer.
+
+``num_layers`` counts every layer of the network, the output layer included:
+``num_layers - 1`` hidden layers of ``hidden`` units, ``c -> h -> ... -> h -> c``. The
+authors' runs (FFJORD's ``--dims 64,64,64``: three hidden layers of 64 filters) are
+``num_layers=4``, c -> 64 -> 64 -> 64 -> c; ``num_layers=3`` is c -> h -> h -> c.
 """
 
 from __future__ import annotations
@@ -72,15 +77,24 @@ class ODENet(nn.Module):
         return h
 
 
+def layer_dims(width: int, hidden: int, num_layers: int) -> list[int]:
+    """Sizes ``[width, hidden, ..., hidden, width]`` of a ``num_layers``-layer network."""
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
+    return [width] + [hidden] * (num_layers - 1) + [width]
+
+
 def conv_net(channels: int, hidden: int = 64, num_layers: int = 3) -> ODENet:
-    """Appendix B dynamics: ``num_layers`` 3x3 ConcatConv2d layers of ``hidden`` filters."""
-    dims = [channels] + [hidden] * (num_layers - 1) + [channels]
-    return ODENet([ConcatConv2d(a, b) for a, b in pairwise(dims)])
+    """Appendix B dynamics: ``num_layers`` 3x3 ConcatConv2d layers in all, the first
+    ``num_layers - 1`` with ``hidden`` filters, the last back to ``channels``
+    (``num_layers=4``: c -> h -> h -> h -> c, the authors' ``--dims 64,64,64``)."""
+    return ODENet([ConcatConv2d(a, b) for a, b in pairwise(layer_dims(channels, hidden, num_layers))])
 
 
 def mlp_net(dim: int, hidden: int = 64, num_layers: int = 3, layer_type: str = "concatsquash") -> ODENet:
-    """MLP dynamics for vector data, ``layer_type`` in :data:`LAYER_TYPES`."""
+    """MLP dynamics for vector data, ``layer_type`` in :data:`LAYER_TYPES`; ``num_layers``
+    layers in all, as :func:`conv_net` (``num_layers - 1`` hidden layers of ``hidden`` units)."""
     if layer_type not in LAYER_TYPES:
         raise ValueError(f"unknown layer_type {layer_type!r}; valid: {', '.join(LAYER_TYPES)}")
-    dims = [dim] + [hidden] * (num_layers - 1) + [dim]
+    dims = layer_dims(dim, hidden, num_layers)
     return ODENet([LAYER_TYPES[layer_type](a, b) for a, b in pairwise(dims)])

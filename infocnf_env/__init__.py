@@ -7,6 +7,7 @@ imports it on demand. Each id is an :class:`EnvConfig` (``ENV_IDS``); keyword ar
 
 from gymnasium.envs.registration import register
 
+from flows.build import AUTHORS_RECIPE
 from infocnf_env.config import (
     DEFAULT_TOL_BOUNDS,
     DataConfig,
@@ -24,12 +25,19 @@ TASKS["spirals"] = SpiralTask
 _ENTRY = "infocnf_env.training_env:TrainingStepEnv"
 
 #: Paper Section 4.1: Adam, batch 900, lr 1e-3 then 1e-4 after epoch 250 (of 400 epochs);
-#: Appendix B: 64-filter, 3-layer conv dynamics, 2 flows before and after each squeeze.
+#: Appendix B: 64-filter conv dynamics, 2 flows before and after each squeeze. With the
+#: authors' recipe (``flows.AUTHORS_RECIPE``, their ``--dims 64,64,64 --weight_y 0.5
+#: --train_T True`` and Glow's LinearZeros heads): c -> 64 -> 64 -> 64 -> c dynamics
+#: (num_layers=4), LinearZeros q_phi / q_theta, beta 0.5, a learned end time per block.
+#: runs/gpu_recipes.md lists each choice with the flag it mirrors.
 PAPER_SMALL_BATCH = EnvConfig.from_kwargs(batch_size=900, lr=1e-3, lr_milestones=((250, 1e-4),), hidden=64,
-                                          flows_per_scale=2, adjoint=True)
+                                          flows_per_scale=2, adjoint=True, **AUTHORS_RECIPE)
 #: Section 4.1 large-batch training: batch 8,000, lr 0.01 then 0.001 at epoch 120.
 PAPER_LARGE_BATCH = PAPER_SMALL_BATCH.replace(batch_size=8000, lr=1e-2, lr_milestones=((120, 1e-3),))
-#: Sized for 2 CPU cores: 3 narrow blocks (2 scales x 1 flow), direct back-propagation.
+#: Sized for 2 CPU cores: 3 narrow blocks (2 scales x 1 flow), direct back-propagation; the
+#: FlowConfig defaults otherwise (c -> h -> h -> c dynamics, plain zero-initialised heads,
+#: beta 1, fixed end time), as the committed digits studies ran. The authors' recipe is an
+#: option: ``DIGITS.replace(**flows.AUTHORS_RECIPE)`` or ``gym.make(id, **AUTHORS_RECIPE)``.
 DIGITS = EnvConfig.from_kwargs(dataset="digits", batch_size=128, lr=2e-3, hidden=24, num_scales=2, flows_per_scale=1)
 
 ENV_IDS: dict[str, EnvConfig] = {}

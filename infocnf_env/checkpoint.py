@@ -76,6 +76,10 @@ NON_WEIGHT_OPTIONS = frozenset({
     "jacobian_weight", "segments", "warm_start", "error_weight", "solver_backend",
 })
 
+#: Weight options added to the model spec after checkpoints were first written, with the value
+#: every model had before: a checkpoint whose spec lacks one was written with that value.
+ADDED_OPTIONS: dict[str, Any] = {"head_init": "zeros"}
+
 
 def _flatten(spec: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(spec, dict):
@@ -95,13 +99,18 @@ def _short(value: Any, limit: int = 40) -> str:
 def spec_differences(theirs: Any, mine: dict[str, Any]) -> str:
     """The spec fields in which a checkpoint's model differs from this one ("" if none).
 
-    Options in :data:`NON_WEIGHT_OPTIONS` are ignored. One line, e.g.
-    ``model.config.hidden: 8 in the checkpoint, 4 here``.
+    Options in :data:`NON_WEIGHT_OPTIONS` are ignored; an option of :data:`ADDED_OPTIONS` that
+    the checkpoint's spec lacks (next to the other options of its group) counts as its old
+    value. One line, e.g. ``model.config.hidden: 8 in the checkpoint, 4 here``.
     """
     if not isinstance(theirs, dict):
         return "the checkpoint holds no model spec"
     a, b = _flatten(theirs), _flatten(mine)
     missing = object()
+    for key in b:
+        parent, _, name = key.rpartition(".")
+        if name in ADDED_OPTIONS and key not in a and any(k.startswith(parent + ".") for k in a):
+            a[key] = ADDED_OPTIONS[name]
 
     def duplicate(key: str) -> bool:  # model.head repeats the env's head, etc.
         top = key.split(".", 1)[-1]
