@@ -195,12 +195,17 @@ class Args(CommonArgs):
     entropy: float = arg(0.0, "weight of an entropy bonus on the gates (0: the paper's plain REINFORCE)")
     init_mean: float = arg(DEFAULT_INIT_MEAN, "initial mean of the gates' log10 tolerance")
     init_std: float = arg(DEFAULT_INIT_STD, "initial standard deviation of the gates' log10 tolerance")
-    gate: str = arg("auto", "gate type: cnn (feature maps), mlp (vector observation) or auto (cnn for the "
-                    "CIFAR10 and MNIST ids, as in the paper; mlp otherwise)", choices=["auto", "cnn", "mlp"])
+    gate: str = arg("auto", "gate type, set through the observation mode: cnn (CNN gates on the feature-map "
+                    "observation, obs_mode=features), mlp (MLP gates on the vector observation: block one-hot and "
+                    "4 batch statistics of the block input, obs_mode=vector) or auto (cnn for the CIFAR10 and "
+                    "MNIST ids, as in the paper; mlp for every other id, digits included). An obs_mode in "
+                    "--env-kwargs, or a resumed run's, decides instead", choices=["auto", "cnn", "mlp"])
 
 
 def gate_obs_mode(gate: str, env_id: str) -> str:
-    """The observation mode a gate type needs (``auto``: CNN gates for image datasets)."""
+    """The observation mode a gate type needs: ``cnn`` -> ``features``, ``mlp`` -> ``vector``;
+    ``auto``: ``features`` (CNN gates) for the CIFAR10 and MNIST ids, ``vector`` (MLP gates on
+    batch statistics) for every other id, digits included."""
     if gate == "auto":
         return "features" if any(k in env_id for k in ("CIFAR10", "MNIST")) else "vector"
     return "features" if gate == "cnn" else "vector"
