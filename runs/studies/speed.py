@@ -16,9 +16,9 @@ times compare):
 
 ``reg_weight`` is chosen by a sweep on seed 0 (``reg_sweep``): the largest weight whose test
 bits/dim stays within ``reg_bpd_tol`` of the fixed arm's (same seed); the sweep's runs are
-cached, so the chosen weight's seed-0 run is the ``regularised`` arm's. Weights of 1e-2 and
-above wreck the density on digits (the integrals of ``||f||^2`` and ``||e^T df/dz||^2`` over
-64 dimensions dominate J), hence the sweep from 1e-3 down.
+cached, so the chosen weight's seed-0 run is the ``regularised`` arm's. The regularizers
+integrate ``||f||^2`` and ``||e^T df/dz||^2`` summed over all dimensions, beside a loss in bits
+per dimension, so the sweep holds small weights.
 
 Rows, each a mean over seeds against ``fixed`` of the same seeds: ``nfe_ratio`` (training NFE
 per iteration, forward + backward), ``wall_ratio`` (training wall time: the last iteration's
