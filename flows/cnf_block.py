@@ -35,8 +35,9 @@ class BlockOutput(NamedTuple):
         logdet: ``(B,)`` accumulated divergence, ``log|det dz_out/dz_in|`` (zeros when the
             log-determinant is not tracked, e.g. while sampling).
         regularization: ``(B, 2)`` integrals of the kinetic energy ``||f||^2`` and of the
-            Jacobian Frobenius estimate ``||e^T df/dz||^2`` (Finlay et al. 2020); zeros when
-            the block was built with ``regularize=False``.
+            Jacobian Frobenius estimate ``||e^T df/dz||^2`` (Finlay et al. 2020), integrated
+            along the solve but left out of its error control; zeros when the block was built
+            with ``regularize=False`` and in evaluation mode (they are training-loss terms).
         stats: NFE accounting of the solve (and of the error probe, when it ran).
         error: ``(B,)`` penalty ``||err||^2 / dim`` of the probe step's local error estimate
             (see :mod:`flows.error_reg`); ``None`` when the probe did not run.
@@ -200,7 +201,7 @@ class CNFBlock(nn.Module):
         noise = None
         if divergence == "hutchinson" or (with_logdet and self.regularize):
             noise = sample_noise(z, self.noise, generator)
-        regularize = self.regularize and with_logdet
+        regularize = self.regularize and with_logdet and self.training  # a training-loss term only
         dynamics = _Dynamics(self.net, counter, noise, divergence, regularize)
         y0: tuple[torch.Tensor, ...] = (z,)
         if divergence is not None:
@@ -221,6 +222,7 @@ class CNFBlock(nn.Module):
             dynamics, y0, t, counter,
             tol=tol, method=self.solver, adjoint=self.adjoint, max_num_steps=self.max_num_steps,
             first_step=first_step, backend=self.backend,
+            controlled=2 if regularize else None,  # z and log-det; the regularizers' integrals ride along
         )
         if warm and self.training and torch.is_grad_enabled() and counter.last_step is not None:
             self.last_step = (counter.last_step, tol)

@@ -170,6 +170,8 @@ def _solve_torchode(
     except ImportError:
         raise ImportError("backend 'torchode' needs the optional extra: pip install 'infocnf-gym[torchode]'") from None
     check_backend_options("torchode", method, adjoint)
+    options = dict(options)
+    controlled = getattr(options.pop("norm", None), "controlled", len(y0))
     if options:
         raise ValueError(f"backend 'torchode' takes no solver options, got {sorted(options)}")
     shapes = [y.shape for y in y0]
@@ -188,7 +190,8 @@ def _solve_torchode(
         return flatten(func(tt[0], unflatten(flat[0])))
 
     def mixed_norm(err: torch.Tensor) -> torch.Tensor:  # torchdiffeq's _mixed_norm, one row
-        return torch.stack([err[:, a:b].pow(2).mean(dim=1).sqrt() for a, b in pairwise(bounds)]).amax(0)
+        pieces = list(pairwise(bounds))[:controlled]
+        return torch.stack([err[:, a:b].pow(2).mean(dim=1).sqrt() for a, b in pieces]).amax(0)
 
     callback = getattr(func, "callback_accept_step", None)
     proposed: list[torch.Tensor] = []  # the step the controller proposed last, before torchode cut it
@@ -270,6 +273,7 @@ def solve(
     first_step: float | None = None,
     options: dict[str, Any] | None = None,
     backend: str = "torchdiffeq",
+    controlled: int | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Integrate ``func`` from ``t[0]`` over ``t`` with ``atol = rtol = tol``.
 
@@ -288,6 +292,10 @@ def solve(
         options: extra torchdiffeq solver options.
         backend: the solver implementation, a name in :data:`BACKENDS` (``"torchode"`` is
             an optional extra and supports ``dopri5`` with direct back-propagation only).
+        controlled: how many leading tensors of the state the step-size control measures
+            (``None``: all; torchdiffeq's mixed norm, the largest RMS error over them). The
+            others are integrated along but not error-controlled, e.g. regularization
+            integrals whose accuracy does not matter.
 
     Returns:
         The state at every time in ``t`` (each tensor has a leading time dimension).
@@ -299,16 +307,31 @@ def solve(
     tol = check_tolerance(tol)
     check_method(method)
     implementation = BACKENDS[check_backend(backend)]
+    opts = dict(options or {})
+    if controlled is not None and controlled < len(y0) and is_adaptive(method):
+        if not 1 <= controlled:
+            raise ValueError(f"controlled must be at least 1, got {controlled}")
+        opts["norm"] = _leading_norm(controlled)
     try:
         out = implementation(
             func, y0, t, tol=tol, method=method, adjoint=adjoint, max_num_steps=max_num_steps,
-            first_step=_check_first_step(first_step) if is_adaptive(method) else None, options=dict(options or {}),
+            first_step=_check_first_step(first_step) if is_adaptive(method) else None, options=opts,
         )
     finally:
         counter.close_forward()
     if not all(torch.isfinite(o[-1]).all() for o in out):
         raise SolverError("non-finite values in the solution")
     return out
+
+
+def _leading_norm(count: int) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
+    """torchdiffeq's mixed norm (the largest RMS over the state's tensors) over the first ``count`` only."""
+
+    def norm(state: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.stack([s.abs().pow(2).mean().sqrt() for s in state[:count]]).max()
+
+    norm.controlled = count  # type: ignore[attr-defined]  # read by backends that build their own norm
+    return norm
 
 
 @dataclass
