@@ -245,14 +245,39 @@ def test_cnf_marginal_is_its_logpx():
 
 @pytest.mark.parametrize("adjoint", [False, True])
 def test_backward_nfe_is_counted(adjoint):
+    """Each block's backward NFE equals a count kept apart from the library's counters, by hooks on
+    the block's dynamics network during ``loss.backward()``: with the adjoint method its calls
+    (the adjoint solve's evaluations), with direct back-propagation its backward hook firing (the
+    recorded calls the gradient flows through). tests/test_nfe_counts.py establishes both counts
+    call by call (rejected steps, warm starts, the LatentODE, the env's totals)."""
     torch.manual_seed(0)
     model = make("infocnf", "mlp", adjoint=adjoint)
+    for block in model.blocks:  # stiff dynamics: the solver rejects steps, whose evaluations get no gradient
+        perturb(block.net, 2.0)
+    in_backward = False
+    calls = [0] * model.num_blocks
+    backward_hooks = [0] * model.num_blocks
+
+    def count(counts: list[int], k: int):
+        def hook(*_):
+            counts[k] += in_backward
+        return hook
+
+    for k, block in enumerate(model.blocks):
+        block.net.register_forward_hook(count(calls, k))
+        block.net.register_full_backward_hook(count(backward_hooks, k))
     x, y = batch(model)
     out = model(x, y, tol=FAST, generator=gen())
     assert out.nfe_backward == 0 and all(s.nfe_backward == 0 for s in out.stats)
     forward = out.nfe_forward
+    in_backward = True
     out.loss.backward()
-    assert all(s.nfe_backward > 0 for s in out.stats)
+    in_backward = False
+    expected = calls if adjoint else backward_hooks
+    assert [s.nfe_backward for s in out.stats] == expected and min(expected) > 0
+    if not adjoint:
+        assert sum(calls) == 0, "direct back-propagation evaluates nothing during backward"
+        assert out.nfe_backward < out.nfe_forward  # the rejected steps' evaluations
     assert out.nfe_backward == sum(s.nfe_backward for s in out.stats)
     assert out.nfe_forward == forward, "the backward pass must not be counted as forward NFE"
 

@@ -100,7 +100,10 @@ def test_bad_kwargs_raise_value_error(kwargs, match):
 @pytest.mark.parametrize("env_id", IDS)
 def test_observations_info_and_reward_formula(env_id):
     alpha, loss_weight = 0.7, 1.3
-    env = make(env_id, alpha=alpha, loss_weight=loss_weight)
+    # beta 0.5, not the spiral ids' 1: with beta = 1 the loss check below could not tell the
+    # model's beta from a hard-coded 1.
+    env = make(env_id, alpha=alpha, loss_weight=loss_weight, beta=0.5)
+    assert env.unwrapped.model.beta == 0.5
     n = env.unwrapped.num_blocks
     trace = run_episode(env, seed=0)
     observations = [trace[0][0]] + [s[0] for s in trace[1:]]
@@ -129,8 +132,8 @@ def test_observations_info_and_reward_formula(env_id):
     assert last["tols"] == [10.0 ** a for a in ACTIONS]
     assert isinstance(last["nfe_backward"], int) and last["nfe_backward"] > 0
     assert last["iteration"] == 1 and last["skipped_update"] is False
-    # loss = negative ELBO per observed scalar (bits_per_dim in nats) + beta * supervised loss (beta = 1)
-    supervised = last["xent"] + last["ab_mse"] if partitioned else 0.0
+    # loss = negative ELBO per observed scalar (bits_per_dim in nats) + beta * supervised loss, with the model's beta
+    supervised = env.unwrapped.model.beta * (last["xent"] + last["ab_mse"]) if partitioned else 0.0
     assert last["loss"] == pytest.approx(last["bits_per_dim"] * math.log(2) + supervised, rel=1e-5)
     if partitioned:
         assert last["error"] == last["direction_error"] and 0.0 <= last["error"] <= 1.0
