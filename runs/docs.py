@@ -621,6 +621,13 @@ def speed(res: Res) -> str:
                      f"{c['wall_ratio']:.3f}x, bits/dim {pct(c['bpd_ratio'] - 1)} (target: at most "
                      f"{th['combined_nfe_ratio']}x and {th['combined_wall_ratio']}x, bits/dim within "
                      f"{apct(th['combined_bpd_tol'], 0)}): {verdict(c['met'])}.")
+    if "regularised" in t and "combined" in t and "warm" in t:
+        r, c = row(d["rows"], arm="regularised"), t["combined"]
+        items.append(f"The RNODE regularizers alone save no training NFE here ({r['nfe_ratio']:.3f}x): the combined "
+                     f"arm's {c['nfe_ratio']:.3f}x is the warm start's ({t['warm']['nfe_forward_ratio']:.3f}x forward) "
+                     f"and the learned tolerances' ({row(d['rows'], arm='learned')['nfe_ratio']:.3f}x) together. Its "
+                     f"test pass at 1e-5 starts from steps accepted at the looser learned tolerances, rescaled, so it "
+                     f"saves less there than the warm start alone.")
     if any(r["arm"] == "error_reg" for r in d["rows"]):
         e = row(d["rows"], arm="error_reg")
         items.append(f"The solver-error regularizer (Pal et al. 2021, weight {cfg['error_weight']:g}) costs its probe "
