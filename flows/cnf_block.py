@@ -99,6 +99,14 @@ class _Dynamics(nn.Module):
             out = [o.detach() for o in out]
         return tuple(out)
 
+
+class _WarmDynamics(_Dynamics):
+    """The dynamics of a warm-started solve: also records the steps the solver accepts.
+
+    A separate class because torchdiffeq warns, on every solve, when a fixed-step method
+    meets a dynamics that defines step callbacks.
+    """
+
     def callback_accept_step(self, t0: torch.Tensor, y0: tuple[torch.Tensor, ...], dt: torch.Tensor) -> None:
         self.counter.accept_step(dt)
 
@@ -202,7 +210,8 @@ class CNFBlock(nn.Module):
         if divergence == "hutchinson" or (with_logdet and self.regularize):
             noise = sample_noise(z, self.noise, generator)
         regularize = self.regularize and with_logdet and self.training  # a training-loss term only
-        dynamics = _Dynamics(self.net, counter, noise, divergence, regularize)
+        warm = self.warm_start and not reverse and with_logdet
+        dynamics = (_WarmDynamics if warm else _Dynamics)(self.net, counter, noise, divergence, regularize)
         y0: tuple[torch.Tensor, ...] = (z,)
         if divergence is not None:
             y0 = y0 + (zeros,) + ((zeros, zeros) if regularize else ())
@@ -213,7 +222,6 @@ class CNFBlock(nn.Module):
         if self.error_probe and self.training and with_logdet and not reverse:
             # Before the solve: the counter takes forward evaluations until solve() closes it.
             error = self._probe_error(z, counter)
-        warm = self.warm_start and not reverse and with_logdet
         first_step = None
         if warm and self.last_step is not None:
             step, at_tol = self.last_step

@@ -164,8 +164,8 @@ def tagged_steps(monkeypatch):
                 original(self, t0, y0, dt)
         return callback
 
-    for module in (cnf_block, latent_ode):
-        dynamics = module._Dynamics
+    # cnf_block's warm-started solves use _WarmDynamics, whose own accept callback records the step
+    for dynamics in (cnf_block._Dynamics, cnf_block._WarmDynamics, latent_ode._Dynamics):
         monkeypatch.setattr(dynamics, "callback_step", step, raising=False)
         monkeypatch.setattr(dynamics, "callback_accept_step",
                             settle(True, getattr(dynamics, "callback_accept_step", None)), raising=False)
