@@ -123,9 +123,12 @@ def _solve_torchdiffeq(
     adjoint: bool,
     max_num_steps: int | None,
     first_step: float | None,
+    controlled: int,
     options: dict[str, Any],
 ) -> tuple[torch.Tensor, ...]:
     opts = dict(options)
+    if controlled < len(y0) and is_adaptive(method):
+        opts["norm"] = _leading_norm(controlled)
     if max_num_steps is not None and is_adaptive(method):
         opts["max_num_steps"] = int(max_num_steps)
     if first_step is not None and is_adaptive(method):
@@ -153,6 +156,7 @@ def _solve_torchode(
     adjoint: bool,
     max_num_steps: int | None,
     first_step: float | None,
+    controlled: int,
     options: dict[str, Any],
 ) -> tuple[torch.Tensor, ...]:
     """The same solve with torchode's Dormand-Prince loop (optional extra ``torchode``).
@@ -170,8 +174,6 @@ def _solve_torchode(
     except ImportError:
         raise ImportError("backend 'torchode' needs the optional extra: pip install 'infocnf-gym[torchode]'") from None
     check_backend_options("torchode", method, adjoint)
-    options = dict(options)
-    controlled = getattr(options.pop("norm", None), "controlled", len(y0))
     if options:
         raise ValueError(f"backend 'torchode' takes no solver options, got {sorted(options)}")
     shapes = [y.shape for y in y0]
@@ -307,15 +309,15 @@ def solve(
     tol = check_tolerance(tol)
     check_method(method)
     implementation = BACKENDS[check_backend(backend)]
-    opts = dict(options or {})
-    if controlled is not None and controlled < len(y0) and is_adaptive(method):
-        if not 1 <= controlled:
-            raise ValueError(f"controlled must be at least 1, got {controlled}")
-        opts["norm"] = _leading_norm(controlled)
+    if controlled is None:
+        controlled = len(y0)
+    if not 1 <= controlled <= len(y0):
+        raise ValueError(f"controlled must be in [1, {len(y0)}], got {controlled}")
     try:
         out = implementation(
             func, y0, t, tol=tol, method=method, adjoint=adjoint, max_num_steps=max_num_steps,
-            first_step=_check_first_step(first_step) if is_adaptive(method) else None, options=opts,
+            first_step=_check_first_step(first_step) if is_adaptive(method) else None, controlled=controlled,
+            options=dict(options or {}),
         )
     finally:
         counter.close_forward()
@@ -330,7 +332,6 @@ def _leading_norm(count: int) -> Callable[[tuple[torch.Tensor, ...]], torch.Tens
     def norm(state: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return torch.stack([s.abs().pow(2).mean().sqrt() for s in state[:count]]).max()
 
-    norm.controlled = count  # type: ignore[attr-defined]  # read by backends that build their own norm
     return norm
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from flowkit import count_net_calls, digits_flow
 from torchdiffeq import odeint
 
 from flows import build_model
@@ -123,26 +124,17 @@ def test_probe_error_is_the_one_torchdiffeq_accepts_steps_by(ratio, accepted):
 
 # ---------------------------------------------------------------------------- in the flows
 
-DIGITS = dict(hidden=8, num_scales=2, flows_per_scale=1, num_levels=17)
 
 
 def counted_model(error_weight: float, **options):
     """A digits flow with perturbed dynamics and a count of its networks' calls, apart from its NFE counters."""
-    torch.manual_seed(0)
-    model = build_model("infocnf", (1, 8, 8), 10, error_weight=error_weight, **{**DIGITS, **options})
+    model = digits_flow(error_weight=error_weight, **options)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for block in model.blocks:
             for p in block.net.parameters():
                 p.add_(0.3 * torch.randn(p.shape, generator=g))
-    calls = {"n": 0}
-
-    def count(module, inputs, output):
-        calls["n"] += 1
-
-    for block in model.blocks:
-        block.net.register_forward_hook(count)
-    return model, calls
+    return model, count_net_calls(model)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from flowkit import perturb
 from torch import nn
 from torchdiffeq import odeint
 
@@ -42,15 +43,6 @@ def batch(model, n: int = 6, seed: int = 0, num_classes: int = K):
     x = torch.rand((n, *model.data_shape), generator=g) * 0.9 + 0.05
     y = torch.randint(0, num_classes, (n,), generator=g)
     return x, y
-
-
-def perturb(module: nn.Module, std: float, seed: int = 0) -> None:
-    """Random conv/linear weights, so the dynamics are far from the identity map."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=m.weight.dtype) * std)
 
 
 def perturb_head(model, std: float = 0.5, seed: int = 1) -> None:

@@ -37,6 +37,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from flowkit import perturb
 from torch import nn
 
 import infocnf_env  # noqa: F401  (registers the ids)
@@ -178,15 +179,6 @@ def probe(nets: list[nn.Module]) -> Probe:
     p = Probe(list(nets))
     PROBE.append(p)
     return p
-
-
-def perturb(module: nn.Module, std: float, seed: int = 0) -> None:
-    """Random conv/linear weights: stiffer dynamics, so that the solver rejects steps."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=m.weight.dtype) * std)
 
 
 def flow(arch: str, std: float = 0.0, **options):

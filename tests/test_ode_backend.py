@@ -11,13 +11,12 @@ import json
 
 import pytest
 import torch
+from flowkit import DIGITS, count_net_calls, digits_batch, digits_flow
 
-from flows import BatchStream, SolverError, build_model, load_dataset
+from flows import SolverError, build_model
 from flows.cnf_block import CNFBlock
 from flows.nets import mlp_net
 from flows.ode import BACKENDS, NFECounter, check_backend, solve
-
-DIGITS = dict(hidden=8, num_scales=2, flows_per_scale=1, num_levels=17)
 
 
 def test_torchdiffeq_private_names_are_where_flows_ode_imports_them():
@@ -72,20 +71,12 @@ def test_a_checkpoint_loads_under_another_backend():
 # ---------------------------------------------------------------------------- torchode
 @pytest.fixture(scope="module")
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    return BatchStream(load_dataset("digits", "train"), 32, seed=0).next()
+    return digits_batch()
 
 
 def digits(backend: str, **options) -> tuple[torch.nn.Module, dict[str, int]]:
-    torch.manual_seed(0)
-    model = build_model("infocnf", (1, 8, 8), 10, solver_backend=backend, **{**DIGITS, **options})
-    calls = {"n": 0}
-
-    def count(module, inputs, output):
-        calls["n"] += 1
-
-    for block in model.blocks:
-        block.net.register_forward_hook(count)
-    return model, calls
+    model = digits_flow(solver_backend=backend, **options)
+    return model, count_net_calls(model)
 
 
 def training_pass(model, batch, tol: float):

@@ -20,7 +20,7 @@ import torch
 
 from agents import fixed, reinforce, sb3
 from agents.run_dir import DirLock, RunDirError
-from agents.runner import Run, run_cli
+from agents.runner import Run, episode_record, run_cli
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,20 +45,22 @@ def without_wall_time(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
 
 
-def crash_after(monkeypatch, iteration: int) -> None:
-    """Make the run die (as if killed) right after ``iteration`` is logged, before its checkpoint."""
+def killed_after(monkeypatch, main, argv: list[str], iteration: int) -> None:
+    """Run ``main(argv)`` and kill it (as SIGKILL would) right after ``iteration`` is logged,
+    before that iteration's checkpoint."""
     original = Run.after_episode
 
     def after_episode(self, *args, **kwargs):
         if self.iteration + 1 == iteration:
             self.iteration += 1
-            from agents.runner import episode_record
-
             self.logger.iteration(episode_record(self.iteration, args[0], args[1], args[3], self.wall_time))
             raise SystemExit("killed")
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Run, "after_episode", after_episode)
+    with pytest.raises(SystemExit):
+        main(argv)
+    monkeypatch.undo()
 
 
 def subprocess_env() -> dict[str, str]:
@@ -162,10 +164,7 @@ def test_bare_resume_keeps_the_runs_iterations_and_cadences(tmp_path, monkeypatc
     run = tmp_path / "run"
     settings = ["--tol", "1e-4", "--eval-every", "2", "--checkpoint-every", "1"]
     fixed.main(cli(tmp_path / "straight", *settings, iterations=5))
-    crash_after(monkeypatch, 3)
-    with pytest.raises(SystemExit):
-        fixed.main(cli(run, *settings, iterations=5))
-    monkeypatch.undo()
+    killed_after(monkeypatch, fixed.main, cli(run, *settings, iterations=5), 3)
     summary = fixed.main(["--resume", str(run)])  # no other flag: the run's own settings
     assert summary["iterations"] == 5
     assert without_wall_time(read_jsonl(run / "metrics.jsonl")) == \
@@ -201,10 +200,7 @@ def test_resume_accepts_the_runs_own_values_and_records_a_longer_run(tmp_path):
 
 def test_resume_with_a_missing_or_inconsistent_log_is_refused(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    crash_after(monkeypatch, 4)
-    with pytest.raises(SystemExit):
-        fixed.main(cli(run, "--checkpoint-every", "1", "--eval-every", "0", iterations=6))
-    monkeypatch.undo()
+    killed_after(monkeypatch, fixed.main, cli(run, "--checkpoint-every", "1", "--eval-every", "0", iterations=6), 4)
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # iteration 2 lost
     before = snapshot(run)
@@ -220,10 +216,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, monkeypa
     settings = ["--tol", "1e-4", "--eval-every", "0", "--checkpoint-every", "10"]
     fixed.main(cli(tmp_path / "straight", *settings, iterations=3))
     run = tmp_path / "run"
-    crash_after(monkeypatch, 2)
-    with pytest.raises(SystemExit):
-        fixed.main(cli(run, *settings, iterations=3))
-    monkeypatch.undo()
+    killed_after(monkeypatch, fixed.main, cli(run, *settings, iterations=3), 2)
     assert not (run / "checkpoint.pt").exists() and len(read_jsonl(run / "metrics.jsonl")) == 2
     capsys.readouterr()
     fixed.main(["--resume", str(run)])
@@ -237,10 +230,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, mo
     settings = ["--gate-lr", "0.05", "--eval-every", "0", "--checkpoint-every", "1"]
     reinforce.main(cli(tmp_path / "straight", *settings, iterations=5))
     run = tmp_path / "run"
-    crash_after(monkeypatch, 4)
-    with pytest.raises(SystemExit):
-        reinforce.main(cli(run, *settings, iterations=5))
-    monkeypatch.undo()
+    killed_after(monkeypatch, reinforce.main, cli(run, *settings, iterations=5), 4)
     assert load_checkpoint(run / "checkpoint.pt")["run"]["iteration"] == 3
     (run / "checkpoint.pt").write_bytes(b"\x00torn" * 50)
     capsys.readouterr()
@@ -260,10 +250,7 @@ def test_tensorboard_holds_each_step_once_after_a_resume(tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     flags = ["--tol", "1e-4", "--eval-every", "0", "--checkpoint-every", "2", "--tensorboard"]
-    crash_after(monkeypatch, 3)
-    with pytest.raises(SystemExit):
-        fixed.main(["--iterations", "5", "--out", str(run), "--no-progress", *flags, *TINY])
-    monkeypatch.undo()
+    killed_after(monkeypatch, fixed.main, ["--iterations", "5", "--out", str(run), "--no-progress", *flags, *TINY], 3)
     fixed.main(["--resume", str(run)])
     events = EventAccumulator(str(run))
     events.Reload()
@@ -313,10 +300,7 @@ def test_sb3_resume_goes_on_without_repeating_its_sampling(tmp_path, monkeypatch
     flags = ["--algo", "ppo", "--eval-every", "0", "--checkpoint-every", "2"]
     sb3.main(cli(tmp_path / "straight", *flags, iterations=8))
     run = tmp_path / "run"
-    crash_after(monkeypatch, 5)
-    with pytest.raises(SystemExit):
-        sb3.main(cli(run, *flags, iterations=8))
-    monkeypatch.undo()
+    killed_after(monkeypatch, sb3.main, cli(run, *flags, iterations=8), 5)
     sb3.main(["--resume", str(run)])
     resumed, straight = read_jsonl(run / "metrics.jsonl"), read_jsonl(tmp_path / "straight" / "metrics.jsonl")
     assert [r["iteration"] for r in resumed] == list(range(1, 9))

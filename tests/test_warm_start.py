@@ -13,31 +13,21 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from flowkit import count_net_calls, digits_batch, digits_flow
 
 import infocnf_env  # noqa: F401  (registers the ids)
-from flows import BatchStream, build_model, load_dataset
 from flows.ode import rescale_step
-
-DIGITS = dict(hidden=8, num_scales=2, flows_per_scale=1, num_levels=17)
 
 
 @pytest.fixture(scope="module")
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    return BatchStream(load_dataset("digits", "train"), 32, seed=0).next()
+    return digits_batch()
 
 
 def counted_model(warm_start: bool, **options) -> tuple[torch.nn.Module, dict[str, int]]:
     """A digits flow and a count of its dynamics networks' calls, kept apart from its NFE counters."""
-    torch.manual_seed(0)
-    model = build_model("infocnf", (1, 8, 8), 10, warm_start=warm_start, **{**DIGITS, **options})
-    calls = {"n": 0}
-
-    def count(module, inputs, output):
-        calls["n"] += 1
-
-    for block in model.blocks:
-        block.net.register_forward_hook(count)
-    return model, calls
+    model = digits_flow(warm_start=warm_start, **options)
+    return model, count_net_calls(model)
 
 
 def forward(model, batch, tol: float):

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from runs.aggregate import read_jsonl, summarise
+from runs.aggregate import read_jsonl, run_metrics, summarise
 from runs.run_cache import Arm, Context, digits_arm, run_arms
 from runs.studies.common import ratio
 
@@ -83,11 +83,11 @@ def _arm(ctx: Context, name: str, seed: int, reg_weight: float) -> Arm:
 
 
 def _figures(ctx: Context, arm: Arm, summary: dict) -> dict:
+    """:data:`FIELDS` of one run: its :func:`run_metrics`, and the wall time of its training
+    iterations alone (the last iteration's, before the final evaluation)."""
     records = [r for r in read_jsonl(arm.run_dir(ctx.runs_dir) / "metrics.jsonl") if "nfe_forward" in r]
-    test = summary["test"]
-    return {"nfe": summary["train_nfe_mean"], "nfe_forward": summary["train_nfe_forward_mean"],
-            "nfe_backward": summary["train_nfe_backward_mean"], "wall": records[-1]["wall_time"],
-            "bits_per_dim": test["bits_per_dim"], "test_nfe": test["nfe"], "test_error": test["error"]}
+    metrics = {**run_metrics(summary), "wall": records[-1]["wall_time"]}
+    return {key: metrics[key] for key in FIELDS}
 
 
 def _choose_weight(ctx: Context) -> tuple[float, list[dict]]:
