@@ -10,6 +10,8 @@ Registry :data:`DATASETS`:
   split once with a fixed seed into 1,497 training and 300 test images. Runs anywhere.
 * ``toy1d`` — Appendix C: a mixture of three 1-D Gaussians, labelled by component.
 * ``toy2d`` — two interleaved half-moons in 2-D, labelled by moon.
+* ``checkerboard``, ``pinwheel``, ``rings``, ``2spirals``, ``8gaussians`` — FFJORD's 2-D toy
+  densities (:mod:`flows.toy_densities`), labelled by region; 20,000 training points.
 
 Quantised data are stored as integer levels and dequantised per batch: ``x = (k + u) / L``
 with ``u ~ U[0, 1)``, so x lies in [0, 1]. All randomness comes from a ``torch.Generator``.
@@ -21,13 +23,15 @@ import http.client
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
 import numpy as np
 import torch
+
+from flows.toy_densities import TOY_DENSITIES, sample_toy
 
 
 @dataclass(frozen=True)
@@ -207,7 +211,17 @@ def _toy2d(split: str, root: str | None, download: bool, seed: int) -> LabelledD
                         name="toy2d")
 
 
-DATASETS = {"cifar10": _cifar10, "mnist": _mnist, "digits": _digits, "toy1d": _toy1d, "toy2d": _toy2d}
+def _toy_density(name: str) -> Callable[[str, str | None, bool, int], LabelledData]:
+    def load(split: str, root: str | None, download: bool, seed: int) -> LabelledData:
+        g = torch.Generator().manual_seed(1000 * seed + (0 if split == "train" else 1))
+        x, y = sample_toy(name, 20000 if split == "train" else 5000, g)
+        return LabelledData(x, y, None, TOY_DENSITIES[name][1], name=name)
+
+    return load
+
+
+DATASETS = {"cifar10": _cifar10, "mnist": _mnist, "digits": _digits, "toy1d": _toy1d, "toy2d": _toy2d,
+            **{name: _toy_density(name) for name in TOY_DENSITIES}}
 SPLITS = ("train", "test")
 
 
@@ -221,7 +235,7 @@ def load_dataset(
         split: ``"train"`` or ``"test"``.
         root: data root for torchvision datasets.
         download: let torchvision download missing files.
-        seed: seed of the synthetic sets (``toy1d``, ``toy2d``); ignored otherwise.
+        seed: seed of the synthetic sets (``toy1d``, ``toy2d``, the toy densities); ignored otherwise.
 
     Raises:
         ValueError: unknown name or split; a failed download (no network, unwritable root).
