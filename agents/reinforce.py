@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from agents.cli import CommonArgs, arg, parse_args
-from agents.gates import DEFAULT_INIT_MEAN, DEFAULT_INIT_STD, CNNGate, MLPGate
+from agents.gates import DEFAULT_FIRST_STEP_INIT_MEAN, DEFAULT_INIT_MEAN, DEFAULT_INIT_STD, CNNGate, InitMean, MLPGate
 from agents.runner import Agent, resolve_args, run_agent, run_cli
 from infocnf_env.distributed import average_gradients, broadcast_module, rank_seed
 
@@ -46,6 +46,8 @@ class ReinforceAgent(Agent):
             (``None``: no baseline).
         entropy: weight of an entropy bonus (0: the paper's plain REINFORCE).
         init_mean: initial mean of log10(tol).
+        action_dim: entries of the action: 1 (log10 tol) or 2 (``tol_first_step`` mode, whose
+            first-step entry starts at ``DEFAULT_FIRST_STEP_INIT_MEAN``).
         init_std: initial standard deviation of log10(tol).
         hidden: width of the gates.
         seed: seed of the gates' initialisation and sampling.
@@ -54,18 +56,21 @@ class ReinforceAgent(Agent):
     def __init__(
         self, observation_space: Any, num_blocks: int, *, gamma: float = 0.99, lr: float = 1e-2,
         baseline_momentum: float | None = 0.9, entropy: float = 0.0, init_mean: float = DEFAULT_INIT_MEAN,
-        init_std: float = DEFAULT_INIT_STD, hidden: int = 32, seed: int = 0,
+        init_std: float = DEFAULT_INIT_STD, hidden: int = 32, seed: int = 0, action_dim: int = 1,
     ):
         # CNN gates read the feature maps of a Dict observation, MLP gates the vector one.
         self.cnn_gates = isinstance(observation_space, gym.spaces.Dict)
+        if action_dim not in (1, 2):
+            raise ValueError(f"action_dim must be 1 (log10 tol) or 2 (log10 tol, log10 first step), got {action_dim}")
+        means: InitMean = init_mean if action_dim == 1 else [init_mean, DEFAULT_FIRST_STEP_INIT_MEAN]
         with torch.random.fork_rng(devices=[]):  # initial weights from `seed`, not the global RNG state
             torch.manual_seed(seed)
             if self.cnn_gates:
                 shape = observation_space["features"].shape
-                gates = [CNNGate(shape, min(hidden, 16), init_mean, init_std) for _ in range(num_blocks)]
+                gates = [CNNGate(shape, min(hidden, 16), means, init_std) for _ in range(num_blocks)]
             else:
                 dim = observation_space.shape[0]
-                gates = [MLPGate(dim, hidden, init_mean, init_std) for _ in range(num_blocks)]
+                gates = [MLPGate(dim, hidden, means, init_std) for _ in range(num_blocks)]
         self.gates = nn.ModuleList(gates)
         self.num_blocks = num_blocks
         self.gamma = gamma
@@ -127,14 +132,14 @@ class ReinforceAgent(Agent):
         block, inp = self._block_and_input(obs)
         mean, log_std = self.gates[block](inp)
         std = log_std.exp()
-        noise = torch.randn((), generator=self.generator)
+        noise = torch.randn(mean.shape, generator=self.generator)
         sample = (mean + std * noise).detach()
         dist = torch.distributions.Normal(mean, std)
-        self._log_probs.append(dist.log_prob(sample))
-        self._entropies.append(dist.entropy())
-        self._means.append(float(mean.detach()))
-        self._stds.append(float(std.detach()))
-        return np.array([float(sample)], dtype=np.float32)
+        self._log_probs.append(dist.log_prob(sample).sum())  # independent entries: the joint log-density
+        self._entropies.append(dist.entropy().sum())
+        self._means.append(float(mean.detach().reshape(-1)[0]))  # the log10 tolerance's
+        self._stds.append(float(std.detach().reshape(-1)[0]))
+        return sample.reshape(-1).numpy().astype(np.float32)
 
     def observe(self, reward: float) -> None:
         self._rewards.append(float(reward))
@@ -221,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
             env.observation_space, env.unwrapped.num_blocks, gamma=args.gamma, lr=args.gate_lr,
             baseline_momentum=None if args.no_baseline else args.baseline, entropy=args.entropy,
             init_mean=args.init_mean, init_std=args.init_std, seed=args.seed,
+            action_dim=env.action_space.shape[0],
         )
 
     return run_agent("reinforce", args, make, {})

@@ -132,9 +132,6 @@ class CNFBlock(nn.Module):
             take one Dormand-Prince 5(4) probe step of size T from the input and return the
             penalty of its local error estimate (:mod:`flows.error_reg`, Pal et al. 2021).
             Its 7 network evaluations are counted in the block's NFE.
-        warm_start: start each forward solve from the step this block last accepted in
-            training (rescaled to the new tolerance, see :func:`flows.ode.rescale_step`)
-            instead of the solver's initial-step heuristic; ``solver_state`` holds it.
         backend: ODE backend of :func:`flows.ode.solve` (default ``"torchdiffeq"``).
     """
 
@@ -191,6 +188,7 @@ class CNFBlock(nn.Module):
         reverse: bool = False,
         with_logdet: bool = True,
         generator: torch.Generator | None = None,
+        first_step: float | None = None,
     ) -> BlockOutput:
         """Solve the block from t = 0 to T (``reverse=True``: from T to 0).
 
@@ -200,6 +198,8 @@ class CNFBlock(nn.Module):
             reverse: integrate backwards (latent to data), used for sampling.
             with_logdet: also integrate the divergence (and regularization terms).
             generator: source of the Hutchinson noise, drawn once for this solve.
+            first_step: the solver's first step as a fraction of the time span T, in (0, 1]
+                (``None``: the warm start where on, else the solver's initial-step heuristic).
         """
         tol = check_tolerance(tol)
         counter = NFECounter()
@@ -222,8 +222,11 @@ class CNFBlock(nn.Module):
         if self.error_probe and self.training and with_logdet and not reverse:
             # Before the solve: the counter takes forward evaluations until solve() closes it.
             error = self._probe_error(z, counter)
-        first_step = None
-        if warm and self.last_step is not None:
+        if first_step is not None:
+            if not 0 < first_step <= 1:
+                raise ValueError(f"first_step must be a fraction of the time span in (0, 1], got {first_step!r}")
+            first_step = first_step * float(self.end_time)
+        elif warm and self.last_step is not None:
             step, at_tol = self.last_step
             first_step = min(rescale_step(step, at_tol, tol, solver_order(self.solver)), float(self.end_time))
         states = solve(

@@ -319,8 +319,13 @@ class LatentODE(nn.Module):
         bounds = [round(k * (num_times - 1) / self.num_blocks) for k in range(self.num_blocks + 1)]
         return list(pairwise(bounds))
 
-    def advance(self, state: LatentODEState, tol: float = 1e-5) -> tuple[LatentODEState, BlockStats]:
+    def advance(
+        self, state: LatentODEState, tol: float = 1e-5, *, first_step: float | None = None
+    ) -> tuple[LatentODEState, BlockStats]:
         """Solve ``dz/dt = f(z)`` over the next time segment with ``atol = rtol = tol``.
+
+        ``first_step``: the solver's first step as a fraction of the segment's time span, in
+        (0, 1] (``None``: the solver's initial-step heuristic).
 
         Raises:
             ValueError: ``tol`` is not a positive finite number.
@@ -331,7 +336,7 @@ class LatentODE(nn.Module):
             raise RuntimeError("all blocks have been solved; call finish()")
         k = len(state.stats)
         lo, hi = self.segment_bounds(state.times.shape[0])[k]
-        piece, stats = self.integrate(self.features(state), state.times[lo : hi + 1], tol)
+        piece, stats = self.integrate(self.features(state), state.times[lo : hi + 1], tol, first_step=first_step)
         pieces = state.pieces + (piece if k == 0 else piece[1:],)
         traj = torch.cat(pieces) if k + 1 == self.num_blocks else None
         return replace(state, traj=traj, stats=state.stats + (stats,), pieces=pieces), stats
@@ -408,12 +413,22 @@ class LatentODE(nn.Module):
             log_std = torch.cat([log_sigma, log_std[:, self.sup_dim :]], dim=1)
         return mean, log_std
 
-    def integrate(self, z0: torch.Tensor, times: torch.Tensor, tol: float) -> tuple[torch.Tensor, BlockStats]:
-        """One counted solve from ``z0`` at ``times[0]``; returns ``(T, B, L)`` and its stats."""
+    def integrate(
+        self, z0: torch.Tensor, times: torch.Tensor, tol: float, *, first_step: float | None = None
+    ) -> tuple[torch.Tensor, BlockStats]:
+        """One counted solve from ``z0`` at ``times[0]``; returns ``(T, B, L)`` and its stats.
+
+        ``first_step``: the first step as a fraction of ``times[-1] - times[0]``, in (0, 1].
+        """
         counter = NFECounter()
+        step = None
+        if first_step is not None:
+            if not 0 < first_step <= 1:
+                raise ValueError(f"first_step must be a fraction of the time span in (0, 1], got {first_step!r}")
+            step = first_step * abs(float(times[-1] - times[0]))
         (traj,) = solve(
             _Dynamics(self.dynamics, counter), (z0,), times, counter, tol=tol, method=self.solver,
-            adjoint=self.adjoint, max_num_steps=self.max_num_steps,
+            adjoint=self.adjoint, max_num_steps=self.max_num_steps, first_step=step,
         )
         return traj, BlockStats(nfe=counter.forward, tol=tol, counter=counter)
 

@@ -156,13 +156,19 @@ class FlowModel(nn.Module):
         """Index (0 .. num_blocks-1) of the block that the next ``advance`` solves."""
         return len(state.stats)
 
-    def advance(self, state: FlowState, tol: float = 1e-5) -> tuple[FlowState, BlockStats]:
-        """Solve the next ODE block at tolerance ``tol`` and run the glue after it."""
+    def advance(
+        self, state: FlowState, tol: float = 1e-5, *, first_step: float | None = None
+    ) -> tuple[FlowState, BlockStats]:
+        """Solve the next ODE block at tolerance ``tol`` and run the glue after it.
+
+        ``first_step``: the solver's first step as a fraction of the block's time span
+        (``None``: the block's own choice, see :class:`flows.CNFBlock`).
+        """
         tol = check_tolerance(tol)
         if state.position >= len(self.ops):
             raise RuntimeError("all blocks have been solved; call finish()")
         block = self.ops[state.position]
-        out = block(state.z, tol=tol, generator=state.generator)
+        out = block(state.z, tol=tol, generator=state.generator, first_step=first_step)
         error = state.error_regularization
         if out.error is not None:
             error = out.error if error is None else error + out.error

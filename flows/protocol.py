@@ -70,8 +70,12 @@ class BlockModel(Protocol[State]):
         """Index of the block the next ``advance`` solves."""
         ...
 
-    def advance(self, state: State, tol: float = 1e-5) -> tuple[State, BlockStats]:
-        """Solve the next block at tolerance ``tol`` (atol = rtol) and run the glue after it."""
+    def advance(self, state: State, tol: float = 1e-5, *, first_step: float | None = None) -> tuple[State, BlockStats]:
+        """Solve the next block at tolerance ``tol`` (atol = rtol) and run the glue after it.
+
+        ``first_step``: the solver's first step as a fraction of the block's time span, in
+        (0, 1] (``None``: the solver's initial-step heuristic, or the block's warm start).
+        """
         ...
 
     def finish(self, state: State) -> PassOutput:

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from infocnf_env.actions import ACTION_MODES, DEFAULT_FIRST_STEP_BOUNDS, check_bounds
+
 #: log10 bounds of the tolerance action: loose enough to save NFE, tight enough that a policy
 #: cannot profit from solver error (DESIGN.md, "Numbers that must be honest").
 DEFAULT_TOL_BOUNDS = (-8.0, -2.0)
@@ -30,6 +32,7 @@ DEFAULT_TOL_BOUNDS = (-8.0, -2.0)
 #: episode instead of stalling the run.
 DEFAULT_MAX_NUM_STEPS = 1000
 OBS_MODES = ("vector", "features")
+GAP_SIDES = ("one", "two")
 
 
 def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -97,15 +100,24 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Weights of the reward (Eq. 6) and of the solver-error check.
+    """Weights of the reward (Eq. 6) and of its accuracy term.
+
+    The accuracy term: every ``gap_check_every``-th iteration the same batch, with the same
+    Hutchinson noise and dropout masks, is also solved at ``reference_tol`` (no gradient), and
+    the last step pays ``-gap_weight * gap`` where ``gap`` is the loss at ``reference_tol``
+    minus the loss at the chosen actions: one-sided (``gap_sided="one"``, ``max(0, gap)``: only
+    a loss that looks better than it is, which the loss term would otherwise reward) or
+    two-sided (``"two"``, ``|gap|``). The reference solve's NFE is reported apart
+    (``info["nfe_reference"]``), never in the NFE cost.
 
     Attributes:
         alpha: weight of the NFE cost; step i pays ``-(alpha / N) * nfe_i``.
         loss_weight: weight of the loss paid on the last step.
         failure_penalty: paid (negated) when a solve fails or the loss is not finite.
-        gap_check_every: every K-th iteration also solve the batch at 1e-5 and charge the loss
-            gap (0: never).
-        gap_weight: weight of that gap.
+        gap_check_every: K: every K-th iteration measures the gap (0: never).
+        gap_weight: weight of the gap.
+        reference_tol: tolerance of the reference solve.
+        gap_sided: ``"one"`` or ``"two"`` (above).
     """
 
     alpha: float = 1.0
@@ -113,12 +125,19 @@ class RewardConfig:
     failure_penalty: float = 10.0
     gap_check_every: int = 0
     gap_weight: float = 1.0
+    reference_tol: float = 1e-5
+    gap_sided: str = "one"
 
     def __post_init__(self) -> None:
         _finite_number("alpha", self.alpha, minimum=0.0)
         _finite_number("loss_weight", self.loss_weight, minimum=0.0)
         _finite_number("failure_penalty", self.failure_penalty, minimum=0.0)
         _finite_number("gap_weight", self.gap_weight, minimum=0.0)
+        _finite_number("reference_tol", self.reference_tol)
+        if not self.reference_tol > 0:
+            raise ValueError(f"reference_tol must be positive, got {self.reference_tol!r}")
+        if self.gap_sided not in GAP_SIDES:
+            raise ValueError(f"unknown gap_sided {self.gap_sided!r}; valid values: {', '.join(GAP_SIDES)}")
         if not isinstance(self.gap_check_every, int) or isinstance(self.gap_check_every, bool) \
                 or self.gap_check_every < 0:
             raise ValueError(f"gap_check_every must be an integer >= 0, got {self.gap_check_every!r}")
@@ -130,6 +149,10 @@ class SpaceConfig:
 
     Attributes:
         tol_bounds: ``(low, high)`` of the action, log10 of the tolerance.
+        action_mode: ``"tol"`` (the paper's gate) or ``"tol_first_step"`` (also the solver's
+            first step); see :mod:`infocnf_env.actions`.
+        first_step_bounds: ``(low, high)``, log10 of the first step as a fraction of the
+            block's time span (``"tol_first_step"`` only).
         obs_mode: ``"vector"`` (block one-hot + batch statistics) or ``"features"`` (feature
             maps for CNN gates); see :mod:`infocnf_env.observation`.
         feature_samples: examples of the batch in a ``features`` observation.
@@ -137,15 +160,20 @@ class SpaceConfig:
     """
 
     tol_bounds: tuple[float, float] = DEFAULT_TOL_BOUNDS
+    action_mode: str = "tol"
+    first_step_bounds: tuple[float, float] = DEFAULT_FIRST_STEP_BOUNDS
     obs_mode: str = "vector"
     feature_samples: int = 8
     feature_size: int | None = None
 
     def __post_init__(self) -> None:
-        low, high = (float(b) for b in self.tol_bounds)
-        if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            raise ValueError(f"tol_bounds must be finite log10 values with low < high, got {self.tol_bounds}")
-        object.__setattr__(self, "tol_bounds", (low, high))
+        object.__setattr__(self, "tol_bounds", check_bounds("tol_bounds", self.tol_bounds))
+        object.__setattr__(self, "first_step_bounds", check_bounds("first_step_bounds", self.first_step_bounds))
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"unknown action_mode {self.action_mode!r}; valid modes: {', '.join(ACTION_MODES)}")
+        if self.first_step_bounds[1] > 0:
+            raise ValueError(f"first_step_bounds must be <= 0 (a fraction of the time span), "
+                             f"got {self.first_step_bounds}")
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; valid modes: {', '.join(OBS_MODES)}")
         _positive_int("feature_samples", self.feature_samples)

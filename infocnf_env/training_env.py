@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
-from gymnasium import spaces
 
 from flows import SolverError
 from infocnf_env import distributed
+from infocnf_env.actions import action_space, parse_action
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, spec_differences
 from infocnf_env.config import DEFAULT_MAX_NUM_STEPS, EnvConfig
 from infocnf_env.observation import ObservationEncoder
@@ -40,10 +39,13 @@ class TrainingStepEnv(gym.Env):
 
     ## Action Space
     ``Box(low, high, (1,), float32)`` holding log10 of the tolerance (atol = rtol), with
-    ``(low, high) = tol_bounds`` (default ``(-8, -2)``). Out-of-bounds actions are clipped;
-    a non-finite or wrongly shaped action raises ``ValueError``. The upper bound 1e-2 is
-    deliberate: trained at 1e-1, a flow learns to exploit solver error (a better-looking
-    training loss, a worse tight-tolerance test NLL), and the paper's reward would pay for that.
+    ``(low, high) = tol_bounds`` (default ``(-8, -2)``). With ``action_mode="tol_first_step"``
+    a ``Box((2,))``: also log10 of the solver's first step as a fraction of the block's time
+    span, within ``first_step_bounds`` (:mod:`infocnf_env.actions`). Out-of-bounds actions are
+    clipped; a non-finite or wrongly shaped action raises ``ValueError``. The default upper
+    bound 1e-2 is deliberate: trained at 1e-1, a flow learns to exploit solver error (a
+    better-looking training loss, a worse tight-tolerance test NLL), and the paper's reward
+    would pay for that. Wider bounds need the accuracy term below.
 
     ## Observation Space
     ``obs_mode="vector"`` (default): ``Box((N + 4,), float32)``, the one-hot block index and
@@ -54,10 +56,13 @@ class TrainingStepEnv(gym.Env):
     ## Rewards
     Step i: ``-(alpha / N) * nfe_i`` (forward NFE of block i). The last step adds
     ``-loss_weight * loss`` and ``-(alpha / N) * nfe_backward`` (Eq. 6). A failed solve gives
-    ``-failure_penalty``. With ``gap_check_every = K > 0``, every K-th iteration also solves
-    the same batch at tolerance 1e-5 (no gradient) and the last step adds
-    ``-gap_weight * max(0, loss_at_1e-5 - loss)``: a policy is not paid for a training loss
-    that only looks good because of solver error (``info["loss_gap"]`` reports the gap).
+    ``-failure_penalty``. The accuracy term (:class:`~infocnf_env.RewardConfig`): with
+    ``gap_check_every = K > 0``, every K-th iteration also solves the same batch, with the
+    same noise, at ``reference_tol`` (default 1e-5, no gradient) and the last step adds
+    ``-gap_weight * max(0, loss_at_reference - loss)`` (``gap_sided="two"``: the absolute
+    gap): a policy is not paid for a training loss that only looks good because of solver
+    error. ``info["loss_gap"]`` reports the gap and ``info["nfe_reference"]`` the reference
+    solve's NFE, which is not part of the NFE cost.
 
     ## Starting State
     A fresh mini-batch from the seeded training stream; block 0's input.
@@ -99,8 +104,8 @@ class TrainingStepEnv(gym.Env):
         self.num_blocks = self.model.num_blocks
         self.train_flow = config.optim.train_flow
         self.spec_kwargs = dict(dataset=config.data.dataset, head=config.head, arch=config.arch)
-        low, high = config.spaces.tol_bounds
-        self.action_space = spaces.Box(low, high, (1,), np.float32)
+        self.action_space = action_space(config.spaces.action_mode, config.spaces.tol_bounds,
+                                         config.spaces.first_step_bounds)
         self.encoder = ObservationEncoder(config.spaces.obs_mode, self.num_blocks, self.model.block_input_shapes(),
                                           config.spaces.feature_samples, config.spaces.feature_size)
         self.observation_space = self.encoder.space
@@ -114,6 +119,7 @@ class TrainingStepEnv(gym.Env):
         self._batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._nfe: list[int] = []
         self._tols: list[float] = []
+        self._first_steps: list[float | None] = []
         if config.checkpoint is not None:
             self.load(config.checkpoint)
         self.model.train(self.train_flow)
@@ -171,24 +177,29 @@ class TrainingStepEnv(gym.Env):
         self._batch = (x, y, self._generator.get_state())
         with torch.set_grad_enabled(self.train_flow):
             self._state = self.model.start(x, y, generator=self._generator)
-        self._nfe, self._tols = [], []
+        self._nfe, self._tols, self._first_steps = [], [], []
         return self._observe(), {"iteration": self.iteration, "epoch": self.epoch}
 
     def step(self, action: Any) -> StepResult:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        tol = self._tolerance(action)
+        spaces_ = self.config.spaces
+        act = parse_action(action, spaces_.action_mode, spaces_.tol_bounds, spaces_.first_step_bounds)
+        tol = act.tol
         block = len(self._nfe)
         try:
             with torch.set_grad_enabled(self.train_flow):
-                self._state, stats = self.model.advance(self._state, tol)
+                self._state, stats = self.model.advance(self._state, tol, first_step=act.first_step)
         except SolverError as err:
             failed, _ = self._count_ranks(failed=True, nonfinite=False)  # the episode ends here on this rank
             return self._fail(str(err), tol, self._rank_info(failed))
         self._nfe.append(stats.nfe)
         self._tols.append(tol)
+        self._first_steps.append(act.first_step)
         reward = -self._nfe_cost(stats.nfe)
         info: dict[str, Any] = {"nfe": stats.nfe, "tol": tol, "block": block}
+        if act.first_step is not None:
+            info["first_step"] = act.first_step
         if block + 1 < self.num_blocks:
             return self._observe(), reward, False, False, info
         return self._finish(reward, info)
@@ -214,11 +225,14 @@ class TrainingStepEnv(gym.Env):
             self._update()
             info["skipped_update"] = False
         reward += self._loss_reward(loss, out.nfe_backward)
+        if self.config.spaces.action_mode == "tol_first_step":
+            info["first_steps"] = list(self._first_steps)
         if not failed_ranks:  # (multi-process) an iteration counts when every rank finished its episode
             self.iteration += 1
         info.update(
             loss=loss, **out.metrics(), nfe_forward=sum(self._nfe), nfe_backward=out.nfe_backward,
             tols=list(self._tols), nfe_blocks=list(self._nfe), iteration=self.iteration, epoch=self.epoch,
+            nfe_reference=info.get("nfe_reference", 0),
             lr=self.optimizer.param_groups[0]["lr"], skipped_updates=self.skipped_updates,
             solver_failures=self.solver_failures,
         )
@@ -237,18 +251,24 @@ class TrainingStepEnv(gym.Env):
         return -reward.loss_weight * loss - self._nfe_cost(nfe_backward)
 
     def _solver_error_charge(self, loss: float, info: dict[str, Any]) -> float:
-        """Every ``gap_check_every``-th iteration: ``gap_weight * max(0, gap)``, the gap in ``info``."""
+        """The accuracy term (:class:`RewardConfig`): every ``gap_check_every``-th iteration,
+        ``gap_weight`` times the one- or two-sided loss gap; the gap and the reference solve's
+        NFE go to ``info`` (``loss_gap``, ``nfe_reference``)."""
         reward = self.config.reward
         if not reward.gap_check_every or (self.iteration + 1) % reward.gap_check_every:
             return 0.0
         try:
-            info["loss_gap"] = self._loss_gap(loss)
+            info["loss_gap"], info["nfe_reference"] = self._loss_gap(loss)
         except SolverError:  # the tight reference solve failed: no gap measured this time
             info["loss_gap"] = float("nan")
-        return reward.gap_weight * max(0.0, info["loss_gap"]) if math.isfinite(info["loss_gap"]) else 0.0
+        gap = info["loss_gap"]
+        if not math.isfinite(gap):
+            return 0.0
+        return reward.gap_weight * (abs(gap) if reward.gap_sided == "two" else max(0.0, gap))
 
-    def _loss_gap(self, loss: float) -> float:
-        """Loss of the same batch at tolerance 1e-5 minus the loss at the chosen tolerances.
+    def _loss_gap(self, loss: float) -> tuple[float, int]:
+        """Loss of the same batch at ``reference_tol`` minus the loss at the chosen actions, and
+        the reference solve's forward NFE.
 
         The generator is replayed from the start of the episode, so the Hutchinson noise and
         dropout masks are the same as in the training pass: the gap is solver error alone.
@@ -258,8 +278,8 @@ class TrainingStepEnv(gym.Env):
         generator = torch.Generator(device=self.task.device)
         generator.set_state(generator_state)
         with torch.no_grad():
-            tight = self.model(x, y, tol=1e-5, generator=generator)
-        return float(tight.loss) - loss
+            tight = self.model(x, y, tol=self.config.reward.reference_tol, generator=generator)
+        return float(tight.loss) - loss, tight.nfe_forward
 
     def _backward(self, loss: torch.Tensor) -> tuple[str | None, bool]:
         """Back-propagate the loss: (the adjoint solve's failure or ``None``, all gradients finite)."""
@@ -315,24 +335,6 @@ class TrainingStepEnv(gym.Env):
         return self.encoder.terminal(), -self.config.reward.failure_penalty, False, True, info
 
     # ------------------------------------------------------------------ helpers
-    def _tolerance(self, action: Any) -> float:
-        try:
-            arr = np.asarray(action)
-        except ValueError:  # a ragged nested sequence
-            arr = np.asarray(None)
-        if arr.dtype.kind not in "iuf":  # None, strings, bools, complex, objects: not a log10 tolerance
-            shown = repr(action) if len(repr(action)) <= 60 else repr(action)[:57] + "..."
-            kind = "" if action is None else f" ({type(action).__name__})"
-            raise ValueError(f"action must be a number (log10 of the tolerance), got {shown}{kind}")
-        arr = arr.astype(np.float64)
-        if arr.size != 1:
-            raise ValueError(f"action must hold one log10 tolerance (shape (1,)), got shape {arr.shape}")
-        value = float(arr.reshape(()))
-        if not math.isfinite(value):
-            raise ValueError(f"action must be finite, got {value}")
-        low, high = self.config.spaces.tol_bounds
-        return 10.0 ** min(max(value, low), high)
-
     def _observe(self) -> Observation:
         block = len(self._nfe)
         return self.encoder.encode(block, self.model.features(self._state))

@@ -38,6 +38,7 @@ MODULES = {
     "reinforce-ablation": "reinforce_ablation",
     "latent-probe": "latent_probe",
     "speed": "speed",
+    "benchmark": "benchmark",
 }
 
 
