@@ -62,36 +62,48 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     return LoadedRun(run_dir, config, gym.make(config["env"], **kwargs).unwrapped)
 
 
-def load_policy(run_dir: str | Path, env: Any) -> Policy:
-    """The deterministic tolerance policy of a finished run.
-
-    fixed: its tolerance (or per-block schedule). REINFORCE: each gate's mean (its std is
-    returned alongside). SB3: ``predict(deterministic=True)`` rescaled from [-1, 1] to the
-    action bounds, as ``RescaleAction`` does during training.
-    """
+def _load_gates(run_dir: Path, config: dict, env: Any) -> Any:
+    """A REINFORCE run's trained gates (an ``agents.reinforce.ReinforceAgent``)."""
+    from agents.reinforce import ReinforceAgent
     from infocnf_env.checkpoint import load_checkpoint
 
+    args = config["args"]
+    with torch.random.fork_rng():  # the constructor seeds the global RNG
+        gates = ReinforceAgent(env.observation_space, env.num_blocks, init_mean=args["init_mean"],
+                               init_std=args["init_std"], seed=args["seed"], action_dim=env.action_space.shape[0])
+    gates.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
+    return gates
+
+
+#: A run's deterministic policy as the env sees it: (observation, block) -> the whole action.
+ActionPolicy = Callable[[Any, int], np.ndarray]
+
+
+def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
+    """The deterministic policy of a finished run, returning the env's whole action.
+
+    fixed: its tolerance (or per-block schedule) and first step. REINFORCE: each gate's mean.
+    SB3: ``predict(deterministic=True)`` rescaled entry by entry from [-1, 1] to the action
+    bounds, as ``RescaleAction`` does during training.
+    """
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     agent = config["agent"]
-    low, high = float(env.action_space.low[0]), float(env.action_space.high[0])
+    low = np.asarray(env.action_space.low, dtype=np.float64)
+    high = np.asarray(env.action_space.high, dtype=np.float64)
     if agent == "fixed":
         tols = config.get("schedule") or [config["tol"]]
-        return lambda obs, block: (math.log10(tols[min(block, len(tols) - 1)]), 0.0)
+        first_step = config.get("first_step")
+        tail = [] if first_step is None else [math.log10(first_step)]
+        return lambda obs, block: np.array([math.log10(tols[min(block, len(tols) - 1)]), *tail])
     if agent == "reinforce":
-        from agents.reinforce import ReinforceAgent
-
-        args = config["args"]
-        with torch.random.fork_rng():  # the constructor seeds the global RNG
-            gates = ReinforceAgent(env.observation_space, env.num_blocks, init_mean=args["init_mean"],
-                                   init_std=args["init_std"], seed=args["seed"])
-        gates.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
+        gates = _load_gates(run_dir, config, env)
 
         @torch.no_grad()
-        def reinforce_policy(obs: Any, block: int) -> tuple[float, float]:
+        def reinforce_policy(obs: Any, block: int) -> np.ndarray:
             inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
-            mean, log_std = gates.gates[block](inp)
-            return float(mean), float(log_std.exp())
+            mean, _ = gates.gates[block](inp)
+            return mean.reshape(-1).double().numpy()
 
         return reinforce_policy
     if agent.startswith("sb3-"):
@@ -99,13 +111,31 @@ def load_policy(run_dir: str | Path, env: Any) -> Policy:
 
         model = algo_class(config["algo"]).load(run_dir / "sb3_model.zip", device="cpu")
 
-        def sb3_policy(obs: Any, block: int) -> tuple[float, float]:
+        def sb3_policy(obs: Any, block: int) -> np.ndarray:
             action, _ = model.predict(obs, deterministic=True)
-            a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
-            return low + (a + 1.0) * (high - low) / 2.0, 0.0
+            a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+            return low + (a + 1.0) * (high - low) / 2.0
 
         return sb3_policy
     raise ValueError(f"no policy loader for agent {agent!r}")
+
+
+def load_policy(run_dir: str | Path, env: Any) -> Policy:
+    """The deterministic tolerance policy of a finished run: log10 of each block's tolerance
+    (:func:`load_action_policy`'s first entry) and, for REINFORCE, the gate's std."""
+    action = load_action_policy(run_dir, env)
+    std: Callable[[Any, int], float] = lambda obs, block: 0.0  # noqa: E731
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    if config["agent"] == "reinforce":
+        gates = _load_gates(Path(run_dir), config, env)
+
+        @torch.no_grad()
+        def gate_std(obs: Any, block: int) -> float:
+            inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
+            return float(gates.gates[block](inp)[1].exp().reshape(-1)[0])
+
+        std = gate_std
+    return lambda obs, block: (float(action(obs, block)[0]), std(obs, block))
 
 
 @dataclasses.dataclass

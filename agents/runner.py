@@ -102,7 +102,7 @@ class Agent:
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     """``gymnasium.make`` with one clear error for an unknown id or keyword."""
     if env_id not in gym.registry:
-        known = ", ".join(sorted(k for k in gym.registry if k in infocnf_env.ENV_IDS))
+        known = ", ".join(sorted(k for k in gym.registry if k in infocnf_env.ENV_IDS or k in infocnf_env.FROZEN_IDS))
         raise ValueError(f"unknown env id {env_id!r}; registered ids: {known}")
     try:
         return gym.make(env_id, **env_kwargs)

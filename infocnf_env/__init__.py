@@ -16,6 +16,7 @@ from infocnf_env.config import (
     RewardConfig,
     SpaceConfig,
 )
+from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv
 from infocnf_env.spiral_task import SpiralTask
 from infocnf_env.tasks import FlowTask, Task
 from infocnf_env.training_env import TASKS, TrainingStepEnv
@@ -60,7 +61,17 @@ ENV_IDS["LatentODE-Partitioned-Spirals-v0"] = SPIRALS.replace(head="infocnf")
 for _id, _config in ENV_IDS.items():
     register(id=_id, entry_point=_ENTRY, kwargs={"config": _config})
 
+#: The frozen-flow benchmark (infocnf_env.frozen): tolerance learning in isolation on FFJORD's
+#: 2-D toy densities, each flow trained to convergence on first use and cached.
+FROZEN_IDS: dict[str, FrozenConfig] = {
+    f"CNF-Frozen-{_title}-v0": FrozenConfig(density=_density)
+    for _density, _title in (("checkerboard", "Checkerboard"), ("pinwheel", "Pinwheel"), ("rings", "Rings"),
+                             ("2spirals", "2Spirals"), ("8gaussians", "8Gaussians"))
+}
+for _id, _frozen in FROZEN_IDS.items():
+    register(id=_id, entry_point="infocnf_env.frozen:FrozenFlowEnv", kwargs={"config": _frozen})
+
 __all__ = [
-    "DEFAULT_TOL_BOUNDS", "DataConfig", "ENV_IDS", "EnvConfig", "FlowTask", "OptimConfig", "RewardConfig",
-    "SpaceConfig", "SpiralTask", "TASKS", "Task", "TrainingStepEnv",
+    "DEFAULT_TOL_BOUNDS", "DataConfig", "ENV_IDS", "EnvConfig", "FROZEN_IDS", "FlowTask", "FrozenConfig",
+    "FrozenFlowEnv", "OptimConfig", "RewardConfig", "SpaceConfig", "SpiralTask", "TASKS", "Task", "TrainingStepEnv",
 ]
