@@ -3,11 +3,25 @@
     python -m agents.sb3 --algo ppo --env InfoCNF-Digits-v0
     python -m agents.sb3 --algo sac --env InfoCNF-Digits-v0 --env-kwargs alpha=0.1
     python -m agents.sb3 --algo a2c --env InfoCNF-Digits-v0 --algo-kwargs n_steps=24 ent_coef=0.01
+    python -m agents.sb3 --algo ppo --env InfoCNF-Digits-v0 --n-envs 4
 
 The environment is wrapped only by gymnasium's ``RescaleAction``, so the algorithm acts in
 [-1, 1] (SB3's recommendation) while the environment receives log10(tol) in its bounds.
 SB3 drives the loop itself; a callback turns every finished episode into a line of
 ``metrics.jsonl`` and triggers evaluations and checkpoints. SB3 agents run in one process.
+
+Several environments (``--n-envs K``): SB3 trains on a ``DummyVecEnv`` of K environments,
+stepped one after the other in this process. Each is built as the runner builds its single
+environment (same id, same env kwargs, so every flow starts from the same weights); SB3 seeds
+environment i's first reset with ``--seed + i``, so each draws its own batches and noise and
+trains its own flow. Every finished episode of any environment is one iteration: one line of
+``metrics.jsonl`` (with ``env_index``, the environment it came from), counted towards
+``--iterations``. Episodes that end in the same step are logged in environment order; those
+past ``--iterations`` are not logged. Evaluations, the summary's test metrics and
+``agents.evaluate`` use environment 0's flow, whose state is the checkpoint's ``env`` as for
+every agent; the checkpoint's agent part holds the states of environments 1..K-1. The
+algorithm's hyperparameters are per environment as SB3 defines them (a PPO rollout of
+``n_steps`` holds ``n_steps * K`` steps).
 
 Checkpoints: ``checkpoint.pt`` holds the environment's state like every agent's, plus the SB3
 model as SB3's own ``save`` writes it (and, for off-policy algorithms, its replay buffer) and
@@ -20,7 +34,9 @@ loop keeps state between episodes that its ``save`` does not hold, the on-policy
 partly collected rollout and the observation it will act on next, so a resumed run drops the
 partial rollout and starts a new episode where the interrupted run had one pending. It goes
 on from the saved policy, optimiser, replay buffer, counters and random states, with the
-same environment stream, so it does not repeat the episodes it already ran.
+same environment stream, so it does not repeat the episodes it already ran. With K
+environments, a checkpoint written while episodes that ended in the same step are still to be
+logged holds their flows' updates but not their lines, which the resumed run drops.
 """
 
 from __future__ import annotations
@@ -40,11 +56,14 @@ import numpy as np
 import torch
 from gymnasium.wrappers import RescaleAction
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
 from tqdm import tqdm
 
 from agents import distributed
 from agents.cli import CommonArgs, arg, parse_args, parse_kwargs
-from agents.runner import Agent, Run, resolve_args, run_cli
+from agents.runner import Agent, Run, make_env, resolve_args, run_cli
+from infocnf_env.checkpoint import CheckpointError
 
 ALGOS = ("ppo", "sac", "a2c", "td3")
 #: The latest checkpoint's SB3 model as SB3's own ``save`` writes it, beside ``checkpoint.pt``.
@@ -113,12 +132,18 @@ class SB3Agent(Agent):
     counters; the replay buffer for off-policy algorithms), as bytes, and the random states SB3
     samples from (torch, numpy, Python, the action space's), so a resumed run does not restart
     its sampling from the first seed. Not bit-exact: see :func:`main`.
+
+    ``other_envs``: environments 1..K-1 of a run with ``--n-envs K`` (the runner saves and
+    restores environment 0, as for every agent); their states are saved under ``other_envs``,
+    a key that runs of one environment do not have.
     """
 
-    def __init__(self, model: Any, off_policy: bool, export_dir: Path | None = None):
+    def __init__(self, model: Any, off_policy: bool, export_dir: Path | None = None,
+                 other_envs: list[gym.Env] | None = None):
         self.model = model
         self.off_policy = off_policy
         self.export_dir = export_dir
+        self.other_envs = list(other_envs or [])
 
     def state_dict(self) -> dict:
         model = _to_bytes(self.model.save)
@@ -129,6 +154,8 @@ class SB3Agent(Agent):
         state = {"model": model, "num_timesteps": int(self.model.num_timesteps), "rng": _rng_state(self.model)}
         if self.off_policy:
             state["replay_buffer"] = _to_bytes(self.model.save_replay_buffer)
+        if self.other_envs:
+            state["other_envs"] = [env.unwrapped.state_dict() for env in self.other_envs]
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -140,6 +167,17 @@ class SB3Agent(Agent):
         if self.off_policy:
             self.model.load_replay_buffer(io.BytesIO(state["replay_buffer"].numpy().tobytes()))
         _set_rng_state(self.model, state["rng"])
+        saved = state.get("other_envs", [])
+        if len(saved) != len(self.other_envs):
+            raise CheckpointError(f"the checkpoint holds {1 + len(saved)} environment(s), the run has "
+                                  f"{1 + len(self.other_envs)}")
+        for env, env_state in zip(self.other_envs, saved, strict=True):
+            env.unwrapped.load_state_dict(env_state)
+
+
+def saved_n_envs(checkpoint: dict) -> int:
+    """How many environments wrote ``checkpoint`` (``--n-envs``; 1 for every other agent's)."""
+    return 1 + len(checkpoint["agent"].get("other_envs", []))
 
 
 def _to_bytes(save: Callable[[io.BytesIO], None]) -> torch.Tensor:
@@ -172,26 +210,47 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _make_callback(run: Run, agent: SB3Agent, bar: Any) -> Any:
+def training_envs(envs: list[gym.Env]) -> DummyVecEnv:
+    """The vectorised environment SB3 trains on: each env rescaled to actions in [-1, 1].
+
+    Each is wrapped in SB3's ``Monitor`` as SB3 wraps a single env itself, so one env gives the
+    algorithm exactly what passing that env to it would.
+    """
+    def rescaled(env: gym.Env) -> Callable[[], gym.Env]:
+        return lambda: Monitor(RescaleAction(env, np.float32(-1.0), np.float32(1.0)))  # float32 like the space
+
+    return DummyVecEnv([rescaled(env) for env in envs])
+
+
+def _make_callback(run: Run, agent: SB3Agent, bar: Any, n_envs: int) -> Any:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class EpisodeLogger(BaseCallback):
-        """Logs each finished episode through the shared :class:`Run` bookkeeping."""
+        """Logs each finished episode of any env through the shared :class:`Run` bookkeeping.
+
+        Episodes that end in the same step are logged in env order, up to ``--iterations``;
+        a stop signal is honoured once the step's finished episodes are logged.
+        """
 
         def __init__(self) -> None:
             super().__init__()
-            self.episode_reward = 0.0
+            self.episode_rewards = [0.0] * n_envs
 
         def _on_step(self) -> bool:
-            self.episode_reward += float(self.locals["rewards"][0])
-            if self.locals["dones"][0]:
-                info = self.locals["infos"][0]
-                record = run.after_episode(self.episode_reward, info, agent, {})
-                bar.update(1)
-                bar.set_postfix(nfe=record.get("nfe_forward"))
-                self.episode_reward = 0.0
-                if run.should_stop():
-                    return False
+            logged = False
+            for i, (reward, done) in enumerate(zip(self.locals["rewards"], self.locals["dones"], strict=True)):
+                self.episode_rewards[i] += float(reward)
+                if not done:
+                    continue
+                if run.iteration < run.args.iterations:
+                    stats = {"env_index": i} if n_envs > 1 else {}
+                    record = run.after_episode(self.episode_rewards[i], self.locals["infos"][i], agent, stats)
+                    bar.update(1)
+                    bar.set_postfix(nfe=record.get("nfe_forward"))
+                    logged = True
+                self.episode_rewards[i] = 0.0
+            if logged and run.should_stop():
+                return False
             return run.iteration < run.args.iterations
 
     return EpisodeLogger()
@@ -206,6 +265,10 @@ class Args(CommonArgs):
                                        "(default 0.5, like the REINFORCE gates)")
     algo_kwargs: list[str] = arg([], "constructor arguments of the algorithm as key=value, over the sized "
                                      "defaults (e.g. n_steps=24 ent_coef=0.01)", nargs="*")
+    n_envs: int = arg(1, "environments trained on at once (SB3's DummyVecEnv, one process), each built like "
+                         "the single one; env i's first reset is seeded with --seed + i, so each trains its own "
+                         "flow on its own batches; every finished episode of any env is one of --iterations; "
+                         "evaluations use env 0's flow")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -218,15 +281,20 @@ def main(argv: list[str] | None = None) -> dict:
                          f"not {args.algo}")
     if args.init_std is not None and not args.init_std > 0:
         raise ValueError(f"--init-std must be > 0 decades, got {args.init_std}")
+    if args.n_envs < 1:
+        raise ValueError(f"--n-envs must be a positive integer, got {args.n_envs}")
     cls = algo_class(args.algo)
     overrides = algo_overrides(cls, args.algo_kwargs)
     run = Run(f"sb3-{args.algo}", args, {"algo": args.algo})
+    if run.resumed is not None and saved_n_envs(run.resumed) != args.n_envs:
+        raise CheckpointError(f"--resume {args.resume!r}: its checkpoint holds {saved_n_envs(run.resumed)} "
+                              f"environment(s), not --n-envs {args.n_envs}")
     env = run.env
     if isinstance(env.observation_space, gym.spaces.Dict):
         policy = "MultiInputPolicy"
     else:
         policy = "MlpPolicy"
-    wrapped = RescaleAction(env, np.float32(-1.0), np.float32(1.0))  # float32 like the action space
+    other_envs = [make_env(args.env, run.env_kwargs) for _ in range(args.n_envs - 1)]
     bounds = (float(env.action_space.low[0]), float(env.action_space.high[0]))
     log_std = on_policy_log_std(0.5 if args.init_std is None else args.init_std, bounds)
     kwargs = default_algo_kwargs(args.algo, env.unwrapped.num_blocks, log_std)
@@ -236,19 +304,22 @@ def main(argv: list[str] | None = None) -> dict:
     kwargs.update(overrides)
     if policy_kwargs:
         kwargs["policy_kwargs"] = policy_kwargs
-    model = cls(policy, wrapped, seed=args.seed, verbose=0, device="cpu", **kwargs)
+    # SB3 seeds env i's first reset with seed + i (VecEnv.seed)
+    model = cls(policy, training_envs([env, *other_envs]), seed=args.seed, verbose=0, device="cpu", **kwargs)
     # Our metrics go through Run; left without a logger, SB3 makes an empty folder in the temp
     # directory on every learn().
     model.set_logger(Logger(folder=None, output_formats=[]))
-    agent = SB3Agent(model, off_policy=args.algo in ("sac", "td3"), export_dir=run.run_dir)
+    agent = SB3Agent(model, off_policy=args.algo in ("sac", "td3"), export_dir=run.run_dir, other_envs=other_envs)
     try:
         run.open()
         run.restore(agent)
         remaining = args.iterations - run.iteration
         with tqdm(total=args.iterations, initial=run.iteration, disable=not args.progress, unit="it") as bar:
             if remaining > 0:
-                steps = remaining * env.unwrapped.num_blocks * 4  # upper bound; the callback stops at --iterations
-                agent.model.learn(total_timesteps=steps, callback=_make_callback(run, agent, bar),
+                # upper bound on the steps of all envs together; the callback stops at --iterations
+                per_env = math.ceil(remaining / args.n_envs)
+                steps = per_env * args.n_envs * env.unwrapped.num_blocks * 4
+                agent.model.learn(total_timesteps=steps, callback=_make_callback(run, agent, bar, args.n_envs),
                                   reset_num_timesteps=run.resumed is None, progress_bar=False)
         if run.stop_signal is not None:
             run.interrupt(agent)
