@@ -84,6 +84,8 @@ class FrozenConfig:
         failure_penalty: paid (negated) when a solve fails.
         cache: folder of the cached flow and references (``None``: :func:`cache_dir`).
         obs_mode: ``"vector"`` only (the gates of ``agents.reinforce`` set it).
+        seed: seed of the episode draws until ``reset(seed=...)`` reseeds them; the flow
+            (``flow_seed``) and the pool (``pool_seed``) are the same for every ``seed``.
     """
 
     density: str = "checkerboard"
@@ -106,6 +108,7 @@ class FrozenConfig:
     failure_penalty: float = 100.0
     cache: str | None = None
     obs_mode: str = "vector"
+    seed: int = 0
 
     def __post_init__(self) -> None:
         check_choice("density", self.density, TOY_DENSITIES)
@@ -337,6 +340,7 @@ class FrozenFlowEnv(gym.Env):
         self.observation_space = self.encoder.space
         self.iteration = 0  # finished episodes
         self.solver_failures = 0
+        self._np_random, _ = gym.utils.seeding.np_random(config.seed)
         self._episode: Episode | None = None
         self._state: Any = None
         self._nfe: list[int] = []

@@ -330,11 +330,39 @@ def plot_speed(result: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_benchmark(result: dict, path: Path) -> None:
+    """Per frozen task and action mode: the fixed-action front (mean NFE vs mean error), the
+    best constant, the hindsight oracle and each agent (mean over seeds)."""
+    plt = _pyplot()
+    tasks = result["tasks"]
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.2 * max(1, len(tasks)), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=False):
+        front = task["front"]
+        ax.scatter([f["nfe"] for f in front], [max(_f(f["error"]), 1e-7) for f in front], s=10, color="grey",
+                   label="fixed actions")
+        ax.scatter([task["best_constant_nfe"]], [max(_f(task["best_constant_error"]), 1e-7)], marker="s",
+                   color="black", label="best constant")
+        ax.scatter([task["oracle_nfe"]], [max(_f(task["oracle_error"]), 1e-7)], marker="*", s=80, color="gold",
+                   edgecolor="black", label="oracle")
+        for agent in task["agents"]:
+            ax.scatter([agent["nfe_mean"]], [max(_f(agent["error_mean"]), 1e-7)], marker="o",
+                       color=COLOURS.get(agent["agent"], None), label=agent["agent"])
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE per episode")
+        ax.set_ylabel("error of log p(x) [nats]")
+        ax.set_title(f"{task['task'].replace('CNF-Frozen-', '').replace('-v0', '')}, {task['action_mode']}",
+                     fontsize=9)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(_title(result, "Frozen-flow benchmark: agents against the fixed-action front"))
+    _save(fig, path)
+
+
 PLOTTERS: dict[str, Callable[[dict, Path], None]] = {
     "digits-table": plot_digits_table, "uncond": plot_uncond, "tol-integral": plot_tol_integral,
     "tol-hist": plot_tol_hist, "curves": plot_curves, "eval-batch": plot_eval_batch,
     "policies": plot_policies, "frozen": plot_frozen, "samples": plot_samples,
     "reinforce-ablation": plot_reinforce_ablation, "latent-probe": plot_latent_probe, "speed": plot_speed,
+    "benchmark": plot_benchmark,
 }
 
 

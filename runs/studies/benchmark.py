@@ -42,16 +42,162 @@ from runs.studies.common import ratio
 
 ROW_KEYS = ("task", "action_mode", "agent", "reward_mean", "reward_std", "gap_closed", "seeds")
 
+#: Agent name -> (agent module, flags); SB3 flags as in the ``policies`` study.
+AGENTS = {
+    "reinforce": ("reinforce", []),
+    "ppo": ("sb3", ["--algo", "ppo", "--init-std", "0.5"]),
+    "sac": ("sb3", ["--algo", "sac"]),
+    "td3": ("sb3", ["--algo", "td3"]),
+    "a2c": ("sb3", ["--algo", "a2c", "--init-std", "0.5"]),
+}
+
 CONFIG: dict[str, Any] = {
+    "tasks": ["CNF-Frozen-Checkerboard-v0", "CNF-Frozen-8Gaussians-v0"],
+    "task_kwargs": {},
+    "modes": ["tol", "tol_first_step"],
+    "agents": list(AGENTS),
+    "agent_episodes": 600,
+    "grid_tols": [-8, -7, -6, -5, -4, -3, -2, -1, 0],
+    "grid_first_steps": [-3, -2, -1, -0.5, 0],
     "cotrain_regime": "small",
     "cotrain_tol_bounds": [-8.0, 0.0],
     "cotrain_gap_weight": 1000.0,
     "cotrain_gap_every": 1,
     "targets": {"gap_fraction": 0.10, "gap_closed": 0.5, "cotrain_nfe_ratio": 0.45, "cotrain_bpd_tol": 0.01},
 }
-QUICK: dict[str, Any] = {}
+QUICK: dict[str, Any] = {
+    "tasks": ["CNF-Frozen-Checkerboard-v0"],
+    "task_kwargs": {"hidden": 8, "train_iterations": 10, "pool_size": 4, "batch_size": 16},
+    "agents": ["reinforce", "ppo"],
+    "agent_episodes": 4,
+    "grid_tols": [-6, -3, 0],
+    "grid_first_steps": [-2, 0],
+}
 
 USES_DIGITS_REGIMES = True
+
+
+# ============================================================================ frozen-flow leaderboard
+def _task_kwargs(ctx: Context, mode: str) -> dict[str, Any]:
+    """Env kwargs of a task in ``mode``; quick runs keep their tiny flows in the workdir."""
+    kwargs: dict[str, Any] = {**ctx.config["task_kwargs"], "action_mode": mode}
+    if ctx.quick:
+        kwargs["cache"] = str(ctx.workdir / "frozen-cache")
+    return kwargs
+
+
+def make_task(ctx: Context, task: str, mode: str) -> Any:
+    """The unwrapped :class:`infocnf_env.FrozenFlowEnv` of ``task`` in ``mode``."""
+    import gymnasium as gym
+
+    import infocnf_env  # noqa: F401  (registers the ids)
+
+    return gym.make(task, **_task_kwargs(ctx, mode)).unwrapped
+
+
+def grid_actions(ctx: Context, mode: str) -> list[tuple[float, float | None]]:
+    """The fixed actions of the front: every grid tolerance, with every grid first step in
+    ``tol_first_step`` mode (``None``: the solver's own start, in ``tol`` mode)."""
+    tols = [10.0 ** t for t in ctx.config["grid_tols"]]
+    if mode == "tol":
+        return [(t, None) for t in tols]
+    return [(t, 10.0 ** f) for t in tols for f in ctx.config["grid_first_steps"]]
+
+
+def grid_table(env: Any, actions: list[tuple[float, float | None]]) -> list[list[dict[str, float]]]:
+    """``table[e][a]``: reward, NFE and error of pool episode e solved with grid action a (every block)."""
+    return [[env.reward_of(e, [a]) for a in actions] for e in range(len(env.pool))]
+
+
+def baselines(table: list[list[dict[str, float]]], actions: list[tuple[float, float | None]]) -> dict[str, Any]:
+    """The best constant (one grid action for every episode) and the hindsight oracle (each
+    episode's best grid action), with the front: each action's mean NFE, error and reward."""
+    rewards = np.array([[cell["reward"] for cell in row] for row in table])
+    nfe = np.array([[cell["nfe"] for cell in row] for row in table])
+    error = np.array([[cell["error"] for cell in row] for row in table])
+    best = int(np.argmax(rewards.mean(axis=0)))
+    picks = rewards.argmax(axis=1)
+    rows = np.arange(len(table))
+    front = [{"tol": t, "first_step": f, "nfe": float(nfe[:, a].mean()), "error": float(error[:, a].mean()),
+              "reward": float(rewards[:, a].mean())} for a, (t, f) in enumerate(actions)]
+    return {
+        "best_constant_reward": float(rewards[:, best].mean()),
+        "best_constant_action": {"tol": actions[best][0], "first_step": actions[best][1]},
+        "best_constant_nfe": float(nfe[:, best].mean()), "best_constant_error": float(error[:, best].mean()),
+        "oracle_reward": float(rewards[rows, picks].mean()),
+        "oracle_nfe": float(nfe[rows, picks].mean()), "oracle_error": float(error[rows, picks].mean()),
+        "oracle_actions": [{"tol": actions[p][0], "first_step": actions[p][1]} for p in picks],
+        "front": front,
+    }
+
+
+def score_policy(env: Any, policy: Any) -> dict[str, float]:
+    """Mean reward, NFE and error of a deterministic policy over every episode of the pool."""
+    rewards, nfe, errors = [], [], []
+    for e in range(len(env.pool)):
+        obs, _ = env.reset(options={"episode": e})
+        total, block, done, info = 0.0, 0, False, {}
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(policy(obs, block))
+            total += reward
+            block += 1
+            done = terminated or truncated
+        rewards.append(total)
+        nfe.append(info.get("nfe_forward", float("nan")))
+        errors.append(info.get("error", float("inf")))
+    return {"reward": float(np.mean(rewards)), "nfe": float(np.mean(nfe)), "error": float(np.mean(errors))}
+
+
+def agent_arm(ctx: Context, task: str, mode: str, agent: str, seed: int) -> Arm:
+    module, flags = AGENTS[agent]
+    kwargs = _task_kwargs(ctx, mode)
+    return Arm(label=f"bench-{task}-{mode}-{agent}", module=module, env=task, seed=seed,
+               iterations=ctx.config["agent_episodes"], eval_every=0, agent_args=tuple(flags),
+               env_kwargs=tuple(sorted(kwargs.items())))
+
+
+def task_results(ctx: Context) -> list[dict]:
+    """Per task and action mode: the baselines, each agent's score and the gap it closes."""
+    from agents.evaluate import load_action_policy
+
+    cfg = ctx.config
+    arms = {(task, mode, agent, s): agent_arm(ctx, task, mode, agent, s)
+            for task in cfg["tasks"] for mode in cfg["modes"] for agent in cfg["agents"] for s in ctx.seeds}
+    for task in cfg["tasks"]:
+        make_task(ctx, task, "tol")  # trains and caches the flow and references before the runs start
+    run_arms(ctx, list(arms.values()))
+    results = []
+    for task in cfg["tasks"]:
+        for mode in cfg["modes"]:
+            env = make_task(ctx, task, mode)
+            actions = grid_actions(ctx, mode)
+            base = baselines(grid_table(env, actions), actions)
+            gap = base["oracle_reward"] - base["best_constant_reward"]
+            agents = []
+            for agent in cfg["agents"]:
+                dirs = [arms[(task, mode, agent, s)].run_dir(ctx.runs_dir) for s in ctx.seeds]
+                scores = [score_policy(env, load_action_policy(d, env)) for d in dirs]
+                reward = [sc["reward"] for sc in scores]
+                mean = float(np.mean(reward))
+                agents.append({
+                    "agent": agent, "reward_mean": mean,
+                    "reward_std": float(np.std(reward, ddof=1)) if len(reward) > 1 else 0.0,
+                    "gap_closed": (mean - base["best_constant_reward"]) / gap if gap > 0 else float("nan"),
+                    "nfe_mean": float(np.mean([sc["nfe"] for sc in scores])),
+                    "error_mean": float(np.mean([sc["error"] for sc in scores])),
+                    "seeds": list(ctx.seeds), "per_seed": scores,
+                    "run_dirs": [d.name for d in dirs],
+                })
+            results.append({
+                "task": task, "action_mode": mode, "alpha": env.config.alpha, "error_weight": env.config.error_weight,
+                "nfe_per_block_at_1e-5": float(np.mean([env.reward_of(e, [(1e-5, None)])["nfe"]
+                                                        for e in range(len(env.pool))])) / env.num_blocks,
+                "reference_nfe_mean": float(np.mean(env.reference_nfe)),
+                "loosest_action": base["front"][-1],
+                "gap_fraction": ratio(gap, abs(base["best_constant_reward"])),
+                **base, "agents": agents,
+            })
+    return results
 
 
 # ============================================================================ co-training
@@ -88,10 +234,21 @@ def cotrain_rows(ctx: Context) -> list[dict]:
 
 
 def run(ctx: Context) -> dict:
+    tasks = task_results(ctx)
     cotrain = cotrain_rows(ctx)
     t = ctx.config["targets"]
+    rows = [{"task": r["task"], "action_mode": r["action_mode"], **a} for r in tasks for a in r["agents"]]
+    best = {(r["task"], r["action_mode"]): max((a["gap_closed"] for a in r["agents"]), default=float("nan"))
+            for r in tasks}
     c = cotrain[0]
-    targets = {"thresholds": t, "cotrain": {"nfe_ratio": c["nfe_ratio"], "bpd_ratio": c["bpd_ratio"],
-                                            "met": bool(c["nfe_ratio"] <= t["cotrain_nfe_ratio"]
-                                                        and abs(c["bpd_ratio"] - 1) <= t["cotrain_bpd_tol"])}}
-    return {"rows": [], "cotrain": cotrain, "targets": targets}
+    targets = {
+        "thresholds": t,
+        "tasks": [{"task": r["task"], "action_mode": r["action_mode"], "gap_fraction": r["gap_fraction"],
+                   "best_gap_closed": best[(r["task"], r["action_mode"])],
+                   "gap_met": bool(r["gap_fraction"] >= t["gap_fraction"]),
+                   "agent_met": bool(best[(r["task"], r["action_mode"])] >= t["gap_closed"])} for r in tasks],
+        "cotrain": {"nfe_ratio": c["nfe_ratio"], "bpd_ratio": c["bpd_ratio"],
+                    "met": bool(c["nfe_ratio"] <= t["cotrain_nfe_ratio"]
+                                and abs(c["bpd_ratio"] - 1) <= t["cotrain_bpd_tol"])},
+    }
+    return {"rows": rows, "tasks": tasks, "cotrain": cotrain, "targets": targets}
