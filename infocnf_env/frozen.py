@@ -111,7 +111,8 @@ class FrozenConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_choice("density", self.density, TOY_DENSITIES)
+        if self.density not in TOY_DENSITIES:
+            raise ValueError(f"unknown density {self.density!r}; valid densities: {', '.join(TOY_DENSITIES)}")
         check_choice("action_mode", self.action_mode, ACTION_MODES)
         check_choice("obs_mode", self.obs_mode, ("vector",))
         for name in ("hidden", "train_iterations", "train_batch_size", "pool_size", "batch_size", "max_num_steps"):

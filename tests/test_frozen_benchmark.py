@@ -1,0 +1,123 @@
+"""The frozen-flow benchmark ids (infocnf_env.frozen) and the baselines of the benchmark study."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import infocnf_env
+from flows.toy_densities import TOY_DENSITIES, sample_toy
+from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv, episode_pool, toy_flow
+from runs.studies.benchmark import baselines, grid_table, score_policy
+from tests.flowkit import count_net_calls
+
+TINY = dict(hidden=8, train_iterations=30, pool_size=4, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("frozen-cache"))
+
+
+def _env(cache, **kwargs) -> FrozenFlowEnv:
+    return gym.make("CNF-Frozen-Checkerboard-v0", **TINY, cache=cache, **kwargs).unwrapped
+
+
+@pytest.mark.parametrize("env_id", sorted(infocnf_env.FROZEN_IDS))
+def test_every_frozen_id_passes_both_env_checkers(env_id, cache):
+    env = gym.make(env_id, hidden=4, train_iterations=3, pool_size=3, batch_size=8, cache=cache)  # passive checker
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=1)
+    assert env.observation_space.contains(obs) and info["variant"] in ("region", "scale:2", "noise:0.5")
+
+
+def test_toy_densities_are_labelled_by_region():
+    g = torch.Generator().manual_seed(0)
+    for name, (_, regions) in TOY_DENSITIES.items():
+        x, label = sample_toy(name, 2000, g)
+        assert x.shape == (2000, 2) and torch.isfinite(x).all() and x.abs().max() < 6
+        assert set(label.tolist()) == set(range(regions))
+        if name == "rings":  # concentric: the regions differ in radius
+            radii = torch.stack([x[label == r].norm(dim=1).mean() for r in range(regions)])
+            assert (radii.diff() > 0.5).all()
+        else:  # the regions lie apart
+            centres = torch.stack([x[label == r].mean(0) for r in range(regions)])
+            assert torch.cdist(centres, centres).add(torch.eye(regions) * 10).min() > 0.3
+
+
+def test_accuracy_error_is_against_an_independent_tight_solve(cache):
+    env = _env(cache, error_weight=7.0, alpha=2.0)
+    env.reset(options={"episode": 2})
+    _, reward, terminated, _, info = env.step(np.array([-1.0]))
+    x = env.pool[2].x
+    with torch.no_grad():
+        loose = env.model(x, tol=1e-1).logpx
+        calls = count_net_calls(env.model)
+        tight = env.model(x, tol=1e-8).logpx
+    expected = float((loose - tight).abs().mean())
+    assert terminated and info["error"] == pytest.approx(expected, rel=1e-4, abs=1e-7)
+    assert info["error"] > 0
+    assert reward == pytest.approx(-2.0 * info["nfe"] - 7.0 * info["error"], rel=1e-6)
+    # the cached reference's cost is reported apart, and it is the NFE of a 1e-8 solve
+    assert info["nfe_reference"] == calls["n"]
+
+
+def test_flow_and_references_come_from_the_cache(cache):
+    first = _env(cache)
+    again = toy_flow(first.config)
+    for a, b in zip(first.model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    other = _env(cache, pool_seed=5)
+    assert not torch.equal(other.pool[0].x, first.pool[0].x)
+    assert [e.variant for e in episode_pool(first.config)] == ["region", "scale:2", "noise:0.5", "region"]
+
+
+def test_episodes_are_drawn_by_the_seed(cache):
+    def draws(seed):
+        env = _env(cache)
+        env.reset(seed=seed)
+        return [env.reset()[1]["episode"] for _ in range(12)]
+
+    assert draws(0) == draws(0) and draws(0) != draws(1)
+
+
+def test_oracle_bounds_the_best_constant_and_matches_a_constant_policy(cache):
+    env = _env(cache, action_mode="tol_first_step")
+    actions = [(10.0 ** t, f) for t in (-6, -3, 0) for f in (0.01, 1.0)]
+    base = baselines(grid_table(env, actions), actions)
+    assert base["oracle_reward"] >= base["best_constant_reward"]
+    best = base["best_constant_action"]
+    constant = np.array([math.log10(best["tol"]), math.log10(best["first_step"])])
+    score = score_policy(env, lambda obs, block: constant)  # the same episodes, run through the env itself
+    assert score["reward"] == pytest.approx(base["best_constant_reward"], rel=1e-6)
+
+
+def test_make_vec_runs_frozen_envs(cache):
+    envs = gym.make_vec("CNF-Frozen-Checkerboard-v0", num_envs=2, vectorization_mode="sync", **TINY, cache=cache)
+    obs, info = envs.reset(seed=0)
+    assert obs.shape == (2, 5)
+    _, reward, terminated, _, _ = envs.step(np.array([[-3.0], [-5.0]]))
+    assert reward.shape == (2,) and terminated.all() and reward[1] < reward[0]  # tighter costs more NFE
+    envs.close()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(hiddn=8), r"unknown frozen-benchmark kwarg\(s\) \['hiddn'\]; valid: density, "),
+    (dict(variants=("shift:2",)), "unknown input variant 'shift:2'"),
+    (dict(variants=("noise:-1",)), "needs a positive number"),
+    (dict(density="moons"), "unknown density 'moons'; valid densities: checkerboard"),
+    (dict(pool_size=0), "pool_size must be a positive integer"),
+])
+def test_bad_benchmark_kwargs_are_one_clear_error(kwargs, message, cache):
+    with pytest.raises(ValueError, match=message):
+        FrozenConfig(**TINY, cache=cache).replace(**kwargs)
+
+
+def test_bad_episode_index_is_one_clear_error(cache):
+    with pytest.raises(ValueError, match=r"options\['episode'\] must be an episode index in \[0, 4\)"):
+        _env(cache).reset(options={"episode": 4})
