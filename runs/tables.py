@@ -54,6 +54,9 @@ COLUMNS: dict[str, list[tuple[str, str, int]]] = {
               ("wall vs fixed", "wall_ratio", 3), ("test bits/dim", "bits_per_dim", 4),
               ("bits/dim vs fixed", "bpd_ratio", 4), ("test NFE", "test_nfe", 1),
               ("test NFE vs fixed", "test_nfe_ratio", 3)],
+    "benchmark": [("task", "task", 0), ("action", "action_mode", 0), ("agent", "agent", 0),
+                  ("reward", "reward", 2), ("gap closed", "gap_closed", 2), ("NFE / episode", "nfe", 1),
+                  ("error [nats]", "error", 4)],
 }
 
 
