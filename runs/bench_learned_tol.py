@@ -34,7 +34,7 @@ def _run(agent: str, seed: int, iterations: int, workdir: Path, extra: list[str]
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values))
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0  # as runs.reproduce
 
 
 def main(argv: list[str] | None = None) -> dict:
