@@ -659,6 +659,10 @@ def benchmark(res: Res) -> str:
                 f"reward (target {100 * th['gap_fraction']:.0f}%: {'met' if t['gap_met'] else 'not met'}); best "
                 f"agent closes {cell(t, 'best_gap_closed', 2)} of the gap (target {th['gap_closed']}: "
                 f"{'met' if t['agent_met'] else 'not met'})." for t in d["targets"]["tasks"]]
+    for t in d["tasks"]:
+        sweep = ", ".join(f"{w['error_weight']:g}: {100 * w['gap_fraction']:.1f}%" for w in t["weight_sweep"])
+        verdicts.append(f"{t['task']}, {t['action_mode']}: the oracle's gain over the best constant at other error "
+                        f"weights (same grid; weight: gain) {sweep}.")
     c = d["cotrain"][0]
     ct = d["targets"]["cotrain"]
     cfg = d["config"]

@@ -32,6 +32,7 @@ runs of 300 iterations: about 1.5 hours with ``--jobs 2``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,7 @@ CONFIG: dict[str, Any] = {
     "agent_episodes": 600,
     "grid_tols": [-8, -7, -6, -5, -4, -3, -2, -1, 0],
     "grid_first_steps": [-3, -2, -1, -0.5, 0],
+    "weight_sweep": [100.0, 1000.0, 3000.0, 10000.0, 30000.0],
     "cotrain_regime": "small",
     "cotrain_tol_bounds": [-8.0, 0.0],
     "cotrain_gap_weight": 1000.0,
@@ -72,6 +74,7 @@ QUICK: dict[str, Any] = {
     "agent_episodes": 4,
     "grid_tols": [-6, -3, 0],
     "grid_first_steps": [-2, 0],
+    "weight_sweep": [100.0, 3000.0],
 }
 
 USES_DIGITS_REGIMES = True
@@ -107,6 +110,13 @@ def grid_actions(ctx: Context, mode: str) -> list[tuple[float, float | None]]:
 def grid_table(env: Any, actions: list[tuple[float, float | None]]) -> list[list[dict[str, float]]]:
     """``table[e][a]``: reward, NFE and error of pool episode e solved with grid action a (every block)."""
     return [[env.reward_of(e, [a]) for a in actions] for e in range(len(env.pool))]
+
+
+def reweighted(table: list[list[dict[str, float]]], alpha: float, error_weight: float,
+               num_blocks: int) -> list[list[dict[str, float]]]:
+    """The grid table with each cell's reward recomputed at other weights (NFE and error kept)."""
+    return [[{**cell, "reward": -(alpha / num_blocks) * cell["nfe"] - error_weight * cell["error"]
+              if math.isfinite(cell["error"]) else cell["reward"]} for cell in row] for row in table]
 
 
 def baselines(table: list[list[dict[str, float]]], actions: list[tuple[float, float | None]]) -> dict[str, Any]:
@@ -171,7 +181,15 @@ def task_results(ctx: Context) -> list[dict]:
         for mode in cfg["modes"]:
             env = make_task(ctx, task, mode)
             actions = grid_actions(ctx, mode)
-            base = baselines(grid_table(env, actions), actions)
+            cells = grid_table(env, actions)
+            base = baselines(cells, actions)
+            sweep = []
+            for w in cfg["weight_sweep"]:
+                b = baselines(reweighted(cells, env.config.alpha, w, env.num_blocks), actions)
+                sweep.append({"error_weight": w, "best_constant_reward": b["best_constant_reward"],
+                              "best_constant_action": b["best_constant_action"], "oracle_reward": b["oracle_reward"],
+                              "gap_fraction": ratio(b["oracle_reward"] - b["best_constant_reward"],
+                                                    abs(b["best_constant_reward"]))})
             gap = base["oracle_reward"] - base["best_constant_reward"]
             agents = []
             for agent in cfg["agents"]:
@@ -195,7 +213,7 @@ def task_results(ctx: Context) -> list[dict]:
                 "reference_nfe_mean": float(np.mean(env.reference_nfe)),
                 "loosest_action": base["front"][-1],
                 "gap_fraction": ratio(gap, abs(base["best_constant_reward"])),
-                **base, "agents": agents,
+                **base, "weight_sweep": sweep, "agents": agents,
             })
     return results
 
