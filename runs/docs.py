@@ -655,10 +655,12 @@ def benchmark(res: Res) -> str:
         lines.append(f"| {t['task']} | {t['action_mode']} | {t['nfe_per_block_at_1e-5']:.1f} | "
                      f"{loose['nfe']:.1f}, {loose['error']:.4f} | {action(t['best_constant_action'])} | "
                      f"{t['best_constant_reward']:.2f} | {t['oracle_reward']:.2f} | {100 * t['gap_fraction']:.1f}% |")
+    with_agents = {(t["task"], t["action_mode"]) for t in d["tasks"] if t["agents"]}
     verdicts = [f"{t['task']}, {t['action_mode']}: oracle over best constant {100 * t['gap_fraction']:.1f}% of its "
-                f"reward (target {100 * th['gap_fraction']:.0f}%: {'met' if t['gap_met'] else 'not met'}); best "
-                f"agent closes {cell(t, 'best_gap_closed', 2)} of the gap (target {th['gap_closed']}: "
-                f"{'met' if t['agent_met'] else 'not met'})." for t in d["targets"]["tasks"]]
+                f"reward (target {100 * th['gap_fraction']:.0f}%: {'met' if t['gap_met'] else 'not met'}); "
+                + (f"best agent closes {cell(t, 'best_gap_closed', 2)} of the gap (target {th['gap_closed']}: "
+                   f"{'met' if t['agent_met'] else 'not met'})." if (t["task"], t["action_mode"]) in with_agents
+                   else "baselines only, no agents run on it.") for t in d["targets"]["tasks"]]
     for t in d["tasks"]:
         sweep = ", ".join(f"{w['error_weight']:g}: {100 * w['gap_fraction']:.1f}%" for w in t["weight_sweep"])
         verdicts.append(f"{t['task']}, {t['action_mode']}: the oracle's gain over the best constant at other error "
