@@ -10,9 +10,9 @@ cached.
 The flows: FFJORD's 2-D toy densities (:mod:`flows.toy_densities`), one CNF block with the
 exact divergence and MLP dynamics of ``hidden`` units, trained by maximum likelihood at
 tolerance 1e-5 for ``train_iterations`` iterations on first use (:func:`toy_flow`) and cached
-in the user cache directory (:func:`cache_dir`); nothing is downloaded or committed. Trained
-to convergence they are stiff: a solve needs many steps at 1e-5, and one step is visibly
-wrong.
+in the user cache directory (:func:`cache_dir`); nothing is downloaded or committed. The
+default 1500 iterations do not reach convergence; how stiff each flow gets (NFE at 1e-5, the
+error of a single step) is measured by the ``benchmark`` study.
 
 The episodes: ``pool_size`` batches of ``batch_size`` points, drawn once from ``pool_seed``.
 Each comes from one *variant* of the input, so that the right action differs between
