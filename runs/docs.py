@@ -55,6 +55,11 @@ def tol10(log10_tol: float, digits: int = 0) -> str:
     return sci(10.0 ** log10_tol, digits)
 
 
+def nums(values: list[float], digits: int = 2) -> str:
+    """Plain numbers as ``-1.70, -2.05``."""
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
 def xs(values: list[float], digits: int = 2) -> str:
     """Ratios as ``0.70x, 0.81x, 0.70x``."""
     return ", ".join(f"{v:.{digits}f}x" for v in values)
@@ -676,7 +681,10 @@ def benchmark(res: Res) -> str:
         f"{cfg['cotrain_gap_every']} iteration(s)): training NFE {c['nfe_ratio']:.3f}x fixed 1e-5 (the reference "
         f"solves, reported apart, cost another {c['reference_nfe_ratio']:.3f}x), test bits/dim "
         f"{pct(c['bpd_ratio'] - 1)} (target at most {th['cotrain_nfe_ratio']}x within "
-        f"{apct(th['cotrain_bpd_tol'], 0)}: {'met' if ct['met'] else 'not met'}).")
+        f"{apct(th['cotrain_bpd_tol'], 0)}: {'met' if ct['met'] else 'not met'}). Over the last 10% of training "
+        f"the policy chose log10 tolerances of {nums([p['log10_tol_last'] for p in c['per_seed']])} and log10 "
+        f"first steps of {nums([p['log10_first_step_last'] for p in c['per_seed']])} (per seed, means over blocks), "
+        f"at a loss gap to the reference of {nums([p['abs_loss_gap_last'] for p in c['per_seed']], 4)} bits/dim.")
     w = d["tasks"][0]
     return "\n\n".join([figure("benchmark"), f"""\
 Frozen flows (`CNF-Frozen-*`), {len(d['seeds'])} seeds per agent, each agent trained for {cfg['agent_episodes']} \

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from runs.aggregate import run_metrics
+from runs.aggregate import read_jsonl, run_metrics
 from runs.run_cache import Arm, Context, digits_arm, run_arms
 from runs.studies.common import ratio
 
@@ -245,11 +245,18 @@ def cotrain_rows(ctx: Context) -> list[dict]:
     per_seed = []
     for s in ctx.seeds:
         mine, fixed = figures[("reinforce", s)], figures[("fixed", s)]
+        tail = [r for r in read_jsonl(arms[("reinforce", s)].run_dir(ctx.runs_dir) / "metrics.jsonl")
+                if "nfe_forward" in r]
+        tail = tail[-max(1, len(tail) // 10):]  # the last 10% of training
         per_seed.append({"seed": s, "nfe_ratio": ratio(mine["nfe"], fixed["nfe"]),
                          "reference_nfe_ratio": ratio(mine["nfe_reference"] or 0.0, fixed["nfe"]),
                          "bpd_ratio": ratio(mine["bits_per_dim"], fixed["bits_per_dim"]),
                          "nfe": mine["nfe"], "fixed_nfe": fixed["nfe"], "bits_per_dim": mine["bits_per_dim"],
-                         "fixed_bits_per_dim": fixed["bits_per_dim"]})
+                         "fixed_bits_per_dim": fixed["bits_per_dim"],
+                         "abs_loss_gap_last": float(np.mean([abs(r["loss_gap"]) for r in tail if "loss_gap" in r]
+                                                            or [float("nan")])),
+                         "log10_tol_last": float(np.mean([np.log10(r["tols"]).mean() for r in tail])),
+                         "log10_first_step_last": float(np.mean([np.log10(r["first_steps"]).mean() for r in tail]))})
     mean = {k: float(np.mean([p[k] for p in per_seed])) for k in ("nfe_ratio", "reference_nfe_ratio", "bpd_ratio")}
     return [{"agent": "reinforce", **mean, "seeds": list(ctx.seeds), "per_seed": per_seed,
              "run_dirs": [arms[("reinforce", s)].run_dir(ctx.runs_dir).name for s in ctx.seeds]}]
