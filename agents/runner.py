@@ -102,8 +102,10 @@ class Agent:
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     """``gymnasium.make`` with one clear error for an unknown id or keyword."""
     if env_id not in gym.registry:
-        known = ", ".join(sorted(k for k in gym.registry if k in infocnf_env.ENV_IDS or k in infocnf_env.FROZEN_IDS))
-        raise ValueError(f"unknown env id {env_id!r}; registered ids: {known}")
+        known = sorted(k for k in gym.registry if k in infocnf_env.ENV_IDS)
+        frozen = [k.removeprefix("CNF-Frozen-").removesuffix("-v0") for k in infocnf_env.FROZEN_IDS]
+        known.append("CNF-Frozen-{" + ",".join(frozen) + "}-v0")
+        raise ValueError(f"unknown env id {env_id!r}; registered ids: {', '.join(known)}")
     try:
         return gym.make(env_id, **env_kwargs)
     except TypeError as err:
