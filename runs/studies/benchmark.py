@@ -38,11 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from runs.aggregate import read_jsonl, run_metrics
+from runs.aggregate import read_jsonl, run_metrics, summarise
 from runs.run_cache import Arm, Context, digits_arm, run_arms
 from runs.studies.common import ratio
 
 ROW_KEYS = ("task", "action_mode", "agent", "reward_mean", "reward_std", "gap_closed", "seeds")
+#: Keys that may be null: the fraction of a gap closed where the oracle does not beat the best
+#: constant (no gap) or on a task without agents; an action's ``first_step`` (the solver's own start).
+NULLABLE_KEYS = ("gap_closed", "best_gap_closed", "first_step")
 
 #: Agent name -> (agent module, flags); SB3 flags as in the ``policies`` study.
 AGENTS = {
@@ -199,14 +202,11 @@ def task_results(ctx: Context) -> list[dict]:
             for agent in cfg["agents"] if task in cfg["tasks"] else []:
                 dirs = [arms[(task, mode, agent, s)].run_dir(ctx.runs_dir) for s in ctx.seeds]
                 scores = [score_policy(env, load_action_policy(d, env)) for d in dirs]
-                reward = [sc["reward"] for sc in scores]
-                mean = float(np.mean(reward))
+                stats = summarise(scores, ("reward", "nfe", "error"))
                 agents.append({
-                    "agent": agent, "reward_mean": mean,
-                    "reward_std": float(np.std(reward, ddof=1)) if len(reward) > 1 else 0.0,
-                    "gap_closed": (mean - base["best_constant_reward"]) / gap if gap > 0 else float("nan"),
-                    "nfe_mean": float(np.mean([sc["nfe"] for sc in scores])),
-                    "error_mean": float(np.mean([sc["error"] for sc in scores])),
+                    "agent": agent, **stats,
+                    "gap_closed": (stats["reward_mean"] - base["best_constant_reward"]) / gap if gap > 0
+                    else float("nan"),
                     "seeds": list(ctx.seeds), "per_seed": scores,
                     "run_dirs": [d.name for d in dirs],
                 })
