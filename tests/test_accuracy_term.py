@@ -12,13 +12,13 @@ import infocnf_env  # noqa: F401  (registers the ids)
 from agents.fixed import make_fixed_agent
 from tests.flowkit import perturb
 
-SMALL = dict(hidden=4, batch_size=16, eval_batch_size=16, seed=3)
+SMALL = dict(hidden=4, batch_size=8, eval_batch_size=8, seed=3)
 LOOSE = -1.0  # log10 tolerance far looser than the reference's
 
 
 def _env(**kwargs):
     env = gym.make("InfoCNF-Digits-v0", **SMALL, tol_bounds=(-8.0, 0.0), **kwargs).unwrapped
-    perturb(env.model, 0.4)  # dynamics far from zero: a loose solve errs
+    perturb(env.model, 0.3)  # dynamics far from zero: a loose solve errs
     return env
 
 
@@ -53,7 +53,7 @@ def test_accuracy_term_charges_the_gap_to_an_independent_reference_pass(sided):
 
 def test_reference_tolerance_is_configurable():
     _, coarse = _episode(_env(gap_check_every=1, reference_tol=1e-3), LOOSE)
-    _, fine = _episode(_env(gap_check_every=1, reference_tol=1e-7), LOOSE)
+    _, fine = _episode(_env(gap_check_every=1, reference_tol=1e-6), LOOSE)
     assert fine["nfe_reference"] > coarse["nfe_reference"]
 
 
