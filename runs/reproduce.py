@@ -18,6 +18,8 @@ docstring says what is run, how it maps to the paper and what it costs):
 ``samples``           Fig. 7: class-conditional sample grid
 ``reinforce-ablation`` REINFORCE variants (gate lr, baseline, entropy, bounds) vs fixed 1e-5 / 1e-2
 ``latent-probe``      linear probes on z_y, z_u and z of CCNF and InfoCNF against their own classifier
+``speed``             warm starts, RNODE and solver-error regularizers, learned tolerances, combined
+``benchmark``         agents on frozen 2-D flows against the front / best constant / oracle; co-training
 =====================  ==========================================================================
 
 Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one seed) and writes
