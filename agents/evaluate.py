@@ -123,19 +123,19 @@ def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
 def load_policy(run_dir: str | Path, env: Any) -> Policy:
     """The deterministic tolerance policy of a finished run: log10 of each block's tolerance
     (:func:`load_action_policy`'s first entry) and, for REINFORCE, the gate's std."""
-    action = load_action_policy(run_dir, env)
-    std: Callable[[Any, int], float] = lambda obs, block: 0.0  # noqa: E731
     config = json.loads((Path(run_dir) / "config.json").read_text())
     if config["agent"] == "reinforce":
         gates = _load_gates(Path(run_dir), config, env)
 
         @torch.no_grad()
-        def gate_std(obs: Any, block: int) -> float:
+        def gate_policy(obs: Any, block: int) -> tuple[float, float]:
             inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
-            return float(gates.gates[block](inp)[1].exp().reshape(-1)[0])
+            mean, log_std = gates.gates[block](inp)
+            return float(mean.reshape(-1)[0]), float(log_std.exp().reshape(-1)[0])
 
-        std = gate_std
-    return lambda obs, block: (float(action(obs, block)[0]), std(obs, block))
+        return gate_policy
+    action = load_action_policy(run_dir, env)
+    return lambda obs, block: (float(action(obs, block)[0]), 0.0)
 
 
 @dataclasses.dataclass

@@ -264,11 +264,10 @@ def episode_pool(config: FrozenConfig) -> list[Episode]:
 
 @dataclass(frozen=True)
 class Solve:
-    """One pass of an episode: per-example log p(x) (nats), the NFE of each block, and whether a solve failed."""
+    """One pass of an episode: per-example log p(x) (nats; ``None``: a solve failed) and each block's NFE."""
 
     logpx: torch.Tensor | None
     nfe: tuple[int, ...]
-    failed: bool = False
 
 
 def solve_episode(model: FlowModel, x: torch.Tensor, actions: list[tuple[float, float | None]]) -> Solve:
@@ -283,7 +282,7 @@ def solve_episode(model: FlowModel, x: torch.Tensor, actions: list[tuple[float, 
                 nfe.append(stats.nfe)
             out = model.finish(state)
     except SolverError:
-        return Solve(None, tuple(nfe), failed=True)
+        return Solve(None, tuple(nfe))
     return Solve(out.logpx.detach(), tuple(nfe))
 
 
