@@ -357,12 +357,45 @@ def plot_benchmark(result: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_beta(result: dict, path: Path) -> None:
+    """Per regime: test error (own classifier, solid; probe on z_y, dashed) and bits/dim against
+    beta for CCNF and InfoCNF, with the raw-pixel probe as the ceiling."""
+    plt = _pyplot()
+    rows = result["rows"]
+    regimes = list(dict.fromkeys(r["batch"] for r in rows))
+    fig, axes = plt.subplots(2, len(regimes), figsize=(5.0 * len(regimes), 6.5), squeeze=False)
+    for col, regime in enumerate(regimes):
+        err_ax, bpd_ax = axes[0][col], axes[1][col]
+        for model in dict.fromkeys(r["model"] for r in rows):
+            sel = sorted((r for r in rows if r["batch"] == regime and r["model"] == model), key=lambda r: r["beta"])
+            betas = [r["beta"] for r in sel]
+            colour = COLOURS.get(f"{model}-fixed")
+            name = {"ccnf": "CCNF", "infocnf": "InfoCNF"}.get(model, model)
+            err_ax.errorbar(betas, [_f(r["test_error_mean"]) for r in sel], [_f(r["test_error_std"]) for r in sel],
+                            color=colour, marker="o", capsize=3, label=f"{name}: own classifier")
+            err_ax.plot(betas, [_f(r["zy_probe_error_mean"]) for r in sel], color=colour, ls="--", marker="x",
+                        label=f"{name}: probe on z_y")
+            bpd_ax.errorbar(betas, [_f(r["bits_per_dim_mean"]) for r in sel],
+                            [_f(r["bits_per_dim_std"]) for r in sel], color=colour, marker="o", capsize=3,
+                            label=name)
+        err_ax.axhline(_f(result["pixel_probe_error"]), color="grey", ls=":", label="probe on raw pixels")
+        for ax, label in ((err_ax, "test error"), (bpd_ax, "test bits/dim @1e-5")):
+            ax.set_xscale("log")
+            ax.set_xlabel("beta (cross-entropy weight)")
+            ax.set_ylabel(label)
+        err_ax.set_title(f"{regime} batch", fontsize=9)
+    axes[0][0].legend(fontsize=6)
+    axes[1][0].legend(fontsize=6)
+    fig.suptitle(_title(result, "InfoCNF vs CCNF against the supervision weight beta (authors' heads)"))
+    _save(fig, path)
+
+
 PLOTTERS: dict[str, Callable[[dict, Path], None]] = {
     "digits-table": plot_digits_table, "uncond": plot_uncond, "tol-integral": plot_tol_integral,
     "tol-hist": plot_tol_hist, "curves": plot_curves, "eval-batch": plot_eval_batch,
     "policies": plot_policies, "frozen": plot_frozen, "samples": plot_samples,
     "reinforce-ablation": plot_reinforce_ablation, "latent-probe": plot_latent_probe, "speed": plot_speed,
-    "benchmark": plot_benchmark,
+    "benchmark": plot_benchmark, "beta": plot_beta,
 }
 
 

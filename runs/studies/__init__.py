@@ -39,6 +39,7 @@ MODULES = {
     "latent-probe": "latent_probe",
     "speed": "speed",
     "benchmark": "benchmark",
+    "beta": "beta",
 }
 
 
