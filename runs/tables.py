@@ -57,7 +57,7 @@ COLUMNS: dict[str, list[tuple[str, str, int]]] = {
     "benchmark": [("task", "task", 0), ("action", "action_mode", 0), ("agent", "agent", 0),
                   ("reward", "reward", 2), ("gap closed", "gap_closed", 2), ("NFE / episode", "nfe", 1),
                   ("error [nats]", "error", 4)],
-    "beta": [("model", "model", 0), ("batch", "batch", 0), ("beta", "beta", 0),
+    "beta": [("model", "model", 0), ("batch", "batch", 0), ("beta", "beta", 1),
              ("β·D·ln 2", "supervision_ratio", 0), ("test error", "test_error", 3),
              ("probe z_y", "zy_probe_error", 3), ("probe z", "z_probe_error", 3),
              ("bits/dim", "bits_per_dim", 4)],

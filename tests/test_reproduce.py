@@ -85,6 +85,29 @@ def test_digits_table_rows_and_targets(dirs):
     assert all("nfe_ratio" in t and "error_ratio" in t for t in result["targets"])
 
 
+def test_beta_study_reaches_cifar10_supervision_and_compares_like_for_like(dirs):
+    from runs.studies import beta
+
+    # beta x D x ln 2: 0.5 x 3072 x ln 2 in the authors' CIFAR10 runs; the study's largest beta matches it on digits
+    assert beta.supervision_ratio(0.5, 3072) == pytest.approx(1064.9, abs=0.1)
+    assert beta.supervision_ratio(max(beta.CONFIG["betas"]), 64) == pytest.approx(1065, rel=0.01)
+    assert len(beta.CONFIG["betas"]) >= 4 and min(beta.CONFIG["betas"]) == 0.5
+    workdir, out = dirs
+    path = out / "beta.json"
+    if not path.exists():
+        reproduce.run_study("beta", quick=True, workdir=workdir, out=out)
+    result = json.loads(path.read_text())
+    assert 0 < result["pixel_probe_error"] < 0.5
+    rows = {(r["model"], r["batch"], r["beta"]): r for r in result["rows"]}
+    for c in result["comparisons"]:
+        info, ccnf = rows["infocnf", c["batch"], c["beta"]], rows["ccnf", c["batch"], c["beta"]]
+        assert c["error_ratio"] == pytest.approx(info["test_error_mean"] / ccnf["test_error_mean"])
+    for (_, _, b), r in rows.items():
+        assert r["supervision_ratio"] == pytest.approx(b * 64 * math.log(2))
+        env_kwargs = json.loads((workdir / "runs" / r["run_dirs"][0] / "config.json").read_text())["env_kwargs"]
+        assert env_kwargs["beta"] == b and env_kwargs["head_init"] == "linear_zeros"
+
+
 def test_tables_render_every_quick_result(dirs):
     from runs import tables
 

@@ -66,7 +66,7 @@ def test_registered_ids_and_defaults():
         assert env_id in gym.registry and env_id in infocnf_env.ENV_IDS
         assert gym.registry[env_id].entry_point == "infocnf_env.training_env:TrainingStepEnv"
         spec = infocnf_env.ENV_IDS[env_id]
-        # runs/spirals.py's CPU-sized settings, two segments
+        # the CPU-sized settings, two segments
         settings = (spec.data.dataset, spec.data.batch_size, spec.optim.lr, spec.model["segments"])
         assert settings == ("spirals", 100, 1e-2, 2)
         env = make(env_id)

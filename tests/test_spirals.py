@@ -189,7 +189,7 @@ def test_sample_extrapolate_and_evaluate(data):
 def test_runs_spirals_quick(tmp_path):
     from runs.spirals import main
 
-    main(["--quick", "--seeds", "1", "--out", str(tmp_path)])
+    main(["--quick", "--seeds", "1", "--jobs", "2", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "spirals.json").read_text())
     assert result["config"]["epochs"] == 2 and result["config"]["eval_tol"] == 1e-5
     rows = {row["model"]: row for row in result["rows"]}
@@ -200,5 +200,35 @@ def test_runs_spirals_quick(tmp_path):
         for key in keys:
             for stat in ("mean", "std"):
                 assert math.isfinite(row[f"{key}_{stat}"])
-    assert "direction_error_mean" not in rows["latent_ode"]
+    assert "direction_error_mean" not in rows["latent_ode"] and "ab_error" not in rows["latent_ode"]
+    # the (a, b) head against always predicting the prior means (App. E.1: a ~ N(1, 0.08), b ~ N(0.25, 0.03))
+    part = rows["latent_ode_partitioned"]
+    params = make_spirals(result["config"]["num_test"], seed=result["config"]["data_seed"], split="test").params
+    a_err, b_err = (params[:, 0] - 1.0).abs().mean().item(), (params[:, 1] - 0.25).abs().mean().item()
+    assert part["ab_prior_mean_error"] == pytest.approx((a_err + b_err) / 2, rel=1e-5)
+    assert part["ab_error"] == part["ab_mae_mean"] > 0
     assert (tmp_path / "spirals.png").stat().st_size > 10_000
+
+
+def test_ab_probe_tells_an_encoder_that_holds_a_b_from_one_that_does_not():
+    from runs.spirals import ab_probe_errors, prior_mean_errors
+
+    class Encoder(torch.nn.Module):
+        """``encode`` reads z_t0 from the first observation: here, a linear image of (a, b) or noise."""
+
+        def encode(self, obs):
+            return obs[:, 0, :] @ torch.tensor([[2.0, -1.0, 0.5], [0.3, 4.0, 1.0]]) + 1.0, None
+
+    def windows(data, informative: bool):
+        noise = torch.randn(len(data), 2, generator=torch.Generator().manual_seed(0))
+        source = data.params[:, :2] if informative else noise
+        return replace(data, obs=source[:, None, :].expand(-1, data.obs.shape[1], -1).contiguous())
+
+    train, test = make_spirals(300, window=20, extrap=5, seed=1), make_spirals(200, window=20, extrap=5, seed=1,
+                                                                              split="test")
+    exact = ab_probe_errors(Encoder(), windows(train, True), windows(test, True))
+    assert exact["a_probe_error"] < 1e-5 and exact["b_probe_error"] < 1e-5
+    blind = ab_probe_errors(Encoder(), windows(train, False), windows(test, False))
+    prior = prior_mean_errors(test)
+    assert blind["a_probe_error"] == pytest.approx(prior["a_prior_mean_error"], rel=0.15)
+    assert blind["b_probe_error"] == pytest.approx(prior["b_prior_mean_error"], rel=0.15)
