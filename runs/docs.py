@@ -283,8 +283,9 @@ rest) and on all of z, and scored on the test set next to the model's own classi
 
 def beta(res: Res) -> str:
     d = res["beta"]
-    rows, cfg = d["rows"], d["config"]
-    betas, regimes = sorted(cfg["betas"]), cfg["regimes"]
+    rows = d["rows"]
+    regimes = list(dict.fromkeys(r["batch"] for r in rows))
+    betas = sorted({r["beta"] for r in rows})
     pixel = d["pixel_probe_error"]
 
     def r(model: str, batch: str, b: float) -> dict:
@@ -295,10 +296,12 @@ def beta(res: Res) -> str:
         return f"{x['test_error_mean']:.3f} ± {x['test_error_std']:.3f}"
 
     top = betas[-1]
-    shown = ", ".join(f"{b:g}" for b in betas)
+    shown = "; ".join(f"{', '.join(f'{b:g}' for b in sorted({x['beta'] for x in rows if x['batch'] == batch}))} "
+                      f"({batch} batch)" for batch in regimes)
     gap = []
     for batch in regimes:
-        ratios = [c["error_ratio"] for b in betas for c in d["comparisons"] if c["batch"] == batch and c["beta"] == b]
+        comps = sorted((c for c in d["comparisons"] if c["batch"] == batch), key=lambda c: c["beta"])
+        batch_betas, ratios = [c["beta"] for c in comps], [c["error_ratio"] for c in comps]
         info, ccnf = r("infocnf", batch, top), r("ccnf", batch, top)
         closed = info["test_error_mean"] <= ccnf["test_error_mean"]
         within = abs(info["test_error_mean"] - ccnf["test_error_mean"]) <= max(info["test_error_std"],
@@ -306,7 +309,8 @@ def beta(res: Res) -> str:
         verdict = ("InfoCNF is ahead" if closed else "InfoCNF is still behind") + (
             ", within one standard deviation" if within else "")
         gap.append(f"**{batch} batch**: InfoCNF's test error over CCNF's is "
-                   f"{xs([x if x is not None else float('nan') for x in ratios])} at beta {shown}; at "
+                   f"{xs([x if x is not None else float('nan') for x in ratios])} at beta "
+                   f"{', '.join(f'{b:g}' for b in batch_betas)}; at "
                    f"beta {top:g} (CIFAR10's ratio) {verdict}: {err('infocnf', batch, top)} vs "
                    f"{err('ccnf', batch, top)}.")
     own = [(x["test_error_mean"], x["model"], x["batch"], x["beta"]) for x in rows]
@@ -334,11 +338,32 @@ J = bits/dim + beta x cross-entropy (Eq. 4). Bits/dim is the negative log-likeli
 example the cross-entropy weighs beta x D x ln 2 times the NLL in nats: {d['cifar10_supervision_ratio']:.0f} in the
 authors' CIFAR10 runs (beta 0.5, D = 3072), {1 * 64 * math.log(2):.0f} in the digits-table runs (beta 1, D = 64).
 CCNF and InfoCNF with the authors' heads (`head_init="linear_zeros"`) are trained at beta {shown}
-(the largest matches CIFAR10's ratio on digits) in both digits-table regimes, {len(d['seeds'])} seeds, fixed
+(the largest matches CIFAR10's ratio on digits), {len(d['seeds'])} seeds, fixed
 tolerance 1e-5 with warm-started steps (which leaves bits/dim unchanged, see [`speed`](#speed)); the other
 choices are the digits ids' (three-layer dynamics, fixed end time). "probe z_y" / "probe z" are logistic
 regressions fitted on the training latents at 1e-5 (for CCNF, z_y is the same slice of z).""", bullets(
         [*gap, ceiling, bpd])])
+
+
+def _spirals_head(p: dict) -> str:
+    """What the partitioned LatentODE's (a, b) head learned, against the prior means and a linear probe on z."""
+    text = (f"The partitioned model's (a, b) head (`spirals.json`) errs by {p['a_mae_mean']:.4f} in a and "
+            f"{p['b_mae_mean']:.4f} in b against the prior means' {p['a_prior_mean_error']:.4f} and "
+            f"{p['b_prior_mean_error']:.4f} (`ab_error` {p['ab_error']:.4f} vs `ab_prior_mean_error` "
+            f"{p['ab_prior_mean_error']:.4f}).")
+    if "b_probe_error_mean" in p:
+        holds = p["b_probe_error_mean"] < 0.9 * p["b_prior_mean_error"]
+        text += (f" A linear probe from all of z_t0 to (a, b) errs {p['a_probe_error_mean']:.4f} and "
+                 f"{p['b_probe_error_mean']:.4f}: " + (
+                     "the encoder holds some of b, so the head, not the representation, is what falls short."
+                     if holds else "the encoder itself does not hold (a, b) in a linear form at this budget, so no "
+                     "linear head on z_y can read it."))
+    losses = [s["epoch_losses"] for s in p.get("per_seed", []) if len(s.get("epoch_losses", [])) >= 6]
+    if losses:
+        drop = [1 - ls[-1] / ls[-6] for ls in losses]
+        text += (f" Its training loss fell by {rng([100 * d for d in drop], 1)}% over the last 5 epochs "
+                 f"(per seed){', so training had not converged' if min(drop) > 0.01 else ''}.")
+    return text
 
 
 def _share(ratio: float) -> str:
@@ -789,8 +814,8 @@ weights, so its fixed arm differs from the other's.
         parts.append(f"""\
 **Spirals, Section 4.6** (`python -m runs.spirals`, `runs/results/spirals.json`,
 [figure]({IMAGES}/spirals.png)): the LatentODE and its partitioned latent code, {len(c['seeds'])} seeds x
-{c['iterations_per_run']} Adam steps ({c['epochs']} epochs of batch {c['batch_size']} over {c['num_train']:,} \
-spirals), trained at tolerance {sci(c['train_tol'])}, evaluated at {sci(c['eval_tol'])}
+{c['iterations_per_run']} Adam steps at learning rate {c['lr']:g} ({c['epochs']} epochs of batch {c['batch_size']} \
+over {c['num_train']:,} spirals), trained at tolerance {sci(c['train_tol'])}, evaluated at {sci(c['eval_tol'])}
 on {c['num_test']:,} test spirals against the noise-free ground truth (extrapolation: the next
 {c['extrap_steps']} steps).
 
@@ -806,9 +831,7 @@ on {c['num_test']:,} test spirals against the noise-free ground truth (extrapola
         room_b = 100 * (1 - g["b_map_error"] / g["b_prior_mean_error"])
         model = ""
         if "spirals" in res:
-            p = row(res["spirals"]["rows"], model="latent_ode_partitioned")
-            model = (f" The partitioned model's (a, b) head errs by {p['a_mae_mean']:.4f} and {p['b_mae_mean']:.4f} "
-                     f"(`spirals.json`), the prior means' errors: it leaves b unlearned at this training budget.")
+            model = " " + _spirals_head(row(res["spirals"]["rows"], model="latent_ode_partitioned"))
         parts.append(f"""\
 **How much of (a, b) a window holds** (`python -m runs.spirals_ab_ceiling`, \
 `runs/results/spirals_ab_ceiling.json`): on {g['num_spirals']} test windows of {g['window']} noisy steps \
