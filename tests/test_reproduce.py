@@ -89,7 +89,7 @@ def test_beta_study_reaches_cifar10_supervision_and_compares_like_for_like(dirs)
     from runs.studies import beta
 
     # beta x D x ln 2: 0.5 x 3072 x ln 2 in the authors' CIFAR10 runs; the study's largest beta matches it on digits
-    assert beta.supervision_ratio(0.5, 3072) == pytest.approx(1064.9, abs=0.1)
+    assert beta.supervision_ratio(0.5, 3072) == pytest.approx(1064.7, abs=0.1)
     betas = beta.CONFIG["betas"]
     assert set(betas) == {"small", "large"} and len(betas["small"]) >= 4
     for values in betas.values():
