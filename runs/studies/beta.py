@@ -22,8 +22,9 @@ study), and test metrics are computed once, at the end (no evaluation curve). Th
 authors' recipe (four-layer dynamics, learned end time) is left at the digits defaults, so
 the heads and beta are the only changes against ``digits-table``.
 
-Cost (full): 36 runs (2 models x (4 + 2) betas x 3 seeds) of ~300 s on one core, plus ~10 s
-of probing each: ~95 min with ``--jobs 2`` on an idle 2-core machine.
+Cost (full): 36 runs (2 models x (4 + 2) betas x 3 seeds) of 230-490 s each, plus ~10 s of
+probing each; the committed result took 63 min with ``--jobs 2`` (``wall_s``) on a 2-core
+machine that also ran ``runs.spirals`` at low priority.
 """
 
 from __future__ import annotations
@@ -129,4 +130,3 @@ def comparisons(rows: list[dict]) -> list[dict]:
                     "error_diff": info["test_error_mean"] - ccnf["test_error_mean"],
                     "bits_per_dim_rel_diff": rel_diff(info["bits_per_dim_mean"], ccnf["bits_per_dim_mean"])})
     return out
-
