@@ -342,10 +342,11 @@ def beta(res: Res) -> str:
         cost.append(f"{ {'ccnf': 'CCNF', 'infocnf': 'InfoCNF'}[model]} {', '.join(parts)}")
     bpd = (f"**What the supervision costs in likelihood**: test bits/dim at beta {top:g} against beta "
            f"{betas[0]:g}: {'; '.join(cost)}.")
+    per_unit_beta = rows[0]["supervision_ratio"] / rows[0]["beta"]  # D ln 2 of digits
     return "\n\n".join([figure("beta"), table(d, "beta"), f"""\
 J = bits/dim + beta x cross-entropy (Eq. 4). Bits/dim is the negative log-likelihood divided by D ln 2, so per
 example the cross-entropy weighs beta x D x ln 2 times the NLL in nats: {d['cifar10_supervision_ratio']:.0f} in the
-authors' CIFAR10 runs (beta 0.5, D = 3072), {1 * 64 * math.log(2):.0f} in the digits-table runs (beta 1, D = 64).
+authors' CIFAR10 runs (beta 0.5, D = 3072), {per_unit_beta:.0f} in the digits-table runs (beta 1, D = 64).
 CCNF and InfoCNF with the authors' heads (`head_init="linear_zeros"`) are trained at beta {shown}
 (the largest matches CIFAR10's ratio on digits), {len(d['seeds'])} seeds, fixed
 tolerance 1e-5 with warm-started steps (which leaves bits/dim unchanged, see [`speed`](#speed)); the other

@@ -36,7 +36,7 @@ import numpy as np
 
 from runs.aggregate import summarise
 from runs.run_cache import Context
-from runs.studies.common import ratio, rel_diff, seed_arms, train_groups
+from runs.studies.common import latents, probe_error, ratio, rel_diff, seed_arms, sup_size, train_groups
 
 ROW_KEYS = ("model", "batch", "beta", "seeds", "test_error_mean", "test_error_std", "bits_per_dim_mean",
             "bits_per_dim_std", "zy_probe_error_mean", "zy_probe_error_std", "z_probe_error_mean",
@@ -61,14 +61,6 @@ def supervision_ratio(beta: float, dim: int) -> float:
     return beta * dim * math.log(2)
 
 
-def probe_error(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> float:
-    """Test error of a multinomial logistic regression fitted on ``train`` features and labels."""
-    from sklearn.linear_model import LogisticRegression
-
-    probe = LogisticRegression(max_iter=5000).fit(*train)
-    return float(1.0 - probe.score(*test))
-
-
 def pixels(data: Any) -> tuple[np.ndarray, np.ndarray]:
     """The split's images flattened, levels scaled to [0, 1], and its labels."""
     x = data.x.reshape(len(data), -1).double().numpy()
@@ -78,7 +70,6 @@ def pixels(data: Any) -> tuple[np.ndarray, np.ndarray]:
 def run(ctx: Context) -> dict:
     from agents.evaluate import load_run
     from flows import load_dataset
-    from runs.studies.latent_probe import latents
 
     cfg = ctx.config
     groups = {(m, r, b): seed_arms(ctx, m, "fixed", r, label=f"{m}-beta{b:g}-{r}", eval_every=0,
@@ -94,10 +85,7 @@ def run(ctx: Context) -> dict:
             model = load_run(arm.run_dir(ctx.runs_dir)).model.eval()
             z_train, y_train, _ = latents(model, train, cfg["max_train"])
             z_test, y_test, _ = latents(model, test, None)
-            sup = round(cfg["sup_ratio"] * z_train.shape[1])
-            if model_name == "infocnf" and model.head.sup_dim != sup:
-                raise ValueError(f"{arm.run_dir(ctx.runs_dir).name}: z_y has {model.head.sup_dim} dims, "
-                                 f"sup_ratio {cfg['sup_ratio']} gives {sup}")
+            sup = sup_size(model, model_name, z_train.shape[1], cfg["sup_ratio"], arm.run_dir(ctx.runs_dir).name)
             test_metrics = summaries[arm]["test"]
             per_seed.append({
                 "test_error": test_metrics["error"], "bits_per_dim": test_metrics["bits_per_dim"],

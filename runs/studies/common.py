@@ -13,6 +13,7 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from agents.evaluate import Policy, ToleranceTrace, policy_tolerance
@@ -91,6 +92,36 @@ def batches(data: Any, batch_size: int, max_examples: int | None = None) -> list
         data = LabelledData(data.x[:max_examples], data.y[:max_examples], data.num_levels, data.num_classes,
                             data.flip, data.name)
     return list(iterate_batches(data, batch_size))
+
+
+@torch.no_grad()
+def latents(model: Any, data: Any, max_examples: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z at the evaluation tolerance, the labels and the model's own predictions (dropout off)."""
+    zs, ys, predictions = [], [], []
+    for x, y in batches(data, 500, max_examples):
+        out = model(x.reshape(x.shape[0], *model.data_shape), y, tol=EVAL_TOL,
+                    generator=torch.Generator().manual_seed(0))
+        zs.append(out.z)
+        ys.append(y)
+        predictions.append(out.predictions())
+    return torch.cat(zs).double().numpy(), torch.cat(ys).numpy(), torch.cat(predictions).numpy()
+
+
+def sup_size(model: Any, model_name: str, dim: int, sup_ratio: float, run_name: str) -> int:
+    """Dimensions of z_y: the first ``sup_ratio`` of ``dim`` (Section 3.1); a ``ValueError`` where an
+    InfoCNF run's own z_y differs (the probes would read another slice than its classifier)."""
+    sup = round(sup_ratio * dim)
+    if model_name == "infocnf" and model.head.sup_dim != sup:
+        raise ValueError(f"{run_name}: z_y has {model.head.sup_dim} dims, sup_ratio {sup_ratio} gives {sup}")
+    return sup
+
+
+def probe_error(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> float:
+    """Test error of a linear probe: multinomial logistic regression fitted on ``train`` (features, labels)."""
+    from sklearn.linear_model import LogisticRegression
+
+    probe = LogisticRegression(max_iter=5000).fit(*train)
+    return float(1.0 - probe.score(*test))
 
 
 def training_tail(run_dir: Path, *keys: str) -> list[dict]:

@@ -27,15 +27,11 @@ with ``--jobs 2``) and the digits-table runs if absent.
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import numpy as np
-import torch
 
 from agents.evaluate import load_run
 from runs.aggregate import summarise
 from runs.run_cache import Context
-from runs.studies.common import EVAL_TOL, batches, seed_arms, train_groups
+from runs.studies.common import latents, probe_error, seed_arms, sup_size, train_groups
 
 ROW_KEYS = ("model", "policy", "batch", "features", "seeds", "test_error_mean", "test_error_std")
 
@@ -49,22 +45,7 @@ CONFIG = {
 QUICK = {"max_train": 200}
 
 
-@torch.no_grad()
-def latents(model: Any, data: Any, max_examples: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """z at the evaluation tolerance, the labels and the model's own predictions (dropout off)."""
-    zs, ys, predictions = [], [], []
-    for x, y in batches(data, 500, max_examples):
-        out = model(x.reshape(x.shape[0], *model.data_shape), y, tol=EVAL_TOL,
-                    generator=torch.Generator().manual_seed(0))
-        zs.append(out.z)
-        ys.append(y)
-        predictions.append(out.predictions())
-    return torch.cat(zs).double().numpy(), torch.cat(ys).numpy(), torch.cat(predictions).numpy()
-
-
 def run(ctx: Context) -> dict:
-    from sklearn.linear_model import LogisticRegression
-
     from flows import load_dataset
 
     cfg = ctx.config
@@ -79,17 +60,13 @@ def run(ctx: Context) -> dict:
             z_train, y_train, _ = latents(model, train, cfg["max_train"])
             z_test, y_test, own = latents(model, test, None)
             dim = z_train.shape[1]
-            sup = round(cfg["sup_ratio"] * dim)
-            if model_name == "infocnf" and model.head.sup_dim != sup:
-                raise ValueError(f"{arm.run_dir(ctx.runs_dir).name}: z_y has {model.head.sup_dim} dims, "
-                                 f"sup_ratio {cfg['sup_ratio']} gives {sup}")
+            sup = sup_size(model, model_name, dim, cfg["sup_ratio"], arm.run_dir(ctx.runs_dir).name)
             summary = json.loads((arm.run_dir(ctx.runs_dir) / "summary.json").read_text())
             records = {"own classifier": {"test_error": float((own != y_test).mean()),
                                           "bits_per_dim": summary["test"]["bits_per_dim"]}}
             slices = (("probe z_y", slice(0, sup)), ("probe z_u", slice(sup, dim)), ("probe z", slice(0, dim)))
             for name, cols in slices:
-                probe = LogisticRegression(max_iter=5000).fit(z_train[:, cols], y_train)
-                records[name] = {"test_error": float(1.0 - probe.score(z_test[:, cols], y_test))}
+                records[name] = {"test_error": probe_error((z_train[:, cols], y_train), (z_test[:, cols], y_test))}
             for features, record in records.items():
                 per_seed.setdefault(features, []).append(record)
         for features, records in per_seed.items():
