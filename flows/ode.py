@@ -51,6 +51,10 @@ class NFECounter:
     backward: int = 0
     #: Size of the last step the forward solve accepted (``None`` until one is; adaptive solvers).
     last_step: float | None = None
+    #: Steps the forward solve accepted and rejected (adaptive solvers whose dynamics forward
+    #: torchdiffeq's ``callback_accept_step`` / ``callback_reject_step`` here).
+    accepted: int = 0
+    rejected: int = 0
     _forward_done: bool = field(default=False, repr=False)
 
     def record_call(self, output: torch.Tensor) -> None:
@@ -71,6 +75,12 @@ class NFECounter:
         """Record an accepted step of the forward solve (torchdiffeq's ``callback_accept_step``)."""
         if not self._forward_done:
             self.last_step = abs(float(dt.detach()))
+            self.accepted += 1
+
+    def reject_step(self, dt: torch.Tensor) -> None:
+        """Record a rejected step of the forward solve (torchdiffeq's ``callback_reject_step``)."""
+        if not self._forward_done:
+            self.rejected += 1
 
 
 def check_tolerance(tol: float) -> float:

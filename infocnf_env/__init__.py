@@ -16,7 +16,9 @@ from infocnf_env.config import (
     RewardConfig,
     SpaceConfig,
 )
+from infocnf_env.benchmark import BenchmarkEnv, BenchmarkReward, PoolConfig
 from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv
+from infocnf_env.ode_env import ODEConfig, ODETaskEnv
 from infocnf_env.spiral_task import SpiralTask
 from infocnf_env.tasks import FlowTask, Task
 from infocnf_env.training_env import TASKS, TrainingStepEnv
@@ -72,7 +74,18 @@ FROZEN_IDS: dict[str, FrozenConfig] = {
 for _id, _frozen in FROZEN_IDS.items():
     register(id=_id, entry_point="infocnf_env.frozen:FrozenFlowEnv", kwargs={"config": _frozen})
 
+#: Classical ODE tasks (infocnf_env.ode_env): tolerance learning in isolation on standard test
+#: problems whose difficulty varies between episodes, one family each and all mixed.
+ODE_IDS: dict[str, ODEConfig] = {
+    f"ODE-{_title}-v0": ODEConfig(families=_families)
+    for _title, _families in (("Kepler", ("kepler",)), ("VanDerPol", ("vdp",)), ("Arenstorf", ("arenstorf",)),
+                              ("Lorenz", ("lorenz",)), ("Mixed", ("kepler", "vdp", "arenstorf", "lorenz")))
+}
+for _id, _ode in ODE_IDS.items():
+    register(id=_id, entry_point="infocnf_env.ode_env:ODETaskEnv", kwargs={"config": _ode})
+
 __all__ = [
-    "DEFAULT_TOL_BOUNDS", "DataConfig", "ENV_IDS", "EnvConfig", "FROZEN_IDS", "FlowTask", "FrozenConfig",
+    "BenchmarkEnv", "BenchmarkReward", "DEFAULT_TOL_BOUNDS", "DataConfig", "ODEConfig", "ODETaskEnv", "ODE_IDS",
+    "PoolConfig", "ENV_IDS", "EnvConfig", "FROZEN_IDS", "FlowTask", "FrozenConfig",
     "FrozenFlowEnv", "OptimConfig", "RewardConfig", "SpaceConfig", "SpiralTask", "TASKS", "Task", "TrainingStepEnv",
 ]

@@ -1,0 +1,264 @@
+"""Classical ODE tasks: tolerance learning in isolation on problems whose difficulty varies.
+
+Each episode is one instance of a family of :mod:`flows.ivp` (Kepler orbits, Van der Pol,
+Arenstorf, Lorenz) with its parameter drawn from the family's range; its time span is cut into
+``segments`` equal segments, and each step solves one segment with the agent's action through
+:func:`flows.ode.solve`, the same solve as the flows'. With ``warm_start`` (default) a segment
+starts from the step the previous one accepted last, rescaled to the new tolerance
+(:func:`flows.ode.rescale_step`): the episode is then one integration whose tolerance changes
+at the segment ends, as a numerical analyst would run it, instead of restarting the solver's
+initial-step heuristic every segment.
+
+The error is measured at the end of the episode, ``max |y(T) - y_ref(T)| / max(1, max |y_ref(T)|)``,
+against a reference solve of the same instance (``reference_method`` at ``reference_tol``,
+cached). The reward is :class:`~infocnf_env.benchmark.BenchmarkReward` in its ``target`` form
+by default: ``-(alpha / K) * nfe`` per segment and ``-error_weight`` per decade of error above
+``error_target`` (why a target and not a linear weight: that class's docstring).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from flows.ivp import FAMILIES, MAX_DIM, Instance, IVPDynamics, check_family, draw_instance, relative_error
+from flows.ode import NFECounter, check_method, is_adaptive, rescale_step, solve, solver_order
+from infocnf_env.actions import BlockAction
+from infocnf_env.benchmark import (
+    NUM_FEEDBACK,
+    BenchmarkEnv,
+    BenchmarkReward,
+    Feedback,
+    Playthrough,
+    PoolConfig,
+    check_positive_int,
+    no_feedback,
+    replace_grouped,
+)
+from infocnf_env.cache import cache_dir, cached
+from infocnf_env.config import SpaceConfig
+
+#: Bump when instances, references or their cache layout change, so stale files are not reused.
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ODEConfig:
+    """One classical-ODE benchmark task; a registered id is one of these.
+
+    Attributes:
+        families: the families episodes are drawn from (in turn, so each pool holds them in
+            equal shares), keys of ``flows.ivp.FAMILIES``.
+        segments: K, the steps of an episode (equal time segments of the family's span).
+        warm_start: a segment starts from the previous segment's last accepted step,
+            rescaled to its tolerance (module docstring); ``False``: the solver's heuristic.
+        method: the adaptive solver (a torchdiffeq name).
+        reference_method, reference_tol: the cached reference solve of each instance.
+        max_num_steps: step cap of every segment's solve (past it the episode is truncated).
+        pools: the train and test pools (:class:`~infocnf_env.benchmark.PoolConfig`).
+        reward: the reward (target form, 1e-4 target, 100 per decade by default).
+        spaces: the action (default bounds ``(-9, -2)``) and observation (vector only).
+        cache: folder of the cached references (``None``: ``infocnf_env.cache.cache_dir()``).
+        seed: seeds the episode draws at construction; ``None`` (default): unseeded, as
+            Gymnasium's envs; ``reset(seed=...)`` reseeds either way. The pools do not depend on it.
+    """
+
+    families: tuple[str, ...] = ("kepler",)
+    segments: int = 4
+    warm_start: bool = True
+    method: str = "dopri5"
+    reference_method: str = "dopri8"
+    reference_tol: float = 1e-12
+    max_num_steps: int = 20_000
+    pools: PoolConfig = field(default_factory=PoolConfig)
+    reward: BenchmarkReward = field(default_factory=lambda: BenchmarkReward(
+        error_form="target", error_weight=100.0, error_target=1e-4))
+    spaces: SpaceConfig = field(default_factory=lambda: SpaceConfig(tol_bounds=(-9.0, -2.0)))
+    cache: str | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        families = (self.families,) if isinstance(self.families, str) else tuple(self.families)
+        if not families:
+            raise ValueError("families must name at least one problem family")
+        for name in families:
+            check_family(name)
+        if len(set(families)) != len(families):
+            raise ValueError(f"families must not repeat, got {list(families)}")
+        object.__setattr__(self, "families", families)
+        check_positive_int("segments", self.segments)
+        check_positive_int("max_num_steps", self.max_num_steps)
+        check_method(self.method)
+        check_method(self.reference_method)
+        if not is_adaptive(self.method):
+            raise ValueError(f"method must be an adaptive solver (its tolerance is the action), got {self.method!r}")
+        if not (isinstance(self.reference_tol, (int, float)) and 0 < self.reference_tol < 1e-6):
+            raise ValueError(f"reference_tol must be in (0, 1e-6), got {self.reference_tol!r}")
+        if not isinstance(self.warm_start, bool):
+            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}")
+        if self.spaces.obs_mode != "vector":
+            raise ValueError("the ODE tasks have vector observations only (obs_mode='vector')")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            raise ValueError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
+
+    def replace(self, **overrides: Any) -> ODEConfig:
+        """A copy with fields overridden by plain name (``segments=8``, ``alpha=2``,
+        ``tol_bounds=(-10, -1)``, ``test_pool_size=16``); unknown names are one ``ValueError``."""
+        return replace_grouped(self, {"pools": PoolConfig, "reward": BenchmarkReward, "spaces": SpaceConfig},
+                               "ODE-task", **overrides)
+
+    def pool_key(self) -> str:
+        """Cache name of the references: every field that decides the instances or their references."""
+        spec = [CACHE_VERSION, list(self.families), asdict(self.pools), self.reference_method, self.reference_tol]
+        digest = hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:12]
+        return f"ode-{'-'.join(self.families)}-{digest}"
+
+
+def ode_pools(config: ODEConfig) -> dict[str, list[Instance]]:
+    """The train and test instances, drawn from ``pool_seed``: families in turn, parameters
+    uniform in each family's range; the test pool continues the same draw (disjoint instances)."""
+    generator = torch.Generator().manual_seed(20_000 + config.pools.pool_seed)
+    sizes = {"train": config.pools.train_pool_size, "test": config.pools.test_pool_size}
+    pools: dict[str, list[Instance]] = {}
+    for split, size in sizes.items():
+        pools[split] = [draw_instance(config.families[i % len(config.families)], generator) for i in range(size)]
+    return pools
+
+
+def _segment_times(instance: Instance, segments: int) -> torch.Tensor:
+    return torch.linspace(0.0, instance.t_end, segments + 1, dtype=torch.float64)
+
+
+def reference_solution(instance: Instance, method: str, tol: float, max_num_steps: int = 1_000_000) -> torch.Tensor:
+    """``y(T)`` of ``instance`` solved in one piece with ``method`` at ``tol`` (rtol = atol)."""
+    func = IVPDynamics(instance)
+    t = torch.tensor([0.0, instance.t_end], dtype=torch.float64)
+    (ys,) = solve(func, (instance.y0,), t, func.counter, tol=tol, method=method, max_num_steps=max_num_steps)
+    return ys[-1].detach()
+
+
+@dataclass
+class _SegmentState:
+    y: torch.Tensor
+    step: float | None = None  # last accepted step (absolute time units)
+    step_tol: float | None = None  # the tolerance it was accepted at
+
+
+class ODETaskEnv(BenchmarkEnv[Instance]):
+    """One episode is one ODE instance, solved segment by segment at the agent's tolerances.
+
+    ## Description
+    Tolerance learning in isolation on classical test problems (module docstring): the agent
+    chooses how each of the K time segments of an instance is solved, and is paid for few
+    function evaluations and for meeting an accuracy target at the end.
+
+    ## Action Space
+    ``action_mode="tol"``: ``Box(low, high, (1,))``, log10 of the tolerance (rtol = atol;
+    default bounds ``(-9, -2)``). ``"tol_first_step"``: ``Box((2,))``, also log10 of the first
+    step as a fraction of the segment's span (it replaces the warm start).
+
+    ## Observation Space
+    ``Box((K + F + 1 + 4 + 4,), float32)``: the one-hot segment index (K), the one-hot family
+    (F families of the task), the instance's parameter scaled to [-1, 1] in its family's range,
+    the state at the segment start (padded to 4, ``sign(y) log1p(|y|)``), and the solver's
+    feedback from the previous segment (``log1p(NFE)``, log10 of its last accepted step as a
+    fraction of a segment, ``log1p(rejected steps)``, log10 of its tolerance; zeros before the
+    first).
+
+    ## Rewards
+    Segment i: ``-(alpha / K) * nfe_i``. The last segment adds ``-error_weight *
+    max(0, log10(error / error_target))`` (``error_form="target"``, the default) or
+    ``-error_weight * error`` (``"linear"``), ``error`` in ``info["error"]``. A failed solve:
+    ``-failure_penalty``.
+
+    ## Starting State
+    An instance of the training pool drawn by ``np_random``; ``reset(options={"episode": i,
+    "split": "test"})`` picks one of either pool.
+
+    ## Episode End
+    Terminated after the last segment; truncated when a solve fails.
+
+    ## Arguments
+    ``config``: an :class:`ODEConfig`, and any of its fields or its groups' fields by name
+    (``segments``, ``families``, ``alpha``, ``error_target``, ``tol_bounds``,
+    ``test_pool_size``, ...); an unknown name is one ``ValueError``.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    def __init__(self, config: ODEConfig | None = None, **overrides: Any):
+        super().__init__()
+        self.config = config = (config or ODEConfig()).replace(**overrides)
+        self.spaces, self.reward_config = config.spaces, config.reward
+        self.num_blocks = config.segments
+        self.pools = ode_pools(config)
+        self.references = self._references()
+        size = config.segments + len(config.families) + 1 + MAX_DIM + NUM_FEEDBACK
+        self._setup_spaces(size)
+        if config.seed is not None:
+            self.np_random, _ = gym.utils.seeding.np_random(config.seed)
+
+    def _references(self) -> dict[str, list[torch.Tensor]]:
+        config = self.config
+
+        def build() -> dict[str, list[torch.Tensor]]:
+            return {split: [reference_solution(inst, config.reference_method, config.reference_tol)
+                            for inst in episodes] for split, episodes in self.pools.items()}
+
+        path = cache_dir(config.cache) / f"{config.pool_key()}.pt"
+        return cached(path, build, what="ODE references")
+
+    # ------------------------------------------------------------------ the task's parts
+    def _start(self, episode: Instance) -> _SegmentState:
+        return _SegmentState(episode.y0)
+
+    def _advance(self, play: Playthrough[Instance], action: BlockAction) -> tuple[_SegmentState, Feedback]:
+        config, state, instance = self.config, play.state, play.episode
+        segment = len(play.nfe)
+        times = _segment_times(instance, config.segments)[segment: segment + 2]
+        span = float(times[1] - times[0])
+        first_step = None
+        if action.first_step is not None:
+            first_step = action.first_step * span
+        elif config.warm_start and state.step is not None:
+            first_step = min(rescale_step(state.step, state.step_tol, action.tol, solver_order(config.method)), span)
+        func = IVPDynamics(instance)
+        func.counter = counter = NFECounter()
+        with torch.no_grad():
+            (ys,) = solve(func, (state.y,), times, counter, tol=action.tol, method=config.method,
+                          max_num_steps=config.max_num_steps, first_step=first_step)
+        last = counter.last_step
+        feedback = Feedback(counter.forward, None if last is None else last / span, counter.accepted,
+                            counter.rejected, action.tol)
+        return _SegmentState(ys[-1], last if last is not None else state.step,
+                             action.tol if last is not None else state.step_tol), feedback
+
+    def _error(self, play: Playthrough[Instance]) -> float:
+        return relative_error(play.state.y, self.references[play.split][play.index])
+
+    def _observe(self, play: Playthrough[Instance]) -> np.ndarray:
+        config, instance = self.config, play.episode
+        segment = np.zeros(config.segments, dtype=np.float32)
+        segment[len(play.nfe)] = 1.0
+        family = np.zeros(len(config.families), dtype=np.float32)
+        family[config.families.index(instance.family)] = 1.0
+        low, high = FAMILIES[instance.family].param_range
+        param = np.array([2.0 * (instance.param - low) / (high - low) - 1.0], dtype=np.float32)
+        y = play.state.y.detach().numpy().astype(np.float32)
+        padded = np.zeros(MAX_DIM, dtype=np.float32)
+        padded[: len(y)] = np.sign(y) * np.log1p(np.abs(y))
+        feedback = play.feedback.features() if play.feedback is not None else no_feedback()
+        return np.concatenate([segment, family, param, padded, feedback])
+
+    def _describe(self, play: Playthrough[Instance]) -> dict[str, Any]:
+        return {"family": play.episode.family, "param": play.episode.param}
+
+    def family_of(self, split: str, index: int) -> str:
+        return self.pool(split)[index].family
