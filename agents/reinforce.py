@@ -57,6 +57,7 @@ class ReinforceAgent(Agent):
         self, observation_space: Any, num_blocks: int, *, gamma: float = 0.99, lr: float = 1e-2,
         baseline_momentum: float | None = 0.9, entropy: float = 0.0, init_mean: float = DEFAULT_INIT_MEAN,
         init_std: float = DEFAULT_INIT_STD, hidden: int = 32, seed: int = 0, action_dim: int = 1,
+        normalize_returns: bool = False,
     ):
         # CNN gates read the feature maps of a Dict observation, MLP gates the vector one.
         self.cnn_gates = isinstance(observation_space, gym.spaces.Dict)
@@ -80,6 +81,10 @@ class ReinforceAgent(Agent):
         self.generator = torch.Generator().manual_seed(seed)
         self.baseline = torch.zeros(num_blocks)
         self.baseline_ready = torch.zeros(num_blocks, dtype=torch.bool)
+        self.normalize_returns = normalize_returns
+        #: running second moment of the advantages (``normalize_returns``), and whether it is set
+        self.advantage_scale = torch.zeros(())
+        self.advantage_scale_ready = torch.zeros((), dtype=torch.bool)
         self._log_probs: list[torch.Tensor] = []
         self._entropies: list[torch.Tensor] = []
         self._rewards: list[float] = []
@@ -164,6 +169,8 @@ class ReinforceAgent(Agent):
             self.baseline_ready[update] = True
         else:
             advantages = returns
+        if self.normalize_returns:
+            advantages = self._normalized(advantages)
         log_probs = torch.stack(self._log_probs)
         loss = -(log_probs * advantages).sum() - self.entropy * torch.stack(self._entropies).sum()
         self.optimizer.zero_grad(set_to_none=True)
@@ -176,10 +183,26 @@ class ReinforceAgent(Agent):
         self._log_probs, self._entropies, self._rewards, self._means, self._stds = [], [], [], [], []
         return stats
 
+    def _normalized(self, advantages: torch.Tensor) -> torch.Tensor:
+        """``advantages`` divided by the root of a moving average (momentum 0.99) of their square:
+        a step size that does not depend on the reward's scale (rewards in the hundreds or in
+        fractions give the same updates)."""
+        second = (advantages ** 2).mean()
+        if self.world_size > 1:
+            torch.distributed.all_reduce(second)
+            second = second / self.world_size
+        if bool(self.advantage_scale_ready):
+            self.advantage_scale = 0.99 * self.advantage_scale + 0.01 * second
+        else:
+            self.advantage_scale = second
+            self.advantage_scale_ready = torch.ones((), dtype=torch.bool)
+        return advantages / (self.advantage_scale.sqrt() + 1e-8)
+
     def state_dict(self) -> dict:
         return {"gates": self.gates.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "baseline": self.baseline.clone(),
-                "baseline_ready": self.baseline_ready.clone()}
+                "baseline_ready": self.baseline_ready.clone(), "advantage_scale": self.advantage_scale.clone(),
+                "advantage_scale_ready": self.advantage_scale_ready.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.gates.load_state_dict(state["gates"])
@@ -187,6 +210,9 @@ class ReinforceAgent(Agent):
         self.generator.set_state(state["generator"])
         self.baseline = state["baseline"].clone()
         self.baseline_ready = state["baseline_ready"].clone()
+        if "advantage_scale" in state:  # checkpoints of runs without return normalisation may lack it
+            self.advantage_scale = state["advantage_scale"].clone()
+            self.advantage_scale_ready = state["advantage_scale_ready"].clone()
 
 
 @dataclasses.dataclass
@@ -198,6 +224,8 @@ class Args(CommonArgs):
     no_baseline: bool = arg(False, "no moving-average baseline: the advantages are the raw returns-to-go "
                             "(overrides --baseline)")
     entropy: float = arg(0.0, "weight of an entropy bonus on the gates (0: the paper's plain REINFORCE)")
+    normalize_returns: bool = arg(False, "divide the advantages by a running RMS of them: updates that do not "
+                                         "depend on the reward's scale (e.g. the benchmark tasks')")
     init_mean: float = arg(DEFAULT_INIT_MEAN, "initial mean of the gates' log10 tolerance")
     init_std: float = arg(DEFAULT_INIT_STD, "initial standard deviation of the gates' log10 tolerance")
     gate: str = arg("auto", "gate type, set through the observation mode: cnn (CNN gates on the feature-map "
@@ -226,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
             env.observation_space, env.unwrapped.num_blocks, gamma=args.gamma, lr=args.gate_lr,
             baseline_momentum=None if args.no_baseline else args.baseline, entropy=args.entropy,
             init_mean=args.init_mean, init_std=args.init_std, seed=args.seed,
-            action_dim=env.action_space.shape[0],
+            action_dim=env.action_space.shape[0], normalize_returns=args.normalize_returns,
         )
 
     return run_agent("reinforce", args, make, {})

@@ -57,7 +57,7 @@ import torch
 from gymnasium.wrappers import RescaleAction
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from tqdm import tqdm
 
 from agents import distributed
@@ -156,6 +156,10 @@ class SB3Agent(Agent):
             state["replay_buffer"] = _to_bytes(self.model.save_replay_buffer)
         if self.other_envs:
             state["other_envs"] = [env.unwrapped.state_dict() for env in self.other_envs]
+        normalizer = self.model.get_vec_normalize_env()
+        if normalizer is not None:
+            rms = normalizer.ret_rms
+            state["return_rms"] = {"mean": float(rms.mean), "var": float(rms.var), "count": float(rms.count)}
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -173,6 +177,11 @@ class SB3Agent(Agent):
                                   f"{1 + len(self.other_envs)}")
         for env, env_state in zip(self.other_envs, saved, strict=True):
             env.unwrapped.load_state_dict(env_state)
+        normalizer = self.model.get_vec_normalize_env()
+        if normalizer is not None and "return_rms" in state:
+            rms = state["return_rms"]
+            normalizer.ret_rms.mean, normalizer.ret_rms.var = np.float64(rms["mean"]), np.float64(rms["var"])
+            normalizer.ret_rms.count = rms["count"]
 
 
 def saved_n_envs(checkpoint: dict) -> int:
@@ -210,16 +219,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def training_envs(envs: list[gym.Env]) -> DummyVecEnv:
+def training_envs(envs: list[gym.Env], normalize_reward: bool = False,
+                  gamma: float = 0.99) -> DummyVecEnv | VecNormalize:
     """The vectorised environment SB3 trains on: each env rescaled to actions in [-1, 1].
 
     Each is wrapped in SB3's ``Monitor`` as SB3 wraps a single env itself, so one env gives the
-    algorithm exactly what passing that env to it would.
+    algorithm exactly what passing that env to it would. ``normalize_reward``: SB3's
+    ``VecNormalize`` divides the rewards by a running std of the discounted return (observations
+    are left as they are, so the saved policy acts on the env's own observations).
     """
     def rescaled(env: gym.Env) -> Callable[[], gym.Env]:
         return lambda: Monitor(RescaleAction(env, np.float32(-1.0), np.float32(1.0)))  # float32 like the space
 
-    return DummyVecEnv([rescaled(env) for env in envs])
+    venv = DummyVecEnv([rescaled(env) for env in envs])
+    return VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=gamma) if normalize_reward else venv
 
 
 def _make_callback(run: Run, agent: SB3Agent, bar: Any, n_envs: int) -> Any:
@@ -238,7 +251,9 @@ def _make_callback(run: Run, agent: SB3Agent, bar: Any, n_envs: int) -> Any:
 
         def _on_step(self) -> bool:
             logged = False
-            for i, (reward, done) in enumerate(zip(self.locals["rewards"], self.locals["dones"], strict=True)):
+            normalizer = self.model.get_vec_normalize_env()  # the env's own rewards, not the normalised ones
+            rewards = self.locals["rewards"] if normalizer is None else normalizer.get_original_reward()
+            for i, (reward, done) in enumerate(zip(rewards, self.locals["dones"], strict=True)):
                 self.episode_rewards[i] += float(reward)
                 if not done:
                     continue
@@ -269,6 +284,10 @@ class Args(CommonArgs):
                          "the single one; env i's first reset is seeded with --seed + i, so each trains its own "
                          "flow on its own batches; every finished episode of any env is one of --iterations; "
                          "evaluations use env 0's flow")
+    normalize_reward: bool = arg(False, "divide rewards by a running std of the return (SB3's VecNormalize, "
+                                        "rewards only): for rewards of any scale, e.g. the benchmark tasks'")
+    action_noise: float = arg(0.0, "td3: std of Gaussian exploration noise on the action in the rescaled "
+                                   "[-1, 1] units (0: none, deterministic actions)")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -283,6 +302,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--init-std must be > 0 decades, got {args.init_std}")
     if args.n_envs < 1:
         raise ValueError(f"--n-envs must be a positive integer, got {args.n_envs}")
+    if args.action_noise and args.algo != "td3":
+        raise ValueError(f"--action-noise applies to td3 only (its actions are deterministic), not {args.algo}")
+    if not (math.isfinite(args.action_noise) and args.action_noise >= 0):
+        raise ValueError(f"--action-noise must be a finite std >= 0, got {args.action_noise}")
     cls = algo_class(args.algo)
     overrides = algo_overrides(cls, args.algo_kwargs)
     run = Run(f"sb3-{args.algo}", args, {"algo": args.algo})
@@ -304,8 +327,14 @@ def main(argv: list[str] | None = None) -> dict:
     kwargs.update(overrides)
     if policy_kwargs:
         kwargs["policy_kwargs"] = policy_kwargs
+    if args.action_noise:
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        dim = env.action_space.shape[0]
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), np.full(dim, args.action_noise))
+    venv = training_envs([env, *other_envs], args.normalize_reward, kwargs.get("gamma", 0.99))
     # SB3 seeds env i's first reset with seed + i (VecEnv.seed)
-    model = cls(policy, training_envs([env, *other_envs]), seed=args.seed, verbose=0, device="cpu", **kwargs)
+    model = cls(policy, venv, seed=args.seed, verbose=0, device="cpu", **kwargs)
     # Our metrics go through Run; left without a logger, SB3 makes an empty folder in the temp
     # directory on every learn().
     model.set_logger(Logger(folder=None, output_formats=[]))

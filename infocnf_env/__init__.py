@@ -8,6 +8,7 @@ imports it on demand. Each id is an :class:`EnvConfig` (``ENV_IDS``); keyword ar
 from gymnasium.envs.registration import register
 
 from flows.build import AUTHORS_RECIPE
+from infocnf_env.benchmark import BenchmarkEnv, BenchmarkReward, PoolConfig
 from infocnf_env.config import (
     DEFAULT_TOL_BOUNDS,
     DataConfig,
@@ -16,7 +17,6 @@ from infocnf_env.config import (
     RewardConfig,
     SpaceConfig,
 )
-from infocnf_env.benchmark import BenchmarkEnv, BenchmarkReward, PoolConfig
 from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv
 from infocnf_env.ode_env import ODEConfig, ODETaskEnv
 from infocnf_env.spiral_task import SpiralTask

@@ -21,13 +21,15 @@ The room an input-adaptive policy has is ``oracle - best schedule``; an agent's
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
-from infocnf_env.benchmark import BenchmarkEnv
+from infocnf_env.benchmark import BenchmarkEnv, Policy
+from infocnf_env.cache import cache_dir, cached
 
 
 @dataclass
@@ -50,6 +52,30 @@ def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[st
         nfe[split] = np.array([[c["nfe"] for c in row] for row in cells])
         error[split] = np.array([[c["error"] for c in row] for row in cells])
     return GridTable(list(log_tols), reward, nfe, error)
+
+
+def cached_grid_table(env: BenchmarkEnv, log_tols: Sequence[float]) -> GridTable:
+    """:func:`grid_table` of both pools, cached beside the task's references (keyed by the task's
+    pool key, every reward setting and the grid), so the leaderboard and ``agents.evaluate``
+    pay for it once."""
+    import dataclasses
+    import hashlib
+    import json
+
+    config = env.config  # type: ignore[attr-defined]
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "cache")}
+    spec = [config.pool_key(), settings, [float(t) for t in log_tols]]
+    digest = hashlib.sha1(json.dumps(spec, default=str).encode()).hexdigest()[:12]
+    path = cache_dir(config.cache) / f"{config.pool_key()}-grid-{digest}.pt"
+
+    def build() -> dict:
+        table = grid_table(env, log_tols)
+        return {"log_tols": table.log_tols, **{name: {k: torch.from_numpy(v) for k, v in getattr(table, name).items()}
+                                               for name in ("reward", "nfe", "error")}}
+
+    saved = cached(path, build, what="baseline grid")
+    return GridTable(list(saved["log_tols"]), *(
+        {k: v.numpy() for k, v in saved[name].items()} for name in ("reward", "nfe", "error")))
 
 
 def best_constant(table: GridTable, split: str = "train") -> int:
@@ -101,8 +127,7 @@ def schedule_policy(schedule: Sequence[float]) -> list[np.ndarray]:
     return [np.array([t], dtype=np.float32) for t in schedule]
 
 
-def fit_contextual(env: BenchmarkEnv, table: GridTable, split: str = "train",
-                   neighbours: int = 5) -> Callable[[np.ndarray], np.ndarray]:
+def fit_contextual(env: BenchmarkEnv, table: GridTable, split: str = "train", neighbours: int = 5) -> Policy:
     """A k-nearest-neighbour regressor from the observation to the oracle's log10 tolerance.
 
     Fit on every observation of the ``split`` episodes played at their oracle action; the
@@ -116,7 +141,8 @@ def fit_contextual(env: BenchmarkEnv, table: GridTable, split: str = "train",
         seen: list[np.ndarray] = []
         action = env.constant_action(10.0 ** log_tol)[0]
 
-        def record(obs: np.ndarray, seen: list[np.ndarray] = seen, action: np.ndarray = action) -> np.ndarray:
+        def record(obs: np.ndarray, step: int, seen: list[np.ndarray] = seen,
+                   action: np.ndarray = action) -> np.ndarray:
             seen.append(np.asarray(obs, dtype=np.float64))
             return action
 
@@ -127,7 +153,7 @@ def fit_contextual(env: BenchmarkEnv, table: GridTable, split: str = "train",
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-8
     model = KNeighborsRegressor(n_neighbors=min(neighbours, len(x))).fit((x - mean) / std, np.array(targets))
 
-    def policy(obs: np.ndarray) -> np.ndarray:
+    def policy(obs: np.ndarray, step: int) -> np.ndarray:
         z = (np.asarray(obs, dtype=np.float64) - mean) / std
         return np.array([float(model.predict(z[None])[0])], dtype=np.float32)
 

@@ -179,6 +179,8 @@ def no_feedback() -> np.ndarray:
 
 
 E = TypeVar("E")  # an episode of the pool
+#: A deterministic policy as :meth:`BenchmarkEnv.play` calls it: (observation, step) -> action.
+Policy = Callable[[np.ndarray, int], Any]
 
 
 @dataclass
@@ -279,7 +281,7 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         return float(reward), True, False, info
 
     def _terminal(self) -> np.ndarray:
-        return np.zeros(self.observation_space.shape, dtype=np.float32)
+        return np.zeros(self.observation_space.shape or (), dtype=np.float32)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -308,24 +310,28 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         return self._observe(self._play), reward, False, False, info
 
     # ------------------------------------------------------------------ scoring
-    def play(self, split: str, index: int, policy: Callable[[np.ndarray], Any] | list[Any]) -> dict[str, Any]:
+    def play(self, split: str, index: int, policy: Policy | list[Any]) -> dict[str, Any]:
         """Play episode ``index`` of pool ``split`` without touching the env's state.
 
-        ``policy``: a function from observation to action, or a list of actions, one per step
-        (the last repeats). Returns the episode's ``reward``, ``nfe``, ``error`` and ``failed``.
+        ``policy``: a function ``(observation, step) -> action``, or a list of actions, one per
+        step (the last repeats). Returns the episode's ``reward``, ``nfe``, ``error`` and ``failed``.
         """
         play = self._begin(split, index)
-        total, done, info = 0.0, False, {}
+        total, done = 0.0, False
+        info: dict[str, Any] = {}
         while not done:
             step = len(play.nfe)
-            action = policy[min(step, len(policy) - 1)] if isinstance(policy, list) else policy(self._observe(play))
+            if isinstance(policy, list):
+                action = policy[min(step, len(policy) - 1)]
+            else:
+                action = policy(self._observe(play), step)
             reward, terminated, truncated, info = self._take(play, action)
             total += reward
             done = terminated or truncated
         return {"reward": float(total), "nfe": float(info.get("nfe_forward", sum(play.nfe))),
                 "error": float(info.get("error", math.inf)), "failed": "solver_error" in info}
 
-    def score(self, policy: Callable[[np.ndarray], Any] | list[Any], split: str = "test",
+    def score(self, policy: Policy | list[Any], split: str = "test",
               max_episodes: int | None = None) -> dict[str, float]:
         """Mean reward, NFE and error of ``policy`` over a pool (its first ``max_episodes``)."""
         count = len(self.pool(split)) if max_episodes is None else min(max_episodes, len(self.pool(split)))

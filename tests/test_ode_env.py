@@ -299,7 +299,7 @@ def test_the_contextual_regressor_recovers_the_oracle_on_its_training_pool(tiny_
     picks = B.oracle(table, "train")["log_tols"]
     for e, log_tol in enumerate(picks):
         obs, _ = tiny_env.reset(options={"episode": e})
-        assert float(policy(obs)[0]) == pytest.approx(log_tol)
+        assert float(policy(obs, 0)[0]) == pytest.approx(log_tol)
 
 
 def test_saving_at_equal_error_compares_with_the_cheapest_accurate_constant() -> None:
