@@ -2,6 +2,13 @@
 
     python -m agents.evaluate RUNS/DIR                       # test set, batch 100
     python -m agents.evaluate RUNS/DIR --split train --batch-size 500
+    python -m agents.evaluate RUNS/ODE_RUN --pool test       # a benchmark run (frozen flow, ODE task)
+
+A run on a benchmark task (``ODE-*``, ``CNF-Frozen-*``: tolerance learning in isolation) is
+scored by :func:`score_benchmark_run`: the run's deterministic policy on the task's held-out
+test pool (``--pool``), next to the best constant grid tolerance (chosen on the training pool)
+and the hindsight oracle, with the fraction of the gap between them that the run closes. The
+``leaderboard`` study writes its rows with the same function.
 
 Prints one JSON object: ``policy`` (test metrics with each block's tolerance chosen by the
 run's policy from that batch: REINFORCE gate means, SB3 ``predict(deterministic=True)``, a
@@ -193,6 +200,52 @@ def _shaped(model: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]):
     return ((x.reshape(x.shape[0], *model.data_shape), y) for x, y in batches)
 
 
+# ---------------------------------------------------------------------------- benchmark runs
+def benchmark_grid(env: Any, step: float = 0.5) -> list[float]:
+    """The baselines' grid: log10 tolerances from the action's lower bound to its upper one, every ``step``."""
+    low, high = (float(b) for b in env.spaces.tol_bounds)
+    count = int(math.floor((high - low) / step + 1e-9)) + 1
+    return [low + step * i for i in range(count)]
+
+
+def make_benchmark_env(run_dir: str | Path) -> tuple[dict, Any]:
+    """A benchmark run's ``config.json`` and its task's env (unwrapped), built as the run built it."""
+    import gymnasium as gym
+
+    import infocnf_env  # noqa: F401  (registers the ids)
+
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    return config, gym.make(config["env"], **config["env_kwargs"]).unwrapped
+
+
+def score_benchmark_run(run_dir: str | Path, pool: str = "test", env: Any = None) -> dict[str, Any]:
+    """A benchmark run's policy on ``pool`` beside the best constant and the oracle.
+
+    The best constant is the grid tolerance with the best mean reward on the training pool;
+    the oracle each episode's best grid tolerance in hindsight; ``gap_closed`` is
+    ``(run - best constant) / (oracle - best constant)``, all on ``pool``. The grid is cached
+    beside the task's references (``infocnf_env.baselines.cached_grid_table``).
+    """
+    from infocnf_env import baselines
+
+    run_dir = Path(run_dir)
+    for name in ("config.json", "checkpoint.pt"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir} is not a finished run directory: {name} is missing")
+    config, built = make_benchmark_env(run_dir)
+    env = env if env is not None else built
+    action = load_action_policy(run_dir, env)
+    mine = env.score(lambda obs, step: action(obs, step), pool)
+    table = baselines.cached_grid_table(env, benchmark_grid(env))
+    best = baselines.best_constant(table, "train")
+    constant = baselines.column(table, best, pool)
+    oracle = baselines.oracle(table, pool)
+    return {"run_dir": str(run_dir), "env": config["env"], "agent": config["agent"], "pool": pool,
+            "run": mine, "best_constant": {"log10_tol": table.log_tols[best], **constant},
+            "oracle": {k: oracle[k] for k in ("reward", "nfe", "error")},
+            "gap_closed": baselines.gap_closed(mine["reward"], constant["reward"], oracle["reward"])}
+
+
 # ---------------------------------------------------------------------------- command line
 @dataclasses.dataclass
 class Args:
@@ -201,6 +254,21 @@ class Args:
     batch_size: int = arg(100, "evaluation batch size (the policy chooses tolerances per batch)")
     tol: float = arg(EVAL_TOL, "the fixed tolerance to compare with")
     seed: int = arg(0, "seed of the Hutchinson noise (the same for both evaluations)")
+    pool: str = arg("test", "benchmark runs: the pool of episodes to score on (train: where the run learned)",
+                    choices=["train", "test"])
+
+
+def _is_benchmark_run(run_dir: str) -> bool:
+    import gymnasium as gym
+
+    import infocnf_env
+
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        return False
+    env_id = json.loads(path.read_text()).get("env", "")
+    spec = gym.registry.get(env_id)
+    return spec is not None and env_id not in infocnf_env.ENV_IDS
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -209,6 +277,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("name a run directory: python -m agents.evaluate RUN_DIR")
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    if _is_benchmark_run(args.run_dir):
+        result = score_benchmark_run(args.run_dir, args.pool)
+        print(json.dumps(result, indent=2))
+        return result
     run = load_run(args.run_dir)
     if not isinstance(run.model, FlowModel):
         raise ValueError(f"{run.config['env']} is not a flow environment; agents.evaluate evaluates flows")

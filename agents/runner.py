@@ -48,6 +48,7 @@ from agents.run_dir import (
     write_json,
 )
 from flows import SolverError
+from infocnf_env.benchmark import BenchmarkEnv
 from infocnf_env.checkpoint import CheckpointError, save_checkpoint
 
 A = TypeVar("A", bound=CommonArgs)
@@ -441,9 +442,20 @@ class Run:
         return metrics
 
     def finish(self, agent: Agent) -> dict:
-        """Final full test evaluation at tol 1e-5, checkpoint and summary.json (rank 0)."""
-        test = self.evaluate(None) if self.is_main_rank else None
+        """Final test metrics, checkpoint and summary.json (rank 0).
+
+        Training envs: a full test evaluation at tol 1e-5. Benchmark envs (tolerance learning in
+        isolation): the run's own deterministic policy, read back from the checkpoint as
+        ``agents.evaluate`` reads it, scored on the task's held-out test pool.
+        """
+        benchmark = isinstance(self.env.unwrapped, BenchmarkEnv)
+        test = self.evaluate(None) if self.is_main_rank and not benchmark else None
         self.checkpoint(agent)
+        if benchmark:
+            from agents.evaluate import load_action_policy  # agents.evaluate builds on this module
+
+            test = {"policy": "own, test pool",
+                    **self.env.unwrapped.score(load_action_policy(self.run_dir, self.env.unwrapped), "test")}
         if not self.is_main_rank:
             self.close()
             return {"rank": distributed.rank(), "iterations": self.iteration, "checksum": self.checksum(agent)}
@@ -458,7 +470,7 @@ class Run:
             "train_nfe_mean": _mean(r["nfe_forward"] + r["nfe_backward"] for r in done),
             # the accuracy term's reference solves: reported apart, not part of train_nfe_mean
             "train_nfe_reference_mean": _mean(r.get("nfe_reference", 0) for r in done),
-            "train_loss_last": done[-1]["loss"] if done else None,
+            "train_loss_last": done[-1].get("loss") if done else None,
             "mean_log10_tol_last": _mean(np.log10(r["tols"]).mean() for r in done[-max(1, len(done) // 10):]),
             "solver_failures": sum(1 for r in records if "solver_error" in r),
             "skipped_updates": sum(1 for r in records if r.get("skipped_update") is True),
@@ -493,12 +505,12 @@ def _mean(values: Any) -> float | None:
 def print_summary(summary: dict) -> None:
     test = summary["test"]
     names = {"bits_per_dim": "test bits/dim @1e-5", "marginal_bits_per_dim": "test marginal bits/dim",
-             "error": "test error", "nfe": "test NFE / batch"}
+             "error": "test error", "nfe": "test NFE / batch", "policy": "test scored with"}
     rows = [("env", summary["env"]), ("agent", summary["agent"]), ("iterations", summary["iterations"])]
     for key, value in test.items():
         if key == "num_samples":
             continue
-        shown = f"{value:.{1 if key == 'nfe' else 4}f}" if isinstance(value, float) else value
+        shown = (f"{value:.1f}" if key == "nfe" else f"{value:.5g}") if isinstance(value, float) else value
         rows.append((names.get(key, f"test {key}"), shown))
     rows += [
         ("train NFE fwd / iter", _fmt(summary["train_nfe_forward_mean"])),

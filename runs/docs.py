@@ -790,6 +790,41 @@ constant is the best single grid action, the oracle each episode's best grid act
                          "\n".join(lines), table(d, "benchmark"), bullets(verdicts)])
 
 
+def leaderboard(res: Res) -> str:
+    d = res["leaderboard"]
+    th = d["targets"]["thresholds"]
+    cfg = d["config"]
+    lines = ["| task | pools (train / test) | best constant (log10 tol): reward | best schedule | oracle | "
+             "room over the schedule | room over the constant |", "|" + " --- |" * 7]
+    for t in d["tasks"]:
+        lines.append(f"| {t['task']} | {t['pool_sizes']['train']} / {t['pool_sizes']['test']} | "
+                     f"{t['best_constant_log10_tol']:g}: {t['best_constant_reward']:.2f} | "
+                     f"{t['best_schedule_reward']:.2f} ({', '.join(f'{s:g}' for s in t['best_schedule'])}) | "
+                     f"{t['oracle_reward']:.2f} | {100 * t['gap_fraction']:.1f}% | "
+                     f"{100 * t['gap_fraction_vs_constant']:.1f}% |")
+    verdicts = []
+    for v in d["targets"]["tasks"]:
+        saving = v["best_nfe_saving_at_equal_error"]
+        verdicts.append(
+            f"{v['task']}: room {100 * v['gap_fraction']:.1f}% of the best schedule's reward (target "
+            f"{100 * th['gap_fraction']:.0f}%: {'met' if v['gap_met'] else 'not met'}); the best agent, "
+            f"{v['best_agent']}, closes {cell(v, 'best_gap_closed', 2)} of it (target {th['gap_closed']}: "
+            f"{'met' if v['gap_closed_met'] else 'not met'}), is "
+            f"{'no worse than' if v['best_no_worse_on_every_family'] else 'worse than'} the best constant on every "
+            f"family, and saves {'n/a' if saving is None else pct(saving)} NFE at equal mean error (target "
+            f"{100 * th['nfe_saving_at_equal_error']:.0f}%). Agents beating the best constant on the test pool: "
+            f"{', '.join(v['agents_beating_best_constant']) or 'none'}.")
+    t = d["tasks"][0]
+    r = t["reward"]
+    return "\n\n".join([figure("leaderboard"), f"""\
+Classical ODE tasks (`ODE-*`, [environment](environment.md#the-classical-ode-tasks)): each episode one instance \
+solved in {t['segments']} segments, reward -{r['alpha']:g} x NFE per segment - {r['error_weight']:g} per decade \
+of relative error above {r['error_target']:g}. Baselines chosen on the training pool; every figure on the held-out \
+test pool. Agents: {', '.join(cfg['agents'])}, {len(d['seeds'])} seeds, {cfg['agent_episodes']} training episodes \
+each, flags from `agents/hyperparams/benchmark.json` (not tuned). gap closed = (row - best schedule) / \
+(oracle - best schedule).""", "\n".join(lines), table(d, "leaderboard"), bullets(verdicts)])
+
+
 def benchmarks(res: Res) -> str:
     parts = []
     lvf = [(k, res[k]) for k in ("learned_vs_fixed__init_mean-5", "learned_vs_fixed") if k in res]
@@ -917,6 +952,8 @@ SECTIONS: list[tuple[str, str, Callable[[Res], str], tuple[str, ...]]] = [
     ("frozen", "Policies on a frozen flow against the fixed-tolerance front", frozen, ("frozen", "eval-batch")),
     ("speed", "Faster than the paper: warm starts, easier dynamics, learned tolerances", speed, ("speed",)),
     ("benchmark", "A tolerance benchmark worth learning: frozen flows and co-training", benchmark, ("benchmark",)),
+    ("leaderboard", "Tolerance learning with room: classical ODE tasks, held-out scoring", leaderboard,
+     ("leaderboard",)),
     ("benchmarks", "Benchmarks", benchmarks, ()),
 ]
 

@@ -390,12 +390,39 @@ def plot_beta(result: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_leaderboard(result: dict, path: Path) -> None:
+    """Per ODE task, on the test pool: the constant-tolerance front (mean NFE vs mean error), the
+    best constant, best schedule, contextual regressor, oracle and each agent (mean over seeds)."""
+    plt = _pyplot()
+    tasks = result["tasks"]
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.0 * max(1, len(tasks)), 4.0), squeeze=False)
+    markers = {"best_constant": ("s", "black"), "best_schedule": ("D", "grey"), "contextual": ("P", "tab:cyan"),
+               "oracle": ("*", "gold")}
+    for ax, task in zip(axes[0], tasks, strict=False):
+        front = task["front"]
+        ax.plot([f["nfe"] for f in front], [max(_f(f["error"]), 1e-12) for f in front], color="grey", marker=".",
+                lw=0.8, label="constant tolerances")
+        for row in (r for r in result["rows"] if r["task"] == task["task"]):
+            marker, colour = markers.get(row["agent"], ("o", COLOURS.get(row["agent"])))
+            ax.scatter([row["nfe_mean"]], [max(_f(row["error_mean"]), 1e-12)], marker=marker, color=colour,
+                       s=70 if marker == "*" else 30, edgecolor="black" if marker == "*" else None, label=row["agent"],
+                       zorder=3)
+        ax.axhline(task["reward"]["error_target"], color="red", ls=":", lw=0.8, label="error target")
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE per episode (test pool)")
+        ax.set_ylabel("mean relative error at T")
+        ax.set_title(task["task"], fontsize=9)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(_title(result, "ODE tasks: agents and baselines on held-out instances"))
+    _save(fig, path)
+
+
 PLOTTERS: dict[str, Callable[[dict, Path], None]] = {
     "digits-table": plot_digits_table, "uncond": plot_uncond, "tol-integral": plot_tol_integral,
     "tol-hist": plot_tol_hist, "curves": plot_curves, "eval-batch": plot_eval_batch,
     "policies": plot_policies, "frozen": plot_frozen, "samples": plot_samples,
     "reinforce-ablation": plot_reinforce_ablation, "latent-probe": plot_latent_probe, "speed": plot_speed,
-    "benchmark": plot_benchmark, "beta": plot_beta,
+    "benchmark": plot_benchmark, "beta": plot_beta, "leaderboard": plot_leaderboard,
 }
 
 

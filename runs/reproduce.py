@@ -21,6 +21,7 @@ docstring says what is run, how it maps to the paper and what it costs):
 ``speed``             warm starts, RNODE and solver-error regularizers, learned tolerances, combined
 ``benchmark``         agents on frozen 2-D flows against the front / best constant / oracle; co-training
 ``beta``              InfoCNF vs CCNF (authors' heads) as beta grows to CIFAR10's supervision ratio
+``leaderboard``       agents on the classical ODE tasks against best constant / schedule / oracle (test pool)
 =====================  ==========================================================================
 
 Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one seed) and writes

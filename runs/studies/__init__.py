@@ -40,6 +40,7 @@ MODULES = {
     "speed": "speed",
     "benchmark": "benchmark",
     "beta": "beta",
+    "leaderboard": "leaderboard",
 }
 
 

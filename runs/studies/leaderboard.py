@@ -1,0 +1,221 @@
+"""leaderboard: tolerance agents on the classical ODE tasks, scored on held-out episodes.
+
+Per task (``tasks``, :mod:`infocnf_env.ode_env`), on pools of ``train_pool_size`` and
+``test_pool_size`` instances, with the ``infocnf_env.baselines`` chosen on the training pool
+and every figure measured on the test pool:
+
+* the constant grid (log10 tolerances every ``grid_step`` within the action bounds): each
+  tolerance's mean NFE, error and reward (the front);
+* ``best_constant``: the grid tolerance with the best training reward;
+* ``best_schedule``: one grid tolerance per segment (``schedule_grid_step``), coordinate ascent
+  from the best constant on the training pool (``schedule_sweeps`` sweeps);
+* ``oracle``: each test instance's best grid tolerance in hindsight;
+* ``contextual``: a nearest-neighbour regressor from the observation to the oracle's
+  tolerance, fit on the training pool;
+* each agent (``agents``, flags from ``agents/hyperparams/benchmark.json``), trained for
+  ``agent_episodes`` episodes of the training pool per seed, its deterministic policy scored
+  by ``agents.evaluate.score_benchmark_run``'s scoring.
+
+``gap_fraction = (oracle - best schedule) / |best schedule|`` is the room an input-adaptive
+policy has; ``gap_closed = (row - best schedule) / (oracle - best schedule)`` (the targets
+measure adaptivity against the best input-independent schedule, so that a per-segment constant
+does not count); ``nfe_saving_at_equal_error = 1 - NFE / NFE_c`` against the cheapest constant
+grid tolerance whose mean test error is no larger than the row's. ``per_family``: each row's
+mean reward, NFE and error per problem family, next to the best constant's.
+
+Cost (full): references and the grid of 128 instances (a few minutes), the schedule search
+(~4 minutes), 5 agents x 3 seeds x ``agent_episodes`` episodes (~0.1 s each): about 40 minutes
+with ``--jobs 2``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runs.aggregate import summarise
+from runs.run_cache import Arm, Context, run_arms
+from runs.studies.common import ratio
+
+ROW_KEYS = ("task", "split", "agent", "reward_mean", "reward_std", "gap_closed", "nfe_mean", "nfe_std",
+            "error_mean", "error_std", "nfe_saving_at_equal_error", "seeds")
+#: Nullable: no gap to close; no constant as accurate as the row (no saving defined).
+NULLABLE_KEYS = ("gap_closed", "gap_closed_vs_constant", "nfe_saving_at_equal_error", "best_agent", "best_gap_closed",
+                 "best_no_worse_on_every_family", "best_nfe_saving_at_equal_error")
+
+HYPERPARAMS = Path(__file__).resolve().parents[2] / "agents" / "hyperparams" / "benchmark.json"
+MODULES = {"reinforce": "reinforce", "ppo": "sb3", "a2c": "sb3", "sac": "sb3", "td3": "sb3"}
+
+CONFIG: dict[str, Any] = {
+    "tasks": ["ODE-Mixed-v0"],
+    "task_kwargs": {"train_pool_size": 64, "test_pool_size": 64},
+    "grid_step": 0.5,
+    "schedule_grid_step": 1.0,
+    "schedule_sweeps": 1,
+    "agents": ["reinforce", "ppo", "a2c", "sac", "td3"],
+    "agent_episodes": 1200,
+    "contextual_neighbours": 5,
+    "targets": {"gap_fraction": 0.25, "gap_closed": 0.6, "nfe_saving_at_equal_error": 0.2},
+}
+QUICK: dict[str, Any] = {
+    "task_kwargs": {"families": ["vdp", "lorenz"], "segments": 2, "train_pool_size": 2, "test_pool_size": 2,
+                    "reference_tol": 1e-9},
+    "grid_step": 3.5,
+    "schedule_grid_step": 3.5,
+    "agents": ["reinforce", "ppo"],
+    "agent_episodes": 4,
+    "contextual_neighbours": 1,
+}
+
+USES_DIGITS_REGIMES = False
+
+
+def agent_flags(task: str, agent: str) -> list[str]:
+    """The committed flags of ``agent`` on ``task`` (the task's own entry, else ``default``)."""
+    table = json.loads(HYPERPARAMS.read_text())
+    return list(table.get(task, table["default"])[agent])
+
+
+def _task_kwargs(ctx: Context) -> dict[str, Any]:
+    kwargs = dict(ctx.config["task_kwargs"])
+    if "families" in kwargs:
+        kwargs["families"] = tuple(kwargs["families"])
+    if ctx.quick:
+        kwargs["cache"] = str(ctx.workdir / "ode-cache")
+    return kwargs
+
+
+def make_task(ctx: Context, task: str) -> Any:
+    import gymnasium as gym
+
+    import infocnf_env  # noqa: F401  (registers the ids)
+
+    return gym.make(task, **_task_kwargs(ctx)).unwrapped
+
+
+def agent_arm(ctx: Context, task: str, agent: str, seed: int) -> Arm:
+    return Arm(label=f"leaderboard-{task}-{agent}", module=MODULES[agent], env=task, seed=seed,
+               iterations=ctx.config["agent_episodes"], eval_every=0, agent_args=tuple(agent_flags(task, agent)),
+               env_kwargs=tuple(sorted(_task_kwargs(ctx).items())))
+
+
+def _grid(low: float, high: float, step: float) -> list[float]:
+    count = int(math.floor((high - low) / step + 1e-9)) + 1
+    return [low + step * i for i in range(count)]
+
+
+def _episodes(env: Any, policy: Any) -> list[dict]:
+    """Each test episode's reward, NFE, error and family under ``policy``."""
+    return [{**env.play("test", e, policy), "family": env.family_of("test", e)} for e in range(len(env.pool("test")))]
+
+
+def _per_family(episodes: list[dict]) -> dict[str, dict[str, float]]:
+    out = {}
+    for family in sorted({e["family"] for e in episodes}):
+        mine = [e for e in episodes if e["family"] == family]
+        out[family] = {k: float(np.mean([e[k] for e in mine])) for k in ("reward", "nfe", "error")}
+    return out
+
+
+def _means(episodes: list[dict]) -> dict[str, float]:
+    return {k: float(np.mean([e[k] for e in episodes])) for k in ("reward", "nfe", "error")}
+
+
+def task_result(ctx: Context, task: str, arms: dict) -> dict:
+    from agents.evaluate import load_action_policy
+    from infocnf_env import baselines as B
+
+    cfg = ctx.config
+    env = make_task(ctx, task)
+    low, high = env.spaces.tol_bounds
+    table = B.cached_grid_table(env, _grid(low, high, cfg["grid_step"]))
+    best = B.best_constant(table, "train")
+    oracle = B.oracle(table, "test")
+    schedule, _ = B.best_schedule(env, _grid(low, high, cfg["schedule_grid_step"]), table.log_tols[best],
+                                  sweeps=cfg["schedule_sweeps"])
+    contextual = B.fit_contextual(env, table, neighbours=cfg["contextual_neighbours"])
+    constant_episodes = _episodes(env, env.constant_action(10.0 ** table.log_tols[best]))
+    baselines = {
+        "best_constant": constant_episodes,
+        "best_schedule": _episodes(env, B.schedule_policy(schedule)),
+        "contextual": _episodes(env, contextual),
+    }
+    floor = _means(baselines["best_schedule"])["reward"]
+    ceiling = oracle["reward"]
+
+    def row(agent: str, per_seed: list[list[dict]], seeds: list[int], **extra: Any) -> dict:
+        scores = [_means(eps) for eps in per_seed]
+        stats = summarise(scores, ("reward", "nfe", "error"))
+        return {"task": task, "split": "test", "agent": agent, **stats,
+                "gap_closed": B.gap_closed(stats["reward_mean"], floor, ceiling),
+                "gap_closed_vs_constant": B.gap_closed(stats["reward_mean"], _means(constant_episodes)["reward"],
+                                                       ceiling),
+                "nfe_saving_at_equal_error": B.saving_at_equal_error(table, stats["nfe_mean"], stats["error_mean"]),
+                "per_family": _per_family([e for eps in per_seed for e in eps]), "seeds": seeds,
+                "per_seed": scores, **extra}
+
+    rows = [row(name, [eps], [], **({"log10_tol": table.log_tols[best]} if name == "best_constant" else
+                                    {"schedule": schedule} if name == "best_schedule" else {}))
+            for name, eps in baselines.items()]
+    rows.append({"task": task, "split": "test", "agent": "oracle", "reward_mean": oracle["reward"], "reward_std": 0.0,
+                 "gap_closed": 1.0 if ceiling > floor else None, "gap_closed_vs_constant": None,
+                 "nfe_mean": oracle["nfe"], "nfe_std": 0.0, "error_mean": oracle["error"], "error_std": 0.0,
+                 "nfe_saving_at_equal_error": B.saving_at_equal_error(table, oracle["nfe"], oracle["error"]),
+                 "seeds": []})
+    for agent in cfg["agents"]:
+        dirs = [arms[(task, agent, s)].run_dir(ctx.runs_dir) for s in ctx.seeds]
+        per_seed = []
+        for run_dir in dirs:
+            action = load_action_policy(run_dir, env)
+            per_seed.append(_episodes(env, lambda obs, step, action=action: action(obs, step)))
+        rows.append(row(agent, per_seed, list(ctx.seeds), run_dirs=[d.name for d in dirs]))
+    constant = _means(constant_episodes)
+    front = [{"log10_tol": t, **B.column(table, a, "test")} for a, t in enumerate(table.log_tols)]
+    return {
+        "task": task, "split": "test", "pool_sizes": {s: len(env.pool(s)) for s in ("train", "test")},
+        "families": list(env.config.families), "segments": env.num_blocks,
+        "reward": {"alpha": env.config.reward.alpha, "error_form": env.config.reward.error_form,
+                   "error_weight": env.config.reward.error_weight, "error_target": env.config.reward.error_target},
+        "best_constant_reward": constant["reward"], "best_constant_log10_tol": table.log_tols[best],
+        "best_schedule_reward": floor, "best_schedule": schedule, "oracle_reward": ceiling,
+        "gap_fraction": ratio(ceiling - floor, abs(floor)),
+        "gap_fraction_vs_constant": ratio(ceiling - constant["reward"], abs(constant["reward"])),
+        "best_constant_per_family": _per_family(constant_episodes), "front": front, "rows": rows,
+    }
+
+
+def run(ctx: Context) -> dict:
+    cfg = ctx.config
+    for task in cfg["tasks"]:
+        make_task(ctx, task)  # references cached before the runs start
+    arms = {(task, agent, s): agent_arm(ctx, task, agent, s)
+            for task in cfg["tasks"] for agent in cfg["agents"] for s in ctx.seeds}
+    run_arms(ctx, list(arms.values()))
+    tasks = [task_result(ctx, task, arms) for task in cfg["tasks"]]
+    t = cfg["targets"]
+    verdicts = []
+    for r in tasks:
+        agents = [row for row in r["rows"] if row["agent"] in cfg["agents"]]
+        best = max(agents, key=lambda a: a["reward_mean"]) if agents else None
+        no_worse = None
+        if best is not None:
+            no_worse = all(best["per_family"][f]["reward"] >= r["best_constant_per_family"][f]["reward"]
+                           for f in r["best_constant_per_family"])
+        verdicts.append({
+            "task": r["task"], "gap_fraction": r["gap_fraction"],
+            "gap_met": bool(r["gap_fraction"] >= t["gap_fraction"]),
+            "best_agent": best["agent"] if best else None,
+            "best_gap_closed": best["gap_closed"] if best else None,
+            "gap_closed_met": bool(best and best["gap_closed"] is not None and best["gap_closed"] >= t["gap_closed"]),
+            "best_no_worse_on_every_family": no_worse,
+            "best_nfe_saving_at_equal_error": best["nfe_saving_at_equal_error"] if best else None,
+            "agents_beating_best_constant": [a["agent"] for a in agents
+                                             if a["reward_mean"] > r["best_constant_reward"]],
+        })
+    rows = [row for r in tasks for row in r["rows"]]
+    return {"rows": rows, "tasks": [{k: v for k, v in r.items() if k != "rows"} for r in tasks],
+            "targets": {"thresholds": t, "tasks": verdicts}}
