@@ -57,7 +57,7 @@ class ReinforceAgent(Agent):
         self, observation_space: Any, num_blocks: int, *, gamma: float = 0.99, lr: float = 1e-2,
         baseline_momentum: float | None = 0.9, entropy: float = 0.0, init_mean: float = DEFAULT_INIT_MEAN,
         init_std: float = DEFAULT_INIT_STD, hidden: int = 32, seed: int = 0, action_dim: int = 1,
-        normalize_returns: bool = False,
+        normalize_returns: bool = False, value_baseline: bool = False,
     ):
         # CNN gates read the feature maps of a Dict observation, MLP gates the vector one.
         self.cnn_gates = isinstance(observation_space, gym.spaces.Dict)
@@ -73,6 +73,20 @@ class ReinforceAgent(Agent):
                 dim = observation_space.shape[0]
                 gates = [MLPGate(dim, hidden, means, init_std) for _ in range(num_blocks)]
         self.gates = nn.ModuleList(gates)
+        # A learned baseline of the observation, one small MLP per block: where episodes differ in
+        # difficulty (benchmark tasks), a per-block average return mixes easy and hard episodes
+        # and its advantages say more about the episode than about the action.
+        self.critics: nn.ModuleList | None = None
+        if value_baseline:
+            if self.cnn_gates:
+                raise ValueError("value_baseline needs vector observations (MLP gates)")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + 1)
+                self.critics = nn.ModuleList(
+                    nn.Sequential(nn.Linear(observation_space.shape[0], hidden), nn.Tanh(), nn.Linear(hidden, 1))
+                    for _ in range(num_blocks))
+            self.critic_optimizer = torch.optim.Adam(self.critics.parameters(), lr=lr)
+        self._inputs: list[tuple[int, torch.Tensor]] = []
         self.num_blocks = num_blocks
         self.gamma = gamma
         self.momentum = baseline_momentum
@@ -97,10 +111,12 @@ class ReinforceAgent(Agent):
         self.rank, self.world_size = int(rank), int(world_size)
         if self.world_size > 1:
             broadcast_module(self.gates)
+            if self.critics is not None:
+                broadcast_module(self.critics)
             self._split_generator()
 
     def modules(self) -> list[nn.Module]:
-        return [self.gates]
+        return [self.gates] if self.critics is None else [self.gates, self.critics]
 
     def _split_generator(self) -> None:
         if self.rank:
@@ -135,6 +151,7 @@ class ReinforceAgent(Agent):
 
     def act(self, obs: Any) -> np.ndarray:
         block, inp = self._block_and_input(obs)
+        self._inputs.append((block, inp))
         mean, log_std = self.gates[block](inp)
         std = log_std.exp()
         noise = torch.randn(mean.shape, generator=self.generator)
@@ -171,6 +188,8 @@ class ReinforceAgent(Agent):
             advantages = returns
         if self.normalize_returns:
             advantages = self._normalized(advantages)
+        if self.critics is not None:
+            advantages = self._critic_step(advantages)
         log_probs = torch.stack(self._log_probs)
         loss = -(log_probs * advantages).sum() - self.entropy * torch.stack(self._entropies).sum()
         self.optimizer.zero_grad(set_to_none=True)
@@ -181,7 +200,21 @@ class ReinforceAgent(Agent):
         stats = {"gate_mean": float(np.mean(self._means)), "gate_std": float(np.mean(self._stds)),
                  "advantage": float(advantages.mean())}
         self._log_probs, self._entropies, self._rewards, self._means, self._stds = [], [], [], [], []
+        self._inputs = []
         return stats
+
+    def _critic_step(self, advantages: torch.Tensor) -> torch.Tensor:
+        """The advantages less each step's learned baseline; one Adam step of the baselines
+        towards the advantages (squared error)."""
+        assert self.critics is not None
+        predicted = torch.stack([self.critics[block](inp).reshape(()) for block, inp in self._inputs])
+        loss = ((predicted - advantages.detach()) ** 2).mean()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.world_size > 1:
+            average_gradients(list(self.critics.parameters()), self.world_size)
+        self.critic_optimizer.step()
+        return advantages - predicted.detach()
 
     def _normalized(self, advantages: torch.Tensor) -> torch.Tensor:
         """``advantages`` divided by the root of a moving average (momentum 0.99) of their square:
@@ -202,7 +235,9 @@ class ReinforceAgent(Agent):
         return {"gates": self.gates.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "baseline": self.baseline.clone(),
                 "baseline_ready": self.baseline_ready.clone(), "advantage_scale": self.advantage_scale.clone(),
-                "advantage_scale_ready": self.advantage_scale_ready.clone()}
+                "advantage_scale_ready": self.advantage_scale_ready.clone(),
+                **({} if self.critics is None else {"critics": self.critics.state_dict(),
+                                                    "critic_optimizer": self.critic_optimizer.state_dict()})}
 
     def load_state_dict(self, state: dict) -> None:
         self.gates.load_state_dict(state["gates"])
@@ -213,6 +248,9 @@ class ReinforceAgent(Agent):
         if "advantage_scale" in state:  # checkpoints of runs without return normalisation may lack it
             self.advantage_scale = state["advantage_scale"].clone()
             self.advantage_scale_ready = state["advantage_scale_ready"].clone()
+        if self.critics is not None:
+            self.critics.load_state_dict(state["critics"])
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
 
 
 @dataclasses.dataclass
@@ -224,6 +262,8 @@ class Args(CommonArgs):
     no_baseline: bool = arg(False, "no moving-average baseline: the advantages are the raw returns-to-go "
                             "(overrides --baseline)")
     entropy: float = arg(0.0, "weight of an entropy bonus on the gates (0: the paper's plain REINFORCE)")
+    value_baseline: bool = arg(False, "a learned baseline of the observation per block (a small MLP) on top of "
+                                      "the moving average: for episodes that differ in difficulty")
     normalize_returns: bool = arg(False, "divide the advantages by a running RMS of them: updates that do not "
                                          "depend on the reward's scale (e.g. the benchmark tasks')")
     init_mean: float = arg(DEFAULT_INIT_MEAN, "initial mean of the gates' log10 tolerance")
@@ -255,6 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
             baseline_momentum=None if args.no_baseline else args.baseline, entropy=args.entropy,
             init_mean=args.init_mean, init_std=args.init_std, seed=args.seed,
             action_dim=env.action_space.shape[0], normalize_returns=args.normalize_returns,
+            value_baseline=args.value_baseline,
         )
 
     return run_agent("reinforce", args, make, {})

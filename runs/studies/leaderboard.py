@@ -24,8 +24,8 @@ grid tolerance whose mean test error is no larger than the row's. ``per_family``
 mean reward, NFE and error per problem family, next to the best constant's.
 
 Cost (full): references and the grid of 128 instances (a few minutes), the schedule search
-(~4 minutes), 5 agents x 3 seeds x ``agent_episodes`` episodes (~0.1 s each): about 40 minutes
-with ``--jobs 2``.
+(~4 minutes), 5 agents x 3 seeds x ``agent_episodes`` episodes (0.1-0.5 s each, more at tight
+tolerances): about an hour with ``--jobs 2``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ CONFIG: dict[str, Any] = {
     "schedule_grid_step": 1.0,
     "schedule_sweeps": 1,
     "agents": ["reinforce", "ppo", "a2c", "sac", "td3"],
-    "agent_episodes": 1200,
+    "agent_episodes": 500,
     "contextual_neighbours": 5,
     "targets": {"gap_fraction": 0.25, "gap_closed": 0.6, "nfe_saving_at_equal_error": 0.2},
 }
