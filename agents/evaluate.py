@@ -218,7 +218,8 @@ def make_benchmark_env(run_dir: str | Path) -> tuple[dict, Any]:
     return config, gym.make(config["env"], **config["env_kwargs"]).unwrapped
 
 
-def score_benchmark_run(run_dir: str | Path, pool: str = "test", env: Any = None) -> dict[str, Any]:
+def score_benchmark_run(run_dir: str | Path, pool: str = "test", env: Any = None,
+                        grid_step: float = 0.5) -> dict[str, Any]:
     """A benchmark run's policy on ``pool`` beside the best constant and the oracle.
 
     The best constant is the grid tolerance with the best mean reward on the training pool;
@@ -236,7 +237,7 @@ def score_benchmark_run(run_dir: str | Path, pool: str = "test", env: Any = None
     env = env if env is not None else built
     action = load_action_policy(run_dir, env)
     mine = env.score(lambda obs, step: action(obs, step), pool)
-    table = baselines.cached_grid_table(env, benchmark_grid(env))
+    table = baselines.cached_grid_table(env, benchmark_grid(env, grid_step))
     best = baselines.best_constant(table, "train")
     constant = baselines.column(table, best, pool)
     oracle = baselines.oracle(table, pool)
@@ -256,6 +257,7 @@ class Args:
     seed: int = arg(0, "seed of the Hutchinson noise (the same for both evaluations)")
     pool: str = arg("test", "benchmark runs: the pool of episodes to score on (train: where the run learned)",
                     choices=["train", "test"])
+    grid_step: float = arg(0.5, "benchmark runs: spacing of the baselines' grid of log10 tolerances")
 
 
 def _is_benchmark_run(run_dir: str) -> bool:
@@ -278,7 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     if _is_benchmark_run(args.run_dir):
-        result = score_benchmark_run(args.run_dir, args.pool)
+        if not (math.isfinite(args.grid_step) and args.grid_step > 0):
+            raise ValueError(f"--grid-step must be a positive number of decades, got {args.grid_step}")
+        result = score_benchmark_run(args.run_dir, args.pool, grid_step=args.grid_step)
         print(json.dumps(result, indent=2))
         return result
     run = load_run(args.run_dir)

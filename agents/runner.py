@@ -106,6 +106,8 @@ def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
         known = sorted(k for k in gym.registry if k in infocnf_env.ENV_IDS)
         frozen = [k.removeprefix("CNF-Frozen-").removesuffix("-v0") for k in infocnf_env.FROZEN_IDS]
         known.append("CNF-Frozen-{" + ",".join(frozen) + "}-v0")
+        ode = [k.removeprefix("ODE-").removesuffix("-v0") for k in infocnf_env.ODE_IDS]
+        known.append("ODE-{" + ",".join(ode) + "}-v0")
         raise ValueError(f"unknown env id {env_id!r}; registered ids: {', '.join(known)}")
     try:
         return gym.make(env_id, **env_kwargs)
@@ -169,6 +171,9 @@ def episode_record(iteration: int, reward: float, info: dict, agent_stats: dict,
     record.update(agent_stats)
     return record
 
+
+#: The run directory this process has opened (``None``: none yet), for the message of an interrupt.
+_OPENED_RUN_DIR: Path | None = None
 
 #: Flags a resumed run may change (recorded in its ``config.json``); every other flag is fixed
 #: by the run's own ``config.json``.
@@ -302,8 +307,10 @@ class Run:
         self._start = time.perf_counter()
 
     def _open_dir(self) -> None:
+        global _OPENED_RUN_DIR
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            _OPENED_RUN_DIR = self.run_dir
         except OSError as err:
             raise RunDirError(f"cannot create run directory {str(self.run_dir)!r}: {err.strerror or err}") from None
         self.lock = DirLock(self.run_dir)
@@ -591,6 +598,9 @@ def run_cli(main: Callable[[], Any]) -> None:
             print(stop, file=sys.stderr)
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:
-        print(f"interrupted{prefix}: stopped without a checkpoint of the current iteration; "
-              "--resume continues from the last one", file=sys.stderr)
+        if _OPENED_RUN_DIR is None:
+            print(f"interrupted{prefix} before the run started: no run directory was written", file=sys.stderr)
+        else:
+            print(f"interrupted{prefix}: stopped without a checkpoint of the current iteration; "
+                  f"--resume {_OPENED_RUN_DIR} continues from the last one", file=sys.stderr)
         sys.exit(130)

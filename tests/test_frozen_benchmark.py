@@ -12,11 +12,11 @@ from gymnasium.utils.env_checker import check_env
 
 import infocnf_env
 from flows.toy_densities import TOY_DENSITIES, sample_toy
-from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv, episode_pool, toy_flow
+from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv, episode_pools, toy_flow
 from runs.studies.benchmark import baselines, grid_table, score_policy
 from tests.flowkit import count_net_calls
 
-TINY = dict(hidden=8, train_iterations=30, pool_size=4, batch_size=16)
+TINY = dict(hidden=8, train_iterations=30, train_pool_size=4, test_pool_size=4, batch_size=16)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def _env(cache, **kwargs) -> FrozenFlowEnv:
 
 @pytest.mark.parametrize("env_id", sorted(infocnf_env.FROZEN_IDS))
 def test_every_frozen_id_passes_both_env_checkers(env_id, cache):
-    env = gym.make(env_id, hidden=4, train_iterations=3, pool_size=3, batch_size=8, cache=cache)  # passive checker
+    env = gym.make(env_id, hidden=4, train_iterations=3, train_pool_size=3, test_pool_size=2, batch_size=8,
+                   cache=cache)  # passive checker
     check_env(env.unwrapped, skip_render_check=True)
     obs, info = env.reset(seed=1)
     assert env.observation_space.contains(obs) and info["variant"] in ("region", "scale:2", "noise:0.5")
@@ -54,7 +55,7 @@ def test_accuracy_error_is_against_an_independent_tight_solve(cache):
     env = _env(cache, error_weight=7.0, alpha=2.0)
     env.reset(options={"episode": 2})
     _, reward, terminated, _, info = env.step(np.array([-1.0]))
-    x = env.pool[2].x
+    x = env.pool("train")[2].x
     with torch.no_grad():
         loose = env.model(x, tol=1e-1).logpx
         calls = count_net_calls(env.model)
@@ -73,8 +74,16 @@ def test_flow_and_references_come_from_the_cache(cache):
     for a, b in zip(first.model.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     other = _env(cache, pool_seed=5)
-    assert not torch.equal(other.pool[0].x, first.pool[0].x)
-    assert [e.variant for e in episode_pool(first.config)] == ["region", "scale:2", "noise:0.5", "region"]
+    assert not torch.equal(other.pool("train")[0].x, first.pool("train")[0].x)
+    pools = episode_pools(first.config)
+    assert [e.variant for e in pools["test"]] == ["region", "scale:2", "noise:0.5", "region"]
+
+
+def test_train_and_test_pools_share_no_point(cache):
+    pools = episode_pools(_env(cache).config)
+    train = {tuple(p) for e in pools["train"] if e.variant == "region" for p in e.x.tolist()}
+    test = {tuple(p) for e in pools["test"] if e.variant == "region" for p in e.x.tolist()}
+    assert train and test and not train & test
 
 
 def test_episodes_are_drawn_by_the_seed(cache):
@@ -100,24 +109,45 @@ def test_oracle_bounds_the_best_constant_and_matches_a_constant_policy(cache):
 def test_make_vec_runs_frozen_envs(cache):
     envs = gym.make_vec("CNF-Frozen-Checkerboard-v0", num_envs=2, vectorization_mode="sync", **TINY, cache=cache)
     obs, info = envs.reset(seed=0)
-    assert obs.shape == (2, 5)
+    assert obs.shape == (2, 1 + 4 + 4)  # block one-hot, input statistics, solver feedback
     _, reward, terminated, _, _ = envs.step(np.array([[-3.0], [-5.0]]))
     assert reward.shape == (2,) and terminated.all() and reward[1] < reward[0]  # tighter costs more NFE
     envs.close()
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(hiddn=8), r"unknown frozen-benchmark kwarg\(s\) \['hiddn'\]; valid: density, "),
+    (dict(hiddn=8), r"unknown frozen-benchmark kwarg\(s\) \['hiddn'\]; valid: .*density, "),
     (dict(variants=("shift:2",)), "unknown input variant 'shift:2'"),
     (dict(variants=("noise:-1",)), "needs a positive number"),
     (dict(density="moons"), "unknown density 'moons'; valid densities: checkerboard"),
-    (dict(pool_size=0), "pool_size must be a positive integer"),
+    (dict(test_pool_size=0), "test_pool_size must be a positive integer"),
+    (dict(obs_mode="features"), "vector observations only"),
 ])
 def test_bad_benchmark_kwargs_are_one_clear_error(kwargs, message, cache):
     with pytest.raises(ValueError, match=message):
-        FrozenConfig(**TINY, cache=cache).replace(**kwargs)
+        FrozenConfig().replace(**TINY, cache=cache).replace(**kwargs)
 
 
 def test_bad_episode_index_is_one_clear_error(cache):
-    with pytest.raises(ValueError, match=r"options\['episode'\] must be an episode index in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"episode must be an index in \[0, 4\) of the train pool"):
         _env(cache).reset(options={"episode": 4})
+
+
+def test_a_truncated_flow_file_is_retrained_with_a_message(tmp_path, capsys):
+    first = _env(str(tmp_path))
+    (flow,) = [p for p in tmp_path.glob("*.pt") if "-pool-" not in p.name]
+    flow.write_bytes(flow.read_bytes()[:64])
+    again = _env(str(tmp_path))
+    assert "unreadable" in capsys.readouterr().err
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # retrained from the same seed
+
+
+def test_an_unwritable_cache_is_one_clear_error_before_training(tmp_path, capsys):
+    from infocnf_env.cache import CacheError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(CacheError, match="not writable"):
+        _env(str(blocker / "cache"))
+    assert "training" not in capsys.readouterr().err

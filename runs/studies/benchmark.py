@@ -75,7 +75,8 @@ CONFIG: dict[str, Any] = {
 QUICK: dict[str, Any] = {
     "tasks": ["CNF-Frozen-Checkerboard-v0"],
     "baseline_only_tasks": [],
-    "task_kwargs": {"hidden": 8, "train_iterations": 10, "pool_size": 4, "batch_size": 16},
+    "task_kwargs": {"hidden": 8, "train_iterations": 10, "train_pool_size": 4, "test_pool_size": 4,
+                    "batch_size": 16},
     "agents": ["reinforce", "ppo"],
     "agent_episodes": 4,
     "grid_tols": [-6, -3, 0],
@@ -113,9 +114,14 @@ def grid_actions(ctx: Context, mode: str) -> list[tuple[float, float | None]]:
     return [(t, 10.0 ** f) for t in tols for f in ctx.config["grid_first_steps"]]
 
 
+def _as_action(action: tuple[float, float | None]) -> list[np.ndarray]:
+    tol, first_step = action
+    return [np.array([math.log10(tol)] + ([] if first_step is None else [math.log10(first_step)]))]
+
+
 def grid_table(env: Any, actions: list[tuple[float, float | None]]) -> list[list[dict[str, float]]]:
-    """``table[e][a]``: reward, NFE and error of pool episode e solved with grid action a (every block)."""
-    return [[env.reward_of(e, [a]) for a in actions] for e in range(len(env.pool))]
+    """``table[e][a]``: reward, NFE and error of test-pool episode e solved with grid action a (every block)."""
+    return [[env.play("test", e, _as_action(a)) for a in actions] for e in range(len(env.pool("test")))]
 
 
 def reweighted(table: list[list[dict[str, float]]], alpha: float, error_weight: float,
@@ -148,20 +154,9 @@ def baselines(table: list[list[dict[str, float]]], actions: list[tuple[float, fl
 
 
 def score_policy(env: Any, policy: Any) -> dict[str, float]:
-    """Mean reward, NFE and error of a deterministic policy over every episode of the pool."""
-    rewards, nfe, errors = [], [], []
-    for e in range(len(env.pool)):
-        obs, _ = env.reset(options={"episode": e})
-        total, block, done, info = 0.0, 0, False, {}
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(policy(obs, block))
-            total += reward
-            block += 1
-            done = terminated or truncated
-        rewards.append(total)
-        nfe.append(info.get("nfe_forward", float("nan")))
-        errors.append(info.get("error", float("inf")))
-    return {"reward": float(np.mean(rewards)), "nfe": float(np.mean(nfe)), "error": float(np.mean(errors))}
+    """Mean reward, NFE and error of a deterministic policy ``(obs, block) -> action`` over the test pool."""
+    score = env.score(policy, "test")
+    return {key: score[key] for key in ("reward", "nfe", "error")}
 
 
 def agent_arm(ctx: Context, task: str, mode: str, agent: str, seed: int) -> Arm:
@@ -192,7 +187,7 @@ def task_results(ctx: Context) -> list[dict]:
             base = baselines(cells, actions)
             sweep = []
             for w in cfg["weight_sweep"]:
-                b = baselines(reweighted(cells, env.config.alpha, w, env.num_blocks), actions)
+                b = baselines(reweighted(cells, env.config.reward.alpha, w, env.num_blocks), actions)
                 sweep.append({"error_weight": w, "best_constant_reward": b["best_constant_reward"],
                               "best_constant_action": b["best_constant_action"], "oracle_reward": b["oracle_reward"],
                               "gap_fraction": ratio(b["oracle_reward"] - b["best_constant_reward"],
@@ -211,10 +206,10 @@ def task_results(ctx: Context) -> list[dict]:
                     "run_dirs": [d.name for d in dirs],
                 })
             results.append({
-                "task": task, "action_mode": mode, "alpha": env.config.alpha, "error_weight": env.config.error_weight,
-                "nfe_per_block_at_1e-5": float(np.mean([env.reward_of(e, [(1e-5, None)])["nfe"]
-                                                        for e in range(len(env.pool))])) / env.num_blocks,
-                "reference_nfe_mean": float(np.mean(env.reference_nfe)),
+                "task": task, "action_mode": mode, "alpha": env.config.reward.alpha,
+                "error_weight": env.config.reward.error_weight,
+                "nfe_per_block_at_1e-5": env.score(_as_action((1e-5, None)), "test")["nfe"] / env.num_blocks,
+                "reference_nfe_mean": float(np.mean(env.reference_nfe["test"])),
                 "loosest_action": base["front"][-1],
                 "gap_fraction": ratio(gap, abs(base["best_constant_reward"])),
                 **base, "weight_sweep": sweep, "agents": agents,
