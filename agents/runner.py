@@ -47,7 +47,7 @@ from agents.run_dir import (
     truncate_jsonl,
     write_json,
 )
-from flows import SolverError
+from flows import EVAL_TOL, SolverError
 from infocnf_env.benchmark import BenchmarkEnv
 from infocnf_env.checkpoint import CheckpointError, save_checkpoint
 
@@ -442,7 +442,7 @@ class Run:
     def evaluate(self, max_batches: int | None) -> dict:
         """Test metrics at tol 1e-5; a failed solve is recorded (``solver_error``), not fatal."""
         try:
-            metrics = self.env.unwrapped.evaluate(split="test", tol=1e-5, max_batches=max_batches)
+            metrics = self.env.unwrapped.evaluate(split="test", tol=EVAL_TOL, max_batches=max_batches)
         except SolverError as err:
             metrics = {"solver_error": str(err)}
         self.logger.evaluation({"iteration": self.iteration, **metrics})

@@ -16,7 +16,7 @@ with a Gaussian likelihood of fixed std ``obs_std`` (default 0.3, the data's noi
 the negative ELBO per observed scalar (the maximiser is that of the ELBO).
 ``L_sup = BCE(direction logit) + MSE((a, b) standardised by their prior means and stds)``.
 
-Block protocol (DESIGN.md): the ODE solve of the latent trajectory is cut into
+Block protocol (docs/design.md): the ODE solve of the latent trajectory is cut into
 ``num_blocks == segments`` (default 1) consecutive time segments of the solved time grid, each
 one block with its own tolerance and its own NFE count. ``start`` encodes and samples ``z_t0``
 (posterior mean in eval mode), ``features`` is the latent state at the start of the next

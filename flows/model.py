@@ -1,6 +1,6 @@
 """A flow as an ordered sequence of ODE blocks with exact glue between them.
 
-This is the one forward loop of the project (see DESIGN.md). Training, evaluation, the
+This is the one forward loop of the project (docs/design.md). Training, evaluation, the
 REINFORCE trainer and the Gymnasium environment all drive it the same way::
 
     state = model.start(x, y)

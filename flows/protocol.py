@@ -1,7 +1,7 @@
 """The block protocol: what every model driven one ODE block at a time provides.
 
 A model is an ordered sequence of ``num_blocks`` ODE solves with exact glue between them
-(DESIGN.md). Training, evaluation, the policy trainers and the Gymnasium environment all
+(docs/design.md). Training, evaluation, the policy trainers and the Gymnasium environment all
 drive it with the same loop::
 
     state = model.start(x, y, generator=generator)

@@ -26,7 +26,7 @@ from typing import Any
 from infocnf_env.actions import ACTION_MODES, DEFAULT_FIRST_STEP_BOUNDS, check_bounds
 
 #: log10 bounds of the tolerance action: loose enough to save NFE, tight enough that a policy
-#: cannot profit from solver error (DESIGN.md, "Numbers that must be honest").
+#: cannot profit from solver error (docs/design.md, "Numbers that must be honest").
 DEFAULT_TOL_BOUNDS = (-8.0, -2.0)
 #: Step cap per ODE solve unless ``max_num_steps`` is given: a runaway solve truncates the
 #: episode instead of stalling the run.

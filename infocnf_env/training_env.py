@@ -1,4 +1,4 @@
-"""The training step of a block model as a Gymnasium environment (DESIGN.md, "The environment contract")."""
+"""The training step of a block model as a Gymnasium environment (docs/design.md, "The environment contracts")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The environment contract of ``infocnf_env.TrainingStepEnv`` (DESIGN.md), on tiny digits flows."""
+"""The environment contract of ``infocnf_env.TrainingStepEnv`` (docs/design.md), on tiny digits flows."""
 
 from __future__ import annotations
 

@@ -17,11 +17,10 @@ import numpy as np
 import torch
 
 from agents.evaluate import Policy, ToleranceTrace, policy_tolerance
+from flows import EVAL_TOL  # noqa: F401  (the studies import it from here)
 from runs.aggregate import RUN_METRICS, aggregate_series, read_jsonl, run_metrics, run_series, summarise
 from runs.run_cache import Arm, Context, digits_arm, run_arms
 
-#: The paper's evaluation tolerance: test metrics and reference evaluations use it.
-EVAL_TOL = 1e-5
 #: Fraction of a run's last iterations whose logged records count as "end of training".
 LAST_FRACTION = 0.25
 
