@@ -257,7 +257,8 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         spaces, reward_config = self.spaces, self.reward_config
         act = parse_action(action, spaces.action_mode, spaces.tol_bounds, spaces.first_step_bounds)
         block = len(play.nfe)
-        info: dict[str, Any] = {"block": block, "tol": act.tol, "episode": play.index, "split": play.split,
+        # the pool index is "index", not "episode": SB3's Monitor owns info["episode"]
+        info: dict[str, Any] = {"block": block, "tol": act.tol, "index": play.index, "split": play.split,
                                 **self._describe(play)}
         if act.first_step is not None:
             info["first_step"] = act.first_step
@@ -296,7 +297,7 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         if index is None:
             index = int(self.np_random.integers(len(self.pool(split))))
         self._play = self._begin(split, index)
-        return self._observe(self._play), {"episode": self._play.index, "split": split, **self._describe(self._play)}
+        return self._observe(self._play), {"index": self._play.index, "split": split, **self._describe(self._play)}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._play is None:

@@ -58,3 +58,16 @@ def test_evaluate_scores_a_frozen_flow_run(tmp_path, cache) -> None:
     result = evaluate.main([str(tmp_path / "r"), "--grid-step", "2"])
     assert result["env"] == "CNF-Frozen-8Gaussians-v0" and result["run"]["episodes"] == 2
     assert result["oracle"]["reward"] >= result["best_constant"]["reward"]
+
+
+def test_sb3_trains_on_a_multi_step_task_with_normalised_rewards(tmp_path, cache) -> None:
+    """Rollouts of 4 steps end inside and between episodes: SB3's Monitor and logging see the
+    benchmark's step infos (which must not use Monitor's ``episode`` key) on every step."""
+    from agents import sb3
+
+    summary = sb3.main(["--algo", "ppo", "--env", "ODE-Mixed-v0", "--iterations", "3", "--out", str(tmp_path / "p"),
+                        "--no-progress", "--no-tensorboard", "--normalize-reward", "--algo-kwargs", "n_steps=4",
+                        "batch_size=4", "--env-kwargs", *ODE_KWARGS, f"cache={cache!r}"])
+    assert summary["iterations"] == 3 and summary["test"]["episodes"] == 2
+    rewards = [json.loads(line)["reward"] for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r < -10 for r in rewards)  # the env's own rewards (NFE in the tens), not normalised ones

@@ -90,7 +90,7 @@ def test_episodes_are_drawn_by_the_seed(cache):
     def draws(seed):
         env = _env(cache)
         env.reset(seed=seed)
-        return [env.reset()[1]["episode"] for _ in range(12)]
+        return [env.reset()[1]["index"] for _ in range(12)]
 
     assert draws(0) == draws(0) and draws(0) != draws(1)
 

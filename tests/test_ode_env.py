@@ -214,8 +214,8 @@ def test_every_field_that_decides_the_references_changes_the_cache_key() -> None
 
 def test_unseeded_envs_differ_and_a_seeded_reset_reproduces(tiny_env: ODETaskEnv) -> None:
     def episodes(env: ODETaskEnv, seed: int | None) -> list[int]:
-        first = env.reset(seed=seed)[1]["episode"]
-        return [first] + [env.reset()[1]["episode"] for _ in range(15)]
+        first = env.reset(seed=seed)[1]["index"]
+        return [first] + [env.reset()[1]["index"] for _ in range(15)]
 
     fresh = [ODETaskEnv(**TINY, cache=tiny_env.config.cache) for _ in range(2)]
     assert episodes(fresh[0], None) != episodes(fresh[1], None)
@@ -224,7 +224,7 @@ def test_unseeded_envs_differ_and_a_seeded_reset_reproduces(tiny_env: ODETaskEnv
 
 def test_reset_can_play_the_test_pool(tiny_env: ODETaskEnv) -> None:
     _, info = tiny_env.reset(options={"split": "test", "episode": 3})
-    assert (info["split"], info["episode"]) == ("test", 3)
+    assert (info["split"], info["index"]) == ("test", 3)
     with pytest.raises(ValueError, match="index in \\[0, 4\\) of the test pool"):
         tiny_env.reset(options={"split": "test", "episode": 4})
     with pytest.raises(ValueError, match="unknown pool"):
