@@ -64,8 +64,10 @@ __all__ = ["FrozenConfig", "FrozenFlowEnv", "cache_dir", "episode_pools", "toy_f
 #: Tolerance the frozen flows are trained at (the paper's evaluation tolerance).
 TRAIN_TOL = 1e-5
 VARIANTS = ("region", "scale", "noise")
-#: Bump when training or pool construction changes, so that stale cache files are not reused.
-CACHE_VERSION = 2
+#: Bump when the flow's training changes, so that stale cached flows are not reused.
+FLOW_CACHE_VERSION = 1
+#: Bump when pool construction or the references change.
+POOL_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class FrozenConfig:
     Attributes:
         density: a key of ``flows.toy_densities.TOY_DENSITIES``.
         hidden: width of the dynamics MLP (3 layers, concatsquash, softplus).
+        num_blocks: CNF blocks stacked in the flow: the decisions of an episode, one per block,
+            as the paper's gates make them.
         train_iterations, train_batch_size, train_lr: maximum-likelihood training of the flow
             (Adam, every solve at 1e-5).
         flow_seed: seed of the flow's initial weights and training data order.
@@ -98,6 +102,7 @@ class FrozenConfig:
 
     density: str = "checkerboard"
     hidden: int = 64
+    num_blocks: int = 1
     train_iterations: int = 1500
     train_batch_size: int = 256
     train_lr: float = 1e-3
@@ -117,7 +122,7 @@ class FrozenConfig:
             raise ValueError(f"unknown density {self.density!r}; valid densities: {', '.join(TOY_DENSITIES)}")
         if self.spaces.obs_mode != "vector":
             raise ValueError("the frozen-flow tasks have vector observations only (obs_mode='vector')")
-        for name in ("hidden", "train_iterations", "train_batch_size", "batch_size", "max_num_steps"):
+        for name in ("hidden", "num_blocks", "train_iterations", "train_batch_size", "batch_size", "max_num_steps"):
             check_positive_int(name, getattr(self, name))
         for name in ("train_lr", "reference_tol"):
             value = getattr(self, name)
@@ -140,14 +145,14 @@ class FrozenConfig:
 
     def flow_key(self) -> str:
         """Cache name of the trained flow: everything that decides its weights."""
-        spec = [CACHE_VERSION, self.density, self.hidden, self.train_iterations, self.train_batch_size,
-                self.train_lr, self.flow_seed]
-        return f"{self.density}-h{self.hidden}-it{self.train_iterations}-" + _digest(spec)
+        spec = [FLOW_CACHE_VERSION, self.density, self.hidden, self.num_blocks, self.train_iterations,
+                self.train_batch_size, self.train_lr, self.flow_seed]
+        return f"{self.density}-h{self.hidden}-b{self.num_blocks}-it{self.train_iterations}-" + _digest(spec)
 
     def pool_key(self) -> str:
         """Cache name of the references: the flow, the pools and the reference tolerance."""
-        spec = [self.flow_key(), dataclasses.asdict(self.pools), self.batch_size, list(self.variants),
-                self.reference_tol]
+        spec = [POOL_CACHE_VERSION, self.flow_key(), dataclasses.asdict(self.pools), self.batch_size,
+                list(self.variants), self.reference_tol]
         return f"{self.flow_key()}-pool-" + _digest(spec)
 
 
@@ -175,7 +180,7 @@ def _build_flow(config: FrozenConfig) -> FlowModel:
     num_regions = TOY_DENSITIES[config.density][1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.flow_seed)
-        return build_model("cnf", (2,), num_regions, "mlp", hidden=config.hidden, num_blocks=1,
+        return build_model("cnf", (2,), num_regions, "mlp", hidden=config.hidden, num_blocks=config.num_blocks,
                            divergence="exact", logit_alpha=None, num_levels=None,
                            max_num_steps=config.max_num_steps)
 

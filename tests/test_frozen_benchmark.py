@@ -151,3 +151,17 @@ def test_an_unwritable_cache_is_one_clear_error_before_training(tmp_path, capsys
     with pytest.raises(CacheError, match="not writable"):
         _env(str(blocker / "cache"))
     assert "training" not in capsys.readouterr().err
+
+
+def test_a_stacked_flow_makes_one_decision_per_block(cache):
+    env = _env(cache, num_blocks=3)
+    assert env.num_blocks == 3 and env.observation_space.shape == (3 + 4 + 4,)
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    steps = []
+    for block in range(3):
+        assert obs[:3].argmax() == block
+        obs, _, terminated, _, info = env.step(np.array([-2.0 - block]))
+        steps.append(info["tol"])
+    assert terminated and steps == pytest.approx([1e-2, 1e-3, 1e-4]) and len(info["nfe_blocks"]) == 3
+    assert _env(cache).config.flow_key() != env.config.flow_key()
