@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import gymnasium as gym
@@ -121,3 +122,33 @@ def test_bad_benchmark_kwargs_are_one_clear_error(kwargs, message, cache):
 def test_bad_episode_index_is_one_clear_error(cache):
     with pytest.raises(ValueError, match=r"options\['episode'\] must be an episode index in \[0, 4\)"):
         _env(cache).reset(options={"episode": 4})
+
+
+#: Every FrozenConfig field that decides the trained flow, and one other valid value of it.
+FLOW_FIELDS = dict(density="pinwheel", hidden=9, train_iterations=31, train_batch_size=128, train_lr=2e-3, flow_seed=1)
+#: The fields that decide the pool and its cached references (besides the flow's).
+POOL_FIELDS = dict(pool_size=5, batch_size=17, variants=("region",), pool_seed=1, reference_tol=1e-7)
+#: Fields that decide neither: the reward, the action, the step cap (a reference past it fails
+#: rather than changes), the episode draws and where the cache lies.
+OTHER_FIELDS = dict(alpha=2.0, error_weight=7.0, failure_penalty=5.0, tol_bounds=(-6.0, -1.0),
+                    action_mode="tol_first_step", first_step_bounds=(-2.0, 0.0), max_num_steps=500, seed=3,
+                    cache="elsewhere")
+
+
+def test_every_field_that_decides_a_cached_artefact_changes_its_key():
+    base = FrozenConfig(**TINY)
+    for name, value in FLOW_FIELDS.items():
+        other = base.replace(**{name: value})
+        assert other.flow_key() != base.flow_key(), name
+        assert other.pool_key() != base.pool_key(), name  # the references are the flow's
+    for name, value in POOL_FIELDS.items():
+        other = base.replace(**{name: value})
+        assert other.pool_key() != base.pool_key(), name
+        assert other.flow_key() == base.flow_key(), name  # one trained flow serves every pool
+    for name, value in OTHER_FIELDS.items():
+        other = base.replace(**{name: value})
+        assert (other.flow_key(), other.pool_key()) == (base.flow_key(), base.pool_key()), name
+    assert base.replace().flow_key() == base.flow_key()  # a key is a function of the fields
+    # every field is classified here (obs_mode has a single valid value)
+    fields = {f.name for f in dataclasses.fields(FrozenConfig)}
+    assert fields == {*FLOW_FIELDS, *POOL_FIELDS, *OTHER_FIELDS, "obs_mode"}

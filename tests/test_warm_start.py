@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from flowkit import count_net_calls, digits_batch, digits_flow, perturb
-
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 
 import flows.cnf_block
