@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flowkit import count_net_calls, digits_flow, perturb
+from flowkit import DIGITS_ID, TINY, count_net_calls, digits_flow, perturb
 from torchdiffeq import odeint
 
 from flows import build_model
@@ -274,7 +274,7 @@ def test_env_steps_report_the_probe_evaluations():
     import infocnf_env  # noqa: F401  (registers the ids)
 
     def first_episode(error_weight: float) -> list[int]:
-        env = gym.make("InfoCNF-Digits-v0", batch_size=16, hidden=4, error_weight=error_weight)
+        env = gym.make(DIGITS_ID, **TINY, error_weight=error_weight)
         env.reset(seed=0)
         nfe, done = [], False
         while not done:

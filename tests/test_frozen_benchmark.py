@@ -9,15 +9,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from flowkit import TINY_FROZEN, count_net_calls
 from gymnasium.utils.env_checker import check_env
 
 import infocnf_env
 from flows.toy_densities import TOY_DENSITIES, sample_toy
 from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv, episode_pool, toy_flow
 from runs.studies.benchmark import baselines, grid_table, score_policy
-from tests.flowkit import count_net_calls
 
-TINY = dict(hidden=8, train_iterations=30, pool_size=4, batch_size=16)
+TINY = TINY_FROZEN
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +100,13 @@ def test_oracle_bounds_the_best_constant_and_matches_a_constant_policy(cache):
 
 def test_make_vec_runs_frozen_envs(cache):
     envs = gym.make_vec("CNF-Frozen-Checkerboard-v0", num_envs=2, vectorization_mode="sync", **TINY, cache=cache)
-    obs, info = envs.reset(seed=0)
-    assert obs.shape == (2, 5)
-    _, reward, terminated, _, _ = envs.step(np.array([[-3.0], [-5.0]]))
-    assert reward.shape == (2,) and terminated.all() and reward[1] < reward[0]  # tighter costs more NFE
+    obs, info = envs.reset(seed=0, options={"episode": 1})  # the same episode in both
+    assert obs.shape == (2, 5) and (obs[0] == obs[1]).all()
+    _, reward, terminated, _, info = envs.step(np.array([[-3.0], [-5.0]]))
+    assert reward.shape == (2,) and terminated.all()
+    assert info["nfe"][1] > info["nfe"][0]  # the tighter solve costs more NFE
+    config = FrozenConfig()  # the registered reward weights
+    np.testing.assert_allclose(reward, -config.alpha * info["nfe"] - config.error_weight * info["error"], rtol=1e-6)
     envs.close()
 
 

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from flowkit import count_net_calls, digits_batch, digits_flow, perturb
+from flowkit import DIGITS_ID, TINY, count_net_calls, digits_batch, digits_flow, env_kwargs, perturb
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 
 import flows.cnf_block
@@ -164,7 +164,7 @@ def _episode_nfe(env: gym.Env, seed: int | None = None) -> list[int]:
 
 
 def test_env_checkpoints_carry_the_steps(tmp_path):
-    make = lambda: gym.make("InfoCNF-Digits-v0", batch_size=16, hidden=4, warm_start=True)  # noqa: E731
+    make = lambda: gym.make(DIGITS_ID, **TINY, warm_start=True)  # noqa: E731
     env = make()
     _episode_nfe(env, seed=0)
     env.unwrapped.save(tmp_path / "ckpt.pt")
@@ -184,7 +184,7 @@ def test_resume_with_warm_start_is_exact(tmp_path):
     def cli(out, iterations):
         return ["--iterations", str(iterations), "--out", str(out), "--tol", "1e-4", "--eval-every", "0",
                 "--checkpoint-every", "2", "--no-progress", "--no-tensorboard",
-                "--env-kwargs", "batch_size=8", "hidden=4", "eval_batch_size=64", "warm_start=True"]
+                *env_kwargs({**TINY, "warm_start": True})]
 
     fixed.main(cli(tmp_path / "straight", 4))
     fixed.main(cli(tmp_path / "split", 2))
