@@ -12,9 +12,12 @@ import dataclasses
 import os
 import sys
 import typing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def arg(default: Any, help: str, **kwargs: Any) -> Any:
@@ -75,7 +78,7 @@ def parse_args(cls: type[T], argv: list[str] | None = None, description: str | N
     args = cls(**vars(_parser(cls, description).parse_args(argv)))
     given = _parser(cls, description, argparse.SUPPRESS).parse_args(argv)
     if any(f.name == "explicit" for f in dataclasses.fields(cls)):
-        args = dataclasses.replace(args, explicit=frozenset(vars(given)))  # type: ignore[type-var]
+        args = dataclasses.replace(args, explicit=frozenset(vars(given)))
     return args
 
 

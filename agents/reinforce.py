@@ -66,6 +66,7 @@ class ReinforceAgent(Agent):
         means: InitMean = init_mean if action_dim == 1 else [init_mean, DEFAULT_FIRST_STEP_INIT_MEAN]
         with torch.random.fork_rng(devices=[]):  # initial weights from `seed`, not the global RNG state
             torch.manual_seed(seed)
+            gates: list[CNNGate] | list[MLPGate]
             if self.cnn_gates:
                 shape = observation_space["features"].shape
                 gates = [CNNGate(shape, min(hidden, 16), means, init_std) for _ in range(num_blocks)]
@@ -168,11 +169,11 @@ class ReinforceAgent(Agent):
 
     def end_episode(self) -> dict[str, float]:
         """One REINFORCE update from the episode just finished (Eq. 7)."""
-        returns, running = [], 0.0
+        backwards, running = [], 0.0
         for r in reversed(self._rewards):
             running = r + self.gamma * running
-            returns.append(running)
-        returns = torch.tensor(returns[::-1], dtype=torch.float32)
+            backwards.append(running)
+        returns = torch.tensor(backwards[::-1], dtype=torch.float32)
         blocks = torch.arange(len(returns))
         if self.momentum is not None:
             ready = self.baseline_ready[blocks]

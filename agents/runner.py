@@ -549,7 +549,8 @@ def run_episodes(run: Run, agent: Agent) -> dict:
             bar.close()
             run.interrupt(agent)
         obs, _ = env.reset(seed=run.first_seed)
-        total, done, info = 0.0, False, {}
+        total, done = 0.0, False
+        info: dict[str, Any] = {}
         while not done:
             obs, reward, terminated, truncated, info = env.step(agent.act(obs))
             agent.observe(reward)

@@ -227,12 +227,14 @@ class EnvConfig:
         A name of this class (``head``, ``seed``, ``reward``, ...) replaces that field; a field
         name of a group (``alpha``, ``batch_size``, ``tol_bounds``, ...) replaces it inside its
         group; any other name is a model option (``hidden``, ``beta``, ``segments``, ...) and is
-        checked by the task that builds the model.
+        checked by the task that builds the model. ``model=`` (the whole options dict) and
+        flat model options in one call are ambiguous and raise ``ValueError``.
         """
         top = {f.name for f in dataclasses.fields(self)}
         changes: dict[str, Any] = {}
         grouped: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
         model = dict(self.model)
+        flat_model: list[str] = []
         for key, value in overrides.items():
             group = _group_of(key)
             if key in top:
@@ -241,6 +243,10 @@ class EnvConfig:
                 grouped[group][key] = value
             else:
                 model[key] = value
+                flat_model.append(key)
+        if "model" in changes and flat_model:
+            raise ValueError(f"pass model options either as model={{...}} or by name ({', '.join(flat_model)}), "
+                             "not both in one call")
         for name, fields_ in grouped.items():
             if fields_:
                 base = changes.get(name, getattr(self, name))

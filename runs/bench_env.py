@@ -16,24 +16,26 @@ import json
 import math
 import statistics
 import time
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-import infocnf_env  # noqa: F401
+from infocnf_env import TrainingStepEnv
 
 
 def _env_iteration(env: gym.Env, action: np.ndarray) -> int:
     env.reset()
-    done, info = False, {}
+    done = False
+    info: dict[str, Any] = {}
     while not done:
         _, _, terminated, truncated, info = env.step(action)
         done = terminated or truncated
     return info["nfe_forward"]
 
 
-def _plain_iteration(core, tol: float) -> int:
+def _plain_iteration(core: TrainingStepEnv, tol: float) -> int:
     """The same training step without the environment: block loop, backward, Adam step."""
     x, y = core.task.next_batch()
     model = core.model
@@ -51,6 +53,7 @@ def bench(env_id: str, iterations: int, tol: float, repeats: int, env_kwargs: di
     torch.set_num_threads(2)
     env = gym.make(env_id, **env_kwargs)
     core = env.unwrapped
+    assert isinstance(core, TrainingStepEnv)
     env.reset(seed=0)
     for _ in range(3):  # warm-up
         _env_iteration(env, np.array([math.log10(tol)], dtype=np.float32))

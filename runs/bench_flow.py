@@ -31,6 +31,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
+from typing import TypeVar
 
 import torch
 import torchdiffeq
@@ -74,7 +76,12 @@ class _MinimalCNF(nn.Module):
         return dz, div
 
 
-def _minimal_solve(net: nn.Module, z: torch.Tensor, tol: float, generator: torch.Generator):
+#: What a timed solve returns: the block output, its log-determinant and its NFE.
+Solved = tuple[torch.Tensor, torch.Tensor, int]
+R = TypeVar("R")
+
+
+def _minimal_solve(net: nn.Module, z: torch.Tensor, tol: float, generator: torch.Generator) -> Solved:
     noise = torch.randint(0, 2, z.shape, generator=generator).to(z.dtype) * 2 - 1
     func = _MinimalCNF(net, noise)
     t = torch.tensor([0.0, 1.0]).to(z)
@@ -82,7 +89,7 @@ def _minimal_solve(net: nn.Module, z: torch.Tensor, tol: float, generator: torch
     return zt[-1], logdet[-1], func.nfe
 
 
-def _ours_solve(block: CNFBlock, z: torch.Tensor, tol: float, generator: torch.Generator):
+def _ours_solve(block: CNFBlock, z: torch.Tensor, tol: float, generator: torch.Generator) -> Solved:
     out = block(z, tol=tol, generator=generator)
     return out.z, out.logdet, out.stats.nfe
 
@@ -99,7 +106,7 @@ def _nll(z: torch.Tensor, logdet: torch.Tensor) -> torch.Tensor:
     return (0.5 * z.reshape(z.shape[0], -1).pow(2).sum(1) - logdet).mean()
 
 
-def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+def _timed(fn: Callable[[], R]) -> tuple[float, R]:
     t0 = time.perf_counter()
     result = fn()
     return time.perf_counter() - t0, result
@@ -144,16 +151,16 @@ def bench_block(
     """Per-NFE wall time of ``CNFBlock(net)`` and of the minimal CNF on the same ``net`` and ``z``."""
     _perturb(net, std, seed=0)
     block = CNFBlock(net, solver="dopri5", divergence="hutchinson", noise="rademacher")
-    sides = {
+    sides: dict[str, Callable[[torch.Generator], Solved]] = {
         "ours": lambda g: _ours_solve(block, z, tol, g),
         "minimal": lambda g: _minimal_solve(net, z, tol, g),
     }
 
-    def forward_only(side: str):
+    def forward_only(side: str) -> Solved:
         with torch.no_grad():
             return sides[side](torch.Generator().manual_seed(NOISE_SEED))
 
-    def forward_backward(side: str):
+    def forward_backward(side: str) -> Solved:
         net.zero_grad(set_to_none=True)
         z_out, logdet, nfe = sides[side](torch.Generator().manual_seed(NOISE_SEED))
         _nll(z_out, logdet).backward()
@@ -174,7 +181,7 @@ def bench_block(
         order = list(sides) if r % 2 == 0 else list(reversed(sides))  # alternate to cancel drift
         for mode, fn in (("fwd", forward_only), ("fwdbwd", forward_backward)):
             for side in order:
-                seconds, (_, _, nfe) = _timed(lambda fn=fn, side=side: fn(side))
+                seconds, (_, _, nfe) = _timed(partial(fn, side))
                 per_nfe.setdefault((mode, side), []).append(1e3 * seconds / nfe)
     med = {key: statistics.median(values) for key, values in per_nfe.items()}
     return BlockCost(
@@ -190,7 +197,7 @@ def block_cases(x: torch.Tensor, hidden: int, quick: bool) -> list[tuple[str, nn
     state = LogitTransform(1e-6)(FlowState(z=x, logdet=x.new_zeros(x.shape[0])))
     squeezed = Squeeze()(state).z
     torch.manual_seed(0)
-    cases = [
+    cases: list[tuple[str, nn.Module, torch.Tensor, float]] = [
         (f"mlp {hidden}", mlp_net(64, hidden), state.z.reshape(x.shape[0], -1), 0.35),
         (f"conv {hidden} 4x4x4", conv_net(4, hidden), squeezed, 0.1),
     ]

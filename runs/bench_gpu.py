@@ -87,7 +87,7 @@ def _parse_kwargs(pairs: list[str]) -> dict:
 def _make_env(args: argparse.Namespace, data_root: str) -> tuple:
     import gymnasium as gym
 
-    import infocnf_env  # noqa: F401  (registers the ids)
+    from infocnf_env import TrainingStepEnv  # (importing infocnf_env registers the ids)
 
     kwargs = {"device": args.device, "data_root": data_root, "seed": args.seed, **_parse_kwargs(args.env_kwargs)}
     if args.batch_size:
@@ -99,7 +99,9 @@ def _make_env(args: argparse.Namespace, data_root: str) -> tuple:
     if args.policy == "reinforce":
         from agents.reinforce import ReinforceAgent
 
-        agent = ReinforceAgent(env.observation_space, env.unwrapped.num_blocks, seed=args.seed)
+        core = env.unwrapped
+        assert isinstance(core, TrainingStepEnv)
+        agent = ReinforceAgent(env.observation_space, core.num_blocks, seed=args.seed)
     return env, agent, kwargs
 
 

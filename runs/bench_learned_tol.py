@@ -19,6 +19,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,10 +53,10 @@ def main(argv: list[str] | None = None) -> dict:
             for agent, extra in (("fixed", ["--tol", "1e-5"]), ("reinforce", args.reinforce_args))]
     with ThreadPoolExecutor(args.jobs) as pool:
         summaries = list(pool.map(lambda j: _run(j[0], j[1], args.iterations, workdir, j[2], threads), jobs))
-    rows = {}
+    rows: dict[str, list[dict]] = {}
     for (agent, _seed, _), s in zip(jobs, summaries, strict=True):
         rows.setdefault(agent, []).append(s)
-    table = {}
+    table: dict[str, dict[str, Any]] = {}
     for agent, runs in rows.items():
         table[agent] = {
             "seeds": [r["seed"] for r in runs],

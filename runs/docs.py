@@ -19,7 +19,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from runs.tables import cell, table, targets
 
@@ -29,6 +29,8 @@ OUT = Path("docs/results.md")
 IMAGES = "../runs/results"
 
 Res = dict[str, Any]
+
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -97,6 +99,13 @@ def figure(study: str) -> str:
 
 
 # ----------------------------------------------------------------------------- shared facts
+
+
+def required(value: T | None, study: str) -> T:
+    """``value``, read from ``study``'s results: one clear error where the page lacks them."""
+    if value is None:
+        raise ValueError(f"this section of the results page needs {study}.json")
+    return value
 
 
 def upper_bound(res: Res) -> float | None:
@@ -422,7 +431,7 @@ def tol_hist(res: Res) -> str:
     d = res["tol-hist"]
     per = d["config"]["num_batches"]
     ranges, last_at_bound = [], True
-    blocks = num_blocks(res)
+    blocks = required(num_blocks(res), "tol-hist")
     for r in d["rows"]:
         if r["split"] == "training_log":
             continue
@@ -490,7 +499,7 @@ Samples at tol {sci(d['config']['tol'])} from the digits models are noisy stroke
 classifier that scores {d['classifier_test_accuracy']:.3f} on the real test digits assigns \
 {info['sample_accuracy_mean']:.0%} (InfoCNF) and
 {ccnf['sample_accuracy_mean']:.0%} (CCNF) of them to the class they were conditioned on (chance \
-{1 / _num_classes(res):.0%}). The models are far
+{1 / required(_num_classes(res), "samples"):.0%}). The models are far
 from the paper's sample quality at this size and training length; the class signal is there but weak."""])
 
 
@@ -510,14 +519,14 @@ def reinforce_ablation(res: Res) -> str:
     d = res["reinforce-ablation"]
     rows = d["rows"]
     v = {r["variant"]: r for r in rows}
-    ub = upper_bound(res)
+    ub = required(upper_bound(res), "reinforce-ablation")
     f12 = v["fixed 1e-2"]
     bounds = v["bounds (-8, -1)"]
     gamma0, lr = v["gamma 0"], v["gate lr 3e-2"]
     at_bound = sum(t >= ub - 1e-6 for t in per_seed(lr, "log10_tol_last"))
     n = len(d["seeds"])
     spreads = {k: r["log10_tol_last_std"] for k, r in v.items()}
-    widest = max(spreads, key=spreads.get)
+    widest = max(spreads, key=lambda k: spreads[k])
     max_rel = max(abs(r["bits_per_dim_rel_diff_vs_fixed"]) for r in rows)
     err_changed = [r for r in rows if r["test_error_mean"] != d["reference"]["test_error_mean"]]
     err_note = ""
@@ -574,7 +583,7 @@ def _init_mean(key: str, result: dict) -> str:
 def policies(res: Res) -> str:
     d = res["policies"]
     p = {r["policy"]: r for r in d["rows"]}
-    ub = upper_bound(res)
+    ub = required(upper_bound(res), "reinforce-ablation")
     ratio = {k: r["nfe_ratio_vs_fixed"] for k, r in p.items()}
     max_rel = max(abs(r["bits_per_dim_rel_diff_vs_fixed"]) for r in d["rows"])
     regime = d["regimes"][d["config"]["regime"]]
@@ -591,8 +600,8 @@ def policies(res: Res) -> str:
     norm = p["a2c-normadv"]
     norm_bound = sum(t >= ub - 0.05 for t in per_seed(norm, "log10_tol_last"))
     norm_other = [t for t in per_seed(norm, "log10_tol_last") if t < ub - 0.05]
-    blocks = num_blocks(res)
-    ranked = sorted((k for k in ratio if k != "fixed"), key=ratio.get)
+    blocks = required(num_blocks(res), "tol-hist")
+    ranked = sorted((k for k in ratio if k != "fixed"), key=lambda k: ratio[k])
     name = {"reinforce": "REINFORCE", "ppo": "PPO", "sac": "SAC", "td3": "TD3", "a2c": "A2C"}
     name = {k: name.get(k, f"`{k}`") for k in ratio}
     return "\n\n".join([figure("policies"), table(d, "policies"), f"""\
@@ -616,7 +625,7 @@ differ only in what they save.""", bullets([
         f"(row `a2c`) its mean moved *toward tighter* tolerances on every seed (to "
         f"{', '.join(tol10(t) for t in a2c_tols if not any(t == lt for lt, _ in a2c_low))}"
         + (f" and, on {len(a2c_low)} seed, the lower bound {sci(low)} at {a2c_low[0][1]:.0f} NFE per iteration"
-           if a2c_low else "") + ")"
+           if a2c_low and low is not None else "") + ")"
         + f": {ratio['a2c']:.3f}x. Below the lower bound the reward is flat (actions are clipped), so a mean that "
         "drifts there gets no signal back. With several episodes per update and advantages normalised per update "
         f"(`a2c-normadv`, the `agents.sb3` default for A2C) it saves like SAC: {ratio['a2c-normadv']:.3f}x, "
@@ -630,7 +639,7 @@ def frozen(res: Res) -> str:
     d = res["frozen"]
     p = {r["policy"]: r for r in d["rows"]}
     front = sorted(d["front"], key=lambda r: r["tol"])
-    ref = row(front, tol=res["eval-batch"]["reference"][0]["tol"]) if "eval-batch" in res else None
+    ref = row(front, tol=res["eval-batch"]["reference"][0]["tol"])
     flat = [r for r in front if abs(r["excess_bits_per_dim_mean"]) < 5e-5]
     steep = [r for r in front if abs(r["excess_bits_per_dim_mean"]) >= 5e-5]
     loosest = front[-1]

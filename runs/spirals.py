@@ -35,6 +35,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,14 +78,14 @@ class SpiralRunConfig:
     threads: int = 1
 
 
-QUICK = {"epochs": 2, "batch_size": 50, "num_train": 200, "num_test": 100}
+QUICK: dict[str, Any] = {"epochs": 2, "batch_size": 50, "num_train": 200, "num_test": 100}
 
 
 def train_model(name: str, data: SpiralData, cfg: SpiralRunConfig, seed: int) -> tuple[LatentODE, dict]:
     """Train one model with Adam through the block loop (start / advance / finish)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = LatentODE(data.times, beta=cfg.beta, **MODELS[name])
+        model = LatentODE(data.times, beta=cfg.beta, partitioned=MODELS[name]["partitioned"])
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(seed)
     model.train()
@@ -240,7 +241,7 @@ def _run(cfg: SpiralRunConfig, out_dir: Path, jobs: int) -> dict:
     results = dict(zip(tasks, done, strict=True))
     rows, first_models = [], {}
     for name in MODELS:
-        first = LatentODE(test.times, beta=cfg.beta, **MODELS[name])
+        first = LatentODE(test.times, beta=cfg.beta, partitioned=MODELS[name]["partitioned"])
         first.load_state_dict(results[name, cfg.seeds[0]][1])
         first_models[name] = first
         row = _summarise(name, cfg.seeds, [results[name, seed][0] for seed in cfg.seeds])

@@ -1,5 +1,15 @@
+import os
+
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
+
+# NumPy's and SciPy's BLAS (OpenBLAS) run one thread too: its worker threads spin while they
+# wait, and on busy cores that makes a small fit (the studies' logistic-regression probes)
+# ten times slower. Child processes inherit the limit through the environment.
+threadpool_limits(limits=1)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

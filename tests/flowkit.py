@@ -1,12 +1,70 @@
-"""Small digits flows for the solver tests, and an NFE count kept apart from the library's."""
+"""What the tests share: tiny configs of the registered ids, small digits flows, an NFE count
+kept apart from the library's, one episode loop, and the run-directory helpers of the CLI tests.
+
+Every test module imports from here (``from flowkit import ...``; pytest puts ``tests/`` on the
+path), so that a size is chosen once and a helper has one definition.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from flows import BatchStream, build_model, load_dataset
 
+REPO = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------------- tiny configs
+DIGITS_ID = "InfoCNF-Digits-v0"
+#: The digits ids at unit-test size: 3 ODE blocks (2 scales x 1 flow) of width 4 on batches of 8,
+#: evaluation batches of 64 (the env kwargs of most environment and CLI tests).
+TINY = dict(batch_size=8, hidden=4, eval_batch_size=64)
+#: The CIFAR10 and MNIST ids at unit-test size (fake data under ``data_root``): 2 scales x 1 flow
+#: = 3 blocks (with one block the only step would also be the training step, and gymnasium's
+#: step-determinism check would see the flow updated between its two trials).
+TINY_IMAGE = dict(hidden=4, flows_per_scale=1, num_scales=2, batch_size=8, adjoint=False, eval_batch_size=16)
+#: The vector-data ids (toy1d) at unit-test size.
+TINY_VECTOR = dict(hidden=4, batch_size=8, eval_batch_size=16)
+#: The spirals ids: 32 training / 16 test spirals of 20 observed + 10 continuation steps on a
+#: coarse grid (length 100: the window spans 3.6 time units, so the tolerance moves the NFE).
+TINY_SPIRALS = dict(num_train=32, num_test=16, length=100, window=20, extrap=10, batch_size=8, eval_batch_size=8,
+                    rnn_hidden=8, dyn_hidden=8, dec_hidden=8)
+#: The frozen-flow benchmark ids: a narrow flow trained 30 iterations, a pool of 4 episodes.
+TINY_FROZEN = dict(hidden=8, train_iterations=30, train_pool_size=4, test_pool_size=4, batch_size=16)
+#: A cheap classical-ODE task (infocnf_env.ode_env): two families, small pools, short references.
+TINY_ODE = dict(families=("vdp", "lorenz"), segments=2, train_pool_size=4, test_pool_size=4, reference_tol=1e-10)
+
+
+def env_kwargs(kwargs: dict[str, object]) -> list[str]:
+    """``kwargs`` as the agents' ``--env-kwargs key=value ...`` flags."""
+    return ["--env-kwargs", *(f"{k}={v}" for k, v in kwargs.items())]
+
+
+def run_episode(env: gym.Env, actions: tuple[float, ...], seed: int | None = None) -> list[tuple]:
+    """Reset, then step with ``actions`` (one log10 tolerance per block) until the episode ends.
+
+    Returns:
+        ``[(obs, reward, terminated, truncated, info), ...]`` with the reset's ``(obs, info)``
+        as the first entry.
+    """
+    obs, info = env.reset(seed=seed)
+    trace: list[tuple] = [(obs, info)]
+    for action in actions:
+        step = env.step(np.array([action], dtype=np.float32))
+        trace.append(step)
+        if step[2] or step[3]:
+            break
+    return trace
+
+
+# ---------------------------------------------------------------------- digits flows
 #: A 3-block InfoCNF on the 8x8 digits, narrow enough for unit tests.
 DIGITS = dict(hidden=8, num_scales=2, flows_per_scale=1, num_levels=17)
 
@@ -42,3 +100,54 @@ def perturb(module: nn.Module, std: float, seed: int = 0) -> None:
         for m in module.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=m.weight.dtype) * std)
+
+
+# ---------------------------------------------------------------------- run directories
+#: CLI flags of a quiet run: no progress bar, no TensorBoard, one evaluation batch.
+QUIET = ["--no-progress", "--no-tensorboard", "--eval-batches", "1"]
+
+
+def cli(out: Path, *extra: str, iterations: int = 2) -> list[str]:
+    """The argv of a quiet :data:`TINY` digits run of ``iterations`` into ``out``."""
+    return ["--iterations", str(iterations), "--out", str(out), *QUIET, *extra, *env_kwargs(TINY)]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def without_wall_time(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a CLI run in a child process: one thread, this checkout first on the
+    path, no ``torchrun`` variables inherited."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    return env
+
+
+def killed_after(monkeypatch: pytest.MonkeyPatch, main, argv: list[str], iteration: int) -> None:
+    """Run ``main(argv)`` and kill it (as SIGKILL would) right after ``iteration`` is logged,
+    before that iteration's checkpoint."""
+    from agents.runner import Run, episode_record
+
+    original = Run.after_episode
+
+    def after_episode(self, *args, **kwargs):
+        if self.iteration + 1 == iteration:
+            self.iteration += 1
+            self.logger.iteration(episode_record(self.iteration, args[0], args[1], args[3], self.wall_time))
+            raise SystemExit("killed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "after_episode", after_episode)
+    with pytest.raises(SystemExit):
+        main(argv)
+    monkeypatch.undo()

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from flowkit import DIGITS_ID, TINY, env_kwargs, read_jsonl
 from gymnasium.wrappers import RescaleAction
 from stable_baselines3.common.logger import Logger
 
@@ -21,9 +22,7 @@ from agents.reinforce import ReinforceAgent
 from agents.runner import METRIC_KEYS, Run, make_env, run_cli
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint
 
-ENV_ID = "InfoCNF-Digits-v0"
-TINY = dict(batch_size=8, hidden=4, eval_batch_size=64)
-TINY_KWARGS = [f"{k}={v}" for k, v in TINY.items()]
+ENV_ID = DIGITS_ID
 #: Keys of every metrics.jsonl line of a completed iteration (runner.METRIC_KEYS that always exist).
 ITERATION_KEYS = {"iteration", "reward", "wall_time", "loss", "bits_per_dim", "xent", "error", "nfe_forward",
                   "nfe_backward", "tols", "nfe_blocks", "epoch", "lr", "skipped_update"}
@@ -36,13 +35,9 @@ UNIT = (np.float32(-1.0), np.float32(1.0))
 
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def cli_args(out: Path, *extra: str, iterations: int = 2, tensorboard: bool = False) -> list[str]:
     return ["--iterations", str(iterations), "--eval-batches", "1", "--no-progress", "--out", str(out),
-            "--tensorboard" if tensorboard else "--no-tensorboard", *extra, "--env-kwargs", *TINY_KWARGS]
+            "--tensorboard" if tensorboard else "--no-tensorboard", *extra, *env_kwargs(TINY)]
 
 
 # ---------------------------------------------------------------------- REINFORCE

@@ -83,3 +83,11 @@ def test_unknown_names_are_rejected_by_the_task():
 def test_a_group_of_the_wrong_type_is_a_type_error():
     with pytest.raises(TypeError, match="EnvConfig.reward must be a RewardConfig"):
         EnvConfig(reward=SpaceConfig())  # type: ignore[arg-type]
+
+
+def test_a_whole_model_dict_and_flat_model_options_together_are_one_clear_error():
+    with pytest.raises(ValueError, match=r"either as model=\{\.\.\.\} or by name \(hidden, beta\), not both"):
+        EnvConfig().replace(model={"num_scales": 2}, hidden=8, beta=0.5)
+    # each alone, or in two calls, is fine
+    assert dict(EnvConfig().replace(model={"num_scales": 2}).model) == {"num_scales": 2}
+    assert dict(EnvConfig().replace(model={"num_scales": 2}).replace(hidden=8).model) == {"num_scales": 2, "hidden": 8}

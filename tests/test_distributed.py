@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from flowkit import REPO, read_jsonl, subprocess_env
 
 from agents import fixed, reinforce, sb3
 from agents.cli import parse_env_kwargs
@@ -24,7 +25,6 @@ from agents.runner import make_env, run_cli
 from flows import BatchStream, SolverError, load_dataset
 from infocnf_env.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 TOY = "InfoCNF-Toy1D-v0"
 #: Fixed-step Euler and the exact divergence make every example's computation independent of
 #: the rest of its batch, and dropout 0 leaves no per-rank randomness in the loss: two ranks
@@ -32,20 +32,10 @@ TOY = "InfoCNF-Toy1D-v0"
 EULER = ["hidden=8", "solver='euler'", "dropout=0.0", "eval_batch_size=500"]
 
 
-def _quiet_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
-    return env
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _common(out: Path, iterations: int) -> list[str]:
@@ -60,16 +50,16 @@ def test_torchrun_two_processes_train_like_one_process_on_the_global_batch(tmp_p
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            f"--master_port={_free_port()}", "-m", "agents.reinforce", "--env", TOY, "--init-std", "1.0",
            *_common(run_dir, iterations), "--env-kwargs", "batch_size=8", *EULER]
-    proc = subprocess.run(cmd, cwd=REPO, env=_quiet_env(), capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     # rank 0 alone wrote the run directory: one metrics line per iteration, one summary
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "checkpoint.pt", "checkpoint.pt.prev", "config.json", "eval.jsonl", "metrics.jsonl", "summary.json"]
-    metrics = _read_jsonl(run_dir / "metrics.jsonl")
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     assert [m["iteration"] for m in metrics] == list(range(1, iterations + 1))
     assert all(m["failed_ranks"] == 0 and m["skipped_update"] is False for m in metrics)
-    assert len(_read_jsonl(run_dir / "eval.jsonl")) == 1
+    assert len(read_jsonl(run_dir / "eval.jsonl")) == 1
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and json.loads((run_dir / "config.json").read_text())["world_size"] == 2
     first, second = summary["rank_checksums"]  # flow + gates, exact bytes, at the final checkpoint
@@ -137,7 +127,7 @@ def test_faults_on_one_rank_skip_the_update_on_every_rank(tmp_path):
     run_dir, results = tmp_path / "run", tmp_path / "results"
     results.mkdir()
     mp.spawn(_worker, args=(_free_port(), str(run_dir), str(results)), nprocs=2, join=True)
-    metrics = _read_jsonl(run_dir / "metrics.jsonl")  # rank 0's episodes
+    metrics = read_jsonl(run_dir / "metrics.jsonl")  # rank 0's episodes
     assert [m["iteration"] for m in metrics] == list(range(1, ITERATIONS + 1))
     by_iteration = {m["iteration"]: m for m in metrics}
     for episode in range(1, ITERATIONS + 1):

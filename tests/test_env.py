@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import math
 
+import flowkit
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from flowkit import DIGITS_ID, TINY
 
 import infocnf_env  # noqa: F401  (registers the ids)
 from infocnf_env.checkpoint import CheckpointError
 
-ENV_ID = "InfoCNF-Digits-v0"
-#: Tiny overrides: 3 ODE blocks (2 scales x 1 flow) of width 8 on batches of 16 digits.
-TINY = dict(batch_size=16, hidden=8, eval_batch_size=64)
+ENV_ID = DIGITS_ID
 #: One log10 tolerance per block (the digits flow has 3 blocks).
 ACTIONS = (-3.0, -4.0, -3.5)
 STEP_KEYS = {"nfe", "tol", "block"}
@@ -28,20 +28,7 @@ def make(env_id: str = ENV_ID, **kwargs) -> gym.Env:
 
 
 def run_episode(env: gym.Env, actions=ACTIONS, seed: int | None = None) -> list[tuple]:
-    """Reset, then step with ``actions`` (one per block) until the episode ends.
-
-    Returns:
-        ``[(obs, reward, terminated, truncated, info), ...]`` with the reset's ``(obs, info)``
-        as the first entry.
-    """
-    obs, info = env.reset(seed=seed)
-    trace: list[tuple] = [(obs, info)]
-    for action in actions:
-        obs, reward, terminated, truncated, info = env.step(np.array([action], dtype=np.float32))
-        trace.append((obs, reward, terminated, truncated, info))
-        if terminated or truncated:
-            break
-    return trace
+    return flowkit.run_episode(env, actions, seed)
 
 
 def infos(trace: list[tuple]) -> list[dict]:
@@ -277,7 +264,7 @@ def test_checkpoint_kwarg_loads_at_construction(tmp_path):
     assert loaded.unwrapped.iteration == 1
 
 
-@pytest.mark.parametrize("other", [dict(env_id="CCNF-Digits-v0"), dict(hidden=4), dict(num_scales=1)])
+@pytest.mark.parametrize("other", [dict(env_id="CCNF-Digits-v0"), dict(hidden=TINY["hidden"] + 4), dict(num_scales=1)])
 def test_checkpoint_of_another_model_raises(tmp_path, other):
     path = tmp_path / "infocnf.pt"
     make().unwrapped.save(path)

@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from fakedata import allow_fake_cifar10, write_fake_cifar10, write_fake_mnist
+from flowkit import TINY_IMAGE, TINY_SPIRALS, TINY_VECTOR
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -23,15 +24,6 @@ EXPECTED_IDS = {
     "InfoCNF-CIFAR10-LargeBatch-v0", "CCNF-CIFAR10-LargeBatch-v0", "InfoCNF-Toy1D-v0",
     "LatentODE-Spirals-v0", "LatentODE-Partitioned-Spirals-v0",
 }
-#: Shrinks the paper's image flows: 2 scales x 1 flow = 3 blocks of width 4, direct backprop.
-#: (Two scales, not one: with a single block the only step is also the training step, and
-#: gymnasium's step-determinism check would see the flow updated between its two trials.)
-TINY_IMAGE = dict(hidden=4, flows_per_scale=1, num_scales=2, batch_size=8, adjoint=False, eval_batch_size=16)
-TINY_VECTOR = dict(hidden=4, batch_size=8, eval_batch_size=16)
-#: The LatentODE on 32 spirals of 20 steps, narrow nets (2 time segments, as registered).
-TINY_SPIRALS = dict(num_train=32, num_test=16, length=100, window=20, extrap=10, batch_size=8, eval_batch_size=8,
-                    rnn_hidden=8, dyn_hidden=8, dec_hidden=8)
-
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from flowkit import TINY, env_kwargs
 
 from agents import evaluate as ev
 from agents import fixed, reinforce
@@ -13,12 +14,10 @@ from agents.cli import parse_args
 from agents.runner import run_cli
 from flows import build_model, evaluate, iterate_batches, load_dataset
 
-TINY_KWARGS = ["batch_size=8", "hidden=4", "eval_batch_size=64"]
-
 
 def _train(agent_main, run_dir, *extra):
     agent_main(["--iterations", "2", "--eval-every", "0", "--no-progress", "--no-tensorboard", "--out", str(run_dir),
-                *extra, "--env-kwargs", *TINY_KWARGS])
+                *extra, *env_kwargs(TINY)])
     return run_dir
 
 

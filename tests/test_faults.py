@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from flowkit import DIGITS_ID, REPO, TINY, env_kwargs, read_jsonl, subprocess_env, without_wall_time
 
 import flows.cnf_block as cnf_block
 from agents import fixed, reinforce, sb3
@@ -21,17 +20,8 @@ from agents.runner import Run
 from flows import SolverError
 from infocnf_env.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-DIGITS = ["--env", "InfoCNF-Digits-v0", "--env-kwargs", "batch_size=8", "hidden=4", "eval_batch_size=300"]
+DIGITS = ["--env", DIGITS_ID, *env_kwargs({**TINY, "eval_batch_size": 300})]
 TOY = ["--env", "InfoCNF-Toy1D-v0", "--env-kwargs", "batch_size=16", "hidden=8", "eval_batch_size=500"]
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _without_wall_time(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
 
 
 def _all_finite(obj) -> bool:
@@ -58,8 +48,7 @@ def test_sigkill_at_a_random_iteration_then_resume(tmp_path, family):
     flags = ["--iterations", str(iterations), "--checkpoint-every", "1", "--eval-every", "0", "--no-progress",
              "--no-tensorboard", *own_flags, "--seed", "3"]
     killed = tmp_path / "killed"
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    env = subprocess_env()
     proc = subprocess.Popen([sys.executable, "-m", f"agents.{family}", *flags, "--out", str(killed), *DIGITS],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = killed / "metrics.jsonl"
@@ -83,13 +72,13 @@ def test_sigkill_at_a_random_iteration_then_resume(tmp_path, family):
 
     cli.main(["--resume", str(killed), *flags])
     cli.main([*flags, "--out", str(tmp_path / "straight"), *DIGITS])
-    resumed, straight = _read_jsonl(metrics), _read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    resumed, straight = read_jsonl(metrics), read_jsonl(tmp_path / "straight" / "metrics.jsonl")
     assert [r["iteration"] for r in resumed] == list(range(1, iterations + 1))
-    assert _without_wall_time(resumed[:checkpointed]) == _without_wall_time(straight[:checkpointed])
+    assert without_wall_time(resumed[:checkpointed]) == without_wall_time(straight[:checkpointed])
     if not exact:  # SB3's learn loop restarts: the documented difference
-        assert _without_wall_time(resumed) != _without_wall_time(straight)
+        assert without_wall_time(resumed) != without_wall_time(straight)
         return
-    assert _without_wall_time(resumed) == _without_wall_time(straight)
+    assert without_wall_time(resumed) == without_wall_time(straight)
     a, b = load_checkpoint(killed / "checkpoint.pt"), load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
     for part, key in (("env", "model"), ("agent", "gates")) if family == "reinforce" else (("env", "model"),):
         assert a[part][key].keys() == b[part][key].keys()
@@ -115,7 +104,7 @@ def test_solver_failing_at_random_blocks_for_many_iterations(tmp_path, monkeypat
     run_dir = tmp_path / "run"
     summary = reinforce.main(["--iterations", str(iterations), "--checkpoint-every", "7", "--eval-every", "10",
                               "--eval-batches", "1", "--no-progress", "--no-tensorboard", "--out", str(run_dir), *TOY])
-    metrics = _read_jsonl(run_dir / "metrics.jsonl")
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     assert summary["iterations"] == iterations and [m["iteration"] for m in metrics] == list(range(1, iterations + 1))
     truncated = [m for m in metrics if "solver_error" in m]
     assert calls["failed"] == len(truncated) == summary["solver_failures"]
@@ -131,7 +120,7 @@ def test_solver_failing_at_random_blocks_for_many_iterations(tmp_path, monkeypat
     assert state["env"]["counters"]["iteration"] == iterations - len(truncated)  # flow updates
     assert _all_finite(state), "non-finite weights or optimizer state in the checkpoint"
     assert all(math.isfinite(v) for k, v in summary["test"].items() if k != "error")
-    assert len(_read_jsonl(run_dir / "eval.jsonl")) == 3  # iterations 10 and 20, then the final one
+    assert len(read_jsonl(run_dir / "eval.jsonl")) == 3  # iterations 10 and 20, then the final one
 
 
 # ---------------------------------------------------------------------- NaN loss, NaN gradient
@@ -175,7 +164,7 @@ def test_non_finite_loss_or_gradient_skips_the_update(tmp_path, monkeypatch, fau
     run_dir = tmp_path / "run"
     summary = fixed.main(["--iterations", "5", "--tol", "1e-4", "--checkpoint-every", "1", "--eval-every", "0",
                           "--no-progress", "--no-tensorboard", "--out", str(run_dir), *TOY])
-    metrics = _read_jsonl(run_dir / "metrics.jsonl")
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     assert [m["skipped_update"] for m in metrics] == [m["iteration"] == iteration for m in metrics]
     assert math.isfinite(metrics[iteration - 1]["loss"]) is (fault == "nan_gradient")
     assert summary["skipped_updates"] == 1 and summary["solver_failures"] == 0

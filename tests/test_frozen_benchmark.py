@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from flowkit import TINY_FROZEN, count_net_calls
 from gymnasium.utils.env_checker import check_env
 
 import infocnf_env
 from flows.toy_densities import TOY_DENSITIES, sample_toy
 from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv, episode_pools, toy_flow
 from runs.studies.benchmark import baselines, grid_table, score_policy
-from tests.flowkit import count_net_calls
 
-TINY = dict(hidden=8, train_iterations=30, train_pool_size=4, test_pool_size=4, batch_size=16)
+TINY = TINY_FROZEN
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +109,13 @@ def test_oracle_bounds_the_best_constant_and_matches_a_constant_policy(cache):
 
 def test_make_vec_runs_frozen_envs(cache):
     envs = gym.make_vec("CNF-Frozen-Checkerboard-v0", num_envs=2, vectorization_mode="sync", **TINY, cache=cache)
-    obs, info = envs.reset(seed=0)
-    assert obs.shape == (2, 1 + 4 + 4)  # block one-hot, input statistics, solver feedback
-    _, reward, terminated, _, _ = envs.step(np.array([[-3.0], [-5.0]]))
-    assert reward.shape == (2,) and terminated.all() and reward[1] < reward[0]  # tighter costs more NFE
+    obs, info = envs.reset(seed=0, options={"episode": 1})  # the same episode in both
+    assert obs.shape == (2, 1 + 4 + 4) and (obs[0] == obs[1]).all()  # block one-hot, statistics, feedback
+    _, reward, terminated, _, info = envs.step(np.array([[-3.0], [-5.0]]))
+    assert reward.shape == (2,) and terminated.all()
+    assert info["nfe"][1] > info["nfe"][0]  # the tighter solve costs more NFE
+    weights = FrozenConfig().reward  # the registered reward weights
+    np.testing.assert_allclose(reward, -weights.alpha * info["nfe"] - weights.error_weight * info["error"], rtol=1e-6)
     envs.close()
 
 
@@ -165,3 +169,40 @@ def test_a_stacked_flow_makes_one_decision_per_block(cache):
         steps.append(info["tol"])
     assert terminated and steps == pytest.approx([1e-2, 1e-3, 1e-4]) and len(info["nfe_blocks"]) == 3
     assert _env(cache).config.flow_key() != env.config.flow_key()
+
+
+#: Every FrozenConfig field that decides the trained flow, and one other valid value of it.
+FLOW_FIELDS = dict(density="pinwheel", hidden=9, num_blocks=2, train_iterations=31, train_batch_size=128, train_lr=2e-3,
+                   flow_seed=1)
+#: The fields that decide the pool and its cached references (besides the flow's).
+POOL_FIELDS = dict(train_pool_size=5, test_pool_size=3, batch_size=17, variants=("region",), pool_seed=1,
+                   reference_tol=1e-7)
+#: Fields that decide neither: the reward, the action, the step cap (a reference past it fails
+#: rather than changes), the episode draws and where the cache lies.
+OTHER_FIELDS = dict(alpha=2.0, error_weight=7.0, error_form="target", error_target=1e-3, failure_penalty=5.0,
+                    tol_bounds=(-6.0, -1.0),
+                    action_mode="tol_first_step", first_step_bounds=(-2.0, 0.0), max_num_steps=500, seed=3,
+                    cache="elsewhere")
+
+
+def test_every_field_that_decides_a_cached_artefact_changes_its_key():
+    base = FrozenConfig().replace(**TINY)
+    for name, value in FLOW_FIELDS.items():
+        other = base.replace(**{name: value})
+        assert other.flow_key() != base.flow_key(), name
+        assert other.pool_key() != base.pool_key(), name  # the references are the flow's
+    for name, value in POOL_FIELDS.items():
+        other = base.replace(**{name: value})
+        assert other.pool_key() != base.pool_key(), name
+        assert other.flow_key() == base.flow_key(), name  # one trained flow serves every pool
+    for name, value in OTHER_FIELDS.items():
+        other = base.replace(**{name: value})
+        assert (other.flow_key(), other.pool_key()) == (base.flow_key(), base.pool_key()), name
+    assert base.replace().flow_key() == base.flow_key()  # a key is a function of the fields
+    # every field, the groups' by their flat names, is classified here (obs_mode has a single valid
+    # value; feature_samples and feature_size apply to feature observations only)
+    groups = {"pools", "reward", "spaces"}
+    fields = {f.name for f in dataclasses.fields(FrozenConfig) if f.name not in groups}
+    for group in groups:
+        fields |= {f.name for f in dataclasses.fields(getattr(base, group))}
+    assert fields == {*FLOW_FIELDS, *POOL_FIELDS, *OTHER_FIELDS, "obs_mode", "feature_samples", "feature_size"}

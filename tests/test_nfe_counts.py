@@ -37,7 +37,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from flowkit import perturb
+from flowkit import DIGITS_ID, TINY, perturb
 from torch import nn
 
 import infocnf_env  # noqa: F401  (registers the ids)
@@ -332,7 +332,7 @@ def test_latent_ode_counts(tagged_steps, adjoint):
 
 @pytest.mark.parametrize("adjoint", [False, True])
 def test_env_reports_the_independent_counts(tagged_steps, monkeypatch, adjoint):
-    env = gym.make("InfoCNF-Digits-v0", batch_size=8, hidden=4, adjoint=adjoint)
+    env = gym.make(DIGITS_ID, **TINY, adjoint=adjoint)
     model = env.unwrapped.model
     assert model.blocks[0].adjoint is adjoint
     p = probe([b.net for b in model.blocks])

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from flowkit import TINY_ODE
 from gymnasium.utils.env_checker import check_env
 from scipy.integrate import solve_ivp
 
@@ -29,8 +30,7 @@ from infocnf_env import baselines as B
 from infocnf_env.cache import CacheError
 from infocnf_env.ode_env import ode_pools, reference_solution
 
-#: A cheap two-family task: small pools, short references.
-TINY = dict(families=("vdp", "lorenz"), segments=2, train_pool_size=4, test_pool_size=4, reference_tol=1e-10)
+TINY = TINY_ODE
 
 
 @pytest.fixture(scope="module")

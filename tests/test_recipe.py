@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from fakedata import allow_fake_cifar10, write_fake_cifar10, write_fake_mnist
+from flowkit import TINY_IMAGE
 from torch import nn
 
 import infocnf_env
@@ -217,8 +218,7 @@ def test_paper_ids_make_with_the_recipe(env_id, tmp_path, monkeypatch):
     write_fake_cifar10(tmp_path)
     write_fake_mnist(tmp_path)
     allow_fake_cifar10(monkeypatch)
-    env = gym.make(env_id, data_root=str(tmp_path), hidden=4, flows_per_scale=1, num_scales=2, batch_size=8,
-                   adjoint=False, eval_batch_size=16)
+    env = gym.make(env_id, data_root=str(tmp_path), **TINY_IMAGE)
     model = env.unwrapped.model
     assert all(_conv_chain(net)[1:-1] == [4, 4, 4] for net in _nets(model))
     assert model.beta == 0.5 and model.spec["config"]["train_time"] is True

@@ -8,7 +8,6 @@ corrupt checkpoint) and checks the files on disk, byte for byte where nothing ma
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,56 +16,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from flowkit import (
+    QUIET,
+    REPO,
+    TINY,
+    cli,
+    env_kwargs,
+    killed_after,
+    read_jsonl,
+    snapshot,
+    subprocess_env,
+    without_wall_time,
+)
 
 from agents import fixed, reinforce, sb3
 from agents.run_dir import DirLock, RunDirError
-from agents.runner import Run, episode_record, run_cli
+from agents.runner import run_cli
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = ["--env-kwargs", "batch_size=8", "hidden=4", "eval_batch_size=64"]
-QUIET = ["--no-progress", "--no-tensorboard", "--eval-batches", "1"]
-
-
-def cli(out: Path, *extra: str, iterations: int = 2) -> list[str]:
-    return ["--iterations", str(iterations), "--out", str(out), *QUIET, *extra, *TINY]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` with its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def without_wall_time(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
-
-
-def killed_after(monkeypatch, main, argv: list[str], iteration: int) -> None:
-    """Run ``main(argv)`` and kill it (as SIGKILL would) right after ``iteration`` is logged,
-    before that iteration's checkpoint."""
-    original = Run.after_episode
-
-    def after_episode(self, *args, **kwargs):
-        if self.iteration + 1 == iteration:
-            self.iteration += 1
-            self.logger.iteration(episode_record(self.iteration, args[0], args[1], args[3], self.wall_time))
-            raise SystemExit("killed")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Run, "after_episode", after_episode)
-    with pytest.raises(SystemExit):
-        main(argv)
-    monkeypatch.undo()
-
-
-def subprocess_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
-    return env
 
 
 # ---------------------------------------------------------------------- no overwrite, validation first
@@ -250,7 +216,8 @@ def test_tensorboard_holds_each_step_once_after_a_resume(tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     flags = ["--tol", "1e-4", "--eval-every", "0", "--checkpoint-every", "2", "--tensorboard"]
-    killed_after(monkeypatch, fixed.main, ["--iterations", "5", "--out", str(run), "--no-progress", *flags, *TINY], 3)
+    argv = ["--iterations", "5", "--out", str(run), "--no-progress", *flags, *env_kwargs(TINY)]
+    killed_after(monkeypatch, fixed.main, argv, 3)
     fixed.main(["--resume", str(run)])
     events = EventAccumulator(str(run))
     events.Reload()
@@ -263,11 +230,11 @@ def test_tensorboard_holds_each_step_once_after_a_resume(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------- SIGINT / SIGTERM
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_with_a_checkpoint_and_a_resume_line(tmp_path, signum, code):
-    iterations = 40
+    iterations = 16  # the signal comes after iteration 2 (polled every 10 ms), long before the end
     flags = ["--iterations", str(iterations), "--checkpoint-every", "1000", "--eval-every", "0", *QUIET,
              "--gate-lr", "0.05"]
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "agents.reinforce", *flags, "--out", str(run), *TINY],
+    proc = subprocess.Popen([sys.executable, "-m", "agents.reinforce", *flags, "--out", str(run), *env_kwargs(TINY)],
                             cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 120
@@ -287,7 +254,7 @@ def test_a_signal_stops_with_a_checkpoint_and_a_resume_line(tmp_path, signum, co
     assert [r["iteration"] for r in read_jsonl(metrics)] == list(range(1, stopped_at + 1))
     assert 2 <= stopped_at < iterations and not (run / "summary.json").exists()
     reinforce.main(["--resume", str(run)])
-    reinforce.main([*flags, "--out", str(tmp_path / "straight"), *TINY])
+    reinforce.main([*flags, "--out", str(tmp_path / "straight"), *env_kwargs(TINY)])
     assert without_wall_time(read_jsonl(metrics)) == without_wall_time(read_jsonl(tmp_path / "straight" /
                                                                                   "metrics.jsonl"))
 

@@ -12,10 +12,12 @@ import json
 import math
 import warnings
 
+import flowkit
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from flowkit import TINY_SPIRALS, env_kwargs
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -27,10 +29,7 @@ from infocnf_env.checkpoint import CheckpointError
 from infocnf_env.spiral_task import SpiralTask
 
 IDS = ("LatentODE-Spirals-v0", "LatentODE-Partitioned-Spirals-v0")
-#: 32 training / 16 test spirals of 20 observed + 10 continuation steps on a coarse grid
-#: (length 100: the window spans 3.6 time units, so the tolerance moves the NFE); narrow nets.
-TINY = dict(num_train=32, num_test=16, length=100, window=20, extrap=10, batch_size=8, eval_batch_size=8,
-            rnn_hidden=8, dyn_hidden=8, dec_hidden=8)
+TINY = TINY_SPIRALS
 ACTIONS = (-3.0, -5.0)
 STEP_KEYS = {"nfe", "tol", "block"}
 LAST_STEP_KEYS = {"loss", "recon_mse", "recon_nll", "kl", "bits_per_dim", "nfe_forward", "nfe_backward", "tols",
@@ -46,14 +45,7 @@ def make(env_id: str = IDS[0], **kwargs) -> gym.Env:
 
 
 def run_episode(env: gym.Env, actions=ACTIONS, seed: int | None = None) -> list[tuple]:
-    obs, info = env.reset(seed=seed)
-    trace: list[tuple] = [(obs, info)]
-    for action in actions:
-        step = env.step(np.array([action], dtype=np.float32))
-        trace.append(step)
-        if step[2] or step[3]:
-            break
-    return trace
+    return flowkit.run_episode(env, actions, seed)
 
 
 def weights(env: gym.Env) -> dict[str, torch.Tensor]:
@@ -251,7 +243,7 @@ def test_segments_cover_the_grid_and_match_one_solve():
 # ---------------------------------------------------------------------- agents, unchanged
 def _cli(run_dir, env_id: str, *extra: str) -> list[str]:
     return ["--env", env_id, "--iterations", "2", "--eval-every", "1", "--eval-batches", "1", "--no-progress",
-            "--no-tensorboard", "--out", str(run_dir), *extra, "--env-kwargs", *(f"{k}={v}" for k, v in TINY.items())]
+            "--no-tensorboard", "--out", str(run_dir), *extra, *env_kwargs(TINY)]
 
 
 @pytest.mark.parametrize("env_id", IDS)

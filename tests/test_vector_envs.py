@@ -9,24 +9,23 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from test_run_dirs import cli, killed_after, read_jsonl, snapshot
+from flowkit import DIGITS_ID, TINY, cli, killed_after, read_jsonl, snapshot
 
 import infocnf_env  # noqa: F401  (registers the ids)
 from agents import sb3
 from agents.runner import run_cli
 from infocnf_env.checkpoint import load_checkpoint
 
-ENV_ID = "InfoCNF-Digits-v0"
-SMALL = dict(hidden=4, batch_size=8)
+ENV_ID = DIGITS_ID
 #: log10 tolerance of every block in the make_vec episodes.
 ACTION = -4.0
 
 
 def make_vec(num_envs: int = 2) -> gym.vector.VectorEnv:
-    return gym.make_vec(ENV_ID, num_envs=num_envs, vectorization_mode="sync", **SMALL)
+    return gym.make_vec(ENV_ID, num_envs=num_envs, vectorization_mode="sync", **TINY)
 
 
-def run_episode(envs: gym.vector.VectorEnv) -> tuple[list[np.ndarray], dict]:
+def vector_episode(envs: gym.vector.VectorEnv) -> tuple[list[np.ndarray], dict]:
     """One episode of every sub-env (they end together: one step per block); the rewards of each
     step and the info of the last."""
     blocks = envs.unwrapped.envs[0].unwrapped.num_blocks
@@ -44,7 +43,7 @@ def test_make_vec_steps_and_batches_each_sub_envs_reward():
     obs, _ = envs.reset(seed=0)
     blocks = envs.unwrapped.envs[0].unwrapped.num_blocks
     assert obs.shape == (2, blocks + 4) and envs.action_space.shape == (2, 1)
-    rewards, info = run_episode(envs)
+    rewards, info = vector_episode(envs)
     assert all(r.shape == (2,) and np.isfinite(r).all() for r in rewards)
     # Eq. 6 with alpha = 1 per sub-env: its own forward NFE, loss and backward NFE
     expected = -(info["nfe_forward"] + info["nfe_backward"]) / blocks - info["loss"]
@@ -61,13 +60,13 @@ def test_make_vec_sub_envs_are_seeded_seed_plus_i_and_deterministic():
     obs_b, _ = second.reset(seed=7)
     assert not np.array_equal(obs_a[0], obs_a[1])  # block 0's input statistics: different batches
     np.testing.assert_array_equal(obs_a, obs_b)
-    rewards_a, info_a = run_episode(first)
-    rewards_b, info_b = run_episode(second)
+    rewards_a, info_a = vector_episode(first)
+    rewards_b, info_b = vector_episode(second)
     np.testing.assert_array_equal(np.array(rewards_a), np.array(rewards_b))
     np.testing.assert_array_equal(info_a["loss"], info_b["loss"])
     assert info_a["loss"][0] != info_a["loss"][1]
     for i in range(2):
-        single = gym.make(ENV_ID, **SMALL)
+        single = gym.make(ENV_ID, **TINY)
         obs, _ = single.reset(seed=7 + i)
         np.testing.assert_array_equal(obs, obs_a[i])
     other_seed, _ = make_vec().reset(seed=8)

@@ -13,8 +13,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from flowkit import count_net_calls, digits_batch, digits_flow
+from flowkit import DIGITS_ID, TINY, count_net_calls, digits_batch, digits_flow, env_kwargs, perturb
+from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 
+import flows.cnf_block
 import infocnf_env  # noqa: F401  (registers the ids)
 from flows.ode import rescale_step
 
@@ -71,6 +73,73 @@ def test_a_step_is_rescaled_to_a_new_tolerance():
     assert rescale_step(0.1, 1e-6, 1e-3, 3) == pytest.approx(1.0)
 
 
+@pytest.fixture
+def accepted_steps(monkeypatch) -> list[float]:
+    """The steps torchdiffeq's adaptive Runge-Kutta loop accepts, read off its own state (the
+    step's end time moves on an accepted step only), apart from the library's step callbacks."""
+    steps: list[float] = []
+    original = RKAdaptiveStepsizeODESolver._adaptive_step
+
+    def spy(self, rk_state):
+        new_state = original(self, rk_state)
+        if new_state.t1 != rk_state.t1:
+            steps.append(float((new_state.t1 - rk_state.t1).detach()))
+        return new_state
+
+    monkeypatch.setattr(RKAdaptiveStepsizeODESolver, "_adaptive_step", spy)
+    return steps
+
+
+def stiffer_model() -> torch.nn.Module:
+    """A warm-started digits flow whose solves take several steps of different sizes at 1e-5."""
+    model, _ = counted_model(True)
+    for block in model.blocks:
+        perturb(block.net, 0.2)
+    return model
+
+
+def test_the_kept_step_is_the_last_step_the_solve_accepted(batch, accepted_steps):
+    model = stiffer_model()
+    first_differs = []
+    for _ in range(2):  # the heuristic start, then the warm start
+        x, y = batch
+        state = model.start(x, y, generator=torch.Generator().manual_seed(0))
+        for _ in range(model.num_blocks):
+            block = model.ops[state.position]
+            accepted_steps.clear()
+            state, _ = model.advance(state, 1e-5)
+            step, tol = block.last_step
+            assert tol == 1e-5 and step == pytest.approx(accepted_steps[-1], rel=1e-6)
+            first_differs.append(accepted_steps[0] != pytest.approx(accepted_steps[-1], rel=1e-6))
+    assert sum(first_differs) >= 3  # the solves take steps of different sizes: first and last tell apart
+
+
+def test_a_solve_at_a_new_tolerance_starts_from_the_rescaled_step(batch, monkeypatch):
+    given: list[float | None] = []
+    solve = flows.cnf_block.solve
+
+    def spy(*args, **kwargs):
+        given.append(kwargs["first_step"])
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(flows.cnf_block, "solve", spy)
+    model = stiffer_model()
+    forward(model, batch, 1e-5)
+    assert given == [None] * model.num_blocks  # nothing kept yet: the solver's heuristic
+    for old_tol, new_tol in ((1e-5, 1e-4), (1e-4, 1e-5), (1e-5, 1e-5)):
+        kept = [b.last_step for b in model.blocks]
+        assert all(at_tol == old_tol for _, at_tol in kept)
+        given.clear()
+        forward(model, batch, new_tol)
+        ends = [float(b.end_time) for b in model.blocks]
+        expected = [min(step * (new_tol / old_tol) ** (1 / 5), end)  # dopri5's error estimate: order 5
+                    for (step, _), end in zip(kept, ends, strict=True)]
+        assert given == pytest.approx(expected, rel=1e-9)
+        if new_tol != old_tol:  # the rescaling shows: some first step is neither the kept step nor the cap
+            assert any(g != pytest.approx(step, rel=0.1) and g < end
+                       for g, (step, _), end in zip(given, kept, ends, strict=True))
+
+
 def test_loading_weights_resets_and_solver_state_restores(batch):
     model, _ = counted_model(True)
     forward(model, batch, 1e-5)
@@ -95,7 +164,7 @@ def _episode_nfe(env: gym.Env, seed: int | None = None) -> list[int]:
 
 
 def test_env_checkpoints_carry_the_steps(tmp_path):
-    make = lambda: gym.make("InfoCNF-Digits-v0", batch_size=16, hidden=4, warm_start=True)  # noqa: E731
+    make = lambda: gym.make(DIGITS_ID, **TINY, warm_start=True)  # noqa: E731
     env = make()
     _episode_nfe(env, seed=0)
     env.unwrapped.save(tmp_path / "ckpt.pt")
@@ -115,7 +184,7 @@ def test_resume_with_warm_start_is_exact(tmp_path):
     def cli(out, iterations):
         return ["--iterations", str(iterations), "--out", str(out), "--tol", "1e-4", "--eval-every", "0",
                 "--checkpoint-every", "2", "--no-progress", "--no-tensorboard",
-                "--env-kwargs", "batch_size=8", "hidden=4", "eval_batch_size=64", "warm_start=True"]
+                *env_kwargs({**TINY, "warm_start": True})]
 
     fixed.main(cli(tmp_path / "straight", 4))
     fixed.main(cli(tmp_path / "split", 2))

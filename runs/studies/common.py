@@ -9,7 +9,7 @@ columns every training-run row carries (mean ± std over seeds of :data:`RUN_MET
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ def seed_arms(ctx: Context, model: str, policy: str, regime: str, **kwargs: Any)
     return [digits_arm(ctx, model, policy, regime, s, **kwargs) for s in ctx.seeds]
 
 
-def train_groups(ctx: Context, groups: Mapping[Hashable, list[Arm]]) -> dict[Arm, dict]:
+def train_groups(ctx: Context, groups: Mapping[Any, list[Arm]]) -> dict[Arm, dict]:
     """Train every arm of every group (cached runs are reused); each arm's ``summary.json``."""
     return run_arms(ctx, [a for arms in groups.values() for a in arms])
 

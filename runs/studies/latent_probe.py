@@ -69,8 +69,8 @@ def run(ctx: Context) -> dict:
                 records[name] = {"test_error": probe_error((z_train[:, cols], y_train), (z_test[:, cols], y_test))}
             for features, record in records.items():
                 per_seed.setdefault(features, []).append(record)
-        for features, records in per_seed.items():
+        for features, seed_records in per_seed.items():
             rows.append({"model": model_name, "policy": cfg["policy"], "batch": regime, "features": features,
-                         "seeds": list(ctx.seeds), **summarise(records, ("test_error", "bits_per_dim")),
-                         "per_seed": records})
+                         "seeds": list(ctx.seeds), **summarise(seed_records, ("test_error", "bits_per_dim")),
+                         "per_seed": seed_records})
     return {"rows": rows}

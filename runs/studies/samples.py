@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from agents.evaluate import load_run
+from flows import FlowModel
 from runs.aggregate import summarise
 from runs.run_cache import Context
 from runs.studies.common import seed_arms, train_groups
@@ -45,13 +46,17 @@ def run(ctx: Context) -> dict:
     classifier = LogisticRegression(max_iter=5000).fit(train.x.reshape(len(train), -1).numpy(), train.y.numpy())
     classifier_accuracy = float(classifier.score(test.x.reshape(len(test), -1).numpy(), test.y.numpy()))
     labels = torch.arange(10).repeat_interleave(cfg["per_class"])
-    rows, grids = [], {}
+    num_levels = train.num_levels
+    assert num_levels is not None  # the digits are quantised (17 levels)
+    rows: list[dict] = []
+    grids: dict[str, list] = {}
     for (model_name, policy), arms in groups.items():
         per_seed = []
         for arm in arms:
             model = load_run(arm.run_dir(ctx.runs_dir)).model
+            assert isinstance(model, FlowModel)  # the digits flows sample
             x = model.sample(labels, tol=cfg["tol"], generator=torch.Generator().manual_seed(arm.seed))
-            levels = (x.reshape(len(labels), -1).double() * train.num_levels - 0.5).clamp(0, train.num_levels - 1)
+            levels = (x.reshape(len(labels), -1).double() * num_levels - 0.5).clamp(0, num_levels - 1)
             predicted = classifier.predict(levels.numpy())
             with torch.no_grad():
                 out = model(x.clamp(1e-4, 1 - 1e-4), labels, tol=cfg["tol"], generator=torch.Generator().manual_seed(0))

@@ -15,6 +15,7 @@ Cost (full): analysis only, ~25-40 s per seed (plus the 3 digits-table REINFORCE
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ def run(ctx: Context) -> dict:
         for m in training_tail(run_dir, "tols", "nfe_forward"):
             for block, tol in enumerate(m["tols"]):
                 values.setdefault(("training_log", block), []).append(math.log10(tol))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (split, block), vals in sorted(values.items(), key=lambda kv: (SPLITS.index(kv[0][0]), kv[0][1])):
         arr = np.asarray(vals)
         row = {"split": split, "block": block, "seeds": list(ctx.seeds), "num_values": int(arr.size),

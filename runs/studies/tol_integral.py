@@ -57,7 +57,7 @@ def run(ctx: Context) -> dict:
 
     cfg = ctx.config
     kwargs = tuple(sorted(cfg["env_kwargs"].items()))
-    policies = {"fixed": ("fixed", ("--tol", "1e-5"))}
+    policies: dict[str, tuple[str, tuple[str, ...]]] = {"fixed": ("fixed", ("--tol", "1e-5"))}
     if cfg["learned"]:
         policies["reinforce"] = ("reinforce", ())
     groups = {p: [Arm(f"toy1d-{p}", module, cfg["env"], s, cfg["iterations"], 0, flags, kwargs) for s in ctx.seeds]
