@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from infocnf_env.checkpoint import CheckpointError, load_checkpoint
+from infocnf_env.checkpoint import CheckpointError, atomic_write, load_checkpoint
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -67,9 +67,7 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def write_json(path: Path, obj: Any) -> None:
     """Replace ``path`` atomically with ``obj`` as indented JSON."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2, default=str).encode()))
 
 
 def latest_checkpoint(path: Path, map_location: str = "cpu") -> tuple[dict[str, Any] | None, str | None]:
@@ -123,9 +121,7 @@ def truncate_jsonl(path: Path, last_iteration: int) -> None:
         iteration = _iteration_of(line)
         if iteration is not None and iteration <= last_iteration:
             keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fh.write("".join(line + "\n" for line in keep).encode()))
 
 
 class DirLock:

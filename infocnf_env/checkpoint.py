@@ -2,17 +2,19 @@
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts saved with
 ``torch.save`` and read with ``torch.load(..., weights_only=True)``, which refuses pickled
-code. Writes go to a temporary file in the same folder, are flushed and fsynced, and then
-renamed over the target; the previous checkpoint is kept as ``<name>.prev`` (hard-linked
-before the rename, so a process killed at any instant leaves a complete ``<name>``).
+code. Every file the project writes in place (checkpoints, run records, cached artefacts)
+goes through :func:`atomic_write`: a temporary file in the same folder, flushed and fsynced,
+then renamed over the target; a checkpoint keeps the previous one as ``<name>.prev``
+(hard-linked before the rename, so a process killed at any instant leaves a complete ``<name>``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -21,42 +23,45 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupt or belongs to another model."""
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically: a reader sees the old file or the whole new one."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any], *, keep_previous: bool = False) -> None:
+    """Replace ``path`` with what ``write`` writes to a binary file, atomically: a reader (or a
+    process killed at any instant) sees the old file or the whole new one, never a part.
+
+    The new content goes to a temporary file in the same folder, is flushed and fsynced, and is
+    renamed over ``path``. ``keep_previous``: the file it replaces is kept as ``<name>.prev``
+    (hard-linked before the rename, so a complete ``<name>`` exists at every instant).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if keep_previous and path.exists():
+            prev = path.with_name(path.name + ".prev")
+            prev_tmp = path.with_name(path.name + ".prev.tmp")
+            prev_tmp.unlink(missing_ok=True)
+            try:
+                os.link(path, prev_tmp)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(path, prev_tmp)
+            os.replace(prev_tmp, prev)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
     """Save ``obj`` atomically, keeping the previous file as ``<name>.prev``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if path.exists():
-        prev = path.with_name(path.name + ".prev")
-        prev_tmp = path.with_name(path.name + ".prev.tmp")
-        prev_tmp.unlink(missing_ok=True)
-        try:
-            os.link(path, prev_tmp)
-        except OSError:  # a file system without hard links
-            shutil.copyfile(path, prev_tmp)
-        os.replace(prev_tmp, prev)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write(path, lambda fh: torch.save(obj, fh), keep_previous=True)
 
 
 def _fsync_dir(folder: Path) -> None:
