@@ -272,7 +272,7 @@ class CNFBlock(nn.Module):
     def _rescaled(self, kept: tuple[float, float], tol: float) -> float:
         """A kept ``(step, at_tol)`` rescaled to ``tol``, at most the time span T."""
         step, at_tol = kept
-        return min(rescale_step(step, at_tol, tol, solver_order(self.solver)), float(self.end_time))
+        return min(rescale_step(step, at_tol, tol, solver_order(self.solver)), float(self.end_time.detach()))
 
     def _keep_backward_step(self, step: float, tol: float) -> None:
         if 0 < step < float("inf"):
