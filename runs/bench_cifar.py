@@ -29,12 +29,13 @@ Arms, each at the fixed tolerance ``--tol`` (1e-5, the paper's baseline):
 Learned tolerances are not an arm: their saving depends on a trained policy (see the ``speed``
 study's adjoint regime). First ``--train-iterations`` Adam steps (lr ``--lr``) at tolerance
 ``--train-tol`` move the dynamics away from their initialisation (where every block takes one
-step). Then ``--rounds`` rounds: in each, every arm in turn (the order rotates between rounds)
-runs one training iteration (forward, ``loss.backward()``) and one evaluation pass (``no_grad``,
-eval mode) on the round's batch; after the round, one Adam step with the gradient of the
-round's last iteration, so warm-started steps are one update old, as in training. Reported per
-arm: wall times (CUDA-synchronised), forward and backward NFE; per arm against ``ffjord``:
-the ratio of the minimum times and of the median times. The JSON is rewritten after every round.
+step). Then a warm-up round and ``--rounds`` measured rounds: in each, every arm in turn (the
+order rotates between rounds) runs one training iteration (forward, ``loss.backward()``) and
+one evaluation pass (``no_grad``, eval mode) on the round's batch; after the round, one Adam
+step with the gradient of the round's last iteration, so warm-started steps are one update old,
+as in training (the warm-up round gives the warm-started arm its first steps). Reported per
+arm: wall times (CUDA-synchronised), forward and backward NFE; per arm against ``ffjord``: the
+ratio of the minimum times and of the median times. The JSON is rewritten after every round.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, default=4, help="batch size (the paper's: 900)")
     parser.add_argument("--tol", type=float, default=1e-5, help="tolerance of the measured passes")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of every arm")
-    parser.add_argument("--train-iterations", type=int, default=20, help="Adam steps before measuring")
+    parser.add_argument("--train-iterations", type=int, default=100, help="Adam steps before measuring")
     parser.add_argument("--train-tol", type=float, default=1e-3, help="tolerance of those steps")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-3)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -243,19 +244,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for i in range(args.train_iterations):
         x, y = random_batch(args.batch, device, data)
         optimizer.zero_grad(set_to_none=True)
-        model(x, y, tol=args.train_tol, generator=torch.Generator(device=device).manual_seed(i)).loss.backward()
+        out = model(x, y, tol=args.train_tol, generator=torch.Generator(device=device).manual_seed(i))
+        out.loss.backward()
         optimizer.step()
+        print(f"train {i + 1}/{args.train_iterations}: nfe {out.nfe_forward}+{out.nfe_backward}, "
+              f"{time.perf_counter() - start:.0f}s", flush=True)
     train_s = time.perf_counter() - start
     arms = Arms(model, args.tol)
     records: dict[str, list[dict[str, float]]] = {name: [] for name in ARMS}
     names = list(ARMS)
     result: dict[str, Any] = {}
-    for r in range(args.rounds):
+    for r in range(-1, args.rounds):  # round -1: a warm-up round, not recorded
         x, y = random_batch(args.batch, device, data)
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
-            records[name].append(arms.iteration(name, x, y, seed=1000 + r))
+            record = arms.iteration(name, x, y, seed=1000 + r)
+            if r >= 0:
+                records[name].append(record)
         optimizer.step()
+        if r < 0:
+            continue
         result = {
             "env_id": ENV_ID, "model": options, "quick": args.quick, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),

@@ -90,7 +90,7 @@ def test_the_two_norms_give_the_same_gradients_within_the_tolerance(float64):
     batch = toy_batch(8)
     grads = []
     for norm in ("full", "seminorm"):
-        model = toy_flow(2.0, adjoint=True, adjoint_norm=norm)
+        model = toy_flow(1.5, adjoint=True, adjoint_norm=norm)
         model.eval()
         train_pass(model, batch, 1e-7)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
@@ -249,3 +249,20 @@ def test_env_checkpoints_carry_the_adjoint_steps(tmp_path):
     restored = make()
     restored.unwrapped.load(tmp_path / "ckpt.pt")
     assert restored.unwrapped.model.solver_state()["backward_steps"] == steps
+
+
+# ---------------------------------------------------------------------------- the side-by-side benchmark
+
+
+def test_bench_cifar_quick_compares_the_same_ode(tmp_path):
+    """The FFJORD-style baseline integrates the model's own dynamics with the same noise: every
+    arm that starts its solves from the initial-step heuristic takes the same forward evaluations."""
+    from runs import bench_cifar
+
+    path = tmp_path / "bench.json"
+    result = bench_cifar.main(["--quick", "--batch", "1", "--rounds", "1", "--train-iterations", "0",
+                               "--out", str(path)])
+    assert path.exists() and set(result["ratios_to_ffjord"]) == set(bench_cifar.ARMS) - {"ffjord"}
+    forward = {name: arm["nfe_forward"][0] for name, arm in result["arms"].items() if name != "seminorm_warm"}
+    assert len(set(forward.values())) == 1 and forward["ffjord"] > 0, forward
+    assert all(arm["nfe_backward"][0] > 0 for arm in result["arms"].values())
