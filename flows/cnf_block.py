@@ -185,7 +185,9 @@ class CNFBlock(nn.Module):
         self.backend = check_backend(backend)
         #: ``(step, tol)``: the last step a training solve of this block accepted, at ``tol``.
         self.last_step: tuple[float, float] | None = None
-        #: ``(step, tol)``: the last step an adjoint solve of a training pass accepted, at ``tol``.
+        #: ``(step, tol)``: the last step an adjoint solve of a training pass accepted, at ``tol``
+        #: (kept as the solve goes, so an adjoint solve that fails leaves the last step it
+        #: accepted: a step that met the tolerance, which only sets where the next one starts).
         self.last_backward_step: tuple[float, float] | None = None
         sqrt_t = torch.tensor(float(time_length) ** 0.5)
         if train_time:

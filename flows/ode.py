@@ -99,7 +99,8 @@ def check_tolerance(tol: float) -> float:
 #: gradients). ``"seminorm"``: the same without the parameter-gradient channels (Kidger, Chen and
 #: Lyons 2021, "Hey, that's not an ODE", Sec. 3): those channels are integrals that feed back into
 #: no other channel, so the steps need not resolve them; the step-size control then measures the
-#: state and its adjoint only, and the backward pass takes fewer steps.
+#: state, its adjoint and the time gradient (torchdiffeq's ``norm="seminorm"``), and the backward
+#: pass takes fewer steps where the parameter gradients are what limits them.
 ADJOINT_NORMS: tuple[str, ...] = ("full", "seminorm")
 
 

@@ -936,6 +936,8 @@ The bits/dim gap is against torchdiffeq at 1e-5. `torch.compile` of the dynamics
             lines.append(f"| {name} | {a['nfe_forward_median']:.0f} + {a['nfe_backward_median']:.0f} | "
                          f"{a['iteration_s_median']:.2f} | {vs} | {a['eval_s_median']:.2f} | {eval_vs} |")
         warm = ratios["seminorm_warm"]["iteration"]
+        semi = arms["seminorm"]["nfe_backward_median"] / arms["full"]["nfe_backward_median"]
+        extra = arms["full"]["nfe_backward_median"] - arms["ffjord"]["nfe_backward_median"]
         parts.append(f"""\
 **The adjoint path beside FFJORD** (`python -m runs.bench_cifar`, `runs/results/bench_cifar.json`): the \
 `{b['env_id']}` model ({b['num_blocks']} blocks, adjoint, learned end times) on CIFAR-shaped random data, batch \
@@ -944,7 +946,10 @@ The bits/dim gap is against torchdiffeq at 1e-5. `torch.compile` of the dynamics
 {b['rounds']} rounds, against `ffjord`, a minimal torchdiffeq multiscale CNF with the same networks and noise \
 (full adjoint norm, initial-step heuristic, fixed end times). Every lever this benchmark can measure on \
 (seminorm + warm start): an iteration {warm['min']:.2f}x (min) / {warm['median']:.2f}x (median) of FFJORD's time \
-(target for a trained model: at most 0.5x). Random data and {b['train_iterations']} steps leave the dynamics \
+(target for a trained model: at most 0.5x). The seminorm alone takes {semi:.2f}x the full norm's backward \
+evaluations here, and the learned end times cost {extra:.0f} adjoint evaluations over FFJORD's for \
+{b['num_blocks']} blocks (one per block); the machine's load average was {b['load_avg']:.1f}, so single times are \
+noisy. Random data and {b['train_iterations']} steps leave the dynamics \
 close to their initialisation, where a warm-started block needs few steps, so these are not a trained flow's \
 ratios; the GPU run (`--device cuda --batch 900`, more `--train-iterations`) is still to be made.
 
