@@ -1,6 +1,6 @@
 """Side by side: the CIFAR10 ids' flow against a minimal torchdiffeq multiscale CNF, adjoint on both.
 
-    python -m runs.bench_cifar                                   # CPU, batch 4 (about 20 minutes)
+    python -m runs.bench_cifar                                   # CPU, batch 4 (35 minutes on a busy 2-core machine)
     python -m runs.bench_cifar --device cuda --batch 900 --out runs/results/bench_cifar_gpu.json
     python -m runs.bench_cifar --quick                           # smoke test (narrow model, seconds)
 
