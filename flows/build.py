@@ -27,7 +27,7 @@ from flows.cnf_block import CNFBlock
 from flows.heads import HEAD_INITS, LatentHead, supervised_dim
 from flows.model import FlowModel
 from flows.nets import conv_net, mlp_net
-from flows.ode import check_backend_options
+from flows.ode import check_adjoint_norm, check_backend_options
 from flows.transforms import FactorOut, LogitTransform, Squeeze
 
 
@@ -53,6 +53,10 @@ class FlowConfig:
         train_time: learn T per block (the authors' ``--train_T True``).
         solver: torchdiffeq method.
         adjoint: adjoint back-propagation (FFJORD's default; slower on CPU).
+        adjoint_norm: the adjoint solve's error norm: ``"seminorm"`` (default) leaves the
+            parameter-gradient channels out of its step-size control (Kidger, Chen and Lyons
+            2021), ``"full"`` measures every channel (torchdiffeq's default, FFJORD's choice);
+            see ``flows.ode.ADJOINT_NORMS``. Used only with ``adjoint=True``.
         divergence: ``"hutchinson"`` or ``"exact"``.
         noise: Hutchinson noise, ``"rademacher"`` or ``"gaussian"``.
         max_num_steps: step cap per solve (``None``: unlimited).
@@ -67,7 +71,8 @@ class FlowConfig:
         kinetic_weight: weight of the kinetic-energy regularizer (0 = off).
         jacobian_weight: weight of the Jacobian-Frobenius regularizer (0 = off).
         warm_start: start each block's adaptive solve from the step it last accepted in
-            training instead of the initial-step heuristic (see ``CNFBlock``).
+            training instead of the initial-step heuristic, and with the adjoint each block's
+            adjoint solve from the step that solve last accepted (see ``CNFBlock``).
         error_weight: weight of the solver-error regularizer (Pal et al. 2021; 0 = off): in
             training, each block takes one dopri5 probe step of size T from its input and the
             loss gets ``error_weight`` times the mean square of its local error estimate
@@ -87,6 +92,7 @@ class FlowConfig:
     train_time: bool = False
     solver: str = "dopri5"
     adjoint: bool = False
+    adjoint_norm: str = "seminorm"
     divergence: str = "hutchinson"
     noise: str = "rademacher"
     max_num_steps: int | None = None
@@ -123,7 +129,7 @@ AUTHORS_RECIPE: dict[str, object] = {"num_layers": 4, "head_init": "linear_zeros
 def _block(net: nn.Module, cfg: FlowConfig) -> CNFBlock:
     return CNFBlock(
         net, time_length=cfg.time_length, train_time=cfg.train_time, solver=cfg.solver,
-        adjoint=cfg.adjoint, divergence=cfg.divergence, noise=cfg.noise,
+        adjoint=cfg.adjoint, adjoint_norm=cfg.adjoint_norm, divergence=cfg.divergence, noise=cfg.noise,
         max_num_steps=cfg.max_num_steps,
         regularize=bool(cfg.kinetic_weight or cfg.jacobian_weight), warm_start=cfg.warm_start,
         error_probe=cfg.error_weight > 0,
@@ -195,13 +201,14 @@ def build_model(
         **config: fields of :class:`FlowConfig`.
 
     Raises:
-        ValueError: unknown head, head_init, architecture, solver, backend or option; a solver
+        ValueError: unknown head, head_init, architecture, solver, backend, adjoint norm or option; a solver
             or adjoint the backend lacks; bad shape or ratio.
     """
     cfg = FlowConfig.from_kwargs(**config)
     if not (isinstance(cfg.error_weight, (int, float)) and 0 <= cfg.error_weight < math.inf):
         raise ValueError(f"error_weight must be a finite number >= 0, got {cfg.error_weight!r}")
     check_backend_options(cfg.solver_backend, cfg.solver, cfg.adjoint)
+    check_adjoint_norm(cfg.adjoint_norm)
     if cfg.head_init not in HEAD_INITS:
         raise ValueError(f"unknown head_init {cfg.head_init!r}; valid: {', '.join(HEAD_INITS)}")
     if arch not in ARCHITECTURES:

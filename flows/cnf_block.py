@@ -17,6 +17,7 @@ from flows.error_reg import dopri5_probe, error_penalty
 from flows.ode import (
     BlockStats,
     NFECounter,
+    check_adjoint_norm,
     check_backend,
     check_method,
     check_tolerance,
@@ -101,7 +102,8 @@ class _Dynamics(nn.Module):
 
 
 class _WarmDynamics(_Dynamics):
-    """The dynamics of a warm-started solve: also records the steps the solver accepts.
+    """The dynamics of a warm-started solve: also records the steps the solver accepts, in the
+    forward solve and (with the adjoint method) in the adjoint solve.
 
     A separate class because torchdiffeq warns, on every solve, when a fixed-step method
     meets a dynamics that defines step callbacks.
@@ -109,6 +111,9 @@ class _WarmDynamics(_Dynamics):
 
     def callback_accept_step(self, t0: torch.Tensor, y0: tuple[torch.Tensor, ...], dt: torch.Tensor) -> None:
         self.counter.accept_step(dt)
+
+    def callback_accept_step_adjoint(self, t0: torch.Tensor, y0: tuple[torch.Tensor, ...], dt: torch.Tensor) -> None:
+        self.counter.accept_backward_step(dt)
 
 
 class CNFBlock(nn.Module):
@@ -120,6 +125,9 @@ class CNFBlock(nn.Module):
         train_time: learn T (kept positive as the square of a parameter, as FFJORD does).
         solver: any torchdiffeq method name (default ``dopri5``).
         adjoint: back-propagate with the adjoint method (FFJORD's default).
+        adjoint_norm: the adjoint solve's error norm, ``"seminorm"`` (default; without the
+            parameter-gradient channels, Kidger et al. 2021) or ``"full"`` (see
+            :data:`flows.ode.ADJOINT_NORMS`).
         divergence: ``"hutchinson"`` (default) or ``"exact"`` (brute force, low dimension).
         noise: Hutchinson noise, ``"rademacher"`` (default) or ``"gaussian"``.
         max_num_steps: step cap per solve; exceeding it raises ``SolverError``.
@@ -127,7 +135,12 @@ class CNFBlock(nn.Module):
         warm_start: start each forward solve from the step this block last accepted in a
             training pass (train mode, gradients on), rescaled to the new tolerance (see
             :func:`flows.ode.rescale_step`), instead of the solver's initial-step heuristic;
-            ``last_step`` holds it (``FlowModel.solver_state``).
+            ``last_step`` holds it (``FlowModel.solver_state``). With the adjoint method the
+            adjoint solve is warm-started the same way from its own last accepted step
+            (``last_backward_step``, at the tolerance of its solve); until it has one, and
+            always without the warm start, it starts from the initial-step heuristic. A first
+            step chosen for the forward solve (``first_step`` of ``forward``) is never passed
+            to the adjoint solve, which starts at T on the augmented system.
         error_probe: in training mode, before each forward solve with the log-determinant,
             take one Dormand-Prince 5(4) probe step of size T from the input and return the
             penalty of its local error estimate (:mod:`flows.error_reg`, Pal et al. 2021).
@@ -143,6 +156,7 @@ class CNFBlock(nn.Module):
         train_time: bool = False,
         solver: str = "dopri5",
         adjoint: bool = False,
+        adjoint_norm: str = "seminorm",
         divergence: str = "hutchinson",
         noise: str = "rademacher",
         max_num_steps: int | None = None,
@@ -161,6 +175,7 @@ class CNFBlock(nn.Module):
         self.net = net
         self.solver = check_method(solver)
         self.adjoint = adjoint
+        self.adjoint_norm = check_adjoint_norm(adjoint_norm)
         self.divergence = divergence
         self.noise = noise
         self.max_num_steps = max_num_steps
@@ -170,6 +185,10 @@ class CNFBlock(nn.Module):
         self.backend = check_backend(backend)
         #: ``(step, tol)``: the last step a training solve of this block accepted, at ``tol``.
         self.last_step: tuple[float, float] | None = None
+        #: ``(step, tol)``: the last step an adjoint solve of a training pass accepted, at ``tol``
+        #: (kept as the solve goes, so an adjoint solve that fails leaves the last step it
+        #: accepted: a step that met the tolerance, which only sets where the next one starts).
+        self.last_backward_step: tuple[float, float] | None = None
         sqrt_t = torch.tensor(float(time_length) ** 0.5)
         if train_time:
             self.sqrt_end_time = nn.Parameter(sqrt_t)
@@ -227,15 +246,21 @@ class CNFBlock(nn.Module):
                 raise ValueError(f"first_step must be a fraction of the time span in (0, 1], got {first_step!r}")
             first_step = first_step * float(self.end_time)
         elif warm and self.last_step is not None:
-            step, at_tol = self.last_step
-            first_step = min(rescale_step(step, at_tol, tol, solver_order(self.solver)), float(self.end_time))
+            first_step = self._rescaled(self.last_step, tol)
+        keep = warm and self.training and torch.is_grad_enabled()  # a training pass: keep its steps
+        adjoint_first_step = None
+        if warm and self.adjoint and self.last_backward_step is not None:
+            adjoint_first_step = self._rescaled(self.last_backward_step, tol)
+        if keep and self.adjoint:
+            counter.on_backward_step = lambda step: self._keep_backward_step(step, tol)
         states = solve(
             dynamics, y0, t, counter,
             tol=tol, method=self.solver, adjoint=self.adjoint, max_num_steps=self.max_num_steps,
             first_step=first_step, backend=self.backend,
             controlled=2 if regularize else None,  # z and log-det; the regularizers' integrals ride along
+            adjoint_norm=self.adjoint_norm, adjoint_first_step=adjoint_first_step,
         )
-        if warm and self.training and torch.is_grad_enabled() and counter.last_step is not None:
+        if keep and counter.last_step is not None:
             self.last_step = (counter.last_step, tol)
         z_out = states[0][-1]
         logdet = states[1][-1] if divergence is not None else zeros
@@ -245,6 +270,15 @@ class CNFBlock(nn.Module):
             reg = z.new_zeros(batch, 2)
         stats = BlockStats(nfe=counter.forward, tol=tol, counter=counter)
         return BlockOutput(z_out, logdet, reg, stats, error)
+
+    def _rescaled(self, kept: tuple[float, float], tol: float) -> float:
+        """A kept ``(step, at_tol)`` rescaled to ``tol``, at most the time span T."""
+        step, at_tol = kept
+        return min(rescale_step(step, at_tol, tol, solver_order(self.solver)), float(self.end_time.detach()))
+
+    def _keep_backward_step(self, step: float, tol: float) -> None:
+        if 0 < step < float("inf"):
+            self.last_backward_step = (step, tol)
 
     def _probe_error(self, z: torch.Tensor, counter: NFECounter) -> torch.Tensor:
         """``(B,)`` penalty of the error estimate of one dopri5 step of size T from ``z``."""

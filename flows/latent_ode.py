@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flows.ode import BlockStats, NFECounter, NFETotals, check_method, check_tolerance, solve
+from flows.ode import BlockStats, NFECounter, NFETotals, check_adjoint_norm, check_method, check_tolerance, solve
 from flows.spirals import A_MEAN, A_STD, B_MEAN, B_STD, SpiralData, window_times
 
 __all__ = ["ENCODERS", "LatentODE", "LatentODEOutput", "LatentODEState", "evaluate_latent_ode"]
@@ -179,6 +179,10 @@ class LatentODE(nn.Module):
         beta: weight of the supervised loss.
         solver: torchdiffeq method (``dopri5``).
         adjoint: back-propagate through the solve with the adjoint method.
+        adjoint_norm: the adjoint solve's error norm, ``"seminorm"`` (default; Kidger, Chen and
+            Lyons 2021) or ``"full"`` (see ``flows.ode.ADJOINT_NORMS``); adjoint only. The
+            adjoint solve starts from its initial-step heuristic on every interval between
+            observation times, whatever first step the forward solve was given.
         max_num_steps: step cap of the solver; exceeding it raises ``SolverError``. torchdiffeq
             applies it between consecutive output times, not to the whole solve.
         segments: number of consecutive time segments the trajectory solve is cut into, one
@@ -214,6 +218,7 @@ class LatentODE(nn.Module):
         beta: float = 1.0,
         solver: str = "dopri5",
         adjoint: bool = False,
+        adjoint_norm: str = "seminorm",
         max_num_steps: int | None = 10_000,
         segments: int = 1,
     ):
@@ -239,12 +244,13 @@ class LatentODE(nn.Module):
         self.beta = float(beta)
         self.solver = check_method(solver)
         self.adjoint = adjoint
+        self.adjoint_norm = check_adjoint_norm(adjoint_norm)
         self.max_num_steps = max_num_steps
         self.spec = {"arch": "latent_ode", "config": dict(
             num_times=int(times.shape[0]), partitioned=bool(partitioned), obs_dim=obs_dim, latent_dim=latent_dim,
             sup_dim=self.sup_dim, rnn_hidden=rnn_hidden, dyn_hidden=dyn_hidden, dec_hidden=dec_hidden,
             encoder=encoder, obs_std=self.obs_std, obs_scale=self.obs_scale, beta=self.beta, solver=solver,
-            adjoint=bool(adjoint), max_num_steps=max_num_steps, segments=segments,
+            adjoint=bool(adjoint), adjoint_norm=adjoint_norm, max_num_steps=max_num_steps, segments=segments,
         )}
         self.rnn = ENCODERS[encoder](obs_dim, rnn_hidden, batch_first=True)
         self.to_posterior = nn.Linear(rnn_hidden, 2 * latent_dim)
@@ -428,7 +434,7 @@ class LatentODE(nn.Module):
             step = first_step * abs(float(times[-1] - times[0]))
         (traj,) = solve(
             _Dynamics(self.dynamics, counter), (z0,), times, counter, tol=tol, method=self.solver,
-            adjoint=self.adjoint, max_num_steps=self.max_num_steps, first_step=step,
+            adjoint=self.adjoint, adjoint_norm=self.adjoint_norm, max_num_steps=self.max_num_steps, first_step=step,
         )
         return traj, BlockStats(nfe=counter.forward, tol=tol, counter=counter)
 

@@ -282,16 +282,22 @@ class FlowModel(nn.Module):
 
     # ------------------------------------------------------------------ solver state
     def solver_state(self) -> dict[str, Any]:
-        """What the solves carry between passes: each block's warm-start step (``None``: none yet)."""
-        return {"last_steps": [None if b.last_step is None else list(b.last_step) for b in self.blocks]}
+        """What the solves carry between passes: each block's warm-start ``[step, tol]`` of its
+        forward solve (``last_steps``) and of its adjoint solve (``backward_steps``); ``None``:
+        none yet."""
+        return {"last_steps": [None if b.last_step is None else list(b.last_step) for b in self.blocks],
+                "backward_steps": [None if b.last_backward_step is None else list(b.last_backward_step)
+                                   for b in self.blocks]}
 
     def load_solver_state(self, state: dict[str, Any] | None) -> None:
-        """Restore :meth:`solver_state`; ``None`` or a state of another block count starts afresh."""
-        steps = (state or {}).get("last_steps")
-        if steps is None or len(steps) != self.num_blocks:
-            steps = [None] * self.num_blocks
-        for block, step in zip(self.blocks, steps, strict=True):
-            block.last_step = None if step is None else (float(step[0]), float(step[1]))
+        """Restore :meth:`solver_state`; ``None``, a missing entry or a state of another block
+        count starts afresh."""
+        for key, attr in (("last_steps", "last_step"), ("backward_steps", "last_backward_step")):
+            steps = (state or {}).get(key)
+            if steps is None or len(steps) != self.num_blocks:
+                steps = [None] * self.num_blocks
+            for block, step in zip(self.blocks, steps, strict=True):
+                setattr(block, attr, None if step is None else (float(step[0]), float(step[1])))
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load weights; the solver state of other weights no longer applies, so it is reset."""

@@ -55,6 +55,10 @@ class NFECounter:
     #: torchdiffeq's ``callback_accept_step`` / ``callback_reject_step`` here).
     accepted: int = 0
     rejected: int = 0
+    #: Size of the last step the adjoint solve accepted (``None`` until one is; adjoint only).
+    last_backward_step: float | None = None
+    #: Called with the size of each step the adjoint solve accepts (e.g. to keep it for a warm start).
+    on_backward_step: Callable[[float], None] | None = field(default=None, repr=False)
     _forward_done: bool = field(default=False, repr=False)
 
     def record_call(self, output: torch.Tensor) -> None:
@@ -82,6 +86,12 @@ class NFECounter:
         if not self._forward_done:
             self.rejected += 1
 
+    def accept_backward_step(self, dt: torch.Tensor) -> None:
+        """Record an accepted step of the adjoint solve (``callback_accept_step_adjoint``)."""
+        self.last_backward_step = abs(float(dt.detach()))
+        if self.on_backward_step is not None:
+            self.on_backward_step(self.last_backward_step)
+
 
 def check_tolerance(tol: float) -> float:
     """Return ``tol`` as a float or raise ``ValueError`` if it is not finite and positive."""
@@ -92,6 +102,22 @@ def check_tolerance(tol: float) -> float:
     if not (value > 0.0 and value < float("inf")):
         raise ValueError(f"tolerance must be a positive finite number, got {tol!r}")
     return value
+
+
+#: Error norms of the adjoint solve. ``"full"``: torchdiffeq's default, the largest RMS over every
+#: channel of the augmented state (the time gradient, the state, its adjoint and the parameter
+#: gradients). ``"seminorm"``: the same without the parameter-gradient channels (Kidger, Chen and
+#: Lyons 2021, "Hey, that's not an ODE", Sec. 3): those channels are integrals that feed back into
+#: no other channel, so the steps need not resolve them; the step-size control then measures the
+#: state, its adjoint and the time gradient (torchdiffeq's ``norm="seminorm"``), and the backward
+#: pass takes fewer steps where the parameter gradients are what limits them.
+ADJOINT_NORMS: tuple[str, ...] = ("full", "seminorm")
+
+
+def check_adjoint_norm(norm: str) -> str:
+    if norm not in ADJOINT_NORMS:
+        raise ValueError(f"unknown adjoint norm {norm!r}; valid: {', '.join(ADJOINT_NORMS)}")
+    return norm
 
 
 def check_method(method: str) -> str:
@@ -135,18 +161,29 @@ def _solve_torchdiffeq(
     first_step: float | None,
     controlled: int,
     options: dict[str, Any],
+    adjoint_norm: str = "seminorm",
+    adjoint_first_step: float | None = None,
 ) -> tuple[torch.Tensor, ...]:
+    adaptive = is_adaptive(method)
     opts = dict(options)
-    if controlled < len(y0) and is_adaptive(method):
+    if controlled < len(y0) and adaptive:
         opts["norm"] = _leading_norm(controlled)
-    if max_num_steps is not None and is_adaptive(method):
+    if max_num_steps is not None and adaptive:
         opts["max_num_steps"] = int(max_num_steps)
-    if first_step is not None and is_adaptive(method):
+    # The adjoint solve takes the same options, except the forward's norm (torchdiffeq builds the
+    # adjoint's norm from it) and the forward's first step (see ``solve``).
+    adjoint_opts = {k: v for k, v in opts.items() if k != "norm"}
+    if first_step is not None and adaptive:
         opts["first_step"] = first_step
+    if adjoint_first_step is not None and adaptive:
+        adjoint_opts["first_step"] = adjoint_first_step
+    if adjoint_norm == "seminorm" and adaptive:
+        adjoint_opts["norm"] = "seminorm"
     kwargs: dict[str, Any] = dict(rtol=tol, atol=tol, method=method, options=opts)
     try:
         if adjoint:
-            return odeint_adjoint(func, y0, t, adjoint_params=tuple(func.parameters()), **kwargs)
+            return odeint_adjoint(func, y0, t, adjoint_params=tuple(func.parameters()), adjoint_options=adjoint_opts,
+                                  **kwargs)
         return odeint(func, y0, t, **kwargs)
     except AssertionError as err:  # torchdiffeq reports solver failures by assertion
         raise SolverError(str(err).split(":")[0][:200]) from err
@@ -168,6 +205,8 @@ def _solve_torchode(
     first_step: float | None,
     controlled: int,
     options: dict[str, Any],
+    adjoint_norm: str = "seminorm",
+    adjoint_first_step: float | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """The same solve with torchode's Dormand-Prince loop (optional extra ``torchode``).
 
@@ -176,8 +215,8 @@ def _solve_torchode(
     networks of :mod:`flows.nets` do), so the whole tuple state is flattened into ONE row: one
     step size for the batch, as torchdiffeq takes, with torchdiffeq's error norm (the largest
     RMS over the tuple's tensors), and no gradient through the step-size control, as torchdiffeq.
-    Direct back-propagation only; ``first_step``, ``max_num_steps`` and the dynamics'
-    ``callback_accept_step`` behave as with torchdiffeq.
+    Direct back-propagation only (so the ``adjoint_*`` arguments are unused); ``first_step``,
+    ``max_num_steps`` and the dynamics' ``callback_accept_step`` behave as with torchdiffeq.
     """
     try:
         import torchode
@@ -286,6 +325,8 @@ def solve(
     options: dict[str, Any] | None = None,
     backend: str = "torchdiffeq",
     controlled: int | None = None,
+    adjoint_norm: str = "seminorm",
+    adjoint_first_step: float | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Integrate ``func`` from ``t[0]`` over ``t`` with ``atol = rtol = tol``.
 
@@ -308,6 +349,14 @@ def solve(
             (``None``: all; torchdiffeq's mixed norm, the largest RMS error over them). The
             others are integrated along but not error-controlled, e.g. regularization
             integrals whose accuracy does not matter.
+        adjoint_norm: the adjoint solve's error norm, a name in :data:`ADJOINT_NORMS`
+            (``adjoint=True`` only; the adjoint solve has the forward's tolerance).
+        adjoint_first_step: the adjoint solve's first step (``adjoint=True`` only; ``None``:
+            its initial-step heuristic). The forward's ``first_step`` is never passed on: it
+            was chosen for the forward dynamics at ``t[0]``, while the adjoint solve starts at
+            ``t[-1]`` on the augmented system. With several output times the adjoint solves
+            each interval separately, and each starts from this step. To be told the adjoint
+            solve's accepted steps, ``func`` defines ``callback_accept_step_adjoint``.
 
     Returns:
         The state at every time in ``t`` (each tensor has a leading time dimension).
@@ -318,6 +367,7 @@ def solve(
     """
     tol = check_tolerance(tol)
     check_method(method)
+    check_adjoint_norm(adjoint_norm)
     implementation = BACKENDS[check_backend(backend)]
     if controlled is None:
         controlled = len(y0)
@@ -327,7 +377,8 @@ def solve(
         out = implementation(
             func, y0, t, tol=tol, method=method, adjoint=adjoint, max_num_steps=max_num_steps,
             first_step=_check_first_step(first_step) if is_adaptive(method) else None, controlled=controlled,
-            options=dict(options or {}),
+            options=dict(options or {}), adjoint_norm=adjoint_norm,
+            adjoint_first_step=_check_first_step(adjoint_first_step) if is_adaptive(method) else None,
         )
     finally:
         counter.close_forward()

@@ -94,7 +94,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 #: Options of a model's spec that change how it is trained or solved, not its weights: a
 #: checkpoint loads into a model that differs from it only in these.
 NON_WEIGHT_OPTIONS = frozenset({
-    "solver", "adjoint", "max_num_steps", "divergence", "noise", "dropout", "beta", "kinetic_weight",
+    "solver", "adjoint", "adjoint_norm", "max_num_steps", "divergence", "noise", "dropout", "beta", "kinetic_weight",
     "jacobian_weight", "segments", "warm_start", "error_weight", "solver_backend",
 })
 

@@ -40,7 +40,7 @@ from infocnf_env.tasks import check_choice, check_options
 HEADS = {"cnf": False, "infocnf": True}
 #: Keywords of :class:`LatentODE` an env may override (``times`` comes from the data).
 MODEL_OPTIONS = ("latent_dim", "sup_dim", "rnn_hidden", "dyn_hidden", "dec_hidden", "encoder", "obs_std",
-                 "obs_scale", "beta", "solver", "adjoint", "max_num_steps", "segments")
+                 "obs_scale", "beta", "solver", "adjoint", "adjoint_norm", "max_num_steps", "segments")
 #: Keywords of :func:`make_spirals` an env may override, with their defaults (App. E.1,
 #: ``runs/spirals.py``).
 DATA_OPTIONS = dict(num_train=5000, num_test=5000, length=1000, window=200, extrap=100, noise_std=0.3, data_seed=0)
@@ -57,7 +57,7 @@ class SpiralTask:
             ``eval_batch_size`` per evaluation solve (default 500). The spirals are generated,
             so ``data_root`` and ``download`` are unused.
         options: ``segments`` (default 2), the other :class:`LatentODE` keywords
-            (``latent_dim``, ``rnn_hidden``, ``dyn_hidden``, ``dec_hidden``, ``beta``, ``adjoint``,
+            (``latent_dim``, ``rnn_hidden``, ``dyn_hidden``, ``dec_hidden``, ``beta``, ``adjoint``, ``adjoint_norm``,
             ``max_num_steps``, ...) and the data keywords ``num_train``, ``num_test``, ``length``,
             ``window``, ``extrap``, ``noise_std``, ``data_seed``.
         device: torch device of the model and batches.
