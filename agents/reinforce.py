@@ -1,7 +1,7 @@
 """REINFORCE with one gate per ODE block: the paper's tolerance learning (Section 3, Eq. 6-7).
 
-    python -m agents.reinforce --env InfoCNF-CIFAR10-v0
     python -m agents.reinforce --env InfoCNF-Digits-v0          # a few minutes on 2 CPU cores
+    python -m agents.reinforce --env InfoCNF-CIFAR10-v0 --env-kwargs data_root=DATA download=True
 
 The environment pays ``-(alpha / N) * NFE_i`` per block and ``-loss`` at the end, so the
 return-to-go of block i, ``G_i = sum_{j >= i} gamma^(j - i) r_j``, is the paper's
