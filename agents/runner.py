@@ -480,6 +480,8 @@ class Run:
 
     def finish(self, agent: Agent) -> dict:
         """Final full test evaluation at tol 1e-5, checkpoint and summary.json (rank 0)."""
+        if self.is_main_rank and self.args.progress:
+            print(f"final test evaluation at tol 1e-5 ({self.iteration} iterations done)", file=sys.stderr, flush=True)
         test = self.evaluate(None) if self.is_main_rank else None
         self.checkpoint(agent)
         if not self.is_main_rank:
