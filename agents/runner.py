@@ -292,8 +292,9 @@ class Run:
         #: the device that runs the env's model (and an SB3 policy): --device, else env kwargs, else auto
         self.device = device = resolve_device(args.device, self.env_kwargs.get("device"))
         # an env whose config has no device (the frozen benchmark) runs on the CPU
-        self.env_device = device if env_has_device(args.env) else "cpu"
-        on_device = {"device": distributed.local_device(device)} if self.env_device == device else {}
+        takes_device = env_has_device(args.env)
+        self.env_device = device if takes_device else "cpu"
+        on_device = {"device": distributed.local_device(device)} if takes_device else {}
         # validates id and kwargs before any file is written (and before joining a process group)
         self.env = make_env(args.env, {**self.env_kwargs, **on_device})
         if distributed.init_from_env(device):

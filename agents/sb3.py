@@ -180,7 +180,8 @@ def algo_overrides(cls: Any, pairs: list[str]) -> dict[str, Any]:
         if name in overrides:
             raise ValueError(f"{name} is set by {flag}, not --algo-kwargs")
     # set by this CLI: policy and env, seed (--seed), device (--device)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "policy", "env", "seed", "device", "verbose"}
+    accepted = {name for name in inspect.signature(cls.__init__).parameters if not name.startswith("_")}
+    accepted -= {"self", "policy", "env", "seed", "device", "verbose"}
     unknown = sorted(set(overrides) - accepted)
     if unknown:
         raise ValueError(f"{cls.__name__} has no argument {', '.join(unknown)}; valid: {', '.join(sorted(accepted))}")

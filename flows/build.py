@@ -205,6 +205,9 @@ def build_model(
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    steps = cfg.max_num_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"max_num_steps must be a positive integer or None, got {steps!r}")
     check_backend_options(cfg.solver_backend, cfg.solver, cfg.adjoint)
     if cfg.head_init not in HEAD_INITS:
         raise ValueError(f"unknown head_init {cfg.head_init!r}; valid: {', '.join(HEAD_INITS)}")

@@ -231,6 +231,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", dict(self.model))
         object.__setattr__(self, "device", check_device(self.device))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         for name, kind in _GROUPS.items():
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"EnvConfig.{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")

@@ -140,6 +140,20 @@ def test_device_flag_reaches_the_env_and_the_summary(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["args"]["device"] == "cpu"
 
 
+def test_an_env_without_a_device_setting_runs_on_the_cpu(tmp_path):
+    """The frozen benchmark's config has no device: the runner does not pass one."""
+    from agents.runner import env_has_device
+
+    assert env_has_device(DIGITS) and env_has_device(f"infocnf_env:{DIGITS}") and not env_has_device("Nope-v0")
+    frozen = "CNF-Frozen-8Gaussians-v0"
+    assert not env_has_device(frozen)
+    summary = fixed.main(["--env", frozen, "--iterations", "1", "--eval-every", "0", "--no-progress",
+                          "--no-tensorboard", "--out", str(tmp_path / "run"), "--env-kwargs", "hidden=4",
+                          "train_iterations=2", "train_batch_size=16", "pool_size=2", "batch_size=4",
+                          f"cache='{tmp_path / 'cache'}'"])
+    assert summary["env_device"] == "cpu"
+
+
 def test_device_default_is_cuda_when_available(tmp_path):
     summary = fixed.main(cli(tmp_path / "run"))
     assert summary["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -187,6 +201,13 @@ BAD = {
     "device disagreement": (("--device", "cpu"), ("device='meta'",),
                             r"^--device cpu and --env-kwargs device='meta' disagree"),
     "unknown device": (("--device", "gpu"), (), r"^unknown device 'gpu'; e\.g\. 'cpu', 'cuda'"),
+    "env seed -1": ((), ("seed=-1",), r"^seed must be an integer in \[0, 2\*\*32\), got -1$"),
+    "max_num_steps=0": ((), ("max_num_steps=0",), r"^max_num_steps must be a positive integer or None, got 0$"),
+}
+#: reinforce's own flags
+REINFORCE_BAD = {
+    "--gate-lr -1": (("--gate-lr", "-1"), r"^the gates' learning rate \(--gate-lr\) must be a positive number"),
+    "--gamma 2": (("--gamma", "2"), r"^the discount \(--gamma\) must be in \[0, 1\], got 2.0$"),
 }
 CUDA_BAD = {
     "--device cuda": (("--device", "cuda"), (), r"^device 'cuda' asked for, but CUDA is not available"),
@@ -210,6 +231,18 @@ def _check_one_line(tmp_path: Path, capsys, argv: list[str], pattern: str, main=
 def test_bad_input_is_one_line(tmp_path, capsys, case):
     flags, kwargs, pattern = BAD[case]
     _check_one_line(tmp_path, capsys, [*flags, *cli(tmp_path / "run"), *kwargs], pattern)
+
+
+@pytest.mark.parametrize("case", sorted(REINFORCE_BAD))
+def test_bad_reinforce_flags_are_one_line(tmp_path, capsys, case):
+    flags, pattern = REINFORCE_BAD[case]
+    _check_one_line(tmp_path, capsys, [*flags, *cli(tmp_path / "run")], pattern, main=reinforce.main)
+
+
+def test_sb3_algo_kwargs_error_lists_public_arguments_only(tmp_path):
+    with pytest.raises(ValueError, match="PPO has no argument n_step; valid: batch_size, ") as info:
+        sb3.main(cli(tmp_path / "run", "--algo", "ppo", "--algo-kwargs", "n_step=3"))
+    assert "_init_setup_model" not in str(info.value)
 
 
 @CUDA_MISSING
