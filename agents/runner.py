@@ -290,7 +290,9 @@ class Run:
             self.env_kwargs.setdefault("seed", args.seed)  # --seed also seeds the flow's initial weights
         self.args = args
         #: the device that runs the env's model (and an SB3 policy): --device, else env kwargs, else auto
-        self.device = device = resolve_device(args.device, self.env_kwargs.get("device"))
+        # a resumed run's --device replaces the device of its env kwargs
+        saved_device = None if args.resume and args.device is not None else self.env_kwargs.get("device")
+        self.device = device = resolve_device(args.device, saved_device)
         # an env whose config has no device (the frozen benchmark) runs on the CPU
         takes_device = env_has_device(args.env)
         self.env_device = device if takes_device else "cpu"

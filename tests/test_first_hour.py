@@ -154,6 +154,13 @@ def test_an_env_without_a_device_setting_runs_on_the_cpu(tmp_path):
     assert summary["env_device"] == "cpu"
 
 
+def test_a_resumed_run_may_change_its_device(tmp_path, capsys):
+    fixed.main(cli(tmp_path / "run"))
+    summary = fixed.main(["--resume", str(tmp_path / "run"), "--iterations", "2", "--device", "cpu"])
+    assert summary["iterations"] == 2 and summary["device"] == "cpu"
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"resuming run directory: {tmp_path / 'run'} ")
+
+
 def test_device_default_is_cuda_when_available(tmp_path):
     summary = fixed.main(cli(tmp_path / "run"))
     assert summary["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
