@@ -109,9 +109,9 @@ def env_id(name: str) -> str:
     return name.removeprefix(ID_PREFIX)
 
 
-def make_env(env_id_: str, env_kwargs: dict[str, Any]) -> gym.Env:
+def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     """``gymnasium.make`` with one clear error for an unknown id or keyword."""
-    env_id = env_id_.removeprefix(ID_PREFIX)
+    env_id = env_id.removeprefix(ID_PREFIX)
     if env_id not in gym.registry:
         known = sorted(k for k in gym.registry if k in infocnf_env.ENV_IDS)
         frozen = [k.removeprefix("CNF-Frozen-").removesuffix("-v0") for k in infocnf_env.FROZEN_IDS]
@@ -125,9 +125,9 @@ def make_env(env_id_: str, env_kwargs: dict[str, Any]) -> gym.Env:
         raise
 
 
-def env_has_device(env_id_: str) -> bool:
-    """Whether the registered config of ``env_id_`` takes a ``device`` (``False`` for an unknown id)."""
-    name = env_id(env_id_)
+def env_has_device(name: str) -> bool:
+    """Whether the registered config of id ``name`` takes a ``device`` (``False`` for an unknown id)."""
+    name = env_id(name)
     return name in gym.registry and hasattr(gym.spec(name).kwargs.get("config"), "device")
 
 
@@ -289,8 +289,8 @@ class Run:
             self.env_kwargs = parse_env_kwargs(args.env_kwargs)
             self.env_kwargs.setdefault("seed", args.seed)  # --seed also seeds the flow's initial weights
         self.args = args
-        #: the device that runs the env's model (and an SB3 policy): --device, else env kwargs, else auto
-        # a resumed run's --device replaces the device of its env kwargs
+        # the device of the env's model and an SB3 policy: --device, else the env kwargs' (which a
+        # resumed run's --device replaces), else CUDA when available
         saved_device = None if args.resume and args.device is not None else self.env_kwargs.get("device")
         self.device = device = resolve_device(args.device, saved_device)
         # an env whose config has no device (the frozen benchmark) runs on the CPU
