@@ -31,9 +31,13 @@ def arg(default: Any, help: str, **kwargs: Any) -> Any:
 class CommonArgs:
     """Flags shared by every agent CLI."""
 
-    env: str = arg("InfoCNF-Digits-v0", "registered environment id (see infocnf_env.ENV_IDS)")
-    seed: int = arg(0, "seed of the environment (initial flow weights, data order, noise; unless "
-                    "--env-kwargs seed=... is given) and of the agent")
+    env: str = arg("InfoCNF-Digits-v0", "registered environment id: a key of infocnf_env.ENV_IDS (the training-step "
+                   "ids) or of infocnf_env.FROZEN_IDS (CNF-Frozen-*-v0); README.md lists them; the "
+                   "'infocnf_env:' prefix is accepted")
+    seed: int = arg(0, "seed (0 <= seed < 2**32) of the run: the flow's initial weights (unless --env-kwargs "
+                    "seed=... is given), the first reset (data order, noise) and the agent")
+    device: str | None = arg(None, "torch device of the environment's model and of an SB3 policy: cpu, cuda, "
+                             "cuda:1 (default: cuda when available, else cpu); a resumed run may change it")
     iterations: int = arg(300, "flow training iterations (= episodes)")
     eval_every: int = arg(100, "evaluate on the test set at tol 1e-5 every N iterations (0: only at the end)")
     eval_batches: int | None = arg(None, "limit periodic evaluations to this many test batches (default: all; "

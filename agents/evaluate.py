@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"{run.config['env']} is not a flow environment; agents.evaluate evaluates flows")
     policy = load_policy(run.run_dir, run.env)
     batches = list(iterate_batches(run.env.task.data(args.split), args.batch_size))
+    print(f"evaluating {run.run_dir} on {len(batches)} {args.split} batches, with its policy and at tol {args.tol:g}",
+          file=sys.stderr, flush=True)
     result = {"run_dir": str(run.run_dir), "env": run.config["env"], "agent": run.config["agent"],
               "split": args.split, "batch_size": args.batch_size,
               "policy": evaluate_policy(run.env, batches, policy, args.seed),

@@ -1,7 +1,7 @@
 """REINFORCE with one gate per ODE block: the paper's tolerance learning (Section 3, Eq. 6-7).
 
-    python -m agents.reinforce --env InfoCNF-CIFAR10-v0
     python -m agents.reinforce --env InfoCNF-Digits-v0          # a few minutes on 2 CPU cores
+    python -m agents.reinforce --env InfoCNF-CIFAR10-v0 --env-kwargs data_root=DATA download=True
 
 The environment pays ``-(alpha / N) * NFE_i`` per block and ``-loss`` at the end, so the
 return-to-go of block i, ``G_i = sum_{j >= i} gamma^(j - i) r_j``, is the paper's
@@ -21,6 +21,7 @@ ranks that reached block i, so gates, optimizer and baseline stay identical on e
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -63,6 +64,10 @@ class ReinforceAgent(Agent):
         self.cnn_gates = isinstance(observation_space, gym.spaces.Dict)
         if action_dim not in (1, 2):
             raise ValueError(f"action_dim must be 1 (log10 tol) or 2 (log10 tol, log10 first step), got {action_dim}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"the gates' learning rate (--gate-lr) must be a positive number, got {lr}")
+        if not 0 <= gamma <= 1:
+            raise ValueError(f"the discount (--gamma) must be in [0, 1], got {gamma}")
         means: InitMean = init_mean if action_dim == 1 else [init_mean, DEFAULT_FIRST_STEP_INIT_MEAN]
         with torch.random.fork_rng(devices=[]):  # initial weights from `seed`, not the global RNG state
             torch.manual_seed(seed)

@@ -50,6 +50,7 @@ from agents.run_dir import (
 from flows import EVAL_TOL, SolverError
 from infocnf_env.benchmark import BenchmarkEnv
 from infocnf_env.checkpoint import CheckpointError, save_checkpoint
+from infocnf_env.config import check_device
 
 A = TypeVar("A", bound=CommonArgs)
 
@@ -100,8 +101,18 @@ class Agent:
         """Restore :meth:`rank_state_dict`; ``None`` when the checkpoint holds none for this rank."""
 
 
+#: ``gymnasium.make``'s module prefix of the ids (``"infocnf_env:InfoCNF-Digits-v0"``).
+ID_PREFIX = "infocnf_env:"
+
+
+def env_id(name: str) -> str:
+    """A registered id as the CLIs take it, with or without the ``infocnf_env:`` prefix."""
+    return name.removeprefix(ID_PREFIX)
+
+
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     """``gymnasium.make`` with one clear error for an unknown id or keyword."""
+    env_id = env_id.removeprefix(ID_PREFIX)
     if env_id not in gym.registry:
         known = sorted(k for k in gym.registry if k in infocnf_env.ENV_IDS)
         frozen = [k.removeprefix("CNF-Frozen-").removesuffix("-v0") for k in infocnf_env.FROZEN_IDS]
@@ -115,6 +126,12 @@ def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
         if "unexpected keyword" in str(err):
             raise ValueError(f"unknown env kwarg for {env_id}: {err}") from None
         raise
+
+
+def env_has_device(name: str) -> bool:
+    """Whether the registered config of id ``name`` takes a ``device`` (``False`` for an unknown id)."""
+    name = env_id(name)
+    return name in gym.registry and hasattr(gym.spec(name).kwargs.get("config"), "device")
 
 
 class RunLogger:
@@ -177,7 +194,18 @@ _OPENED_RUN_DIR: Path | None = None
 
 #: Flags a resumed run may change (recorded in its ``config.json``); every other flag is fixed
 #: by the run's own ``config.json``.
-CHANGEABLE_ON_RESUME = frozenset({"iterations", "progress", "resume"})
+CHANGEABLE_ON_RESUME = frozenset({"iterations", "progress", "resume", "device"})
+
+
+def resolve_device(flag: str | None, env_kwarg: Any = None) -> str:
+    """The device of a run: ``--device``, else ``--env-kwargs device=...``, else CUDA when
+    available, else CPU; one ``ValueError`` for an unknown or unavailable device."""
+    if flag is not None and env_kwarg is not None and str(env_kwarg) != flag:
+        raise ValueError(f"--device {flag} and --env-kwargs device={env_kwarg!r} disagree: give one of them")
+    requested = flag if flag is not None else env_kwarg
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return check_device(requested)
 
 
 class RunInterrupted(Exception):
@@ -198,6 +226,8 @@ def check_common_args(args: CommonArgs) -> None:
         raise ValueError(f"--eval-batches must be positive, got {args.eval_batches}")
     if args.resume and args.out:
         raise ValueError("--out names a new run and --resume an existing one: give one of them")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be an integer in [0, 2**32), got {args.seed}")
 
 
 def resolve_args(args: A, family: str) -> A:
@@ -209,6 +239,7 @@ def resolve_args(args: A, family: str) -> A:
     refused. ``family`` is the CLI (``fixed``, ``reinforce``, ``sb3``): a run of another CLI
     is refused.
     """
+    args = dataclasses.replace(args, env=env_id(args.env))
     if not args.resume:
         return args
     saved = read_config(Path(args.resume))
@@ -247,6 +278,7 @@ class Run:
 
     def __init__(self, agent_name: str, args: CommonArgs, extra_config: dict | None = None):
         check_common_args(args)
+        args = dataclasses.replace(args, env=env_id(args.env))
         self.agent_name = agent_name
         self.extra_config = dict(extra_config or {})
         self.resumed: dict | None = None
@@ -263,10 +295,16 @@ class Run:
             self.env_kwargs = parse_env_kwargs(args.env_kwargs)
             self.env_kwargs.setdefault("seed", args.seed)  # --seed also seeds the flow's initial weights
         self.args = args
-        device = str(self.env_kwargs.get("device", "cpu"))
+        # the device of the env's model and an SB3 policy: --device, else the env kwargs' (which a
+        # resumed run's --device replaces), else CUDA when available
+        saved_device = None if args.resume and args.device is not None else self.env_kwargs.get("device")
+        self.device = device = resolve_device(args.device, saved_device)
+        # an env whose config has no device (the frozen benchmark) runs on the CPU
+        takes_device = env_has_device(args.env)
+        self.env_device = device if takes_device else "cpu"
+        on_device = {"device": distributed.local_device(device)} if takes_device else {}
         # validates id and kwargs before any file is written (and before joining a process group)
-        self.env = make_env(args.env, {**self.env_kwargs, **({"device": distributed.local_device(device)}
-                                                              if "device" in self.env_kwargs else {})})
+        self.env = make_env(args.env, {**self.env_kwargs, **on_device})
         if distributed.init_from_env(device):
             self.env.unwrapped.distribute(distributed.rank(), distributed.world_size())
         self.is_main_rank = distributed.is_main()
@@ -301,6 +339,9 @@ class Run:
         if self.is_main_rank:
             for note in self.notes:
                 print(note, file=sys.stderr)
+            verb = "resuming run directory" if self.saved_config is not None else "run directory"
+            print(f"{verb}: {self.run_dir} ({self.args.env}, {self.agent_name}, device {self.env_device})",
+                  file=sys.stderr, flush=True)
         self.logger = RunLogger(self.run_dir, self.args.tensorboard, enabled=self.is_main_rank,
                                 first_step=self.iteration + 1)
         self._handle_signals()
@@ -456,6 +497,9 @@ class Run:
         ``agents.evaluate`` reads it, scored on the task's held-out test pool.
         """
         benchmark = isinstance(self.env.unwrapped, BenchmarkEnv)
+        if self.is_main_rank and self.args.progress:
+            what = "the run's policy on the test pool" if benchmark else f"test evaluation at tol {EVAL_TOL:g}"
+            print(f"final {what} ({self.iteration} iterations done)", file=sys.stderr, flush=True)
         test = self.evaluate(None) if self.is_main_rank and not benchmark else None
         self.checkpoint(agent)
         if benchmark:
@@ -482,6 +526,7 @@ class Run:
             "solver_failures": sum(1 for r in records if "solver_error" in r),
             "skipped_updates": sum(1 for r in records if r.get("skipped_update") is True),
             "wall_s": round(self.wall_time, 2),
+            "device": self.device, "env_device": self.env_device, "run_dir": str(self.run_dir),
         }
         if distributed.is_distributed():  # checked equal by the final checkpoint
             summary.update(world_size=distributed.world_size(), rank_checksums=self.rank_checksums)
@@ -525,9 +570,16 @@ def print_summary(summary: dict) -> None:
         ("reference NFE / iter (apart)", _fmt(summary.get("train_nfe_reference_mean"))),
         ("mean log10 tol (last 10%)", _fmt(summary["mean_log10_tol_last"], 2)),
         ("wall time [s]", summary["wall_s"]),
+        ("device", _device_row(summary)),
+        ("run directory", summary.get("run_dir", "n/a")),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+
+
+def _device_row(summary: dict) -> str:
+    device, env_device = summary.get("device", "n/a"), summary.get("env_device")
+    return device if env_device in (None, device) else f"{device} (environment: {env_device})"
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:

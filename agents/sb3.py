@@ -26,8 +26,11 @@ algorithm's hyperparameters are per environment as SB3 defines them (a PPO rollo
 Checkpoints: ``checkpoint.pt`` holds the environment's state like every agent's, plus the SB3
 model as SB3's own ``save`` writes it (and, for off-policy algorithms, its replay buffer) and
 the random states SB3 samples from; ``sb3_model.zip`` beside it is the same model for SB3's
-own tools. The SB3 parts are pickled formats that SB3 loads: resume only run directories you
-trust.
+own tools. That model acts in [-1, 1], not in log10(tol): on a plain ``gymnasium.make`` env
+it needs ``RescaleAction(env, -1, 1)``, or :func:`load_policy` (actions in the env's own
+units). The file says so itself: ``PPO.load(...).action_rescale`` (also in the zip's
+``data`` entry) holds the wrapper and the env's bounds. The SB3 parts are pickled formats that
+SB3 loads: resume only run directories you trust.
 
 Resume is not bit-exact for SB3 agents (``fixed`` and ``reinforce`` are): SB3's ``learn``
 loop keeps state between episodes that its ``save`` does not hold, the on-policy algorithms'
@@ -68,6 +71,64 @@ from infocnf_env.checkpoint import CheckpointError
 ALGOS = ("ppo", "sac", "a2c", "td3")
 #: The latest checkpoint's SB3 model as SB3's own ``save`` writes it, beside ``checkpoint.pt``.
 EXPORT = "sb3_model.zip"
+#: Attribute of the SB3 model (saved in the zip's ``data``, restored by ``ALGO.load``) that
+#: states the action scaling the model was trained with (:func:`action_rescale`).
+RESCALE_ATTR = "action_rescale"
+
+
+def action_rescale(env: gym.Env) -> dict[str, Any]:
+    """What an SB3 model trained here needs to act on ``env``: its actions lie in [-1, 1] and
+    ``gymnasium.wrappers.RescaleAction(env, -1.0, 1.0)`` maps them linearly onto the env's
+    bounds (log10 tol, and log10 first step in the ``tol_first_step`` mode)."""
+    return {"wrapper": "gymnasium.wrappers.RescaleAction", "min_action": -1.0, "max_action": 1.0,
+            "env_low": [float(v) for v in env.action_space.low], "env_high": [float(v) for v in env.action_space.high],
+            "note": "the model acts in [-1, 1]; wrap the env in RescaleAction(env, -1.0, 1.0) or use "
+                    "agents.sb3.load_policy(run_dir), whose actions are in the env's units"}
+
+
+class EnvUnitsPolicy:
+    """A saved SB3 model whose actions are in the env's own units (log10 tol), as the env takes them.
+
+    ``predict`` has SB3's signature; the model's action in [-1, 1] is clipped and mapped
+    linearly onto ``[env_low, env_high]``, as ``RescaleAction`` does in training.
+    """
+
+    def __init__(self, model: Any, low: Any, high: Any):
+        self.model = model
+        self.low = np.asarray(low, dtype=np.float64)
+        self.high = np.asarray(high, dtype=np.float64)
+
+    def predict(self, observation: Any, deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        action, state = self.model.predict(observation, deterministic=deterministic)
+        unit = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        return (self.low + (unit + 1.0) * (self.high - self.low) / 2.0).astype(np.float32), state
+
+    def __call__(self, observation: Any) -> np.ndarray:
+        """The deterministic action in the env's units."""
+        return self.predict(observation, deterministic=True)[0]
+
+
+def load_policy(run_dir: str | Path, device: str = "cpu") -> EnvUnitsPolicy:
+    """The SB3 policy of a run directory (``sb3_model.zip``), acting in the env's own units.
+
+    The bounds come from the file's ``action_rescale``; a file written without it takes them
+    from the run's env (its ``config.json``).
+    """
+    run_dir = Path(run_dir)
+    config_path, export = run_dir / "config.json", run_dir / EXPORT
+    for path in (config_path, export):
+        if not path.exists():
+            raise FileNotFoundError(f"{run_dir} is not a run directory of agents.sb3: {path.name} is missing")
+    config = json.loads(config_path.read_text())
+    if not str(config.get("agent", "")).startswith("sb3-"):
+        raise ValueError(f"{run_dir} is a run of {config.get('agent')!r}, not of agents.sb3")
+    model = algo_class(config["algo"]).load(export, device=device)
+    rescale = getattr(model, RESCALE_ATTR, None)
+    if rescale is None:
+        env = make_env(config["env"], {k: v for k, v in config["env_kwargs"].items() if k != "device"})
+        rescale = action_rescale(env)
+        env.close()
+    return EnvUnitsPolicy(model, rescale["env_low"], rescale["env_high"])
 
 
 def algo_class(name: str) -> Any:
@@ -115,8 +176,12 @@ def algo_overrides(cls: Any, pairs: list[str]) -> dict[str, Any]:
     import inspect
 
     overrides = parse_kwargs(pairs, "algo kwarg")
-    # set by this CLI: policy and env, seed (--seed), device (the policies are small MLPs: CPU)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "policy", "env", "seed", "device", "verbose"}
+    for name, flag in (("device", "--device"), ("seed", "--seed")):
+        if name in overrides:
+            raise ValueError(f"{name} is set by {flag}, not --algo-kwargs")
+    # set by this CLI: policy and env, seed (--seed), device (--device)
+    accepted = {name for name in inspect.signature(cls.__init__).parameters if not name.startswith("_")}
+    accepted -= {"self", "policy", "env", "seed", "device", "verbose"}
     unknown = sorted(set(overrides) - accepted)
     if unknown:
         raise ValueError(f"{cls.__name__} has no argument {', '.join(unknown)}; valid: {', '.join(sorted(accepted))}")
@@ -139,8 +204,9 @@ class SB3Agent(Agent):
     """
 
     def __init__(self, model: Any, off_policy: bool, export_dir: Path | None = None,
-                 other_envs: list[gym.Env] | None = None):
+                 other_envs: list[gym.Env] | None = None, device: str = "cpu"):
         self.model = model
+        self.device = device
         self.off_policy = off_policy
         self.export_dir = export_dir
         self.other_envs = list(other_envs or [])
@@ -166,7 +232,10 @@ class SB3Agent(Agent):
         cls = type(self.model)
         env = self.model.get_env()
         logger = self.model.logger
-        self.model = cls.load(io.BytesIO(state["model"].numpy().tobytes()), env=env, device="cpu")
+        rescale = getattr(self.model, RESCALE_ATTR, None)
+        self.model = cls.load(io.BytesIO(state["model"].numpy().tobytes()), env=env, device=self.device)
+        if rescale is not None:  # (a checkpoint written without it)
+            setattr(self.model, RESCALE_ATTR, rescale)
         self.model.set_logger(logger)
         if self.off_policy:
             self.model.load_replay_buffer(io.BytesIO(state["replay_buffer"].numpy().tobytes()))
@@ -334,11 +403,13 @@ def main(argv: list[str] | None = None) -> dict:
         kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), np.full(dim, args.action_noise))
     venv = training_envs([env, *other_envs], args.normalize_reward, kwargs.get("gamma", 0.99))
     # SB3 seeds env i's first reset with seed + i (VecEnv.seed)
-    model = cls(policy, venv, seed=args.seed, verbose=0, device="cpu", **kwargs)
+    model = cls(policy, venv, seed=args.seed, verbose=0, device=run.device, **kwargs)
+    setattr(model, RESCALE_ATTR, action_rescale(env))  # saved with the model: it acts in [-1, 1]
     # Our metrics go through Run; left without a logger, SB3 makes an empty folder in the temp
     # directory on every learn().
     model.set_logger(Logger(folder=None, output_formats=[]))
-    agent = SB3Agent(model, off_policy=args.algo in ("sac", "td3"), export_dir=run.run_dir, other_envs=other_envs)
+    agent = SB3Agent(model, off_policy=args.algo in ("sac", "td3"), export_dir=run.run_dir, other_envs=other_envs,
+                     device=run.device)
     try:
         run.open()
         run.restore(agent)

@@ -202,11 +202,18 @@ def build_model(
 
     Raises:
         ValueError: unknown head, head_init, architecture, solver, backend, adjoint norm or option; a solver
-            or adjoint the backend lacks; bad shape or ratio.
+            or adjoint the backend lacks; bad shape or ratio; a width or count below 1.
     """
     cfg = FlowConfig.from_kwargs(**config)
     if not (isinstance(cfg.error_weight, (int, float)) and 0 <= cfg.error_weight < math.inf):
         raise ValueError(f"error_weight must be a finite number >= 0, got {cfg.error_weight!r}")
+    for name in ("hidden", "num_layers", "flows_per_scale", "num_blocks"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    steps = cfg.max_num_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"max_num_steps must be a positive integer or None, got {steps!r}")
     check_backend_options(cfg.solver_backend, cfg.solver, cfg.adjoint)
     check_adjoint_norm(cfg.adjoint_norm)
     if cfg.head_init not in HEAD_INITS:

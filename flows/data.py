@@ -70,8 +70,8 @@ class LabelledData:
 
 def _missing(name: str, root: str | None, folder: str) -> FileNotFoundError:
     return FileNotFoundError(
-        f"{name} was not found under data root {root!r}. Pass download=True where the network "
-        f"allows, or place the extracted '{folder}' folder inside that root."
+        f"{name} was not found under data root {root!r}. Pass download=True (command line: --env-kwargs "
+        f"download=True) where the network allows, or place the extracted '{folder}' folder inside that root."
     )
 
 
@@ -134,8 +134,9 @@ def _torchvision(name: str, split: str, root: str | None, download: bool) -> tup
     import torchvision
 
     if root is None:
-        raise ValueError(f"dataset {name!r} needs a data root "
-                         "(data_root=... in the env kwargs, root=... in flows.data)")
+        raise ValueError(f"dataset {name!r} needs a data root: data_root='DIR' in the env kwargs (command line: "
+                         "--env-kwargs data_root=DIR download=True; download=True fetches the data where the "
+                         "network allows), root=... in flows.data")
     cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST}[name]
     folder = {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw"}[name]
     guard = _DownloadGuard(root, folder.split("/")[0]) if download else None

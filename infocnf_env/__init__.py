@@ -21,9 +21,13 @@ from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv
 from infocnf_env.ode_env import ODEConfig, ODETaskEnv
 from infocnf_env.spiral_task import SpiralTask
 from infocnf_env.tasks import FlowTask, Task
+from infocnf_env.threads import single_thread_after_fork
 from infocnf_env.training_env import TASKS, TrainingStepEnv
 
 TASKS["spirals"] = SpiralTask
+#: make_vec(..., vectorization_mode="async") forks workers: torch runs on one thread in each
+#: (infocnf_env.threads), so every id registered here can be vectorised asynchronously.
+single_thread_after_fork()
 
 _ENTRY = "infocnf_env.training_env:TrainingStepEnv"
 

@@ -38,13 +38,17 @@ class BlockAction:
 
 
 def check_bounds(name: str, bounds: Any) -> tuple[float, float]:
-    """``(low, high)`` as floats, or one ``ValueError`` unless they are finite with low < high."""
+    """``(low, high)`` as floats, or one ``ValueError`` unless they are finite with low < high
+    <= 0: log10 of a tolerance or of a fraction of the time span, neither of which exceeds 1."""
     try:
         low, high = (float(b) for b in bounds)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be two numbers (low, high), got {bounds!r}") from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"{name} must be finite log10 values with low < high, got {bounds!r}")
+    if high > 0:
+        raise ValueError(f"{name} must be <= 0 (log10 of a value at most 1), got {bounds!r}; "
+                         "e.g. (-8, -2) for tolerances from 1e-8 to 1e-2")
     return low, high
 
 

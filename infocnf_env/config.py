@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from infocnf_env.actions import ACTION_MODES, DEFAULT_FIRST_STEP_BOUNDS, check_bounds
 
 #: log10 bounds of the tolerance action: loose enough to save NFE, tight enough that a policy
@@ -33,6 +35,23 @@ DEFAULT_TOL_BOUNDS = (-8.0, -2.0)
 DEFAULT_MAX_NUM_STEPS = 1000
 OBS_MODES = ("vector", "features")
 GAP_SIDES = ("one", "two")
+
+
+def check_device(device: Any) -> str:
+    """``device`` as a string, or one ``ValueError`` if torch does not know it or this machine lacks it."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; e.g. 'cpu', 'cuda', 'cuda:1'") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine; use 'cpu'")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but MPS is not available on this machine; use 'cpu'")
+    return str(parsed)
 
 
 def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -171,9 +190,6 @@ class SpaceConfig:
         object.__setattr__(self, "first_step_bounds", check_bounds("first_step_bounds", self.first_step_bounds))
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"unknown action_mode {self.action_mode!r}; valid modes: {', '.join(ACTION_MODES)}")
-        if self.first_step_bounds[1] > 0:
-            raise ValueError(f"first_step_bounds must be <= 0 (a fraction of the time span), "
-                             f"got {self.first_step_bounds}")
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; valid modes: {', '.join(OBS_MODES)}")
         _positive_int("feature_samples", self.feature_samples)
@@ -196,7 +212,9 @@ class EnvConfig:
         data, optim, reward, spaces: the groups above.
         checkpoint: a file written by ``TrainingStepEnv.save`` to start from.
         device: torch device of the model and the batches.
-        seed: seed of the initial weights, the data order and the solver noise.
+        seed: seed of the initial weights. The data order and the solver noise follow
+            ``reset(seed=...)`` (Gymnasium's convention): a seeded reset reproduces them, the
+            first unseeded reset draws them from fresh entropy.
     """
 
     head: str = "infocnf"
@@ -212,6 +230,9 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", dict(self.model))
+        object.__setattr__(self, "device", check_device(self.device))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         for name, kind in _GROUPS.items():
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"EnvConfig.{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")

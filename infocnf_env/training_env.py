@@ -65,7 +65,9 @@ class TrainingStepEnv(gym.Env):
     solve's NFE, which is not part of the NFE cost.
 
     ## Starting State
-    A fresh mini-batch from the seeded training stream; block 0's input.
+    A fresh mini-batch from the training stream; block 0's input. Seeding follows Gymnasium
+    (:meth:`reset`): ``reset(seed=s)`` reproduces the data order and noise, unseeded instances
+    differ; the initial weights come from the config's ``seed``.
 
     ## Episode End
     Terminated after the last block. Truncated when a solve fails (step-size underflow, the
@@ -114,6 +116,8 @@ class TrainingStepEnv(gym.Env):
         self.skipped_updates = 0
         self.solver_failures = 0
         self._generator = torch.Generator(device=self.task.device).manual_seed(config.seed)
+        # whether reset() or a loaded state has set the data order and noise (see reset())
+        self._stream_seeded = False
         self.rank, self.world_size = 0, 1  # see distribute()
         self._state: Any = None
         self._batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -167,11 +171,21 @@ class TrainingStepEnv(gym.Env):
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Observation, dict[str, Any]]:
+        """A new episode: the next mini-batch of the training stream (Gymnasium's seeding).
+
+        ``reset(seed=s)`` restarts the data order and the solver noise from ``s``: the same
+        ``s`` gives the same episodes. The first ``reset()`` without a seed (and without a
+        loaded state) starts them from fresh entropy, so unseeded instances (the sub-envs of
+        ``gymnasium.make_vec``, two ``gymnasium.make``) differ. The initial weights come from
+        the config's ``seed`` either way.
+        """
         super().reset(seed=seed)
-        if seed is not None:
+        if seed is not None or (not self._stream_seeded and self.world_size == 1):
+            # np_random: seeded from `seed`, or from OS entropy when none was ever given
             self.task.reseed(int(self.np_random.integers(2**31 - 1)))
             self._generator.manual_seed(int(self.np_random.integers(2**31 - 1)))
             self._split_generator()
+            self._stream_seeded = True
         self._set_lr()
         x, y = self.task.next_batch()
         self._batch = (x, y, self._generator.get_state())
@@ -378,6 +392,7 @@ class TrainingStepEnv(gym.Env):
         self.optimizer.load_state_dict(state["optimizer"])
         self.task.load_state_dict(state["task"])
         self._generator.set_state(state["generator"])
+        self._stream_seeded = True
         counters = state["counters"]
         self.iteration = int(counters["iteration"])
         self.skipped_updates = int(counters["skipped_updates"])

@@ -1,6 +1,11 @@
-"""Plots of the ``runs.reproduce`` studies, drawn from their JSON alone.
+"""Plots of the ``runs.reproduce`` studies, drawn from their JSON alone, and of run directories.
 
     python -m runs.plots runs/results/digits-table.json [--out PNG]
+    python -m runs.plots RUN_DIR [--out PNG]                 # RUN_DIR/curves.png
+    python -m runs.plots --compare RUN_DIR RUN_DIR [--out PNG]
+
+A run directory (what ``agents.*`` write) gets its training curves: loss, bits/dim, NFE,
+per-block tolerances (:mod:`runs.run_curves`).
 
 Every study's figure is a function of its result dict (see :data:`PLOTTERS`), so a figure
 can be redrawn from the JSON without rerunning anything. Matplotlib with the Agg backend.
@@ -450,25 +455,42 @@ def load_study(path: Path) -> dict:
             got = f"{what} with keys {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
         else:
             got = f"a JSON {type(result).__name__}"
+        hint = f"; a run's curves: python -m runs.plots {str(path.parent)!r}" if "summary" in got else ""
         raise ValueError(f"{str(path)!r} is not a study result: expected a STUDY.json written by runs.reproduce "
-                         f"(keys study, rows, ...), got {got}")
+                         f"(keys study, rows, ...), got {got}{hint}")
     if result["study"] not in PLOTTERS:
         raise ValueError(f"no plot for study {result['study']!r}; valid: {', '.join(PLOTTERS)}")
     return result
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("json", type=Path, help="a study's JSON written by runs.reproduce (runs/results/STUDY.json)")
-    parser.add_argument("--out", type=Path, default=None, help="PNG path (default: next to the JSON)")
+    from runs import run_curves
+
+    parser = argparse.ArgumentParser(prog="python -m runs.plots", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json", type=Path, nargs="?", default=None,
+                        help="a study's JSON written by runs.reproduce (runs/results/STUDY.json), or a run directory")
+    parser.add_argument("--compare", type=Path, nargs="+", default=None, metavar="RUN_DIR",
+                        help="overlay the curves of these run directories")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="PNG path (default: next to the JSON; RUN_DIR/curves.png; compare.png beside the "
+                             "first compared run)")
     args = parser.parse_args(argv)
     try:
-        result = load_study(args.json)
+        if args.compare is not None:
+            dirs = ([args.json] if args.json is not None else []) + args.compare
+            out = run_curves.plot_compare(dirs, args.out)
+        elif args.json is None:
+            raise ValueError("give a study's JSON, a run directory or --compare RUN_DIR ...")
+        elif args.json.is_dir():
+            out = run_curves.plot_run(args.json, args.out)
+        else:
+            result = load_study(args.json)
+            out = args.out or args.json.with_suffix(".png")
+            plot(result["study"], result, out)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    out = args.out or args.json.with_suffix(".png")
-    plot(result["study"], result, out)
     print(f"wrote {out}")
 
 

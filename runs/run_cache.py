@@ -78,6 +78,7 @@ class Arm:
     def argv(self, run_dir: Path, resume: bool = False) -> list[str]:
         argv = ["--env", self.env, "--seed", str(self.seed), "--iterations", str(self.iterations),
                 "--eval-every", str(self.eval_every), "--checkpoint-every", "50", "--no-progress", "--no-tensorboard",
+                "--device", "cpu",  # the studies are CPU-sized and their committed figures were measured there
                 *self.agent_args]
         argv += ["--resume", str(run_dir)] if resume else ["--out", str(run_dir)]
         if self.env_kwargs and not resume:

@@ -158,7 +158,7 @@ def test_plots_given_a_run_summary_says_it_is_not_a_study(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err == (f"error: {str(summary)!r} is not a study result: expected a STUDY.json written by "
                             "runs.reproduce (keys study, rows, ...), got a run's summary.json with keys agent, env, "
-                            "iterations, seed, test\n")
+                            f"iterations, seed, test; a run's curves: python -m runs.plots {str(tmp_path)!r}\n")
     assert captured.out == "" and not summary.with_suffix(".png").exists()
 
 

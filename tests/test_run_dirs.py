@@ -39,6 +39,7 @@ from infocnf_env.checkpoint import CheckpointError, load_checkpoint
 def test_out_of_an_existing_run_is_refused_and_nothing_changes(tmp_path, capsys):
     run = tmp_path / "run"
     fixed.main(cli(run, "--tol", "1e-4", "--eval-every", "0"))
+    capsys.readouterr()  # the run's own output (its run directory, its summary)
     before = snapshot(run)
     for main, extra in ((reinforce.main, ()), (fixed.main, ("--tol", "1e-3")), (fixed.main, ("--tol=0",))):
         with pytest.raises(SystemExit) as exit_info:
