@@ -102,8 +102,9 @@ def _parser(cls: type, description: str | None, argument_default: Any = None) ->
         if f.metadata.get("positional"):
             parser.add_argument(f.name, nargs="?", default=default, help=help_text, type=_scalar_type(kind),
                                 metavar=f.name.upper())
-        elif kind is bool and f.name.startswith("no_"):
-            # a plain switch: BooleanOptionalAction would read "--no-x" as "x off", i.e. no_x=False
+        elif kind is bool and (f.name.startswith("no_") or default is False):
+            # a plain switch (off unless given): BooleanOptionalAction would read "--no-x" as "x off",
+            # i.e. no_x=False, and print an "(default: False)" that says nothing
             parser.add_argument(name, default=default, help=help_text, action="store_true")
         elif kind is bool:
             parser.add_argument(name, default=default, help=help_text, action=argparse.BooleanOptionalAction)

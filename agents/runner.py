@@ -114,18 +114,37 @@ def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     """``gymnasium.make`` with one clear error for an unknown id or keyword."""
     env_id = env_id.removeprefix(ID_PREFIX)
     if env_id not in gym.registry:
-        known = sorted(k for k in gym.registry if k in infocnf_env.ENV_IDS)
-        frozen = [k.removeprefix("CNF-Frozen-").removesuffix("-v0") for k in infocnf_env.FROZEN_IDS]
-        known.append("CNF-Frozen-{" + ",".join(frozen) + "}-v0")
-        ode = [k.removeprefix("ODE-").removesuffix("-v0") for k in infocnf_env.ODE_IDS]
-        known.append("ODE-{" + ",".join(ode) + "}-v0")
-        raise ValueError(f"unknown env id {env_id!r}; registered ids: {', '.join(known)}")
+        ids = [*infocnf_env.ENV_IDS, *infocnf_env.FROZEN_IDS, *infocnf_env.ODE_IDS]
+        raise ValueError(f"unknown env id {env_id!r}; registered ids: {', '.join(compact_ids(ids))}")
     try:
         return gym.make(env_id, **env_kwargs)
     except TypeError as err:
         if "unexpected keyword" in str(err):
             raise ValueError(f"unknown env kwarg for {env_id}: {err}") from None
         raise
+
+
+def compact_ids(ids: list[str]) -> list[str]:
+    """Ids that differ in one dash-separated part, written once: ``{InfoCNF,CCNF}-Digits-v0``,
+    ``ODE-{Kepler,Lorenz}-v0``."""
+    out: list[str] = []
+    pending = list(ids)
+    while pending:
+        parts = pending[0].split("-")
+        best: list[str] = [pending[0]]
+        best_at = 0
+        for at in range(len(parts)):
+            same = [i for i in pending if len(i.split("-")) == len(parts)
+                    and i.split("-")[:at] + i.split("-")[at + 1:] == parts[:at] + parts[at + 1:]]
+            if len(same) > len(best):
+                best, best_at = same, at
+        if len(best) == 1:
+            out.append(best[0])
+        else:
+            choices = "{" + ",".join(i.split("-")[best_at] for i in best) + "}"
+            out.append("-".join(parts[:best_at] + [choices] + parts[best_at + 1:]))
+        pending = [i for i in pending if i not in best]
+    return out
 
 
 def env_has_device(name: str) -> bool:

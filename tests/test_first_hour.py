@@ -156,7 +156,8 @@ def test_an_env_without_a_device_setting_runs_on_the_cpu(tmp_path):
     assert not env_has_device(frozen)
     summary = fixed.main(["--env", frozen, "--iterations", "1", "--eval-every", "0", "--no-progress",
                           "--no-tensorboard", "--out", str(tmp_path / "run"), "--env-kwargs", "hidden=4",
-                          "train_iterations=2", "train_batch_size=16", "pool_size=2", "batch_size=4",
+                          "train_iterations=2", "train_batch_size=16", "train_pool_size=2", "test_pool_size=1",
+                          "batch_size=4",
                           f"cache='{tmp_path / 'cache'}'"])
     assert summary["env_device"] == "cpu"
 

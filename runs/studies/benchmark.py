@@ -208,7 +208,7 @@ def task_results(ctx: Context) -> list[dict]:
             results.append({
                 "task": task, "action_mode": mode, "alpha": env.config.reward.alpha,
                 "error_weight": env.config.reward.error_weight,
-                "nfe_per_block_at_1e-5": env.score(_as_action((1e-5, None)), "test")["nfe"] / env.num_blocks,
+                "nfe_per_block_at_1e-5": env.score(env.constant_action(1e-5), "test")["nfe"] / env.num_blocks,
                 "reference_nfe_mean": float(np.mean(env.reference_nfe["test"])),
                 "loosest_action": base["front"][-1],
                 "gap_fraction": ratio(gap, abs(base["best_constant_reward"])),
