@@ -13,7 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -68,7 +68,3 @@ def cached(path: Path, build: Callable[[], T], *, what: str, log: Callable[[str]
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def load_any(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
