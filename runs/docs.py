@@ -847,15 +847,28 @@ def leaderboard(res: Res) -> str:
     verdicts = []
     for v in d["targets"]["tasks"]:
         saving = v["best_nfe_saving_at_equal_error"]
+        met_saving = saving is not None and saving >= th["nfe_saving_at_equal_error"]
+        families = ("no worse than the best constant on every family" if v["best_no_worse_on_every_family"]
+                    else "worse than the best constant on at least one family (table below)")
         verdicts.append(
             f"{v['task']}: room {100 * v['gap_fraction']:.1f}% of the best schedule's reward (target "
             f"{100 * th['gap_fraction']:.0f}%: {'met' if v['gap_met'] else 'not met'}); the best agent, "
             f"{v['best_agent']}, closes {cell(v, 'best_gap_closed', 2)} of it (target {th['gap_closed']}: "
-            f"{'met' if v['gap_closed_met'] else 'not met'}), is "
-            f"{'no worse than' if v['best_no_worse_on_every_family'] else 'worse than'} the best constant on every "
-            f"family, and saves {'n/a' if saving is None else pct(saving)} NFE at equal mean error (target "
-            f"{100 * th['nfe_saving_at_equal_error']:.0f}%). Agents beating the best constant on the test pool: "
+            f"{'met' if v['gap_closed_met'] else 'not met'}), is {families}, and saves "
+            f"{'n/a' if saving is None else pct(saving)} NFE against the cheapest constant at least as accurate "
+            f"on average (target {100 * th['nfe_saving_at_equal_error']:.0f}%: {'met' if met_saving else 'not met'}). "
+            f"Agents beating the best constant on the test pool: "
             f"{', '.join(v['agents_beating_best_constant']) or 'none'}.")
+    per_family = []
+    for t in d["tasks"]:
+        names = sorted(t["best_constant_per_family"])
+        per_family += [f"| {t['task']} | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
+        shown = [("best_constant", t["best_constant_per_family"])] + [
+            (row["agent"], row["per_family"]) for row in d["rows"]
+            if row["task"] == t["task"] and "per_family" in row and row["agent"] != "best_constant"]
+        for name, fam in shown:
+            per_family.append(f"| {name} | " + " | ".join(
+                f"{fam[f]['reward']:.1f} ({fam[f]['nfe']:.0f} NFE, {fam[f]['error']:.1e})" for f in names) + " |")
     t = d["tasks"][0]
     r = t["reward"]
     return "\n\n".join([figure("leaderboard"), f"""\
@@ -864,7 +877,9 @@ solved in {t['segments']} segments, reward -{r['alpha']:g} x NFE per segment - {
 of relative error above {r['error_target']:g}. Baselines chosen on the training pool; every figure on the held-out \
 test pool. Agents: {', '.join(cfg['agents'])}, {len(d['seeds'])} seeds, {cfg['agent_episodes']} training episodes \
 each, flags from `agents/hyperparams/benchmark.json` (not tuned). gap closed = (row - best schedule) / \
-(oracle - best schedule).""", "\n".join(lines), table(d, "leaderboard"), bullets(verdicts)])
+(oracle - best schedule).""", "\n".join(lines), table(d, "leaderboard"), bullets(verdicts),
+                         "Per family, on the test pool: mean reward (NFE per episode, mean error); agents pooled over "
+                         "seeds.", "\n".join(per_family)])
 
 
 def benchmarks(res: Res) -> str:
