@@ -469,10 +469,21 @@ def test_resume_with_another_env_or_agent_raises(tmp_path):
 
 
 # ---------------------------------------------------------------------- input errors
-def test_make_env_unknown_id():
-    with pytest.raises(ValueError, match="unknown env id 'InfoCNF-Nope-v0'") as err:
+def test_make_env_unknown_id_lists_every_registered_id():
+    import re
+
+    import infocnf_env
+
+    with pytest.raises(ValueError, match="unknown env id 'InfoCNF-Nope-v0'; registered ids: ") as err:
         make_env("InfoCNF-Nope-v0", {})
-    assert ENV_ID in str(err.value)  # lists the registered ids
+    listed = str(err.value).split("registered ids: ", 1)[1].split(", ")
+    expanded = set()
+    for item in listed:  # "{A,B}-x" stands for "A-x" and "B-x"
+        match = re.search(r"\{([^}]*)\}", item)
+        choices = match.group(1).split(",") if match else [""]
+        expanded |= {item[:match.start()] + c + item[match.end():] if match else item for c in choices}
+    assert expanded == {*infocnf_env.ENV_IDS, *infocnf_env.FROZEN_IDS, *infocnf_env.ODE_IDS}
+    assert len(listed) < len(expanded)  # grouped, so the line stays short
 
 
 def test_make_env_unknown_kwarg():
