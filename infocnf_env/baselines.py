@@ -62,7 +62,7 @@ def cached_grid_table(env: BenchmarkEnv, log_tols: Sequence[float]) -> GridTable
     import hashlib
     import json
 
-    config = env.config  # type: ignore[attr-defined]
+    config = env.config
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "cache")}
     spec = [config.pool_key(), settings, [float(t) for t in log_tols]]
     digest = hashlib.sha1(json.dumps(spec, default=str).encode()).hexdigest()[:12]

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 import gymnasium as gym
 import numpy as np
 
-from flows import SolverError
+from flows import EVAL_TOL, SolverError
 from infocnf_env.actions import BlockAction, action_space, parse_action
 from infocnf_env.config import SpaceConfig
 
@@ -203,6 +203,7 @@ class BenchmarkEnv(gym.Env, Generic[E]):
     ``self.pools`` (``{"train": [...], "test": [...]}``)."""
 
     metadata = {"render_modes": []}
+    config: Any  # the task's frozen config dataclass (its fields are the env's keyword arguments)
     spaces: SpaceConfig
     reward_config: BenchmarkReward
     num_blocks: int
@@ -350,17 +351,17 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         return [np.array(values, dtype=np.float32)]
 
     # ------------------------------------------------------------------ runner interface
-    def evaluate(self, split: str = "test", tol: float = 1e-5, max_batches: int | None = None) -> dict[str, float]:
+    def evaluate(self, split: str = "test", tol: float = EVAL_TOL, max_batches: int | None = None) -> dict[str, float]:
         """Mean reward, NFE and error over pool ``split`` with every step at ``tol`` (the
         runner's periodic check; a run's own policy is scored with :meth:`score`)."""
         return self.score(self.constant_action(tol), split, max_batches)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"config": dataclasses.asdict(self.config), "iteration": self.iteration,  # type: ignore[attr-defined]
+        return {"config": dataclasses.asdict(self.config), "iteration": self.iteration,
                 "solver_failures": self.solver_failures, "np_random": self.np_random.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("config") != dataclasses.asdict(self.config):  # type: ignore[attr-defined]
+        if state.get("config") != dataclasses.asdict(self.config):
             raise ValueError(f"checkpoint was written for another {type(self).__name__} task")
         self.iteration = int(state["iteration"])
         self.solver_failures = int(state["solver_failures"])
