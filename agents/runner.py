@@ -576,7 +576,8 @@ def _mean(values: Any) -> float | None:
 def print_summary(summary: dict) -> None:
     test = summary["test"]
     names = {"bits_per_dim": "test bits/dim @1e-5", "marginal_bits_per_dim": "test marginal bits/dim",
-             "error": "test error", "nfe": "test NFE / batch", "policy": "test scored with"}
+             "error": "test error", "nfe": "test NFE / episode" if "policy" in test else "test NFE / batch",
+             "policy": "test scored with"}
     rows = [("env", summary["env"]), ("agent", summary["agent"]), ("iterations", summary["iterations"])]
     for key, value in test.items():
         if key == "num_samples":
