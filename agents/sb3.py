@@ -48,7 +48,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +65,7 @@ from tqdm import tqdm
 from agents import distributed
 from agents.cli import CommonArgs, arg, parse_args, parse_kwargs
 from agents.runner import Agent, Run, make_env, resolve_args, run_cli
-from infocnf_env.checkpoint import CheckpointError
+from infocnf_env.checkpoint import CheckpointError, atomic_write
 
 ALGOS = ("ppo", "sac", "a2c", "td3")
 #: The latest checkpoint's SB3 model as SB3's own ``save`` writes it, beside ``checkpoint.pt``.
@@ -214,9 +213,7 @@ class SB3Agent(Agent):
     def state_dict(self) -> dict:
         model = _to_bytes(self.model.save)
         if self.export_dir is not None:  # the policy as SB3's own file, for SB3 tools and agents.evaluate
-            tmp = self.export_dir / (EXPORT + ".tmp")
-            tmp.write_bytes(model.numpy().tobytes())
-            os.replace(tmp, self.export_dir / EXPORT)
+            atomic_write(self.export_dir / EXPORT, lambda fh: fh.write(model.numpy().tobytes()))
         state = {"model": model, "num_timesteps": int(self.model.num_timesteps), "rng": _rng_state(self.model)}
         if self.off_policy:
             state["replay_buffer"] = _to_bytes(self.model.save_replay_buffer)
