@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from agents.cli import arg, parse_args
-from agents.runner import run_cli
+from agents.loop import run_cli
 from flows import EVAL_TOL, FlowModel, FlowState, evaluate, iterate_batches
 
 #: A tolerance policy for analysis: (observation, block) -> (log10 tol, policy std in log10 units).

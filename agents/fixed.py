@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from agents.cli import CommonArgs, arg, parse_args
-from agents.runner import Agent, resolve_args, run_agent, run_cli
+from agents.loop import run_agent, run_cli
+from agents.runner import Agent, resolve_args
 
 
 class FixedAgent(Agent):

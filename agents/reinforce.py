@@ -31,7 +31,8 @@ from torch import nn
 
 from agents.cli import CommonArgs, arg, parse_args
 from agents.gates import DEFAULT_FIRST_STEP_INIT_MEAN, DEFAULT_INIT_MEAN, DEFAULT_INIT_STD, CNNGate, InitMean, MLPGate
-from agents.runner import Agent, resolve_args, run_agent, run_cli
+from agents.loop import run_agent, run_cli
+from agents.runner import Agent, resolve_args
 from infocnf_env.distributed import average_gradients, broadcast_module, rank_seed
 
 

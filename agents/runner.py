@@ -15,23 +15,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
-import torch
 
 import infocnf_env  # noqa: F401  (registers the ids)
 from agents import distributed
+from agents.base import Agent
 from agents.cli import CommonArgs, parse_env_kwargs
+from agents.envs import env_has_device, env_id, make_env, resolve_device
+from agents.resume import check_common_args, resolve_args
 from agents.run_dir import (
     CHECKPOINT,
     CONFIG,
@@ -47,185 +46,22 @@ from agents.run_dir import (
     truncate_jsonl,
     write_json,
 )
+from agents.run_log import METRIC_KEYS, RunLogger, episode_record, mean_or_none, print_summary
 from flows import EVAL_TOL, SolverError
 from infocnf_env.benchmark import BenchmarkEnv
 from infocnf_env.checkpoint import CheckpointError, save_checkpoint
-from infocnf_env.config import check_device
 
-A = TypeVar("A", bound=CommonArgs)
-
-#: Keys of an episode's final ``info`` copied to ``metrics.jsonl``.
-METRIC_KEYS = ("loss", "bits_per_dim", "xent", "error", "nfe_forward", "nfe_backward", "nfe_reference", "loss_gap",
-               "tols", "first_steps", "nfe_blocks", "epoch", "lr", "skipped_update", "solver_error", "recon_mse", "kl",
-               "failed_ranks")
-
-
-class Agent:
-    """A tolerance policy as the runner drives it; every agent of ``agents/`` subclasses it.
-
-    Episode-driven agents (fixed, REINFORCE) implement :meth:`act`, :meth:`observe` and
-    :meth:`end_episode`, which :func:`run_episodes` calls; an agent that drives the env itself
-    (SB3) implements only the state methods. The multi-process hooks default to "nothing
-    differs between ranks"; an agent with its own randomness or weights overrides them.
-    """
-
-    def act(self, obs: Any) -> np.ndarray:
-        """log10 of the tolerance for the block whose observation is ``obs``."""
-        raise NotImplementedError(f"{type(self).__name__} does not act episode by episode")
-
-    def observe(self, reward: float) -> None:
-        """The reward of the last action."""
-
-    def end_episode(self) -> dict[str, float]:
-        """Learn from the finished episode; statistics for ``metrics.jsonl``."""
-        return {}
-
-    def state_dict(self) -> dict:
-        raise NotImplementedError
-
-    def load_state_dict(self, state: dict) -> None:
-        raise NotImplementedError
-
-    def modules(self) -> list[torch.nn.Module]:
-        """The agent's weights, checked equal on every rank of a multi-process run."""
-        return []
-
-    def distribute(self, rank: int, world_size: int) -> None:
-        """Join multi-process training (the process group is initialised)."""
-
-    def rank_state_dict(self) -> dict | None:
-        """What differs between ranks (saved per rank); ``None``: nothing."""
-        return None
-
-    def load_rank_state_dict(self, state: dict | None) -> None:
-        """Restore :meth:`rank_state_dict`; ``None`` when the checkpoint holds none for this rank."""
-
-
-#: ``gymnasium.make``'s module prefix of the ids (``"infocnf_env:InfoCNF-Digits-v0"``).
-ID_PREFIX = "infocnf_env:"
-
-
-def env_id(name: str) -> str:
-    """A registered id as the CLIs take it, with or without the ``infocnf_env:`` prefix."""
-    return name.removeprefix(ID_PREFIX)
-
-
-def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
-    """``gymnasium.make`` with one clear error for an unknown id or keyword."""
-    env_id = env_id.removeprefix(ID_PREFIX)
-    if env_id not in gym.registry:
-        ids = [*infocnf_env.ENV_IDS, *infocnf_env.FROZEN_IDS, *infocnf_env.ODE_IDS]
-        raise ValueError(f"unknown env id {env_id!r}; registered ids: {', '.join(compact_ids(ids))}")
-    try:
-        return gym.make(env_id, **env_kwargs)
-    except TypeError as err:
-        if "unexpected keyword" in str(err):
-            raise ValueError(f"unknown env kwarg for {env_id}: {err}") from None
-        raise
-
-
-def compact_ids(ids: list[str]) -> list[str]:
-    """Ids that differ in one dash-separated part, written once: ``{InfoCNF,CCNF}-Digits-v0``,
-    ``ODE-{Kepler,Lorenz}-v0``."""
-    out: list[str] = []
-    pending = list(ids)
-    while pending:
-        parts = pending[0].split("-")
-        best: list[str] = [pending[0]]
-        best_at = 0
-        for at in range(len(parts)):
-            same = [i for i in pending if len(i.split("-")) == len(parts)
-                    and i.split("-")[:at] + i.split("-")[at + 1:] == parts[:at] + parts[at + 1:]]
-            if len(same) > len(best):
-                best, best_at = same, at
-        if len(best) == 1:
-            out.append(best[0])
-        else:
-            choices = "{" + ",".join(i.split("-")[best_at] for i in best) + "}"
-            out.append("-".join(parts[:best_at] + [choices] + parts[best_at + 1:]))
-        pending = [i for i in pending if i not in best]
-    return out
-
-
-def env_has_device(name: str) -> bool:
-    """Whether the registered config of id ``name`` takes a ``device`` (``False`` for an unknown id)."""
-    name = env_id(name)
-    return name in gym.registry and hasattr(gym.spec(name).kwargs.get("config"), "device")
-
-
-class RunLogger:
-    """metrics.jsonl, eval.jsonl and TensorBoard scalars of one run.
-
-    ``first_step``: the first iteration this process logs; TensorBoard events of a previous
-    process at or after it (written after the checkpoint the run resumes from) are purged, so
-    no step appears twice.
-    """
-
-    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool = True, first_step: int = 1):
-        self.run_dir = run_dir
-        self.enabled = enabled  # False on ranks > 0 of a multi-process run: they write nothing
-        self.writer = None
-        if tensorboard and enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir), purge_step=first_step if first_step > 1 else None)
-
-    def _append(self, name: str, record: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.run_dir / name, "a") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
-
-    def _scalars(self, prefix: str, record: dict, step: int) -> None:
-        if self.writer is None:
-            return
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                self.writer.add_scalar(f"{prefix}/{key}", value, step)
-        for block, tol in enumerate(record.get("tols") or []):
-            if tol > 0:
-                self.writer.add_scalar(f"{prefix}/log10_tol/block{block}", math.log10(tol), step)
-        for block, nfe in enumerate(record.get("nfe_blocks") or []):
-            self.writer.add_scalar(f"{prefix}/nfe/block{block}", nfe, step)
-
-    def iteration(self, record: dict) -> None:
-        self._append(METRICS, record)
-        self._scalars("train", record, record["iteration"])
-
-    def evaluation(self, record: dict) -> None:
-        self._append(EVALS, record)
-        self._scalars("test", record, record["iteration"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def episode_record(iteration: int, reward: float, info: dict, agent_stats: dict, wall_time: float) -> dict:
-    record = {"iteration": iteration, "reward": reward, "wall_time": round(wall_time, 3)}
-    record.update({k: info[k] for k in METRIC_KEYS if k in info})
-    record.update(agent_stats)
-    return record
+__all__ = ["Agent", "METRIC_KEYS", "Run", "RunInterrupted", "env_has_device", "episode_record", "make_env",
+           "opened_run_dir", "resolve_args"]
 
 
 #: The run directory this process has opened (``None``: none yet), for the message of an interrupt.
 _OPENED_RUN_DIR: Path | None = None
 
-#: Flags a resumed run may change (recorded in its ``config.json``); every other flag is fixed
-#: by the run's own ``config.json``.
-CHANGEABLE_ON_RESUME = frozenset({"iterations", "progress", "resume", "device"})
 
-
-def resolve_device(flag: str | None, env_kwarg: Any = None) -> str:
-    """The device of a run: ``--device``, else ``--env-kwargs device=...``, else CUDA when
-    available, else CPU; one ``ValueError`` for an unknown or unavailable device."""
-    if flag is not None and env_kwarg is not None and str(env_kwarg) != flag:
-        raise ValueError(f"--device {flag} and --env-kwargs device={env_kwarg!r} disagree: give one of them")
-    requested = flag if flag is not None else env_kwarg
-    if requested is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return check_device(requested)
-
+def opened_run_dir() -> Path | None:
+    """The run directory this process has opened, if any (what an interrupt may point to)."""
+    return _OPENED_RUN_DIR
 
 class RunInterrupted(Exception):
     """SIGINT or SIGTERM stopped a run after a checkpoint; ``run_cli`` exits with 128 + signal."""
@@ -233,58 +69,6 @@ class RunInterrupted(Exception):
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.signum = signum
-
-
-def check_common_args(args: CommonArgs) -> None:
-    """Refuse bad values of the shared flags before anything is created."""
-    for name in ("iterations", "eval_every", "checkpoint_every"):
-        value = getattr(args, name)
-        if value < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    if args.eval_batches is not None and args.eval_batches <= 0:
-        raise ValueError(f"--eval-batches must be positive, got {args.eval_batches}")
-    if args.resume and args.out:
-        raise ValueError("--out names a new run and --resume an existing one: give one of them")
-    if not 0 <= args.seed < 2**32:
-        raise ValueError(f"--seed must be an integer in [0, 2**32), got {args.seed}")
-
-
-def resolve_args(args: A, family: str) -> A:
-    """The arguments to run with: ``args`` itself, or for ``--resume`` the run's own.
-
-    A resumed run takes its arguments from its ``config.json``. A flag given on this command
-    line must equal the run's value, except those in :data:`CHANGEABLE_ON_RESUME` (recorded in
-    the config when they change); anything else would silently change the run, so it is
-    refused. ``family`` is the CLI (``fixed``, ``reinforce``, ``sb3``): a run of another CLI
-    is refused.
-    """
-    args = dataclasses.replace(args, env=env_id(args.env))
-    if not args.resume:
-        return args
-    saved = read_config(Path(args.resume))
-    where, given = repr(args.resume), args.explicit
-    if saved["agent"].split("-")[0] != family or ("env" in given and saved["env"] != args.env):
-        env = args.env if "env" in given else saved["env"]
-        raise CheckpointError(f"--resume {where} is a run of {saved['agent']} on {saved['env']}, "
-                              f"not {family} on {env}")
-    fields = {f.name for f in dataclasses.fields(args)}
-    own = {k: v for k, v in saved["args"].items() if k in fields and k != "explicit"}
-    for name in sorted(given - CHANGEABLE_ON_RESUME):
-        if name in own and _as_saved(getattr(args, name)) != own[name]:
-            flag = "--" + name.replace("_", "-")
-            raise CheckpointError(f"--resume {where}: {flag} {_show(getattr(args, name))} differs from the run's "
-                                  f"{_show(own[name])}; a resumed run keeps its settings (only --iterations and "
-                                  "--progress may change)")
-    keep = {name: getattr(args, name) for name in CHANGEABLE_ON_RESUME & given}
-    return dataclasses.replace(args, **{**own, **keep, "resume": args.resume, "out": None, "explicit": given})
-
-
-def _as_saved(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def _show(value: Any) -> str:
-    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 class Run:
@@ -535,13 +319,13 @@ class Run:
         summary = {
             "env": self.args.env, "agent": self.agent_name, "seed": self.args.seed, "iterations": self.iteration,
             "test": test,
-            "train_nfe_forward_mean": _mean(r["nfe_forward"] for r in done),
-            "train_nfe_backward_mean": _mean(r["nfe_backward"] for r in done),
-            "train_nfe_mean": _mean(r["nfe_forward"] + r["nfe_backward"] for r in done),
+            "train_nfe_forward_mean": mean_or_none(r["nfe_forward"] for r in done),
+            "train_nfe_backward_mean": mean_or_none(r["nfe_backward"] for r in done),
+            "train_nfe_mean": mean_or_none(r["nfe_forward"] + r["nfe_backward"] for r in done),
             # the accuracy term's reference solves: reported apart, not part of train_nfe_mean
-            "train_nfe_reference_mean": _mean(r.get("nfe_reference", 0) for r in done),
+            "train_nfe_reference_mean": mean_or_none(r.get("nfe_reference", 0) for r in done),
             "train_loss_last": done[-1].get("loss") if done else None,
-            "mean_log10_tol_last": _mean(np.log10(r["tols"]).mean() for r in done[-max(1, len(done) // 10):]),
+            "mean_log10_tol_last": mean_or_none(np.log10(r["tols"]).mean() for r in done[-max(1, len(done) // 10):]),
             "solver_failures": sum(1 for r in records if "solver_error" in r),
             "skipped_updates": sum(1 for r in records if r.get("skipped_update") is True),
             "wall_s": round(self.wall_time, 2),
@@ -566,114 +350,3 @@ def _on_every_rank(check: Callable[[], None], is_main_rank: bool) -> None:
     problem = distributed.broadcast_object(problem)
     if problem is not None:
         raise problem[0](problem[1])
-
-
-def _mean(values: Any) -> float | None:
-    values = [float(v) for v in values]
-    return float(np.mean(values)) if values else None
-
-
-def print_summary(summary: dict) -> None:
-    test = summary["test"]
-    names = {"bits_per_dim": "test bits/dim @1e-5", "marginal_bits_per_dim": "test marginal bits/dim",
-             "error": "test error", "nfe": "test NFE / episode" if "policy" in test else "test NFE / batch",
-             "policy": "test scored with"}
-    rows = [("env", summary["env"]), ("agent", summary["agent"]), ("iterations", summary["iterations"])]
-    for key, value in test.items():
-        if key == "num_samples":
-            continue
-        shown = (f"{value:.1f}" if key == "nfe" else f"{value:.5g}") if isinstance(value, float) else value
-        rows.append((names.get(key, f"test {key}"), shown))
-    rows += [
-        ("train NFE fwd / iter", _fmt(summary["train_nfe_forward_mean"])),
-        ("train NFE bwd / iter", _fmt(summary["train_nfe_backward_mean"])),
-        ("reference NFE / iter (apart)", _fmt(summary.get("train_nfe_reference_mean"))),
-        ("mean log10 tol (last 10%)", _fmt(summary["mean_log10_tol_last"], 2)),
-        ("wall time [s]", summary["wall_s"]),
-        ("device", _device_row(summary)),
-        ("run directory", summary.get("run_dir", "n/a")),
-    ]
-    width = max(len(k) for k, _ in rows)
-    print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-
-
-def _device_row(summary: dict) -> str:
-    device, env_device = summary.get("device", "n/a"), summary.get("env_device")
-    return device if env_device in (None, device) else f"{device} (environment: {env_device})"
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def run_episodes(run: Run, agent: Agent) -> dict:
-    """The loop of episode-driven agents (fixed, REINFORCE): one episode per iteration."""
-    from tqdm import tqdm
-
-    env, args = run.env, run.args
-    if distributed.is_distributed():
-        agent.distribute(distributed.rank(), distributed.world_size())
-    run.restore(agent)
-    show = args.progress and run.is_main_rank
-    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not show, unit="it")
-    while run.iteration < args.iterations:
-        if run.should_stop():
-            bar.close()
-            run.interrupt(agent)
-        obs, _ = env.reset(seed=run.first_seed)
-        total, done = 0.0, False
-        info: dict[str, Any] = {}
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
-            agent.observe(reward)
-            total += reward
-            done = terminated or truncated
-        record = run.after_episode(total, info, agent, agent.end_episode())
-        bar.update(1)
-        bar.set_postfix(nfe=record.get("nfe_forward"), loss=_fmt(record.get("loss"), 3))
-    bar.close()
-    return run.finish(agent)
-
-
-def run_agent(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env], Agent], extra: dict) -> dict:
-    """The whole CLI run of an episode-driven agent: run directory, agent, episodes, summary.
-
-    ``args`` as :func:`resolve_args` gives them.
-    """
-    run = None
-    try:
-        run = Run(agent_name, args, extra)
-        agent = make_agent(run.env)  # checks the agent's own arguments before anything is written
-        run.open()
-        return run_episodes(run, agent)
-    finally:
-        if run is not None:
-            run.close()
-        distributed.shutdown()
-
-
-def run_cli(main: Callable[[], Any]) -> None:
-    """Run an agent's ``main``; bad input or a bad checkpoint ends with one clear line, exit 2.
-
-    Under torchrun each rank that fails prints its line (ranks > 0 name themselves). A run
-    stopped by SIGINT / SIGTERM (:class:`RunInterrupted`) prints how to resume and exits with
-    130 / 143; a second Ctrl-C stops at once (exit 130), the last checkpoint intact.
-    """
-    rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
-    prefix = f" (rank {rank})" if rank != "0" else ""
-    try:
-        main()
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error{prefix}: {err}", file=sys.stderr)
-        sys.exit(2)
-    except RunInterrupted as stop:
-        if rank == "0":
-            print(stop, file=sys.stderr)
-        sys.exit(128 + stop.signum)
-    except KeyboardInterrupt:
-        if _OPENED_RUN_DIR is None:
-            print(f"interrupted{prefix} before the run started: no run directory was written", file=sys.stderr)
-        else:
-            print(f"interrupted{prefix}: stopped without a checkpoint of the current iteration; "
-                  f"--resume {_OPENED_RUN_DIR} continues from the last one", file=sys.stderr)
-        sys.exit(130)

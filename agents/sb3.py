@@ -64,7 +64,8 @@ from tqdm import tqdm
 
 from agents import distributed
 from agents.cli import CommonArgs, arg, parse_args, parse_kwargs
-from agents.runner import Agent, Run, make_env, resolve_args, run_cli
+from agents.loop import run_cli
+from agents.runner import Agent, Run, make_env, resolve_args
 from infocnf_env.checkpoint import CheckpointError, atomic_write
 
 ALGOS = ("ppo", "sac", "a2c", "td3")

@@ -18,8 +18,9 @@ from stable_baselines3.common.logger import Logger
 import infocnf_env  # noqa: F401  (registers the ids)
 from agents import fixed, reinforce, sb3
 from agents.gates import DEFAULT_INIT_MEAN, DEFAULT_INIT_STD
+from agents.loop import run_cli
 from agents.reinforce import ReinforceAgent
-from agents.runner import METRIC_KEYS, Run, make_env, run_cli
+from agents.runner import METRIC_KEYS, Run, make_env
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint
 
 ENV_ID = DIGITS_ID

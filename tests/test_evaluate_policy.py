@@ -11,7 +11,7 @@ from flowkit import TINY, env_kwargs
 from agents import evaluate as ev
 from agents import fixed, reinforce
 from agents.cli import parse_args
-from agents.runner import run_cli
+from agents.loop import run_cli
 from flows import build_model, evaluate, iterate_batches, load_dataset
 
 

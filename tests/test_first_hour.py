@@ -17,7 +17,7 @@ import torch
 import infocnf_env
 from agents import fixed, reinforce, sb3
 from agents.cli import CommonArgs
-from agents.runner import run_cli
+from agents.loop import run_cli
 from runs import plots, run_curves
 
 DIGITS = "InfoCNF-Digits-v0"

@@ -16,7 +16,7 @@ import torch
 
 import infocnf_env  # noqa: F401  (registers the ids)
 from agents import evaluate, fixed, reinforce, sb3
-from agents.runner import run_cli
+from agents.loop import run_cli
 from flows import BatchStream, build_model, load_dataset
 from runs import plots
 

@@ -30,8 +30,8 @@ from flowkit import (
 )
 
 from agents import fixed, reinforce, sb3
+from agents.loop import run_cli
 from agents.run_dir import DirLock, RunDirError
-from agents.runner import run_cli
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint
 
 

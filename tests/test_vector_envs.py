@@ -13,7 +13,7 @@ from flowkit import DIGITS_ID, TINY, cli, killed_after, read_jsonl, snapshot
 
 import infocnf_env  # noqa: F401  (registers the ids)
 from agents import sb3
-from agents.runner import run_cli
+from agents.loop import run_cli
 from infocnf_env.checkpoint import load_checkpoint
 
 ENV_ID = DIGITS_ID

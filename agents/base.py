@@ -1,0 +1,49 @@
+"""The agent base class: what the run loop asks of a tolerance policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class Agent:
+    """A tolerance policy as the runner drives it; every agent of ``agents/`` subclasses it.
+
+    Episode-driven agents (fixed, REINFORCE) implement :meth:`act`, :meth:`observe` and
+    :meth:`end_episode`, which :func:`run_episodes` calls; an agent that drives the env itself
+    (SB3) implements only the state methods. The multi-process hooks default to "nothing
+    differs between ranks"; an agent with its own randomness or weights overrides them.
+    """
+
+    def act(self, obs: Any) -> np.ndarray:
+        """log10 of the tolerance for the block whose observation is ``obs``."""
+        raise NotImplementedError(f"{type(self).__name__} does not act episode by episode")
+
+    def observe(self, reward: float) -> None:
+        """The reward of the last action."""
+
+    def end_episode(self) -> dict[str, float]:
+        """Learn from the finished episode; statistics for ``metrics.jsonl``."""
+        return {}
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The agent's weights, checked equal on every rank of a multi-process run."""
+        return []
+
+    def distribute(self, rank: int, world_size: int) -> None:
+        """Join multi-process training (the process group is initialised)."""
+
+    def rank_state_dict(self) -> dict | None:
+        """What differs between ranks (saved per rank); ``None``: nothing."""
+        return None
+
+    def load_rank_state_dict(self, state: dict | None) -> None:
+        """Restore :meth:`rank_state_dict`; ``None`` when the checkpoint holds none for this rank."""

@@ -1,0 +1,91 @@
+"""The loop of an agent CLI: episodes, the whole run, and the command-line entry with its clean exits."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+
+from agents import distributed
+from agents.base import Agent
+from agents.cli import CommonArgs
+from agents.run_log import fmt
+from agents.runner import Run, RunInterrupted, opened_run_dir
+from infocnf_env.checkpoint import CheckpointError
+
+
+def run_episodes(run: Run, agent: Agent) -> dict:
+    """The loop of episode-driven agents (fixed, REINFORCE): one episode per iteration."""
+    from tqdm import tqdm
+
+    env, args = run.env, run.args
+    if distributed.is_distributed():
+        agent.distribute(distributed.rank(), distributed.world_size())
+    run.restore(agent)
+    show = args.progress and run.is_main_rank
+    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not show, unit="it")
+    while run.iteration < args.iterations:
+        if run.should_stop():
+            bar.close()
+            run.interrupt(agent)
+        obs, _ = env.reset(seed=run.first_seed)
+        total, done = 0.0, False
+        info: dict[str, Any] = {}
+        while not done:
+            obs, step_reward, terminated, truncated, info = env.step(agent.act(obs))
+            reward = float(step_reward)  # Gymnasium types it SupportsFloat
+            agent.observe(reward)
+            total += reward
+            done = terminated or truncated
+        record = run.after_episode(total, info, agent, agent.end_episode())
+        bar.update(1)
+        bar.set_postfix(nfe=record.get("nfe_forward"), loss=fmt(record.get("loss"), 3))
+    bar.close()
+    return run.finish(agent)
+
+
+def run_agent(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env], Agent], extra: dict) -> dict:
+    """The whole CLI run of an episode-driven agent: run directory, agent, episodes, summary.
+
+    ``args`` as :func:`resolve_args` gives them.
+    """
+    run = None
+    try:
+        run = Run(agent_name, args, extra)
+        agent = make_agent(run.env)  # checks the agent's own arguments before anything is written
+        run.open()
+        return run_episodes(run, agent)
+    finally:
+        if run is not None:
+            run.close()
+        distributed.shutdown()
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Run an agent's ``main``; bad input or a bad checkpoint ends with one clear line, exit 2.
+
+    Under torchrun each rank that fails prints its line (ranks > 0 name themselves). A run
+    stopped by SIGINT / SIGTERM (:class:`RunInterrupted`) prints how to resume and exits with
+    130 / 143; a second Ctrl-C stops at once (exit 130), the last checkpoint intact.
+    """
+    rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+    prefix = f" (rank {rank})" if rank != "0" else ""
+    try:
+        main()
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"error{prefix}: {err}", file=sys.stderr)
+        sys.exit(2)
+    except RunInterrupted as stop:
+        if rank == "0":
+            print(stop, file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:
+        if opened_run_dir() is None:
+            print(f"interrupted{prefix} before the run started: no run directory was written", file=sys.stderr)
+        else:
+            print(f"interrupted{prefix}: stopped without a checkpoint of the current iteration; "
+                  f"--resume {opened_run_dir()} continues from the last one", file=sys.stderr)
+        sys.exit(130)
