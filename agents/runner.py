@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -62,6 +62,26 @@ _OPENED_RUN_DIR: Path | None = None
 def opened_run_dir() -> Path | None:
     """The run directory this process has opened, if any (what an interrupt may point to)."""
     return _OPENED_RUN_DIR
+
+@runtime_checkable
+class RunnableEnv(Protocol):
+    """What a run needs from ``env.unwrapped`` (docs/design.md, "The environment contracts"):
+    the training-step env and the benchmark envs provide it."""
+
+    num_blocks: int
+
+    def evaluate(self, split: str = ..., tol: float = ..., max_batches: int | None = ...) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def rank_state_dict(self) -> dict[str, Any] | None: ...
+
+    def load_rank_state_dict(self, state: dict[str, Any] | None) -> None: ...
+
+    def distribute(self, rank: int, world_size: int) -> None: ...
+
 
 class RunInterrupted(Exception):
     """SIGINT or SIGTERM stopped a run after a checkpoint; ``run_cli`` exits with 128 + signal."""
@@ -108,8 +128,11 @@ class Run:
         on_device = {"device": distributed.local_device(device)} if takes_device else {}
         # validates id and kwargs before any file is written (and before joining a process group)
         self.env = make_env(args.env, {**self.env_kwargs, **on_device})
+        if not isinstance(self.env.unwrapped, RunnableEnv):
+            raise ValueError(f"{args.env} is not an environment of this project: its env lacks what a run needs "
+                             "(evaluate, state_dict, load_state_dict, distribute, ...; docs/design.md)")
         if distributed.init_from_env(device):
-            self.env.unwrapped.distribute(distributed.rank(), distributed.world_size())
+            self.task_env.distribute(distributed.rank(), distributed.world_size())
         self.is_main_rank = distributed.is_main()
         if args.resume:
             self.resumed, note = latest_checkpoint(self.run_dir)
@@ -226,20 +249,21 @@ class Run:
         """Load env and agent from the checkpoint of a resumed run (no-op otherwise)."""
         if self.resumed is None:
             return
-        self.env.unwrapped.load_state_dict(self.resumed["env"])
+        self.task_env.load_state_dict(self.resumed["env"])
         agent.load_state_dict(self.resumed["agent"])
         if distributed.is_distributed():
             # Each rank's own random state, if the checkpoint was written by as many ranks
             # (otherwise ranks > 0 split theirs off rank 0's again: the run goes on, not bit-exactly).
             ranks = self.resumed.get("ranks") or []
             mine = ranks[distributed.rank()] if len(ranks) == distributed.world_size() else {}
-            self.env.unwrapped.load_rank_state_dict(mine.get("env"))
+            self.task_env.load_rank_state_dict(mine.get("env"))
             agent.load_rank_state_dict(mine.get("agent"))
 
     def checkpoint(self, agent: Agent) -> None:
-        state = {"env": self.env.unwrapped.state_dict(), "agent": agent.state_dict(),
-                 "run": {"iteration": self.iteration, "wall_time": self.wall_time, "env_id": self.args.env,
-                         "agent": self.agent_name, "world_size": distributed.world_size()}}
+        state: dict[str, Any] = {"env": self.task_env.state_dict(), "agent": agent.state_dict(),
+                                 "run": {"iteration": self.iteration, "wall_time": self.wall_time,
+                                         "env_id": self.args.env, "agent": self.agent_name,
+                                         "world_size": distributed.world_size()}}
         if distributed.is_distributed():
             state["ranks"] = self._check_ranks_in_sync(agent)
         if self.is_main_rank:
@@ -247,7 +271,7 @@ class Run:
 
     def _check_ranks_in_sync(self, agent: Agent) -> list[dict]:
         """Gather every rank's random state and weight checksum; raise if the weights differ."""
-        mine = {"env": self.env.unwrapped.rank_state_dict(), "checksum": self.checksum(agent)}
+        mine = {"env": self.task_env.rank_state_dict(), "checksum": self.checksum(agent)}
         agent_state = agent.rank_state_dict()
         if agent_state is not None:
             mine["agent"] = agent_state
@@ -259,7 +283,13 @@ class Run:
 
     def checksum(self, agent: Agent) -> str:
         """SHA-256 of the model's and the agent's parameters and buffers."""
-        return distributed.checksum(self.env.unwrapped.model, *agent.modules())
+        model = getattr(self.task_env, "model", None)  # a trained model, where the env holds one
+        return distributed.checksum(*([model] if model is not None else []), *agent.modules())
+
+    @property
+    def task_env(self) -> RunnableEnv:
+        """The unwrapped env, as a run uses it."""
+        return cast(RunnableEnv, self.env.unwrapped)
 
     @property
     def wall_time(self) -> float:
@@ -286,7 +316,7 @@ class Run:
     def evaluate(self, max_batches: int | None) -> dict:
         """Test metrics at tol 1e-5; a failed solve is recorded (``solver_error``), not fatal."""
         try:
-            metrics = self.env.unwrapped.evaluate(split="test", tol=EVAL_TOL, max_batches=max_batches)
+            metrics = self.task_env.evaluate(split="test", tol=EVAL_TOL, max_batches=max_batches)
         except SolverError as err:
             metrics = {"solver_error": str(err)}
         self.logger.evaluation({"iteration": self.iteration, **metrics})
@@ -299,17 +329,17 @@ class Run:
         isolation): the run's own deterministic policy, read back from the checkpoint as
         ``agents.evaluate`` reads it, scored on the task's held-out test pool.
         """
-        benchmark = isinstance(self.env.unwrapped, BenchmarkEnv)
+        env = self.env.unwrapped
+        benchmark = isinstance(env, BenchmarkEnv)
         if self.is_main_rank and self.args.progress:
             what = "the run's policy on the test pool" if benchmark else f"test evaluation at tol {EVAL_TOL:g}"
             print(f"final {what} ({self.iteration} iterations done)", file=sys.stderr, flush=True)
         test = self.evaluate(None) if self.is_main_rank and not benchmark else None
         self.checkpoint(agent)
-        if benchmark:
+        if isinstance(env, BenchmarkEnv):
             from agents.evaluate import load_action_policy  # agents.evaluate builds on this module
 
-            test = {"policy": "own, test pool",
-                    **self.env.unwrapped.score(load_action_policy(self.run_dir, self.env.unwrapped), "test")}
+            test = {"policy": "own, test pool", **env.score(load_action_policy(self.run_dir, env), "test")}
         if not self.is_main_rank:
             self.close()
             return {"rank": distributed.rank(), "iterations": self.iteration, "checksum": self.checksum(agent)}
