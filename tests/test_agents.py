@@ -530,3 +530,14 @@ def test_env_kwargs_are_parsed_as_literals():
     with pytest.raises(ValueError, match="key=value"):
         parse_env_kwargs(["lr"])
     assert math.isclose(parsed["lr"], 0.001)
+
+
+def test_an_env_without_the_run_interface_is_refused_before_anything_is_written(tmp_path):
+    """A registered env that is not one of this project's (no evaluate, state_dict, ...)."""
+    from gymnasium.envs.classic_control import CartPoleEnv
+
+    if "ForeignCartPole-v0" not in gym.registry:
+        gym.register("ForeignCartPole-v0", entry_point=lambda seed=0: CartPoleEnv())
+    with pytest.raises(ValueError, match="ForeignCartPole-v0 is not an environment of this project"):
+        fixed.main(["--env", "ForeignCartPole-v0", "--iterations", "1", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
