@@ -8,7 +8,8 @@ A run on a benchmark task (``ODE-*``, ``CNF-Frozen-*``: tolerance learning in is
 scored by :func:`score_benchmark_run`: the run's deterministic policy on the task's held-out
 test pool (``--pool``), next to the best constant grid tolerance (chosen on the training pool)
 and the hindsight oracle, with the fraction of the gap between them that the run closes. The
-``leaderboard`` study writes its rows with the same function.
+``leaderboard`` study scores its runs with the same policy loader and baselines
+(:func:`load_action_policy`, ``infocnf_env.baselines``).
 
 Prints one JSON object: ``policy`` (test metrics with each block's tolerance chosen by the
 run's policy from that batch: REINFORCE gate means, SB3 ``predict(deterministic=True)``, a
