@@ -43,6 +43,7 @@ import torch
 from flows import FlowModel, SolverError, build_model
 from flows.data import BatchStream, load_dataset
 from flows.toy_densities import TOY_DENSITIES, sample_toy
+from flows.train import fit
 from infocnf_env.actions import BlockAction
 from infocnf_env.benchmark import (
     NUM_FEEDBACK,
@@ -207,17 +208,13 @@ def toy_flow(config: FrozenConfig, *, log: Callable[[str], None] | None = _stder
                 f"it is cached in {folder}")
         data = load_dataset(config.density, "train", seed=config.flow_seed)
         stream = BatchStream(data, config.train_batch_size, seed=config.flow_seed)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.train_lr)
-        generator = torch.Generator().manual_seed(config.flow_seed)
-        for it in range(config.train_iterations):
-            x, y = stream.next()
-            out = model(x, y, tol=TRAIN_TOL, generator=generator)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            if log is not None and ((it + 1) % 100 == 0 or it + 1 == config.train_iterations):
-                log(f"{config.density}: iteration {it + 1}/{config.train_iterations}, "
-                    f"loss {float(out.loss.detach()):.4f}, NFE {out.nfe_forward}")
+
+        def progress(step: int, loss: float, nfe: int) -> None:
+            if log is not None:
+                log(f"{config.density}: iteration {step}/{config.train_iterations}, loss {loss:.4f}, NFE {nfe}")
+
+        fit(model, stream, config.train_iterations, tol=TRAIN_TOL, lr=config.train_lr,
+            generator=torch.Generator().manual_seed(config.flow_seed), log=progress)
         return model.state_dict()
 
     check_writable(folder)

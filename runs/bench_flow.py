@@ -42,6 +42,7 @@ from flows import BatchStream, build_model, load_dataset
 from flows.cnf_block import CNFBlock
 from flows.model import FlowModel, FlowOutput
 from flows.nets import conv_net, mlp_net
+from flows.train import fit
 from flows.transforms import FlowState, LogitTransform, Squeeze
 
 BLOCK_TOL = 1e-5
@@ -235,20 +236,6 @@ def sweep_model(arch: str, hidden: int) -> tuple[FlowModel, tuple[int, ...]]:
     return model, shape
 
 
-def _train(model: FlowModel, stream: BatchStream, shape: tuple[int, ...], steps: int, tol: float) -> float:
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(1)
-    loss = float("nan")
-    for _ in range(steps):
-        x, y = stream.next()
-        out = model(x.reshape(x.shape[0], *shape), y, tol=tol, generator=g)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-        loss = float(out.loss.detach())
-    return loss
-
-
 def sweep(
     arch: str, model: FlowModel, x: torch.Tensor, y: torch.Tensor, tols: tuple[float, ...], iterations: int
 ) -> list[SweepPoint]:
@@ -345,7 +332,8 @@ def run(batch: int, repeats: int, quick: bool, threads: int, hidden: int, sweep_
     for arch in ("multiscale", "mlp"):
         torch.manual_seed(0)
         model, shape = sweep_model(arch, sweep_hidden)
-        train_loss[arch] = _train(model, stream, shape, train_steps, TRAIN_TOL)
+        train_loss[arch] = fit(model, stream, train_steps, tol=TRAIN_TOL, lr=1e-3,
+                               generator=torch.Generator().manual_seed(1))
         points += sweep(arch, model, x, y, tols, sweep_iterations)
     _print_sweep_table(points, train_loss, train_steps)
     elapsed = time.perf_counter() - t_start
