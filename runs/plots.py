@@ -400,7 +400,7 @@ def plot_leaderboard(result: dict, path: Path) -> None:
     best constant, best schedule, contextual regressor, oracle and each agent (mean over seeds)."""
     plt = _pyplot()
     tasks = result["tasks"]
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.0 * max(1, len(tasks)), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(max(7.0, 5.0 * len(tasks)), 4.5), squeeze=False)
     markers = {"best_constant": ("s", "black"), "best_schedule": ("D", "grey"), "contextual": ("P", "tab:cyan"),
                "oracle": ("*", "gold")}
     for ax, task in zip(axes[0], tasks, strict=False):
