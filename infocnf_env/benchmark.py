@@ -30,24 +30,12 @@ import numpy as np
 
 from flows import EVAL_TOL, SolverError
 from infocnf_env.actions import BlockAction, action_space, parse_action
-from infocnf_env.config import SpaceConfig
+from infocnf_env.config import SpaceConfig, check_finite_number, check_positive_int
 
 SPLITS = ("train", "test")
 ERROR_FORMS = ("linear", "target")
 #: Features of the solver's feedback from the previous step in every benchmark observation.
 NUM_FEEDBACK = 4
-
-
-def _check_number(name: str, value: Any, *, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -106,8 +94,10 @@ class BenchmarkReward:
         if self.error_form not in ERROR_FORMS:
             raise ValueError(f"unknown error_form {self.error_form!r}; valid forms: {', '.join(ERROR_FORMS)}")
         for name in ("alpha", "error_weight", "failure_penalty"):
-            _check_number(name, getattr(self, name))
-        _check_number("error_target", self.error_target, positive=True)
+            check_finite_number(name, getattr(self, name), minimum=0.0)
+        check_finite_number("error_target", self.error_target)
+        if not self.error_target > 0:
+            raise ValueError(f"error_target must be positive, got {self.error_target!r}")
 
     def error_cost(self, error: float) -> float:
         """What an episode's accuracy error costs (a positive number, subtracted from the reward)."""

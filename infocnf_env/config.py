@@ -54,14 +54,14 @@ def check_device(device: Any) -> str:
     return str(parsed)
 
 
-def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _finite_number(name: str, value: Any, *, minimum: float | None = None) -> None:
+def check_finite_number(name: str, value: Any, *, minimum: float | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if minimum is not None and value < minimum:
@@ -87,8 +87,8 @@ class DataConfig:
     download: bool = False
 
     def __post_init__(self) -> None:
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("eval_batch_size", self.eval_batch_size, allow_none=True)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("eval_batch_size", self.eval_batch_size, allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -108,13 +108,13 @@ class OptimConfig:
     train_flow: bool = True
 
     def __post_init__(self) -> None:
-        _finite_number("lr", self.lr)
+        check_finite_number("lr", self.lr)
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         milestones = tuple((int(epoch), float(lr)) for epoch, lr in self.lr_milestones)
         object.__setattr__(self, "lr_milestones", milestones)
         if self.max_grad_norm is not None:
-            _finite_number("max_grad_norm", self.max_grad_norm, minimum=0.0)
+            check_finite_number("max_grad_norm", self.max_grad_norm, minimum=0.0)
 
 
 @dataclass(frozen=True)
@@ -148,11 +148,11 @@ class RewardConfig:
     gap_sided: str = "one"
 
     def __post_init__(self) -> None:
-        _finite_number("alpha", self.alpha, minimum=0.0)
-        _finite_number("loss_weight", self.loss_weight, minimum=0.0)
-        _finite_number("failure_penalty", self.failure_penalty, minimum=0.0)
-        _finite_number("gap_weight", self.gap_weight, minimum=0.0)
-        _finite_number("reference_tol", self.reference_tol)
+        check_finite_number("alpha", self.alpha, minimum=0.0)
+        check_finite_number("loss_weight", self.loss_weight, minimum=0.0)
+        check_finite_number("failure_penalty", self.failure_penalty, minimum=0.0)
+        check_finite_number("gap_weight", self.gap_weight, minimum=0.0)
+        check_finite_number("reference_tol", self.reference_tol)
         if not self.reference_tol > 0:
             raise ValueError(f"reference_tol must be positive, got {self.reference_tol!r}")
         if self.gap_sided not in GAP_SIDES:
@@ -192,8 +192,8 @@ class SpaceConfig:
             raise ValueError(f"unknown action_mode {self.action_mode!r}; valid modes: {', '.join(ACTION_MODES)}")
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; valid modes: {', '.join(OBS_MODES)}")
-        _positive_int("feature_samples", self.feature_samples)
-        _positive_int("feature_size", self.feature_size, allow_none=True)
+        check_positive_int("feature_samples", self.feature_samples)
+        check_positive_int("feature_size", self.feature_size, allow_none=True)
 
 
 #: The groups of an :class:`EnvConfig`, by attribute name.

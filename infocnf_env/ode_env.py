@@ -37,12 +37,11 @@ from infocnf_env.benchmark import (
     Feedback,
     Playthrough,
     PoolConfig,
-    check_positive_int,
     no_feedback,
     replace_grouped,
 )
 from infocnf_env.cache import cache_dir, cached
-from infocnf_env.config import SpaceConfig
+from infocnf_env.config import SpaceConfig, check_positive_int
 
 #: Bump when instances, references or their cache layout change, so stale files are not reused.
 CACHE_VERSION = 1
