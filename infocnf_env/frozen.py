@@ -52,12 +52,11 @@ from infocnf_env.benchmark import (
     Feedback,
     Playthrough,
     PoolConfig,
-    check_positive_int,
     no_feedback,
     replace_grouped,
 )
 from infocnf_env.cache import cache_dir, cached, check_writable
-from infocnf_env.config import SpaceConfig
+from infocnf_env.config import SpaceConfig, check_positive_int
 from infocnf_env.observation import NUM_STATS, ObservationEncoder
 
 __all__ = ["FrozenConfig", "FrozenFlowEnv", "cache_dir", "episode_pools", "toy_flow"]
@@ -339,12 +338,14 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
             for split, pool in self.pools.items():
                 logpx[split], nfe[split] = [], []
                 for episode in pool:
-                    ref = solve_episode(self.model, episode.x, [BlockAction(config.reference_tol)])
-                    if ref.logpx is None:
+                    try:
+                        with torch.no_grad():
+                            ref = self.model(episode.x, tol=config.reference_tol)  # the model's own block loop
+                    except SolverError as err:
                         raise SolverError(f"the reference solve of {split} episode {episode.index} failed at "
-                                          f"{config.reference_tol:g}; raise max_num_steps")
-                    logpx[split].append(ref.logpx)
-                    nfe[split].append(sum(ref.nfe))
+                                          f"{config.reference_tol:g} ({err}); raise max_num_steps") from err
+                    logpx[split].append(ref.logpx.detach())
+                    nfe[split].append(ref.nfe_forward)
             return {"logpx": logpx, "nfe": nfe}
 
         saved = cached(cache_dir(config.cache) / f"{config.pool_key()}.pt", build, what="frozen-flow references")
@@ -380,27 +381,3 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
         if terminated:
             info["nfe_reference"] = self.reference_nfe[play.split][play.index]
         return reward, terminated, truncated, info
-
-
-@dataclass(frozen=True)
-class Solve:
-    """One pass of an episode: per-example log p(x) (nats; ``None``: a solve failed) and each block's NFE."""
-
-    logpx: torch.Tensor | None
-    nfe: tuple[int, ...]
-
-
-def solve_episode(model: FlowModel, x: torch.Tensor, actions: list[BlockAction]) -> Solve:
-    """The block loop with one action per block (the last one repeats), without the env."""
-    nfe: list[int] = []
-    try:
-        with torch.no_grad():
-            state = model.start(x)
-            for block in range(model.num_blocks):
-                action = actions[min(block, len(actions) - 1)]
-                state, stats = model.advance(state, action.tol, first_step=action.first_step)
-                nfe.append(stats.nfe)
-            out = model.finish(state)
-    except SolverError:
-        return Solve(None, tuple(nfe))
-    return Solve(out.logpx.detach(), tuple(nfe))
