@@ -98,8 +98,6 @@ def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     agent = config["agent"]
-    low = np.asarray(env.action_space.low, dtype=np.float64)
-    high = np.asarray(env.action_space.high, dtype=np.float64)
     if agent == "fixed":
         tols = config.get("schedule") or [config["tol"]]
         first_step = config.get("first_step")
@@ -116,14 +114,13 @@ def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
 
         return reinforce_policy
     if agent.startswith("sb3-"):
-        from agents.sb3 import algo_class
+        from agents.sb3 import load_policy as load_sb3_policy
 
-        model = algo_class(config["algo"]).load(run_dir / "sb3_model.zip", device="cpu")
+        sb3 = load_sb3_policy(run_dir)
 
         def sb3_policy(obs: Any, block: int) -> np.ndarray:
-            action, _ = model.predict(obs, deterministic=True)
-            a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
-            return low + (a + 1.0) * (high - low) / 2.0
+            action, _ = sb3.model.predict(obs, deterministic=True)
+            return sb3.to_env_units(np.asarray(action).reshape(-1))
 
         return sb3_policy
     raise ValueError(f"no policy loader for agent {agent!r}")
@@ -203,13 +200,6 @@ def _shaped(model: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]):
 
 
 # ---------------------------------------------------------------------------- benchmark runs
-def benchmark_grid(env: Any, step: float = 0.5) -> list[float]:
-    """The baselines' grid: log10 tolerances from the action's lower bound to its upper one, every ``step``."""
-    low, high = (float(b) for b in env.spaces.tol_bounds)
-    count = int(math.floor((high - low) / step + 1e-9)) + 1
-    return [low + step * i for i in range(count)]
-
-
 def make_benchmark_env(run_dir: str | Path) -> tuple[dict, Any]:
     """A benchmark run's ``config.json`` and its task's env (unwrapped), built as the run built it."""
     import gymnasium as gym
@@ -238,8 +228,8 @@ def score_benchmark_run(run_dir: str | Path, pool: str = "test", env: Any = None
     config, built = make_benchmark_env(run_dir)
     env = env if env is not None else built
     action = load_action_policy(run_dir, env)
-    mine = env.score(lambda obs, step: action(obs, step), pool)
-    table = baselines.cached_grid_table(env, benchmark_grid(env, grid_step))
+    mine = env.score(action, pool)
+    table = baselines.cached_grid_table(env, baselines.log_tol_grid(env, grid_step))
     best = baselines.best_constant(table, "train")
     constant = baselines.column(table, best, pool)
     oracle = baselines.oracle(table, pool)

@@ -100,8 +100,12 @@ class EnvUnitsPolicy:
 
     def predict(self, observation: Any, deterministic: bool = True) -> tuple[np.ndarray, Any]:
         action, state = self.model.predict(observation, deterministic=deterministic)
+        return self.to_env_units(action).astype(np.float32), state
+
+    def to_env_units(self, action: Any) -> np.ndarray:
+        """A model action in [-1, 1], clipped and mapped onto ``[env_low, env_high]`` (float64)."""
         unit = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        return (self.low + (unit + 1.0) * (self.high - self.low) / 2.0).astype(np.float32), state
+        return self.low + (unit + 1.0) * (self.high - self.low) / 2.0
 
     def __call__(self, observation: Any) -> np.ndarray:
         """The deterministic action in the env's units."""

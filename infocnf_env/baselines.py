@@ -42,6 +42,13 @@ class GridTable:
     error: dict[str, np.ndarray]
 
 
+def log_tol_grid(env: BenchmarkEnv, step: float = 0.5) -> list[float]:
+    """The baselines' grid: log10 tolerances from the action's lower bound to its upper one, every ``step``."""
+    low, high = (float(b) for b in env.spaces.tol_bounds)
+    count = int(math.floor((high - low) / step + 1e-9)) + 1
+    return [low + step * i for i in range(count)]
+
+
 def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[str] = ("train", "test")) -> GridTable:
     """Play every episode of ``splits`` at every constant tolerance of ``log_tols``."""
     reward, nfe, error = {}, {}, {}

@@ -31,7 +31,6 @@ tolerances): about an hour with ``--jobs 2``.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -103,11 +102,6 @@ def agent_arm(ctx: Context, task: str, agent: str, seed: int) -> Arm:
                env_kwargs=tuple(sorted(_task_kwargs(ctx).items())))
 
 
-def _grid(low: float, high: float, step: float) -> list[float]:
-    count = int(math.floor((high - low) / step + 1e-9)) + 1
-    return [low + step * i for i in range(count)]
-
-
 def _episodes(env: Any, policy: Any) -> list[dict]:
     """Each test episode's reward, NFE, error and family under ``policy``."""
     return [{**env.play("test", e, policy), "family": env.family_of("test", e)} for e in range(len(env.pool("test")))]
@@ -131,11 +125,10 @@ def task_result(ctx: Context, task: str, arms: dict) -> dict:
 
     cfg = ctx.config
     env = make_task(ctx, task)
-    low, high = env.spaces.tol_bounds
-    table = B.cached_grid_table(env, _grid(low, high, cfg["grid_step"]))
+    table = B.cached_grid_table(env, B.log_tol_grid(env, cfg["grid_step"]))
     best = B.best_constant(table, "train")
     oracle = B.oracle(table, "test")
-    schedule, _ = B.best_schedule(env, _grid(low, high, cfg["schedule_grid_step"]), table.log_tols[best],
+    schedule, _ = B.best_schedule(env, B.log_tol_grid(env, cfg["schedule_grid_step"]), table.log_tols[best],
                                   sweeps=cfg["schedule_sweeps"])
     contextual = B.fit_contextual(env, table, neighbours=cfg["contextual_neighbours"])
     constant_episodes = _episodes(env, env.constant_action(10.0 ** table.log_tols[best]))
@@ -168,10 +161,7 @@ def task_result(ctx: Context, task: str, arms: dict) -> dict:
                  "seeds": []})
     for agent in cfg["agents"]:
         dirs = [arms[(task, agent, s)].run_dir(ctx.runs_dir) for s in ctx.seeds]
-        per_seed = []
-        for run_dir in dirs:
-            action = load_action_policy(run_dir, env)
-            per_seed.append(_episodes(env, lambda obs, step, action=action: action(obs, step)))
+        per_seed = [_episodes(env, load_action_policy(run_dir, env)) for run_dir in dirs]
         rows.append(row(agent, per_seed, list(ctx.seeds), run_dirs=[d.name for d in dirs]))
     constant = _means(constant_episodes)
     front = [{"log10_tol": t, **B.column(table, a, "test")} for a, t in enumerate(table.log_tols)]
