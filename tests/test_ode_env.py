@@ -149,11 +149,12 @@ def test_episode_nfe_and_error_match_a_solve_by_hand(tiny_env: ODETaskEnv) -> No
 
 
 def test_warm_start_saves_the_heuristic_of_later_segments(tiny_env: ODETaskEnv) -> None:
+    """Over the pool (per episode the margin is a few NFE: 285 vs 286-316 measured), a warm
+    start costs less: each cold segment pays the initial-step heuristic and a small first step."""
     cold = ODETaskEnv(**{**TINY, "warm_start": False}, cache=tiny_env.config.cache)
-    for e in range(2):
-        warm_nfe = tiny_env.play("train", e, tiny_env.constant_action(1e-6))["nfe"]
-        cold_nfe = cold.play("train", e, cold.constant_action(1e-6))["nfe"]
-        assert warm_nfe < cold_nfe  # each cold segment pays the initial-step heuristic again
+    warm_nfe = tiny_env.score(tiny_env.constant_action(1e-6), "train")["nfe"]
+    cold_nfe = cold.score(cold.constant_action(1e-6), "train")["nfe"]
+    assert warm_nfe < cold_nfe
 
 
 # ---------------------------------------------------------------------------- the env
