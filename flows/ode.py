@@ -7,6 +7,7 @@ forward and backward NFE are counted one way and a failed solve always surfaces 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -191,6 +192,8 @@ def _solve_torchdiffeq(
 
 #: torchode's methods that match a torchdiffeq method of the same name (same tableau).
 TORCHODE_METHODS: tuple[str, ...] = ("dopri5",)
+#: Step-size controllers of the torchode backends (``_solve_torchode``'s docstring).
+CONTROLLERS: tuple[str, ...] = ("integral", "pi")
 
 
 def _solve_torchode(
@@ -207,6 +210,7 @@ def _solve_torchode(
     options: dict[str, Any],
     adjoint_norm: str = "seminorm",
     adjoint_first_step: float | None = None,
+    controller: str = "integral",
 ) -> tuple[torch.Tensor, ...]:
     """The same solve with torchode's Dormand-Prince loop (optional extra ``torchode``).
 
@@ -217,6 +221,14 @@ def _solve_torchode(
     RMS over the tuple's tensors), and no gradient through the step-size control, as torchdiffeq.
     Direct back-propagation only (so the ``adjoint_*`` arguments are unused); ``first_step``,
     ``max_num_steps`` and the dynamics' ``callback_accept_step`` behave as with torchdiffeq.
+
+    ``controller``: ``"integral"``, torchdiffeq's step-size control (the next step scales with
+    ``error_ratio ** (-1/order)``, and an accepted step never shrinks the next); ``"pi"``, a
+    proportional-integral controller, Söderlind's PI.3.4 (Söderlind 2003, "Digital Filters in
+    Adaptive Time-Stepping", ACM TOMS 29; the default of DifferentialEquations.jl's
+    Dormand-Prince methods): ``error_ratio ** (-0.7/order) * previous_error_ratio ** (0.4/order)``,
+    which damps the step-size oscillation of the integral controller where stability, not
+    accuracy, limits the step, at the price of reacting more slowly.
     """
     try:
         import torchode
@@ -247,9 +259,16 @@ def _solve_torchode(
     callback = getattr(func, "callback_accept_step", None)
     proposed: list[torch.Tensor] = []  # the step the controller proposed last, before torchode cut it
 
-    class Controller(torchode.IntegralController):
-        def dt_factor(self, state, error_ratio):  # as torchdiffeq: an accepted step never shrinks the next
+    if controller not in CONTROLLERS:
+        raise ValueError(f"unknown step-size controller {controller!r}; valid: {', '.join(CONTROLLERS)}")
+    pi = controller == "pi"
+
+    class Controller(torchode.PIDController if pi else torchode.IntegralController):  # type: ignore[misc]
+        def dt_factor(self, state, error_ratio):
             factor = super().dt_factor(state, error_ratio)
+            if pi:
+                return factor
+            # as torchdiffeq: an accepted step never shrinks the next
             return torch.where(error_ratio < 1.0, factor.clamp(min=1.0), factor)
 
         def adapt_step_size(self, t0, dt, y0, step_result, state, stats):
@@ -264,12 +283,13 @@ def _solve_torchode(
 
     term = torchode.ODETerm(f, with_stats=False)
     span = float((t[-1] - t[0]).detach().abs())
-    controller = Controller(
-        atol=tol, rtol=tol, term=term, norm=mixed_norm, dt_min=torch.finfo(t.dtype).eps * max(span, 1.0),
+    gains = {"pcoeff": 0.4, "icoeff": 0.3, "dcoeff": 0.0} if pi else {}  # PI.3.4, in units of 1 / order
+    step_control = Controller(
+        atol=tol, rtol=tol, term=term, norm=mixed_norm, dt_min=torch.finfo(t.dtype).eps * max(span, 1.0), **gains,
     )
     # torchdiffeq chooses step sizes under no_grad: so must this, for the same gradient and backward NFE.
     solver = torchode.AutoDiffAdjoint(
-        torchode.Dopri5(term=term), controller, max_steps=max_num_steps, backprop_through_step_size_control=False,
+        torchode.Dopri5(term=term), step_control, max_steps=max_num_steps, backprop_through_step_size_control=False,
     )
     t_eval = t.reshape(1, -1)
     problem = torchode.InitialValueProblem(
@@ -291,6 +311,7 @@ def _solve_torchode(
 BACKENDS: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {
     "torchdiffeq": _solve_torchdiffeq,
     "torchode": _solve_torchode,
+    "torchode-pi": functools.partial(_solve_torchode, controller="pi"),
 }
 
 
@@ -303,7 +324,7 @@ def check_backend(backend: str) -> str:
 def check_backend_options(backend: str, method: str, adjoint: bool) -> None:
     """Raise ``ValueError`` if ``backend`` cannot solve with ``method`` / ``adjoint``."""
     check_backend(backend)
-    if backend != "torchode":
+    if not backend.startswith("torchode"):
         return
     if method not in TORCHODE_METHODS:
         raise ValueError(f"backend 'torchode' supports methods {', '.join(TORCHODE_METHODS)}, got {method!r}")
@@ -343,7 +364,8 @@ def solve(
         first_step: the adaptive solver's first step instead of its initial-step heuristic
             (which costs one evaluation and often starts far smaller than needed).
         options: extra torchdiffeq solver options.
-        backend: the solver implementation, a name in :data:`BACKENDS` (``"torchode"`` is
+        backend: the solver implementation, a name in :data:`BACKENDS` (``"torchode"`` and
+            ``"torchode-pi"``, its PI step-size controller, are
             an optional extra and supports ``dopri5`` with direct back-propagation only).
         controlled: how many leading tensors of the state the step-size control measures
             (``None``: all; torchdiffeq's mixed norm, the largest RMS error over them). The

@@ -8,6 +8,7 @@ imports it on demand. Each id is an :class:`EnvConfig` (``ENV_IDS``); keyword ar
 from gymnasium.envs.registration import register
 
 from flows.build import AUTHORS_RECIPE
+from flows.train import Plateau
 from infocnf_env.benchmark import BenchmarkEnv, BenchmarkReward, PoolConfig
 from infocnf_env.config import (
     DEFAULT_TOL_BOUNDS,
@@ -71,10 +72,19 @@ for _id, _config in ENV_IDS.items():
 #: The frozen-flow benchmark (infocnf_env.frozen): tolerance learning in isolation on FFJORD's
 #: 2-D toy densities, each flow trained to convergence on first use and cached.
 FROZEN_IDS: dict[str, FrozenConfig] = {
-    f"CNF-Frozen-{_title}-v0": FrozenConfig(density=_density)
+    f"CNF-Frozen-{_title}-v0": FrozenConfig(densities=_density)
     for _density, _title in (("checkerboard", "Checkerboard"), ("pinwheel", "Pinwheel"), ("rings", "Rings"),
                              ("2spirals", "2Spirals"), ("8gaussians", "8Gaussians"))
 }
+#: The CNF task with room: episodes from all five densities' flows (a density one-hot in the
+#: observation), two stacked blocks (two decisions per episode, as the paper's gates make them),
+#: small episodes of 8 points (per-point difficulty is not averaged away), and flows trained
+#: until their loss plateaus (flows.train.Plateau: 3 windows of 100 iterations without a 0.005
+#: fall of the windowed mean loss; at most 3000 iterations).
+FROZEN_IDS["CNF-Frozen-Mixed-v0"] = FrozenConfig(
+    densities=("checkerboard", "pinwheel", "rings", "2spirals", "8gaussians"), hidden=32, num_blocks=2,
+    train_iterations=3000, plateau=Plateau(), batch_size=8,
+    pools=PoolConfig(train_pool_size=64, test_pool_size=64))
 for _id, _frozen in FROZEN_IDS.items():
     register(id=_id, entry_point="infocnf_env.frozen:FrozenFlowEnv", kwargs={"config": _frozen})
 

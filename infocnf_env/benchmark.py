@@ -221,6 +221,11 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         """What ``info`` says of the episode (its variant, family, ...)."""
         return {}
 
+    def family_of(self, split: str, index: int) -> str:
+        """The group episode ``index`` of pool ``split`` belongs to (an ODE family, a density), for
+        per-group scores."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ shared
     def _setup_spaces(self, observation_size: int) -> None:
         spaces = self.spaces

@@ -7,17 +7,19 @@ mode the first step). Its reward weighs the solve's NFE against its accuracy err
 absolute difference of log p(x) (nats) from a tight reference solve of the same batch
 (``reference_tol``, 1e-8), which is computed once per episode and cached.
 
-The flows: FFJORD's 2-D toy densities (:mod:`flows.toy_densities`), one CNF block with the
-exact divergence and MLP dynamics of ``hidden`` units, trained by maximum likelihood at
-tolerance 1e-5 for ``train_iterations`` iterations on first use (:func:`toy_flow`) and cached
-in the user cache directory (:func:`cache_dir`); nothing is downloaded or committed. The
-default 1500 iterations do not reach convergence; how stiff each flow gets (NFE at 1e-5, the
-error of a single step) is measured by the ``benchmark`` study.
+The flows: FFJORD's 2-D toy densities (:mod:`flows.toy_densities`), ``num_blocks`` stacked CNF
+blocks with the exact divergence and MLP dynamics of ``hidden`` units, trained by maximum
+likelihood at tolerance 1e-5 on first use (:func:`toy_flow`, :func:`flows.train.fit`) and cached
+in the user cache directory (:func:`cache_dir`); nothing is downloaded or committed. Training
+runs ``train_iterations`` iterations, or, with ``plateau`` set, until the loss stops falling
+(:class:`flows.train.Plateau`) with ``train_iterations`` as the cap. A task of several densities
+(``densities``, e.g. ``CNF-Frozen-Mixed-v0``) holds one flow per density.
 
 The episodes: ``train_pool_size`` and ``test_pool_size`` batches of ``batch_size`` points,
 drawn once from ``pool_seed`` (the test batches continue the same draw: disjoint points).
-Each comes from one *variant* of the input, so that the right action differs between
-episodes and an agent that reads its observation can beat every constant action:
+Episode i of a pool comes from density ``i mod D`` of the task's D densities, and from one
+*variant* of the input, so that the right action differs between episodes and an agent that
+reads its observation can beat every constant action:
 
 * ``region``: points of one region of the density (a checkerboard square, a pinwheel arm,
   ...), the regions taken in turn;
@@ -41,9 +43,10 @@ import numpy as np
 import torch
 
 from flows import FlowModel, SolverError, build_model
+from flows.ode import check_backend_options
 from flows.data import BatchStream, load_dataset
 from flows.toy_densities import TOY_DENSITIES, sample_toy
-from flows.train import fit
+from flows.train import Plateau, fit
 from infocnf_env.actions import BlockAction
 from infocnf_env.benchmark import (
     NUM_FEEDBACK,
@@ -59,15 +62,15 @@ from infocnf_env.cache import cache_dir, cached, check_writable
 from infocnf_env.config import SpaceConfig, check_positive_int
 from infocnf_env.observation import NUM_STATS, ObservationEncoder
 
-__all__ = ["FrozenConfig", "FrozenFlowEnv", "cache_dir", "episode_pools", "toy_flow"]
+__all__ = ["FrozenConfig", "FrozenFlowEnv", "cache_dir", "episode_pools", "toy_flow", "trained_toy_flow"]
 
 #: Tolerance the frozen flows are trained at (the paper's evaluation tolerance).
 TRAIN_TOL = 1e-5
 VARIANTS = ("region", "scale", "noise")
 #: Bump when the flow's training changes, so that stale cached flows are not reused.
-FLOW_CACHE_VERSION = 1
+FLOW_CACHE_VERSION = 2
 #: Bump when pool construction or the references change.
-POOL_CACHE_VERSION = 2
+POOL_CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -75,16 +78,23 @@ class FrozenConfig:
     """One frozen-flow benchmark task; a registered id is one of these.
 
     Attributes:
-        density: a key of ``flows.toy_densities.TOY_DENSITIES``.
+        densities: keys of ``flows.toy_densities.TOY_DENSITIES`` (a single name is one density);
+            several make a mixed task: one flow per density, episodes from each in turn, and the
+            observation carries the density's one-hot.
         hidden: width of the dynamics MLP (3 layers, concatsquash, softplus).
         num_blocks: CNF blocks stacked in the flow: the decisions of an episode, one per block,
             as the paper's gates make them.
         train_iterations, train_batch_size, train_lr: maximum-likelihood training of the flow
-            (Adam, every solve at 1e-5).
+            (Adam, every solve at 1e-5); ``train_iterations`` is the cap when ``plateau`` is set.
+        plateau: train until the loss stops falling (:class:`flows.train.Plateau`); ``None``: a
+            fixed ``train_iterations`` (the single-density ids, whose committed figures come
+            from 1500 iterations).
         flow_seed: seed of the flow's initial weights and training data order.
         batch_size: inputs per episode.
         variants: the input variants of the pools (module docstring), taken in turn.
         reference_tol: tolerance of the cached reference solves.
+        backend: the episode solves' backend, a name in ``flows.ode.BACKENDS`` (``"torchode-pi"``:
+            a PI step-size controller, a baseline); training and references use torchdiffeq.
         max_num_steps: step cap of every solve (a solve past it ends the episode, truncated).
         pools: the train and test pools (``train_pool_size``, ``test_pool_size``, ``pool_seed``).
         reward: :class:`~infocnf_env.benchmark.BenchmarkReward` in its linear form: block i
@@ -100,16 +110,18 @@ class FrozenConfig:
             and the pools (``pool_seed``) do not depend on it.
     """
 
-    density: str = "checkerboard"
+    densities: tuple[str, ...] = ("checkerboard",)
     hidden: int = 64
     num_blocks: int = 1
     train_iterations: int = 1500
     train_batch_size: int = 256
     train_lr: float = 1e-3
+    plateau: Plateau | None = None
     flow_seed: int = 0
     batch_size: int = 64
     variants: tuple[str, ...] = ("region", "scale:2", "noise:0.5")
     reference_tol: float = 1e-8
+    backend: str = "torchdiffeq"
     max_num_steps: int = 2000
     pools: PoolConfig = field(default_factory=lambda: PoolConfig(train_pool_size=32, test_pool_size=32))
     reward: BenchmarkReward = field(default_factory=BenchmarkReward)
@@ -118,8 +130,18 @@ class FrozenConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.density not in TOY_DENSITIES:
-            raise ValueError(f"unknown density {self.density!r}; valid densities: {', '.join(TOY_DENSITIES)}")
+        object.__setattr__(self, "densities", (self.densities,) if isinstance(self.densities, str)
+                           else tuple(self.densities))
+        if not self.densities:
+            raise ValueError("densities must name at least one density")
+        for density in self.densities:
+            if density not in TOY_DENSITIES:
+                raise ValueError(f"unknown density {density!r}; valid densities: {', '.join(TOY_DENSITIES)}")
+        if len(set(self.densities)) != len(self.densities):
+            raise ValueError(f"densities must not repeat, got {self.densities!r}")
+        check_backend_options(self.backend, "dopri5", adjoint=False)
+        if self.plateau is not None and not isinstance(self.plateau, Plateau):
+            raise ValueError(f"plateau must be a flows.train.Plateau or None, got {self.plateau!r}")
         if self.spaces.obs_mode != "vector":
             raise ValueError("the frozen-flow tasks have vector observations only (obs_mode='vector')")
         for name in ("hidden", "num_blocks", "train_iterations", "train_batch_size", "batch_size", "max_num_steps"):
@@ -143,17 +165,19 @@ class FrozenConfig:
         return replace_grouped(self, {"pools": PoolConfig, "reward": BenchmarkReward, "spaces": SpaceConfig},
                                "frozen-benchmark", **overrides)
 
-    def flow_key(self) -> str:
-        """Cache name of the trained flow: everything that decides its weights."""
-        spec = [FLOW_CACHE_VERSION, self.density, self.hidden, self.num_blocks, self.train_iterations,
-                self.train_batch_size, self.train_lr, self.flow_seed]
-        return f"{self.density}-h{self.hidden}-b{self.num_blocks}-it{self.train_iterations}-" + _digest(spec)
+    def flow_key(self, density: str) -> str:
+        """Cache name of ``density``'s trained flow: everything that decides its weights."""
+        plateau = None if self.plateau is None else dataclasses.asdict(self.plateau)
+        spec = [FLOW_CACHE_VERSION, density, self.hidden, self.num_blocks, self.train_iterations,
+                self.train_batch_size, self.train_lr, self.flow_seed, plateau]
+        return f"{density}-h{self.hidden}-b{self.num_blocks}-it{self.train_iterations}-" + _digest(spec)
 
     def pool_key(self) -> str:
-        """Cache name of the references: the flow, the pools and the reference tolerance."""
-        spec = [POOL_CACHE_VERSION, self.flow_key(), dataclasses.asdict(self.pools), self.batch_size,
+        """Cache name of the references: the flows, the pools and the reference tolerance."""
+        flows = [self.flow_key(d) for d in self.densities]
+        spec = [POOL_CACHE_VERSION, flows, dataclasses.asdict(self.pools), self.batch_size,
                 list(self.variants), self.reference_tol]
-        return f"{self.flow_key()}-pool-" + _digest(spec)
+        return f"{'-'.join(self.densities)}-pool-" + _digest(spec)
 
 
 def _digest(spec: list) -> str:
@@ -176,8 +200,8 @@ def parse_variant(variant: str) -> tuple[str, float]:
     return kind, amount
 
 
-def _build_flow(config: FrozenConfig) -> FlowModel:
-    num_regions = TOY_DENSITIES[config.density][1]
+def _build_flow(config: FrozenConfig, density: str) -> FlowModel:
+    num_regions = TOY_DENSITIES[density][1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.flow_seed)
         return build_model("cnf", (2,), num_regions, "mlp", hidden=config.hidden, num_blocks=config.num_blocks,
@@ -189,37 +213,54 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def toy_flow(config: FrozenConfig, *, log: Callable[[str], None] | None = _stderr) -> FlowModel:
-    """The task's trained flow (eval mode, frozen): from the cache, else trained and cached.
+def toy_flow(config: FrozenConfig, density: str | None = None, *,
+             log: Callable[[str], None] | None = _stderr) -> FlowModel:
+    """The trained flow of ``density`` (:func:`trained_toy_flow` without its training length)."""
+    return trained_toy_flow(config, density, log=log)[0]
 
-    Training: ``train_iterations`` Adam steps of maximum likelihood on batches of the
-    density, every solve at 1e-5, reported to ``log`` (default: stderr) as it goes. The cache
+
+def trained_toy_flow(config: FrozenConfig, density: str | None = None, *,
+                     log: Callable[[str], None] | None = _stderr) -> tuple[FlowModel, int]:
+    """The trained flow of ``density`` (default: the task's first; eval mode, frozen): from the
+    cache, else trained and cached; with the number of iterations it was trained for.
+
+    Training: Adam steps of maximum likelihood on batches of the density, every solve at 1e-5,
+    ``train_iterations`` of them or until the loss plateaus (``config.plateau``), reported to
+    ``log`` (default: stderr) as it goes. The cache
     folder is checked before the training starts; the file is written atomically, so an
     interrupted training leaves no partial cache entry, and a file that does not load is
     reported and the flow retrained.
     """
+    density = config.densities[0] if density is None else density
+    if density not in config.densities:
+        raise ValueError(f"density {density!r} is not one of the task's densities {config.densities}")
     folder = cache_dir(config.cache)
-    model = _build_flow(config)
+    model = _build_flow(config, density)
+    budget = (f"until its loss plateaus, at most {config.train_iterations} iterations" if config.plateau
+              else f"{config.train_iterations} iterations")
 
-    def train() -> dict[str, torch.Tensor]:
+    def train() -> dict[str, Any]:
         if log is not None:
-            log(f"training the frozen {config.density} flow once ({config.train_iterations} iterations); "
-                f"it is cached in {folder}")
-        data = load_dataset(config.density, "train", seed=config.flow_seed)
+            log(f"training the frozen {density} flow once ({budget}); it is cached in {folder}")
+        data = load_dataset(density, "train", seed=config.flow_seed)
         stream = BatchStream(data, config.train_batch_size, seed=config.flow_seed)
 
         def progress(step: int, loss: float, nfe: int) -> None:
             if log is not None:
-                log(f"{config.density}: iteration {step}/{config.train_iterations}, loss {loss:.4f}, NFE {nfe}")
+                log(f"{density}: iteration {step}/{config.train_iterations}, loss {loss:.4f}, NFE {nfe}")
 
-        fit(model, stream, config.train_iterations, tol=TRAIN_TOL, lr=config.train_lr,
-            generator=torch.Generator().manual_seed(config.flow_seed), log=progress)
-        return model.state_dict()
+        result = fit(model, stream, config.train_iterations, tol=TRAIN_TOL, lr=config.train_lr,
+                     generator=torch.Generator().manual_seed(config.flow_seed), log=progress, until=config.plateau)
+        if log is not None and config.plateau is not None:
+            log(f"{density}: " + (f"the loss plateaued after {result.steps} iterations" if result.plateaued
+                                  else f"stopped at the cap of {result.steps} iterations before a plateau"))
+        return {"state_dict": model.state_dict(), "trained_steps": result.steps}
 
     check_writable(folder)
-    model.load_state_dict(cached(folder / f"{config.flow_key()}.pt", train, what="trained frozen flow", log=log))
+    saved = cached(folder / f"{config.flow_key(density)}.pt", train, what="trained frozen flow", log=log)
+    model.load_state_dict(saved["state_dict"])
     model.eval().requires_grad_(False)
-    return model
+    return model, int(saved["trained_steps"])
 
 
 @dataclass(frozen=True)
@@ -227,6 +268,7 @@ class Episode:
     """One episode of a pool: its inputs and where they come from."""
 
     index: int
+    density: str
     variant: str
     region: int  # the region of ``region`` episodes, -1 otherwise
     x: torch.Tensor
@@ -234,25 +276,28 @@ class Episode:
 
 def episode_pools(config: FrozenConfig) -> dict[str, list[Episode]]:
     """The task's train and test pools, drawn from ``pool_seed`` (the same for every env of the
-    task); variants in turn within each pool, the test pool continuing the training pool's draw."""
-    name = config.density
-    regions = TOY_DENSITIES[name][1]
+    task): episode i from density ``i mod D`` and variant ``(i div D) mod V``, the test pool
+    continuing the training pool's draw (no point is in two episodes)."""
     sizes = {"train": config.pools.train_pool_size, "test": config.pools.test_pool_size}
     total = sum(sizes.values())
     generator = torch.Generator().manual_seed(10_000 + config.pools.pool_seed)
-    x_all, labels = sample_toy(name, 400 * regions + total * config.batch_size, generator)
-    used = torch.zeros(len(x_all), dtype=torch.bool)  # a point belongs to one episode at most
+    samples = {}
+    for name in config.densities:
+        x_all, labels = sample_toy(name, 400 * TOY_DENSITIES[name][1] + total * config.batch_size, generator)
+        samples[name] = (x_all, labels, torch.zeros(len(x_all), dtype=torch.bool))  # points already used
+    region_turn = dict.fromkeys(config.densities, 0)
     pools: dict[str, list[Episode]] = {}
-    region_turn = 0
     for split, size in sizes.items():
         pool = []
         for i in range(size):
-            variant = config.variants[i % len(config.variants)]
+            name = config.densities[i % len(config.densities)]
+            x_all, labels, used = samples[name]
+            variant = config.variants[(i // len(config.densities)) % len(config.variants)]
             kind, amount = parse_variant(variant)
             region = -1
             if kind == "region":
-                region = region_turn % regions
-                region_turn += 1
+                region = region_turn[name] % TOY_DENSITIES[name][1]
+                region_turn[name] += 1
                 members = torch.nonzero((labels == region) & ~used).flatten()
             else:
                 members = torch.nonzero(~used).flatten()
@@ -263,7 +308,7 @@ def episode_pools(config: FrozenConfig) -> dict[str, list[Episode]]:
                 x = x * amount
             elif kind == "noise":
                 x = x + amount * torch.randn(x.shape, generator=generator)
-            pool.append(Episode(i, variant, region, x.contiguous()))
+            pool.append(Episode(i, name, variant, region, x.contiguous()))
         pools[split] = pool
     return pools
 
@@ -288,10 +333,11 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
     fraction of the block's time span (:mod:`infocnf_env.actions`).
 
     ## Observation Space
-    ``Box((N + 4 + 4,), float32)``: the one-hot block index, four statistics of the block's
-    input (:mod:`infocnf_env.observation`, ``vector`` mode) and the solver's feedback from the
-    previous block (``log1p(NFE)``, log10 of its last accepted step where the block records
-    it, ``log1p(rejected steps)``, log10 of its tolerance; zeros before the first block).
+    ``Box((N + 4 + D' + 4,), float32)``: the one-hot block index, four statistics of the block's
+    input (:mod:`infocnf_env.observation`, ``vector`` mode), on a task of D > 1 densities the
+    episode's density one-hot (D' = D; D' = 0 on a single density), and the solver's feedback
+    from the previous block (``log1p(NFE)``, log10 of its last accepted step where the block
+    records it, ``log1p(rejected steps)``, log10 of its tolerance; zeros before the first block).
 
     ## Rewards
     Block i: ``-(alpha / N) * nfe_i``. The last block adds ``-error_weight * error``, where
@@ -319,14 +365,30 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
         super().__init__()
         self.config = config = (config or FrozenConfig()).replace(**overrides)
         self.spaces, self.reward_config = config.spaces, config.reward
-        self.model = toy_flow(config)
-        self.num_blocks = self.model.num_blocks
+        self.models: dict[str, FlowModel] = {}
+        #: iterations each density's flow was trained for (``train_iterations``, or fewer on a plateau)
+        self.trained_steps: dict[str, int] = {}
+        for density in config.densities:
+            self.models[density], self.trained_steps[density] = trained_toy_flow(config, density)
+        first = self.models[config.densities[0]]
+        self.num_blocks = first.num_blocks
         self.pools = episode_pools(config)
         self.references, self.reference_nfe = self._references()
-        self.encoder = ObservationEncoder("vector", self.num_blocks, self.model.block_input_shapes())
-        self._setup_spaces(self.num_blocks + NUM_STATS + NUM_FEEDBACK)
+        for model in self.models.values():  # the episodes' solves; training and references use the default
+            for block in model.blocks:
+                block.backend = config.backend
+        self.encoder = ObservationEncoder("vector", self.num_blocks, first.block_input_shapes())
+        self._density_features = len(config.densities) if len(config.densities) > 1 else 0
+        self._setup_spaces(self.num_blocks + NUM_STATS + self._density_features + NUM_FEEDBACK)
         if config.seed is not None:
             self.np_random, _ = gym.utils.seeding.np_random(config.seed)
+
+    @property
+    def model(self) -> FlowModel:
+        """The flow of a single-density task (``models[density]`` on a mixed one)."""
+        if len(self.models) != 1:
+            raise AttributeError(f"a task of {len(self.models)} densities has one flow each: use env.models[density]")
+        return next(iter(self.models.values()))
 
     def _references(self) -> tuple[dict[str, list[torch.Tensor]], dict[str, list[int]]]:
         """Per pool and episode: log p(x) solved at ``reference_tol`` and that solve's NFE (cached)."""
@@ -340,7 +402,7 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
                 for episode in pool:
                     try:
                         with torch.no_grad():
-                            ref = self.model(episode.x, tol=config.reference_tol)  # the model's own block loop
+                            ref = self.models[episode.density](episode.x, tol=config.reference_tol)  # its block loop
                     except SolverError as err:
                         raise SolverError(f"the reference solve of {split} episode {episode.index} failed at "
                                           f"{config.reference_tol:g} ({err}); raise max_num_steps") from err
@@ -354,27 +416,34 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
     # ------------------------------------------------------------------ the task's parts
     def _start(self, episode: Episode) -> Any:
         with torch.no_grad():
-            return self.model.start(episode.x)
+            return self.models[episode.density].start(episode.x)
 
     def _advance(self, play: Playthrough[Episode], action: BlockAction) -> tuple[Any, Feedback]:
         with torch.no_grad():
-            state, stats = self.model.advance(play.state, action.tol, first_step=action.first_step)
+            state, stats = self.models[play.episode.density].advance(play.state, action.tol,
+                                                                     first_step=action.first_step)
         counter = stats.counter
         return state, Feedback(stats.nfe, counter.last_step, counter.accepted, counter.rejected, action.tol)
 
     def _error(self, play: Playthrough[Episode]) -> float:
         with torch.no_grad():
-            out = self.model.finish(play.state)
+            out = self.models[play.episode.density].finish(play.state)
         return accuracy_error(out.logpx, self.references[play.split][play.index])
 
     def _observe(self, play: Playthrough[Episode]) -> np.ndarray:
-        features = self.model.features(play.state)
+        features = self.models[play.episode.density].features(play.state)
         encoded = np.asarray(self.encoder.encode(len(play.nfe), features), dtype=np.float32)
+        density = np.zeros(self._density_features, dtype=np.float32)
+        if self._density_features:
+            density[self.config.densities.index(play.episode.density)] = 1.0
         feedback = play.feedback.features() if play.feedback is not None else no_feedback()
-        return np.concatenate([encoded, feedback])
+        return np.concatenate([encoded, density, feedback])
 
     def _describe(self, play: Playthrough[Episode]) -> dict[str, Any]:
-        return {"variant": play.episode.variant}
+        return {"density": play.episode.density, "variant": play.episode.variant}
+
+    def family_of(self, split: str, index: int) -> str:
+        return self.pool(split)[index].density
 
     def _take(self, play: Playthrough[Episode], action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
         reward, terminated, truncated, info = super()._take(play, action)

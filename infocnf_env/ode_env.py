@@ -28,7 +28,15 @@ import numpy as np
 import torch
 
 from flows.ivp import FAMILIES, MAX_DIM, Instance, IVPDynamics, check_family, draw_instance, relative_error
-from flows.ode import NFECounter, check_method, is_adaptive, rescale_step, solve, solver_order
+from flows.ode import (
+    NFECounter,
+    check_backend_options,
+    check_method,
+    is_adaptive,
+    rescale_step,
+    solve,
+    solver_order,
+)
 from infocnf_env.actions import BlockAction
 from infocnf_env.benchmark import (
     NUM_FEEDBACK,
@@ -58,6 +66,9 @@ class ODEConfig:
         warm_start: a segment starts from the previous segment's last accepted step,
             rescaled to its tolerance (module docstring); ``False``: the solver's heuristic.
         method: the adaptive solver (a torchdiffeq name).
+        backend: the episode solves' backend, a name in ``flows.ode.BACKENDS`` (``"torchode-pi"``:
+            a PI step-size controller, the baseline a numerical analyst would bring; the
+            references always use torchdiffeq).
         reference_method, reference_tol: the cached reference solve of each instance.
         max_num_steps: step cap of every segment's solve (past it the episode is truncated).
         pools: the train and test pools (:class:`~infocnf_env.benchmark.PoolConfig`).
@@ -72,6 +83,7 @@ class ODEConfig:
     segments: int = 4
     warm_start: bool = True
     method: str = "dopri5"
+    backend: str = "torchdiffeq"
     reference_method: str = "dopri8"
     reference_tol: float = 1e-12
     max_num_steps: int = 20_000
@@ -97,6 +109,7 @@ class ODEConfig:
         check_method(self.reference_method)
         if not is_adaptive(self.method):
             raise ValueError(f"method must be an adaptive solver (its tolerance is the action), got {self.method!r}")
+        check_backend_options(self.backend, self.method, adjoint=False)
         if not (isinstance(self.reference_tol, (int, float)) and 0 < self.reference_tol < 1e-6):
             raise ValueError(f"reference_tol must be in (0, 1e-6), got {self.reference_tol!r}")
         if not isinstance(self.warm_start, bool):
@@ -232,7 +245,7 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
         func.counter = counter = NFECounter()
         with torch.no_grad():
             (ys,) = solve(func, (state.y,), times, counter, tol=action.tol, method=config.method,
-                          max_num_steps=config.max_num_steps, first_step=first_step)
+                          max_num_steps=config.max_num_steps, first_step=first_step, backend=config.backend)
         last = counter.last_step
         feedback = Feedback(counter.forward, None if last is None else last / span, counter.accepted,
                             counter.rejected, action.tol)

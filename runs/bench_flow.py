@@ -333,7 +333,7 @@ def run(batch: int, repeats: int, quick: bool, threads: int, hidden: int, sweep_
         torch.manual_seed(0)
         model, shape = sweep_model(arch, sweep_hidden)
         train_loss[arch] = fit(model, stream, train_steps, tol=TRAIN_TOL, lr=1e-3,
-                               generator=torch.Generator().manual_seed(1))
+                               generator=torch.Generator().manual_seed(1)).loss
         points += sweep(arch, model, x, y, tols, sweep_iterations)
     _print_sweep_table(points, train_loss, train_steps)
     elapsed = time.perf_counter() - t_start

@@ -396,13 +396,14 @@ def plot_beta(result: dict, path: Path) -> None:
 
 
 def plot_leaderboard(result: dict, path: Path) -> None:
-    """Per ODE task, on the test pool: the constant-tolerance front (mean NFE vs mean error), the
-    best constant, best schedule, contextual regressor, oracle and each agent (mean over seeds)."""
+    """Per benchmark task, on the test pool: the constant-tolerance front (mean NFE vs mean error),
+    the best constant, best schedule, contextual regressor, PI controller, oracle and each agent
+    (mean over seeds)."""
     plt = _pyplot()
     tasks = result["tasks"]
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(max(7.0, 5.0 * len(tasks)), 4.5), squeeze=False)
     markers = {"best_constant": ("s", "black"), "best_schedule": ("D", "grey"), "contextual": ("P", "tab:cyan"),
-               "oracle": ("*", "gold")}
+               "pi_controller": ("X", "tab:brown"), "oracle": ("*", "gold")}
     for ax, task in zip(axes[0], tasks, strict=False):
         front = task["front"]
         ax.plot([f["nfe"] for f in front], [max(_f(f["error"]), 1e-12) for f in front], color="grey", marker=".",
@@ -412,13 +413,14 @@ def plot_leaderboard(result: dict, path: Path) -> None:
             ax.scatter([row["nfe_mean"]], [max(_f(row["error_mean"]), 1e-12)], marker=marker, color=colour,
                        s=70 if marker == "*" else 30, edgecolor="black" if marker == "*" else None, label=row["agent"],
                        zorder=3)
-        ax.axhline(task["reward"]["error_target"], color="red", ls=":", lw=0.8, label="error target")
+        if task["reward"]["error_form"] == "target":
+            ax.axhline(task["reward"]["error_target"], color="red", ls=":", lw=0.8, label="error target")
         ax.set_yscale("log")
         ax.set_xlabel("NFE per episode (test pool)")
-        ax.set_ylabel("mean relative error at T")
+        ax.set_ylabel(task.get("error_unit", "mean error"))
         ax.set_title(task["task"], fontsize=9)
     axes[0][0].legend(fontsize=6)
-    fig.suptitle(_title(result, "ODE tasks: agents and baselines on held-out instances"))
+    fig.suptitle(_title(result, "Tolerance agents and baselines on held-out episodes"))
     _save(fig, path)
 
 
@@ -428,6 +430,7 @@ PLOTTERS: dict[str, Callable[[dict, Path], None]] = {
     "policies": plot_policies, "frozen": plot_frozen, "samples": plot_samples,
     "reinforce-ablation": plot_reinforce_ablation, "latent-probe": plot_latent_probe, "speed": plot_speed,
     "benchmark": plot_benchmark, "beta": plot_beta, "leaderboard": plot_leaderboard,
+    "leaderboard-cnf": plot_leaderboard,
 }
 
 

@@ -14,6 +14,7 @@ from gymnasium.utils.env_checker import check_env
 
 import infocnf_env
 from flows.toy_densities import TOY_DENSITIES, sample_toy
+from flows.train import Plateau
 from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv, episode_pools, toy_flow
 from runs.studies.benchmark import baselines, grid_table, score_policy
 
@@ -120,10 +121,13 @@ def test_make_vec_runs_frozen_envs(cache):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(hiddn=8), r"unknown frozen-benchmark kwarg\(s\) \['hiddn'\]; valid: .*density, "),
+    (dict(hiddn=8), r"unknown frozen-benchmark kwarg\(s\) \['hiddn'\]; valid: .*densities, "),
     (dict(variants=("shift:2",)), "unknown input variant 'shift:2'"),
     (dict(variants=("noise:-1",)), "needs a positive number"),
-    (dict(density="moons"), "unknown density 'moons'; valid densities: checkerboard"),
+    (dict(densities="moons"), "unknown density 'moons'; valid densities: checkerboard"),
+    (dict(densities=("rings", "rings")), "densities must not repeat"),
+    (dict(densities=()), "densities must name at least one density"),
+    (dict(plateau=100), "plateau must be a flows.train.Plateau or None"),
     (dict(test_pool_size=0), "test_pool_size must be a positive integer"),
     (dict(obs_mode="features"), "vector observations only"),
 ])
@@ -168,12 +172,12 @@ def test_a_stacked_flow_makes_one_decision_per_block(cache):
         obs, _, terminated, _, info = env.step(np.array([-2.0 - block]))
         steps.append(info["tol"])
     assert terminated and steps == pytest.approx([1e-2, 1e-3, 1e-4]) and len(info["nfe_blocks"]) == 3
-    assert _env(cache).config.flow_key() != env.config.flow_key()
+    assert _flow_key(_env(cache).config) != _flow_key(env.config)
 
 
 #: Every FrozenConfig field that decides the trained flow, and one other valid value of it.
-FLOW_FIELDS = dict(density="pinwheel", hidden=9, num_blocks=2, train_iterations=31, train_batch_size=128, train_lr=2e-3,
-                   flow_seed=1)
+FLOW_FIELDS = dict(densities="pinwheel", hidden=9, num_blocks=2, train_iterations=31, train_batch_size=128,
+                   train_lr=2e-3, flow_seed=1, plateau=Plateau())
 #: The fields that decide the pool and its cached references (besides the flow's).
 POOL_FIELDS = dict(train_pool_size=5, test_pool_size=3, batch_size=17, variants=("region",), pool_seed=1,
                    reference_tol=1e-7)
@@ -185,20 +189,24 @@ OTHER_FIELDS = dict(alpha=2.0, error_weight=7.0, error_form="target", error_targ
                     cache="elsewhere")
 
 
+def _flow_key(config: FrozenConfig) -> str:
+    return config.flow_key(config.densities[0])
+
+
 def test_every_field_that_decides_a_cached_artefact_changes_its_key():
     base = FrozenConfig().replace(**TINY)
     for name, value in FLOW_FIELDS.items():
         other = base.replace(**{name: value})
-        assert other.flow_key() != base.flow_key(), name
+        assert _flow_key(other) != _flow_key(base), name
         assert other.pool_key() != base.pool_key(), name  # the references are the flow's
     for name, value in POOL_FIELDS.items():
         other = base.replace(**{name: value})
         assert other.pool_key() != base.pool_key(), name
-        assert other.flow_key() == base.flow_key(), name  # one trained flow serves every pool
+        assert _flow_key(other) == _flow_key(base), name  # one trained flow serves every pool
     for name, value in OTHER_FIELDS.items():
         other = base.replace(**{name: value})
-        assert (other.flow_key(), other.pool_key()) == (base.flow_key(), base.pool_key()), name
-    assert base.replace().flow_key() == base.flow_key()  # a key is a function of the fields
+        assert (_flow_key(other), other.pool_key()) == (_flow_key(base), base.pool_key()), name
+    assert _flow_key(base.replace()) == _flow_key(base)  # a key is a function of the fields
     # every field, the groups' by their flat names, is classified here (obs_mode has a single valid
     # value; feature_samples and feature_size apply to feature observations only)
     groups = {"pools", "reward", "spaces"}
@@ -206,3 +214,34 @@ def test_every_field_that_decides_a_cached_artefact_changes_its_key():
     for group in groups:
         fields |= {f.name for f in dataclasses.fields(getattr(base, group))}
     assert fields == {*FLOW_FIELDS, *POOL_FIELDS, *OTHER_FIELDS, "obs_mode", "feature_samples", "feature_size"}
+
+
+def test_a_mixed_task_solves_each_episode_with_its_own_densitys_flow(cache):
+    env = _env(cache, densities=("checkerboard", "8gaussians"), num_blocks=2)
+    check_env(env, skip_render_check=True)
+    assert env.observation_space.shape == (2 + 4 + 2 + 4,)  # blocks, statistics, density one-hot, feedback
+    assert [e.density for e in env.pool("test")] == ["checkerboard", "8gaussians"] * 2
+    assert [env.family_of("train", i) for i in range(4)] == ["checkerboard", "8gaussians"] * 2
+    with pytest.raises(AttributeError, match="env.models"):
+        env.model  # noqa: B018
+    # the two flows differ, and each is the single-density task's flow of that density
+    alone = _env(cache, densities="8gaussians", num_blocks=2)
+    for a, b in zip(env.models["8gaussians"].state_dict().values(), alone.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    first, second = (m.state_dict() for m in env.models.values())
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    for index, density in ((0, "checkerboard"), (1, "8gaussians")):
+        obs, info = env.reset(options={"episode": index, "split": "test"})
+        assert info["density"] == density and obs[6:8].argmax() == index
+        env.step(np.array([-2.0]))
+        _, _, terminated, _, info = env.step(np.array([-2.0]))
+        with torch.no_grad():  # an independent solve of the same points by that density's flow
+            loose = env.models[density](env.pool("test")[index].x, tol=1e-2).logpx
+            tight = env.models[density](env.pool("test")[index].x, tol=1e-8).logpx
+        assert terminated and info["error"] == pytest.approx(float((loose - tight).abs().mean()), rel=1e-4, abs=1e-7)
+
+
+def test_the_mixed_benchmark_id_is_small_episodes_of_stacked_flows_trained_to_a_plateau():
+    config = infocnf_env.FROZEN_IDS["CNF-Frozen-Mixed-v0"]
+    assert set(config.densities) == set(TOY_DENSITIES) and config.num_blocks > 1
+    assert config.batch_size <= 16 and config.plateau is not None

@@ -8,9 +8,11 @@ to an independent count of the dynamics network's calls, backward NFE equal to t
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
+from torch import nn
 from flowkit import DIGITS, count_net_calls, digits_batch, digits_flow
 
 from flows import SolverError, build_model
@@ -57,7 +59,7 @@ def test_unknown_backend_lists_the_valid_ones():
         CNFBlock(mlp_net(2, 4), backend="nope")
     with pytest.raises(ValueError, match="unknown ODE backend"):
         build_model("cnf", (1, 8, 8), solver_backend="nope", **DIGITS)
-    assert list(BACKENDS) == ["torchdiffeq", "torchode"]
+    assert list(BACKENDS) == ["torchdiffeq", "torchode", "torchode-pi"]
 
 
 def test_a_checkpoint_loads_under_another_backend():
@@ -164,3 +166,40 @@ def test_bench_backend_quick(tmp_path):
     assert {tol for _, tol in points} == {1e-5, 1e-3}
     if ("torchode", 1e-5) in points:
         assert points[("torchode", 1e-5)]["nfe_forward"] == ref["nfe_forward"]
+
+
+class _Relaxation(nn.Module):
+    """y' = -lam (y - cos t): for large lam the step is limited by stability, not accuracy, where an
+    integral step-size controller oscillates (and rejects steps) and a PI controller does not."""
+
+    def __init__(self, lam: float):
+        super().__init__()
+        self.lam, self.calls, self.accepted = lam, 0, 0
+
+    def forward(self, t, state):
+        (y,) = state
+        self.calls += 1
+        return (-self.lam * (y - torch.cos(t)),)
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.accepted += 1
+
+
+def test_the_pi_controller_stops_the_rejections_of_a_stability_limited_solve():
+    pytest.importorskip("torchode")
+    rejected, final = {}, {}
+    for backend in ("torchode", "torchode-pi"):
+        func = _Relaxation(200.0)
+        (ys,) = solve(func, (torch.ones(1, 1, dtype=torch.float64),), torch.tensor([0.0, 3.0], dtype=torch.float64),
+                      NFECounter(), tol=1e-3, backend=backend, max_num_steps=100_000)
+        # Dormand-Prince: 6 new evaluations per attempted step (FSAL), plus the initial-step heuristic's
+        rejected[backend] = (func.calls - 2) // 6 - func.accepted
+        final[backend] = float(ys[-1, 0, 0])
+    assert rejected["torchode"] > 20 and rejected["torchode-pi"] <= rejected["torchode"] // 10
+    # near the slow manifold y = cos t + sin t / lam (up to O(1 / lam^2)) either way
+    expected = math.cos(3.0) + math.sin(3.0) / 200.0
+    assert final["torchode-pi"] == pytest.approx(expected, abs=1e-3)
+    assert final["torchode"] == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(ValueError, match="adjoint"):
+        solve(_Relaxation(1.0), (torch.ones(1, 1),), torch.tensor([0.0, 1.0]), NFECounter(), tol=1e-3,
+              adjoint=True, backend="torchode-pi")

@@ -41,6 +41,7 @@ MODULES = {
     "benchmark": "benchmark",
     "beta": "beta",
     "leaderboard": "leaderboard",
+    "leaderboard-cnf": "leaderboard_cnf",
 }
 
 

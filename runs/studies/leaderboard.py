@@ -1,8 +1,9 @@
-"""leaderboard: tolerance agents on the classical ODE tasks, scored on held-out episodes.
+"""leaderboard: tolerance agents on the benchmark tasks, scored on held-out episodes.
 
-Per task (``tasks``, :mod:`infocnf_env.ode_env`), on pools of ``train_pool_size`` and
-``test_pool_size`` instances, with the ``infocnf_env.baselines`` chosen on the training pool
-and every figure measured on the test pool:
+Per task (``tasks``: the classical ODE tasks of :mod:`infocnf_env.ode_env` here, the CNF task of
+:mod:`infocnf_env.frozen` in the ``leaderboard-cnf`` study, which runs this code with its own
+settings), on pools of ``train_pool_size`` and ``test_pool_size`` episodes, with the
+``infocnf_env.baselines`` chosen on the training pool and every figure measured on the test pool:
 
 * the constant grid (log10 tolerances every ``grid_step`` within the action bounds): each
   tolerance's mean NFE, error and reward (the front);
@@ -12,6 +13,9 @@ and every figure measured on the test pool:
 * ``oracle``: each test instance's best grid tolerance in hindsight;
 * ``contextual``: a nearest-neighbour regressor from the observation to the oracle's
   tolerance, fit on the training pool;
+* ``pi_controller``: the episodes solved by torchode's Dormand-Prince with a PI step-size
+  controller (backend ``torchode-pi``, ``flows.ode``) at its own best constant grid tolerance
+  on the training pool (the integral controller's grid tolerance need not suit it);
 * each agent (``agents``, flags from ``agents/hyperparams/benchmark.json``), trained for
   ``agent_episodes`` episodes of the training pool per seed, its deterministic policy scored
   by ``agents.evaluate.score_benchmark_run``'s scoring.
@@ -39,6 +43,9 @@ import numpy as np
 from runs.aggregate import summarise
 from runs.run_cache import Arm, Context, run_arms
 from runs.studies.common import ratio
+
+#: What each task family's error measures (the plot's axis).
+ERROR_UNITS = {"ODE": "mean relative error at T", "CNF": "mean |log p(x) - reference| [nats]"}
 
 ROW_KEYS = ("task", "split", "agent", "reward_mean", "reward_std", "gap_closed", "nfe_mean", "nfe_std",
             "error_mean", "error_std", "nfe_saving_at_equal_error", "seeds")
@@ -81,19 +88,20 @@ def agent_flags(task: str, agent: str) -> list[str]:
 
 def _task_kwargs(ctx: Context) -> dict[str, Any]:
     kwargs = dict(ctx.config["task_kwargs"])
-    if "families" in kwargs:
-        kwargs["families"] = tuple(kwargs["families"])
+    for name in ("families", "densities"):
+        if name in kwargs:
+            kwargs[name] = tuple(kwargs[name])
     if ctx.quick:
-        kwargs["cache"] = str(ctx.workdir / "ode-cache")
+        kwargs["cache"] = str(ctx.workdir / "task-cache")
     return kwargs
 
 
-def make_task(ctx: Context, task: str) -> Any:
+def make_task(ctx: Context, task: str, **overrides: Any) -> Any:
     import gymnasium as gym
 
     import infocnf_env  # noqa: F401  (registers the ids)
 
-    return gym.make(task, **_task_kwargs(ctx)).unwrapped
+    return gym.make(task, **{**_task_kwargs(ctx), **overrides}).unwrapped
 
 
 def agent_arm(ctx: Context, task: str, agent: str, seed: int) -> Arm:
@@ -131,12 +139,18 @@ def task_result(ctx: Context, task: str, arms: dict) -> dict:
     schedule, _ = B.best_schedule(env, B.log_tol_grid(env, cfg["schedule_grid_step"]), table.log_tols[best],
                                   sweeps=cfg["schedule_sweeps"])
     contextual = B.fit_contextual(env, table, neighbours=cfg["contextual_neighbours"])
+    pi_env = make_task(ctx, task, backend="torchode-pi")
+    pi_table = B.cached_grid_table(pi_env, B.log_tol_grid(pi_env, cfg["grid_step"]))
+    pi_best = B.best_constant(pi_table, "train")
     constant_episodes = _episodes(env, env.constant_action(10.0 ** table.log_tols[best]))
     baselines = {
         "best_constant": constant_episodes,
         "best_schedule": _episodes(env, B.schedule_policy(schedule)),
         "contextual": _episodes(env, contextual),
+        "pi_controller": _episodes(pi_env, pi_env.constant_action(10.0 ** pi_table.log_tols[pi_best])),
     }
+    extras = {"best_constant": {"log10_tol": table.log_tols[best]}, "best_schedule": {"schedule": schedule},
+              "pi_controller": {"log10_tol": pi_table.log_tols[pi_best]}}
     floor = _means(baselines["best_schedule"])["reward"]
     ceiling = oracle["reward"]
 
@@ -151,9 +165,7 @@ def task_result(ctx: Context, task: str, arms: dict) -> dict:
                 "per_family": _per_family([e for eps in per_seed for e in eps]), "seeds": seeds,
                 "per_seed": scores, **extra}
 
-    rows = [row(name, [eps], [], **({"log10_tol": table.log_tols[best]} if name == "best_constant" else
-                                    {"schedule": schedule} if name == "best_schedule" else {}))
-            for name, eps in baselines.items()]
+    rows = [row(name, [eps], [], **extras.get(name, {})) for name, eps in baselines.items()]
     rows.append({"task": task, "split": "test", "agent": "oracle", "reward_mean": oracle["reward"], "reward_std": 0.0,
                  "gap_closed": 1.0 if ceiling > floor else None, "gap_closed_vs_constant": None,
                  "nfe_mean": oracle["nfe"], "nfe_std": 0.0, "error_mean": oracle["error"], "error_std": 0.0,
@@ -167,7 +179,9 @@ def task_result(ctx: Context, task: str, arms: dict) -> dict:
     front = [{"log10_tol": t, **B.column(table, a, "test")} for a, t in enumerate(table.log_tols)]
     return {
         "task": task, "split": "test", "pool_sizes": {s: len(env.pool(s)) for s in ("train", "test")},
-        "families": list(env.config.families), "segments": env.num_blocks,
+        "families": list(dict.fromkeys(env.family_of("test", e) for e in range(len(env.pool("test"))))),
+        "segments": env.num_blocks, "error_unit": ERROR_UNITS[task.split("-")[0]],
+        **({"trained_steps": env.trained_steps} if hasattr(env, "trained_steps") else {}),
         "reward": {"alpha": env.config.reward.alpha, "error_form": env.config.reward.error_form,
                    "error_weight": env.config.reward.error_weight, "error_target": env.config.reward.error_target},
         "best_constant_reward": constant["reward"], "best_constant_log10_tol": table.log_tols[best],
