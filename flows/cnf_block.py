@@ -101,9 +101,10 @@ class _Dynamics(nn.Module):
         return tuple(out)
 
 
-class _WarmDynamics(_Dynamics):
-    """The dynamics of a warm-started solve: also records the steps the solver accepts, in the
-    forward solve and (with the adjoint method) in the adjoint solve.
+class _SteppedDynamics(_Dynamics):
+    """The dynamics of an adaptive solve: also records the steps the solver accepts and rejects
+    in the forward solve (the warm start and the benchmark's solver feedback read them) and the
+    steps it accepts in the adjoint solve.
 
     A separate class because torchdiffeq warns, on every solve, when a fixed-step method
     meets a dynamics that defines step callbacks.
@@ -111,6 +112,9 @@ class _WarmDynamics(_Dynamics):
 
     def callback_accept_step(self, t0: torch.Tensor, y0: tuple[torch.Tensor, ...], dt: torch.Tensor) -> None:
         self.counter.accept_step(dt)
+
+    def callback_reject_step(self, t0: torch.Tensor, y0: tuple[torch.Tensor, ...], dt: torch.Tensor) -> None:
+        self.counter.reject_step(dt)
 
     def callback_accept_step_adjoint(self, t0: torch.Tensor, y0: tuple[torch.Tensor, ...], dt: torch.Tensor) -> None:
         self.counter.accept_backward_step(dt)
@@ -230,7 +234,8 @@ class CNFBlock(nn.Module):
             noise = sample_noise(z, self.noise, generator)
         regularize = self.regularize and with_logdet and self.training  # a training-loss term only
         warm = self.warm_start and not reverse and with_logdet
-        dynamics = (_WarmDynamics if warm else _Dynamics)(self.net, counter, noise, divergence, regularize)
+        stepped = _SteppedDynamics if is_adaptive(self.solver) else _Dynamics
+        dynamics = stepped(self.net, counter, noise, divergence, regularize)
         y0: tuple[torch.Tensor, ...] = (z,)
         if divergence is not None:
             y0 = y0 + (zeros,) + ((zeros, zeros) if regularize else ())
@@ -268,7 +273,7 @@ class CNFBlock(nn.Module):
             reg = torch.stack([states[2][-1], states[3][-1]], dim=1)
         else:
             reg = z.new_zeros(batch, 2)
-        stats = BlockStats(nfe=counter.forward, tol=tol, counter=counter)
+        stats = BlockStats(nfe=counter.forward, tol=tol, counter=counter, span=float(self.end_time.detach()))
         return BlockOutput(z_out, logdet, reg, stats, error)
 
     def _rescaled(self, kept: tuple[float, float], tol: float) -> float:

@@ -436,7 +436,8 @@ class LatentODE(nn.Module):
             _Dynamics(self.dynamics, counter), (z0,), times, counter, tol=tol, method=self.solver,
             adjoint=self.adjoint, adjoint_norm=self.adjoint_norm, max_num_steps=self.max_num_steps, first_step=step,
         )
-        return traj, BlockStats(nfe=counter.forward, tol=tol, counter=counter)
+        span = abs(float(times[-1] - times[0]))
+        return traj, BlockStats(nfe=counter.forward, tol=tol, counter=counter, span=span)
 
     def trajectory(
         self, z0: torch.Tensor, times: torch.Tensor, tol: float

@@ -423,12 +423,14 @@ class BlockStats:
     """What one ODE block reports after its forward solve.
 
     ``nfe`` is the forward NFE of the block. ``nfe_backward`` is read after the loss has been
-    back-propagated (it is 0 before, and stays 0 when no backward pass runs).
+    back-propagated (it is 0 before, and stays 0 when no backward pass runs). ``span`` is the
+    length of the time interval the block solved (step sizes are reported as fractions of it).
     """
 
     nfe: int
     tol: float
     counter: NFECounter = field(repr=False)
+    span: float = 1.0
 
     @property
     def nfe_backward(self) -> int:

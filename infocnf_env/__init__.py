@@ -79,7 +79,7 @@ FROZEN_IDS: dict[str, FrozenConfig] = {
 #: The CNF task with room: episodes from all five densities' flows (a density one-hot in the
 #: observation), two stacked blocks (two decisions per episode, as the paper's gates make them),
 #: small episodes of 8 points (per-point difficulty is not averaged away), and flows trained
-#: until their loss plateaus (flows.train.Plateau: 3 windows of 100 iterations without a 0.005
+#: until their loss plateaus (flows.train.Plateau: 5 windows of 200 iterations without a 0.01
 #: fall of the windowed mean loss; at most 3000 iterations).
 FROZEN_IDS["CNF-Frozen-Mixed-v0"] = FrozenConfig(
     densities=("checkerboard", "pinwheel", "rings", "2spirals", "8gaussians"), hidden=32, num_blocks=2,

@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from flows import EVAL_TOL, SolverError
+from flows.ode import BlockStats
 from infocnf_env.actions import BlockAction, action_space, parse_action
 from infocnf_env.config import SpaceConfig, check_finite_number, check_positive_int
 
@@ -156,6 +157,13 @@ class Feedback:
     rejected: int
     tol: float
 
+    @classmethod
+    def of_block(cls, stats: BlockStats) -> Feedback:
+        """The feedback of a flow's ODE block (its forward solve's counts, the step as a fraction of its span)."""
+        counter = stats.counter
+        last = None if counter.last_step is None else counter.last_step / stats.span
+        return cls(stats.nfe, last, counter.accepted, counter.rejected, stats.tol)
+
     def features(self) -> np.ndarray:
         """``log1p(nfe)``, ``log10(last_step)``, ``log1p(rejected)``, ``log10(tol)`` as float32."""
         step = math.log10(self.last_step) if self.last_step and self.last_step > 0 else 0.0
@@ -227,13 +235,21 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared
-    def _setup_spaces(self, observation_size: int) -> None:
+    def _setup_spaces(self, task_features: int) -> None:
+        """The spaces, for observations of ``task_features`` values before the solver's feedback."""
         spaces = self.spaces
         self.action_space = action_space(spaces.action_mode, spaces.tol_bounds, spaces.first_step_bounds)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (observation_size,), np.float32)
+        size = task_features + (NUM_FEEDBACK if spaces.feedback else 0)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
         self.iteration = 0  # finished episodes
         self.solver_failures = 0
         self._play: Playthrough[E] | None = None
+
+    def _feedback(self, play: Playthrough[E]) -> np.ndarray:
+        """The feedback part of an observation (empty with ``feedback=False``)."""
+        if not self.spaces.feedback:
+            return np.zeros(0, dtype=np.float32)
+        return play.feedback.features() if play.feedback is not None else no_feedback()
 
     def pool(self, split: str) -> list[E]:
         if split not in SPLITS:

@@ -176,6 +176,11 @@ class SpaceConfig:
             maps for CNN gates); see :mod:`infocnf_env.observation`.
         feature_samples: examples of the batch in a ``features`` observation.
         feature_size: spatial size of a ``features`` observation (``None``: the largest block's).
+        feedback: ``vector`` observations end with the solver's feedback from the previous
+            block (``log1p(NFE)``, log10 of its last accepted step as a fraction of the block's
+            span, ``log1p(rejected steps)``, log10 of its tolerance; zeros before the first
+            block; :class:`infocnf_env.benchmark.Feedback`). On by default on the benchmark
+            tasks, off on the training ids (whose committed studies ran without it).
     """
 
     tol_bounds: tuple[float, float] = DEFAULT_TOL_BOUNDS
@@ -184,6 +189,7 @@ class SpaceConfig:
     obs_mode: str = "vector"
     feature_samples: int = 8
     feature_size: int | None = None
+    feedback: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tol_bounds", check_bounds("tol_bounds", self.tol_bounds))
@@ -193,6 +199,10 @@ class SpaceConfig:
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; valid modes: {', '.join(OBS_MODES)}")
         check_positive_int("feature_samples", self.feature_samples)
+        if not isinstance(self.feedback, bool):
+            raise ValueError(f"feedback must be True or False, got {self.feedback!r}")
+        if self.feedback and self.obs_mode != "vector":
+            raise ValueError("feedback is part of vector observations only (obs_mode='vector')")
         check_positive_int("feature_size", self.feature_size, allow_none=True)
 
 

@@ -49,13 +49,11 @@ from flows.toy_densities import TOY_DENSITIES, sample_toy
 from flows.train import Plateau, fit
 from infocnf_env.actions import BlockAction
 from infocnf_env.benchmark import (
-    NUM_FEEDBACK,
     BenchmarkEnv,
     BenchmarkReward,
     Feedback,
     Playthrough,
     PoolConfig,
-    no_feedback,
     replace_grouped,
 )
 from infocnf_env.cache import cache_dir, cached, check_writable
@@ -125,7 +123,7 @@ class FrozenConfig:
     max_num_steps: int = 2000
     pools: PoolConfig = field(default_factory=lambda: PoolConfig(train_pool_size=32, test_pool_size=32))
     reward: BenchmarkReward = field(default_factory=BenchmarkReward)
-    spaces: SpaceConfig = field(default_factory=lambda: SpaceConfig(tol_bounds=(-8.0, 0.0)))
+    spaces: SpaceConfig = field(default_factory=lambda: SpaceConfig(tol_bounds=(-8.0, 0.0), feedback=True))
     cache: str | None = None
     seed: int | None = None
 
@@ -379,7 +377,7 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
                 block.backend = config.backend
         self.encoder = ObservationEncoder("vector", self.num_blocks, first.block_input_shapes())
         self._density_features = len(config.densities) if len(config.densities) > 1 else 0
-        self._setup_spaces(self.num_blocks + NUM_STATS + self._density_features + NUM_FEEDBACK)
+        self._setup_spaces(self.num_blocks + NUM_STATS + self._density_features)
         if config.seed is not None:
             self.np_random, _ = gym.utils.seeding.np_random(config.seed)
 
@@ -422,8 +420,7 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
         with torch.no_grad():
             state, stats = self.models[play.episode.density].advance(play.state, action.tol,
                                                                      first_step=action.first_step)
-        counter = stats.counter
-        return state, Feedback(stats.nfe, counter.last_step, counter.accepted, counter.rejected, action.tol)
+        return state, Feedback.of_block(stats)
 
     def _error(self, play: Playthrough[Episode]) -> float:
         with torch.no_grad():
@@ -436,8 +433,7 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
         density = np.zeros(self._density_features, dtype=np.float32)
         if self._density_features:
             density[self.config.densities.index(play.episode.density)] = 1.0
-        feedback = play.feedback.features() if play.feedback is not None else no_feedback()
-        return np.concatenate([encoded, density, feedback])
+        return np.concatenate([encoded, density, self._feedback(play)])
 
     def _describe(self, play: Playthrough[Episode]) -> dict[str, Any]:
         return {"density": play.episode.density, "variant": play.episode.variant}

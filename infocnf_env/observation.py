@@ -41,14 +41,19 @@ class ObservationEncoder:
         input_shapes: per-sample input shape of every block, in order.
         num_samples: k, examples of the batch kept in ``features`` mode.
         size: S, spatial size of image feature maps in ``features`` mode.
+        extra: values appended to ``vector`` observations (given to :meth:`encode`), e.g. the
+            solver's feedback from the previous block.
     """
 
     def __init__(
         self, mode: str, num_blocks: int, input_shapes: list[tuple[int, ...]], num_samples: int = 8,
-        size: int | None = None,
+        size: int | None = None, extra: int = 0,
     ):
         if mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {mode!r}; valid: {', '.join(OBS_MODES)}")
+        if extra and mode != "vector":
+            raise ValueError("extra observation values need obs_mode='vector'")
+        self.extra = extra
         self.mode = mode
         self.num_blocks = num_blocks
         self.num_samples = num_samples
@@ -60,24 +65,27 @@ class ObservationEncoder:
         else:
             self.feature_shape = (num_samples, max(int(np.prod(s)) for s in input_shapes))
         if mode == "vector":
-            self.space: spaces.Space = spaces.Box(-np.inf, np.inf, (num_blocks + NUM_STATS,), np.float32)
+            self.space: spaces.Space = spaces.Box(-np.inf, np.inf, (num_blocks + NUM_STATS + extra,), np.float32)
         else:
             self.space = spaces.Dict({
                 "block": spaces.Discrete(num_blocks + 1),
                 "features": spaces.Box(-np.inf, np.inf, self.feature_shape, np.float32),
             })
 
-    def encode(self, block: int, h: torch.Tensor) -> np.ndarray | dict:
+    def encode(self, block: int, h: torch.Tensor, extra: np.ndarray | None = None) -> np.ndarray | dict:
         if self.mode == "vector":
             onehot = np.zeros(self.num_blocks, dtype=np.float32)
             onehot[block] = 1.0
-            return np.concatenate([onehot, feature_stats(h)])
+            tail = np.zeros(0, dtype=np.float32) if extra is None else np.asarray(extra, dtype=np.float32)
+            if len(tail) != self.extra:
+                raise ValueError(f"expected {self.extra} extra observation values, got {len(tail)}")
+            return np.concatenate([onehot, feature_stats(h), tail])
         return {"block": block, "features": self._feature_map(h)}
 
     def terminal(self) -> np.ndarray | dict:
         """Observation returned with the last step (no block left to solve)."""
         if self.mode == "vector":
-            return np.zeros(self.num_blocks + NUM_STATS, dtype=np.float32)
+            return np.zeros(self.num_blocks + NUM_STATS + self.extra, dtype=np.float32)
         return {"block": self.num_blocks, "features": np.zeros(self.feature_shape, dtype=np.float32)}
 
     def _feature_map(self, h: torch.Tensor) -> np.ndarray:

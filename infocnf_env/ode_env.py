@@ -39,13 +39,11 @@ from flows.ode import (
 )
 from infocnf_env.actions import BlockAction
 from infocnf_env.benchmark import (
-    NUM_FEEDBACK,
     BenchmarkEnv,
     BenchmarkReward,
     Feedback,
     Playthrough,
     PoolConfig,
-    no_feedback,
     replace_grouped,
 )
 from infocnf_env.cache import cache_dir, cached
@@ -90,7 +88,7 @@ class ODEConfig:
     pools: PoolConfig = field(default_factory=PoolConfig)
     reward: BenchmarkReward = field(default_factory=lambda: BenchmarkReward(
         error_form="target", error_weight=100.0, error_target=1e-4))
-    spaces: SpaceConfig = field(default_factory=lambda: SpaceConfig(tol_bounds=(-9.0, -2.0)))
+    spaces: SpaceConfig = field(default_factory=lambda: SpaceConfig(tol_bounds=(-9.0, -2.0), feedback=True))
     cache: str | None = None
     seed: int | None = None
 
@@ -212,8 +210,7 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
         self.num_blocks = config.segments
         self.pools = ode_pools(config)
         self.references = self._references()
-        size = config.segments + len(config.families) + 1 + MAX_DIM + NUM_FEEDBACK
-        self._setup_spaces(size)
+        self._setup_spaces(config.segments + len(config.families) + 1 + MAX_DIM)
         if config.seed is not None:
             self.np_random, _ = gym.utils.seeding.np_random(config.seed)
 
@@ -266,8 +263,7 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
         y = play.state.y.detach().numpy().astype(np.float32)
         padded = np.zeros(MAX_DIM, dtype=np.float32)
         padded[: len(y)] = np.sign(y) * np.log1p(np.abs(y))
-        feedback = play.feedback.features() if play.feedback is not None else no_feedback()
-        return np.concatenate([segment, family, param, padded, feedback])
+        return np.concatenate([segment, family, param, padded, self._feedback(play)])
 
     def _describe(self, play: Playthrough[Instance]) -> dict[str, Any]:
         return {"family": play.episode.family, "param": play.episode.param}

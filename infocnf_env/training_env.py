@@ -12,6 +12,7 @@ import torch
 from flows import SolverError
 from infocnf_env import distributed
 from infocnf_env.actions import action_space, parse_action
+from infocnf_env.benchmark import NUM_FEEDBACK, Feedback, no_feedback
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, spec_differences
 from infocnf_env.config import DEFAULT_MAX_NUM_STEPS, EnvConfig
 from infocnf_env.observation import ObservationEncoder
@@ -49,7 +50,9 @@ class TrainingStepEnv(gym.Env):
 
     ## Observation Space
     ``obs_mode="vector"`` (default): ``Box((N + 4,), float32)``, the one-hot block index and
-    statistics of the block's input. ``obs_mode="features"``: ``Dict(block=Discrete(N + 1),
+    statistics of the block's input; with ``feedback=True``, ``Box((N + 4 + 4,))``, followed by the
+    solver's feedback from the previous block (its NFE, last accepted step, rejected steps and
+    tolerance, as the benchmark tasks observe it; :class:`infocnf_env.benchmark.Feedback`). ``obs_mode="features"``: ``Dict(block=Discrete(N + 1),
     features=Box((k, C, S, S)))``, a fixed-size view of k examples of the block's input, for
     CNN gates. See :mod:`infocnf_env.observation`.
 
@@ -109,7 +112,8 @@ class TrainingStepEnv(gym.Env):
         self.action_space = action_space(config.spaces.action_mode, config.spaces.tol_bounds,
                                          config.spaces.first_step_bounds)
         self.encoder = ObservationEncoder(config.spaces.obs_mode, self.num_blocks, self.model.block_input_shapes(),
-                                          config.spaces.feature_samples, config.spaces.feature_size)
+                                          config.spaces.feature_samples, config.spaces.feature_size,
+                                          extra=NUM_FEEDBACK if config.spaces.feedback else 0)
         self.observation_space = self.encoder.space
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr)
         self.iteration = 0  # completed model updates (or frozen-model episodes)
@@ -124,6 +128,7 @@ class TrainingStepEnv(gym.Env):
         self._nfe: list[int] = []
         self._tols: list[float] = []
         self._first_steps: list[float | None] = []
+        self._feedback: Feedback | None = None  # the last block's, for spaces.feedback
         if config.checkpoint is not None:
             self.load(config.checkpoint)
         self.model.train(self.train_flow)
@@ -191,7 +196,7 @@ class TrainingStepEnv(gym.Env):
         self._batch = (x, y, self._generator.get_state())
         with torch.set_grad_enabled(self.train_flow):
             self._state = self.model.start(x, y, generator=self._generator)
-        self._nfe, self._tols, self._first_steps = [], [], []
+        self._nfe, self._tols, self._first_steps, self._feedback = [], [], [], None
         return self._observe(), {"iteration": self.iteration, "epoch": self.epoch}
 
     def step(self, action: Any) -> StepResult:
@@ -208,6 +213,7 @@ class TrainingStepEnv(gym.Env):
             failed, _ = self._count_ranks(failed=True, nonfinite=False)  # the episode ends here on this rank
             return self._fail(str(err), tol, self._rank_info(failed))
         self._nfe.append(stats.nfe)
+        self._feedback = Feedback.of_block(stats)
         self._tols.append(tol)
         self._first_steps.append(act.first_step)
         reward = -self._nfe_cost(stats.nfe)
@@ -351,7 +357,10 @@ class TrainingStepEnv(gym.Env):
     # ------------------------------------------------------------------ helpers
     def _observe(self) -> Observation:
         block = len(self._nfe)
-        return self.encoder.encode(block, self.model.features(self._state))
+        extra = None
+        if self.config.spaces.feedback:
+            extra = self._feedback.features() if self._feedback is not None else no_feedback()
+        return self.encoder.encode(block, self.model.features(self._state), extra)
 
     @property
     def epoch(self) -> int:

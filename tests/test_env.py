@@ -323,3 +323,27 @@ def test_frozen_flow_from_checkpoint(tmp_path):
     assert_same_weights(saved, weights(frozen))
     assert frozen.unwrapped.iteration == 4
 
+
+
+def test_feedback_observations_report_the_previous_blocks_solve_counted_independently():
+    env = gym.make(DIGITS_ID, **TINY, feedback=True).unwrapped
+    flowkit.perturb(env.model, 0.4)  # stiff enough that the solves reject steps
+    calls = flowkit.count_net_calls(env.model)
+    assert env.observation_space.shape == (env.num_blocks + 4 + 4,)
+    obs, _ = env.reset(seed=0)
+    assert (obs[-4:] == 0).all()  # nothing solved yet
+    rejected = 0
+    for log_tol in [-2.0, -5.0, -2.0][: env.num_blocks]:  # the default bounds are (-8, -2)
+        calls["n"] = 0
+        obs, _, terminated, _, info = env.step(np.array([log_tol]))
+        feedback = env._feedback
+        # Dormand-Prince: 2 evaluations for the initial step, 6 per attempted step (FSAL)
+        assert calls["n"] == info["nfe"] == 2 + 6 * (feedback.accepted + feedback.rejected)
+        rejected += feedback.rejected
+        if not terminated:
+            assert obs[-4] == pytest.approx(math.log1p(calls["n"]))
+            assert obs[-2] == pytest.approx(math.log1p(feedback.rejected)) and obs[-1] == pytest.approx(log_tol)
+            assert 0 < feedback.last_step < 2 and obs[-3] == pytest.approx(math.log10(feedback.last_step), abs=1e-6)
+    assert rejected > 0
+    with pytest.raises(ValueError, match="vector observations only"):
+        gym.make(DIGITS_ID, **TINY, feedback=True, obs_mode="features")

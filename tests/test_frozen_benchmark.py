@@ -182,11 +182,12 @@ FLOW_FIELDS = dict(densities="pinwheel", hidden=9, num_blocks=2, train_iteration
 POOL_FIELDS = dict(train_pool_size=5, test_pool_size=3, batch_size=17, variants=("region",), pool_seed=1,
                    reference_tol=1e-7)
 #: Fields that decide neither: the reward, the action, the step cap (a reference past it fails
-#: rather than changes), the episode draws and where the cache lies.
+#: rather than changes), the episode draws, where the cache lies, the episodes' solver backend
+#: (training and references use torchdiffeq) and the observation's feedback.
 OTHER_FIELDS = dict(alpha=2.0, error_weight=7.0, error_form="target", error_target=1e-3, failure_penalty=5.0,
                     tol_bounds=(-6.0, -1.0),
                     action_mode="tol_first_step", first_step_bounds=(-2.0, 0.0), max_num_steps=500, seed=3,
-                    cache="elsewhere")
+                    cache="elsewhere", backend="torchode-pi", feedback=False)
 
 
 def _flow_key(config: FrozenConfig) -> str:

@@ -165,12 +165,13 @@ def tagged_steps(monkeypatch):
                 original(self, t0, y0, dt)
         return callback
 
-    # cnf_block's warm-started solves use _WarmDynamics, whose own accept callback records the step
-    for dynamics in (cnf_block._Dynamics, cnf_block._WarmDynamics, latent_ode._Dynamics):
+    # cnf_block's adaptive solves use _SteppedDynamics, whose own callbacks record the steps
+    for dynamics in (cnf_block._Dynamics, cnf_block._SteppedDynamics, latent_ode._Dynamics):
         monkeypatch.setattr(dynamics, "callback_step", step, raising=False)
         monkeypatch.setattr(dynamics, "callback_accept_step",
                             settle(True, getattr(dynamics, "callback_accept_step", None)), raising=False)
-        monkeypatch.setattr(dynamics, "callback_reject_step", settle(False), raising=False)
+        monkeypatch.setattr(dynamics, "callback_reject_step",
+                            settle(False, getattr(dynamics, "callback_reject_step", None)), raising=False)
     yield PROBE
     PROBE.clear()
 
