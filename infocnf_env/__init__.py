@@ -72,7 +72,7 @@ for _id, _config in ENV_IDS.items():
 #: The frozen-flow benchmark (infocnf_env.frozen): tolerance learning in isolation on FFJORD's
 #: 2-D toy densities, each flow trained to convergence on first use and cached.
 FROZEN_IDS: dict[str, FrozenConfig] = {
-    f"CNF-Frozen-{_title}-v0": FrozenConfig(densities=_density)
+    f"CNF-Frozen-{_title}-v0": FrozenConfig(densities=(_density,))
     for _density, _title in (("checkerboard", "Checkerboard"), ("pinwheel", "Pinwheel"), ("rings", "Rings"),
                              ("2spirals", "2Spirals"), ("8gaussians", "8Gaussians"))
 }

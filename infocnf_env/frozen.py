@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from flows import FlowModel, SolverError, build_model
-from flows.ode import check_backend_options
 from flows.data import BatchStream, load_dataset
+from flows.ode import check_backend_options
 from flows.toy_densities import TOY_DENSITIES, sample_toy
 from flows.train import Plateau, fit
 from infocnf_env.actions import BlockAction

@@ -52,9 +52,9 @@ class TrainingStepEnv(gym.Env):
     ``obs_mode="vector"`` (default): ``Box((N + 4,), float32)``, the one-hot block index and
     statistics of the block's input; with ``feedback=True``, ``Box((N + 4 + 4,))``, followed by the
     solver's feedback from the previous block (its NFE, last accepted step, rejected steps and
-    tolerance, as the benchmark tasks observe it; :class:`infocnf_env.benchmark.Feedback`). ``obs_mode="features"``: ``Dict(block=Discrete(N + 1),
-    features=Box((k, C, S, S)))``, a fixed-size view of k examples of the block's input, for
-    CNN gates. See :mod:`infocnf_env.observation`.
+    tolerance, as the benchmark tasks observe it; :class:`infocnf_env.benchmark.Feedback`).
+    ``obs_mode="features"``: ``Dict(block=Discrete(N + 1), features=Box((k, C, S, S)))``, a
+    fixed-size view of k examples of the block's input, for CNN gates. See :mod:`infocnf_env.observation`.
 
     ## Rewards
     Step i: ``-(alpha / N) * nfe_i`` (forward NFE of block i). The last step adds

@@ -897,8 +897,8 @@ held-out test pool; `pi_controller` is torchode's Dormand-Prince with a PI step-
 best constant tolerance, where present. Agents: {', '.join(cfg['agents'])}, {len(d['seeds'])} seeds, \
 {cfg['agent_episodes']} training episodes each, flags from `agents/hyperparams/benchmark.json` (not tuned). gap \
 closed = (row - best schedule) / (oracle - best schedule).""", "\n".join(lines), table(d, study), bullets(verdicts),
-                         "Per family (density), on the test pool: mean reward (NFE per episode, mean error); agents pooled over "
-                         "seeds.", "\n".join(per_family)])
+                         "Per family (density), on the test pool: mean reward (NFE per episode, mean error); "
+                         "agents pooled over seeds.", "\n".join(per_family)])
 
 
 def benchmarks(res: Res) -> str:

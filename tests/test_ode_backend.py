@@ -12,8 +12,8 @@ import math
 
 import pytest
 import torch
-from torch import nn
 from flowkit import DIGITS, count_net_calls, digits_batch, digits_flow
+from torch import nn
 
 from flows import SolverError, build_model
 from flows.cnf_block import CNFBlock

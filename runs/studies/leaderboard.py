@@ -149,7 +149,8 @@ def task_result(ctx: Context, task: str, arms: dict) -> dict:
         "contextual": _episodes(env, contextual),
         "pi_controller": _episodes(pi_env, pi_env.constant_action(10.0 ** pi_table.log_tols[pi_best])),
     }
-    extras = {"best_constant": {"log10_tol": table.log_tols[best]}, "best_schedule": {"schedule": schedule},
+    extras: dict[str, dict[str, Any]] = {"best_constant": {"log10_tol": table.log_tols[best]},
+              "best_schedule": {"schedule": schedule},
               "pi_controller": {"log10_tol": pi_table.log_tols[pi_best]}}
     floor = _means(baselines["best_schedule"])["reward"]
     ceiling = oracle["reward"]
