@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T", bound="DataclassInstance")
 
+#: Where run directories go by default, relative to the working directory: a plain folder, not
+#: the ``runs`` package (a run directory elsewhere, given to ``--out`` or ``--resume``, works as well).
+RUNS_ROOT = "logs"
+
 
 def arg(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with a help text."""
@@ -43,7 +47,7 @@ class CommonArgs:
     eval_batches: int | None = arg(None, "limit periodic evaluations to this many test batches (default: all; "
                                    "the final evaluation is always full)")
     checkpoint_every: int = arg(50, "write a checkpoint every N iterations (0: only at the end)")
-    out: str | None = arg(None, "run directory (default: runs/<env>__<agent>__<seed>__<time>/)")
+    out: str | None = arg(None, f"run directory (default: {RUNS_ROOT}/<env>__<agent>__<seed>__<time>/)")
     resume: str | None = arg(None, "continue the run in this directory from its last checkpoint, with its own "
                              "settings (only --iterations and --progress may change)")
     env_kwargs: list[str] = arg([], "environment overrides as key=value, values parsed as Python literals "

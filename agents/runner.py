@@ -28,7 +28,7 @@ import numpy as np
 import infocnf_env  # noqa: F401  (registers the ids)
 from agents import distributed
 from agents.base import Agent
-from agents.cli import CommonArgs, parse_env_kwargs
+from agents.cli import RUNS_ROOT, CommonArgs, parse_env_kwargs
 from agents.envs import env_has_device, env_id, make_env, resolve_device
 from agents.resume import check_common_args, resolve_args
 from agents.run_dir import (
@@ -147,7 +147,7 @@ class Run:
                                  "pass a larger --iterations to train it further")
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            name = args.out or f"runs/{args.env}__{agent_name}__{args.seed}__{stamp}"
+            name = args.out or f"{RUNS_ROOT}/{args.env}__{agent_name}__{args.seed}__{stamp}"
             self.run_dir = Path(distributed.broadcast_object(name))  # rank 0's name (its clock)
             _on_every_rank(lambda: check_new_run_dir(self.run_dir), self.is_main_rank)
         self.iteration = int(self.resumed["run"]["iteration"]) if self.resumed else 0

@@ -57,6 +57,7 @@ from pathlib import Path
 
 import torch
 
+from agents.cli import RUNS_ROOT
 from runs.aggregate import finite
 from runs.run_cache import Context
 from runs.studies import MODULES, digits_regimes, load_config, study_module
@@ -87,7 +88,7 @@ def run_study(study: str, *, seeds: int | None = None, quick: bool = False, jobs
     n_seeds = seeds if seeds is not None else (1 if quick else 3)
     if n_seeds < 1:
         raise ValueError("--seeds must be positive")
-    workdir = Path(workdir or ("runs/reproduce__runs/quick" if quick else "runs/reproduce__runs")).resolve()
+    workdir = Path(workdir or (f"{RUNS_ROOT}/reproduce/quick" if quick else f"{RUNS_ROOT}/reproduce")).resolve()
     out = Path(out or ("runs/results/quick" if quick else "runs/results"))
     ctx = Context(study, quick, tuple(range(n_seeds)), jobs, threads, workdir, out, load_config(study, quick),
                   digits_regimes(quick))
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel (subprocesses, 1 thread each)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of in-process training and analysis")
     parser.add_argument("--workdir", default=None,
-                        help="run directories and logs (default runs/reproduce__runs[/quick])")
+                        help=f"run directories and logs (default {RUNS_ROOT}/reproduce[/quick])")
     parser.add_argument("--out", default=None, help="JSON and PNG folder (default runs/results[/quick])")
     args = parser.parse_args(argv)
     studies = STUDIES if args.study == "all" else (args.study,)
