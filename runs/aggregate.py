@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from runs.run_cache import DIGITS_TRAIN_SIZE
+from runs.matrix import DIGITS_TRAIN_SIZE
 
 #: Per-seed metrics of a training run (from its summary.json) that the tables aggregate.
 RUN_METRICS = ("test_error", "bits_per_dim", "marginal_bits_per_dim", "nfe", "nfe_forward", "nfe_backward",

@@ -5,23 +5,27 @@
     python -m runs.docs --stdout     # print it instead
 
 Every number on the generated page is formatted from a field of a committed JSON file (the
-tables by :mod:`runs.tables`, the prose by the per-study templates below), so no figure can
+tables by :mod:`runs.tables`, the prose by each study module's ``section``), so no figure can
 drift from the results it describes: change a result, rerun this command, commit both.
 A study whose JSON is absent is left out, and so is any sentence that needs it.
+
+This module is the page: its skeleton (head, introduction, contents, the sections in page
+order, see :func:`sections`), the formatters and the facts several sections share, and the
+benchmarks section (from ``runs/results/bench_*.json``). Each study's own section, with its
+title, the files it needs and its place on the page, is in its module in ``runs/studies/``.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from runs.tables import cell, table, targets
+from runs.studies import MODULES, study_module
+from runs.tables import cell
 
 RESULTS = Path("runs/results")
 OUT = Path("docs/results.md")
@@ -135,7 +139,26 @@ def num_train(res: Res) -> int | None:
         "num_samples"]
 
 
-# ----------------------------------------------------------------------------- sections
+def _share(ratio: float) -> str:
+    return "half" if ratio == 0.5 else f"{ratio:.0%}"
+
+
+def _num_classes(res: Res) -> int | None:
+    if "samples" not in res:
+        return None
+    s = res["samples"]
+    return len(next(iter(s["grids"].values()))) // s["per_class"]
+
+
+def _init_mean(key: str, result: dict) -> str:
+    """The gates' initial mean of a learned_vs_fixed benchmark: its ``--init-mean`` flag or file name."""
+    for arg in result.get("reinforce_args", []):
+        if arg.startswith("--init-mean="):
+            return arg.split("=", 1)[1]
+    return key.rsplit("init_mean", 1)[1] if "init_mean" in key else "(default)"
+
+
+# ----------------------------------------------------------------------------- page
 
 
 def backward_nfe(d: Res) -> str:
@@ -177,193 +200,6 @@ not the paper's full-length training. Wall times were measured with runs sharing
 cores: compare them within a table only."""
 
 
-def digits_table(res: Res) -> str:
-    d = res["digits-table"]
-    rows, cfg = d["rows"], d["config"]["targets"]
-    t = {x["batch"]: x for x in d["targets"]}
-    learned = {b: row(rows, model="infocnf", policy="reinforce", batch=b) for b in ("small", "large")}
-    fixed = {b: row(rows, model="infocnf", policy="fixed", batch=b) for b in ("small", "large")}
-    ccnf = {b: row(rows, model="ccnf", policy="fixed", batch=b) for b in ("small", "large")}
-    seed_ratios = [a / b for a, b in zip(per_seed(learned["small"], "nfe"), per_seed(fixed["small"], "nfe"),
-                                         strict=True)]
-    walls = {b: learned[b]["wall_s_mean"] / fixed[b]["wall_s_mean"] for b in ("small", "large")}
-    bpd = max(abs(t[b]["learned_bits_per_dim_rel_diff"]) for b in t)
-    met = [b for b in ("large", "small") if t[b]["nfe_target_met"]]
-    missed = [b for b in ("large", "small") if not t[b]["nfe_target_met"]]
-    verdict = (f"is met with {' and '.join(met) or 'no'} batches" + (f" and missed with {' and '.join(missed)} ones"
-                                                                      if missed else ""))
-    tols = per_seed(learned["small"], "log10_tol_last")
-    ub = upper_bound(res)
-    floor = ""
-    if ub is not None:
-        f12 = row(res["reinforce-ablation"]["rows"], variant="fixed 1e-2")
-        floor = (f" Fixed {tol10(ub)}, the bound itself, costs {f12['nfe_ratio_vs_fixed']:.3f}x, so "
-                 f"{cfg['nfe_ratio']:.2f}x is about the best any policy inside the default bounds can do "
-                 "([`reinforce-ablation`](#reinforce-ablation)).")
-    small_within = within_std(fixed["small"], ccnf["small"], "test_error")
-    rel = [t[b]["infocnf_bits_per_dim_rel_diff"] for b in t]
-    probe = ""
-    if "latent-probe" in res and "samples" in res:
-        lp = res["latent-probe"]
-        dims = math.prod(res["samples"]["image_shape"])
-        probe = (f" The classifier of InfoCNF sees {_share(lp['config']['sup_ratio'])} of z "
-                 f"(z_y, {round(lp['config']['sup_ratio'] * dims)} of {dims} dimensions) and its large-batch runs are "
-                 f"short ({d['regimes']['large']['iterations']} iterations); at this scale the split costs accuracy "
-                 "rather than helping ([`latent-probe`](#latent-probe) shows where the class sits in z and what "
-                 "twice the epochs changes).")
-    err_met = any(t[b]["error_target_met"] for b in t)
-    bpd_rng = {b: [r["bits_per_dim_mean"] for r in rows if r["batch"] == b] for b in ("small", "large")}
-    return "\n\n".join([figure("digits-table"), table(d, "digits-table"), targets(d), "What holds and what does not:",
-                        bullets([
-        f"**Learned tolerances cut training NFE at no cost in test bits/dim**: "
-        f"{t['small']['nfe_ratio']:.2f}x the fixed-{eval_tol(res)} arm with small batches (per seed "
-        f"{xs(seed_ratios)}), {t['large']['nfe_ratio']:.2f}x with large batches, test bits/dim equal to "
-        f"{apct(bpd)}. Wall time drops with it ({walls['small']:.2f}x small, {walls['large']:.2f}x large). "
-        f"The target (NFE <= {cfg['nfe_ratio']}x at bits/dim within {cfg['nfe_bpd_tol']:.0%}) {verdict}. "
-        f"The gates end below the upper bound (final mean log10 tol {rng(tols, 2, ' to ')} with small batches"
-        + (f", against the bound {ub:.0f})." if ub is not None else ").") + floor,
-        f"**InfoCNF does not beat CCNF here.** The paper's InfoCNF has lower test error than CCNF at similar "
-        f"bits/dim. On digits, InfoCNF's error is {t['small']['error_ratio']:.2f}x CCNF's with small batches "
-        f"({fixed['small']['test_error_mean']:.3f} vs {ccnf['small']['test_error_mean']:.3f}"
-        + (", within one std" if small_within else "")
-        + f") and {t['large']['error_ratio']:.1f}x with large batches ({fixed['large']['test_error_mean']:.3f} vs "
-        f"{ccnf['large']['test_error_mean']:.3f}), and its bits/dim are {rng([100 * r for r in rel], 2)}% worse."
-        + probe + f" Target (error <= {cfg['error_ratio']}x at bits/dim within {cfg['error_bpd_tol']:.0%}) "
-        + ("met." if err_met else "not met."),
-        f"The large-batch, large-learning-rate regime is worse than the small-batch one for every arm "
-        f"({rng(bpd_rng['large'], 2)} vs {rng(bpd_rng['small'], 2)} bits/dim) at equal epochs, as in the paper "
-        "(Table 1's large-batch rows are worse too); the paper's literal learning-rate scaling diverged here "
-        "(see `runs/studies/digits_table.py`)."
-        if max(bpd_rng["small"]) < min(bpd_rng["large"]) else "",
-    ])])
-
-
-def latent_probe(res: Res) -> str:
-    d = res["latent-probe"]
-    rows = d["rows"]
-
-    def e(model: str, batch: str, features: str) -> float:
-        return row(rows, model=model, batch=batch, features=features)["test_error_mean"]
-
-    def b(model: str, batch: str) -> float:
-        return row(rows, model=model, batch=batch, features="own classifier")["bits_per_dim_mean"]
-
-    regimes = d["regimes"]
-    long_, large = regimes["large-long"], regimes["large"]
-    n_train = num_train(res)
-    classes = _num_classes(res)
-    chance = f"; chance is {1 - 1 / classes:.2f}" if classes else ""
-    fitted = f"the {n_train:,} training latents" if n_train else "the training latents"
-    long_epochs = (f", {long_['iterations'] * long_['batch_size'] / n_train:.0f} epochs" if n_train else "")
-    ratio = {r: e("infocnf", r, "own classifier") / e("ccnf", r, "own classifier") for r in ("large", "large-long")}
-    return "\n\n".join([figure("latent-probe"), table(d, "latent-probe"), f"""\
-Each trained flow maps the digits to z at {eval_tol(res)}; a linear probe (logistic regression fitted on
-{fitted}) is trained on z_y (the first {_share(d['config']['sup_ratio'])} of z, InfoCNF's supervised code), on z_u (the
-rest) and on all of z, and scored on the test set next to the model's own classifier.
-"large-long" is the large-batch regime trained for {long_['iterations'] / large['iterations']:.0f}x the epochs
-({long_['iterations']} iterations{long_epochs}) for CCNF and InfoCNF.""", bullets([
-        (f"**The partition works as the paper describes when InfoCNF has trained enough.** With small batches, "
-        f"InfoCNF's z_y carries all the class a linear probe can find in z ({e('infocnf', 'small', 'probe z_y'):.3f} "
-        f"vs {e('infocnf', 'small', 'probe z'):.3f}) and z_u much less ({e('infocnf', 'small', 'probe z_u'):.3f}"
-        f"{chance}), and its own classifier reads z_y as well as a probe does "
-        f"({e('infocnf', 'small', 'own classifier'):.3f}). CCNF, whose prior covers all of z, spreads the class "
-        f"over both parts ({e('ccnf', 'small', 'probe z_y'):.3f} and {e('ccnf', 'small', 'probe z_u'):.3f})."),
-        (f"**With large batches the partition has not formed.** After {large['iterations']} iterations InfoCNF's z_u "
-        f"still carries as much class as z_y ({e('infocnf', 'large', 'probe z_u'):.3f} vs "
-        f"{e('infocnf', 'large', 'probe z_y'):.3f}), and its own classifier is worse than a probe on the same z_y "
-        f"({e('infocnf', 'large', 'own classifier'):.3f} vs {e('infocnf', 'large', 'probe z_y'):.3f}): both the "
-        f"representation and the zero-initialised classifier lag, which is the {ratio['large']:.1f}x error of "
-        f"[`digits-table`](#digits-table). All of z is about as good as CCNF's ({e('infocnf', 'large', 'probe z'):.3f} "
-        f"vs {e('ccnf', 'large', 'probe z'):.3f}), so the flow itself is not worse."),
-        (f"**{long_['iterations'] / large['iterations']:.0f}x the epochs narrows the gap but does not close it**: "
-        f"InfoCNF's error falls from {e('infocnf', 'large', 'own classifier'):.3f} to "
-        f"{e('infocnf', 'large-long', 'own classifier'):.3f}, CCNF's from {e('ccnf', 'large', 'own classifier'):.3f} "
-        f"to {e('ccnf', 'large-long', 'own classifier'):.3f} ({ratio['large-long']:.1f}x instead of "
-        f"{ratio['large']:.1f}x), and InfoCNF's own classifier has caught up with the probe on z_y "
-        f"({e('infocnf', 'large-long', 'own classifier'):.3f} vs {e('infocnf', 'large-long', 'probe z_y'):.3f}), "
-        f"while z_u is slowly losing the class ({e('infocnf', 'large', 'probe z_u'):.3f} to "
-        f"{e('infocnf', 'large-long', 'probe z_u'):.3f}). InfoCNF's bits/dim stay "
-        f"{apct(b('infocnf', 'large-long') / b('ccnf', 'large-long') - 1, 1)} worse than CCNF's "
-        f"({b('infocnf', 'large-long'):.4f} vs {b('ccnf', 'large-long'):.4f}). At the scale we can afford, the "
-        "large-batch InfoCNF needs more updates than the budget gives for the class to move into z_y; the paper's "
-        "much longer training may be what makes the difference there, which we cannot test here."),
-    ])])
-
-
-def beta(res: Res) -> str:
-    d = res["beta"]
-    rows = d["rows"]
-    regimes = list(dict.fromkeys(r["batch"] for r in rows))
-    betas = sorted({r["beta"] for r in rows})
-    pixel = d["pixel_probe_error"]
-
-    def r(model: str, batch: str, b: float) -> dict:
-        return row(rows, model=model, batch=batch, beta=b)
-
-    def err(model: str, batch: str, b: float) -> str:
-        x = r(model, batch, b)
-        return f"{x['test_error_mean']:.3f} ± {x['test_error_std']:.3f}"
-
-    top = betas[-1]
-    shown = "; ".join(f"{', '.join(f'{b:g}' for b in sorted({x['beta'] for x in rows if x['batch'] == batch}))} "
-                      f"({batch} batch)" for batch in regimes)
-    gap = []
-    for batch in regimes:
-        comps = sorted((c for c in d["comparisons"] if c["batch"] == batch), key=lambda c: c["beta"])
-        batch_betas, ratios = [c["beta"] for c in comps], [c["error_ratio"] for c in comps]
-        info, ccnf = r("infocnf", batch, top), r("ccnf", batch, top)
-        closed = info["test_error_mean"] <= ccnf["test_error_mean"]
-        within = abs(info["test_error_mean"] - ccnf["test_error_mean"]) <= max(info["test_error_std"],
-                                                                                ccnf["test_error_std"])
-        verdict = ("InfoCNF is ahead" if closed else "InfoCNF is still behind") + (
-            ", within one standard deviation" if within else "")
-        gap.append(f"**{batch} batch**: InfoCNF's test error over CCNF's is "
-                   f"{xs([x if x is not None else float('nan') for x in ratios])} at beta "
-                   f"{', '.join(f'{b:g}' for b in batch_betas)}; at "
-                   f"beta {top:g} (CIFAR10's ratio) {verdict}: {err('infocnf', batch, top)} vs "
-                   f"{err('ccnf', batch, top)}.")
-    own = [(x["test_error_mean"], x["model"], x["batch"], x["beta"]) for x in rows]
-    below = [o for o in own if o[0] < pixel]
-    best = min(own)
-    zy_best = min(x["zy_probe_error_mean"] for x in rows if x["model"] == "infocnf")
-    ceiling = (f"**The ceiling.** A logistic regression on the raw pixels errs {pixel:.3f}. "
-               + (f"No model's own classifier gets below it (best: {best[1]}, {best[2]} batch, beta {best[3]:g}: "
-                  f"{best[0]:.3f}), and no probe on InfoCNF's z_y does either (best {zy_best:.3f})"
-                  if not below else
-                  f"{len(below)} of {len(own)} configurations' own classifiers get below it, all at beta "
-                  f"{min(o[3] for o in below):g} or more (best: {best[1]}, {best[2]} batch, beta {best[3]:g}: "
-                  f"{best[0]:.3f}); the best probe on InfoCNF's z_y errs {zy_best:.3f}")
-               + (": on digits the flows' linear read-out has little or no room to improve on the pixels, so an "
-                  "accuracy gain of InfoCNF over CCNF has little room to show." if not below else
-                  ": stronger supervision, for CCNF as for InfoCNF, is what moves the flows' error below the "
-                  "pixel ceiling."))
-    ccnf_rows = [x for x in rows if x["model"] == "ccnf"]
-    pairs = [(r("infocnf", x["batch"], x["beta"])["zy_probe_error_mean"], x["zy_probe_error_mean"]) for x in ccnf_rows]
-    misses = [f"{x['batch']} batch, beta {x['beta']:g}" for x, (i, c) in zip(ccnf_rows, pairs, strict=True) if i >= c]
-    partition = (f"**Where the class sits.** A probe on InfoCNF's z_y errs less than one on the same slice of CCNF's z "
-                 f"in {sum(i < c for i, c in pairs)} of {len(pairs)} (batch, beta) pairs "
-                 f"({nums([i for i, _ in pairs], 3)} vs {nums([c for _, c in pairs], 3)}): the partition gathers the "
-                 "class in z_y, as Section 3.1 intends" + (f", except with {', '.join(misses)}." if misses else "."))
-    cost = []
-    for model in ("ccnf", "infocnf"):
-        parts = [f"{pct(r(model, b, top)['bits_per_dim_mean'] / r(model, b, betas[0])['bits_per_dim_mean'] - 1, 1)}"
-                 f" ({b} batch)" for b in regimes]
-        cost.append(f"{ {'ccnf': 'CCNF', 'infocnf': 'InfoCNF'}[model]} {', '.join(parts)}")
-    bpd = (f"**What the supervision costs in likelihood**: test bits/dim at beta {top:g} against beta "
-           f"{betas[0]:g}: {'; '.join(cost)}.")
-    per_unit_beta = rows[0]["supervision_ratio"] / rows[0]["beta"]  # D ln 2 of digits
-    return "\n\n".join([figure("beta"), table(d, "beta"), f"""\
-J = bits/dim + beta x cross-entropy (Eq. 4). Bits/dim is the negative log-likelihood divided by D ln 2, so per
-example the cross-entropy weighs beta x D x ln 2 times the NLL in nats: {d['cifar10_supervision_ratio']:.0f} in the
-authors' CIFAR10 runs (beta 0.5, D = 3072), {per_unit_beta:.0f} in the digits-table runs (beta 1, D = 64).
-CCNF and InfoCNF with the authors' heads (`head_init="linear_zeros"`) are trained at beta {shown}
-(the largest matches CIFAR10's ratio on digits), {len(d['seeds'])} seeds, fixed
-tolerance 1e-5 with warm-started steps (which leaves bits/dim unchanged, see [`speed`](#speed)); the other
-choices are the digits ids' (three-layer dynamics, fixed end time). "probe z_y" / "probe z" are logistic
-regressions fitted on the training latents at 1e-5 (for CCNF, z_y is the same slice of z).""", bullets(
-        [*gap, ceiling, partition, bpd])])
-
-
 def _spirals_head(p: dict) -> str:
     """What the partitioned LatentODE's (a, b) head learned, against the prior means and a linear probe on z."""
     text = (f"The partitioned model's (a, b) head (`spirals.json`) errs by {p['a_mae_mean']:.4f} in a and "
@@ -383,522 +219,6 @@ def _spirals_head(p: dict) -> str:
         text += (f" Its training loss fell by {rng([100 * d for d in drop], 1)}% over the last 5 epochs "
                  f"(per seed){', so training had not converged' if min(drop) > 0.01 else ''}.")
     return text
-
-
-def _share(ratio: float) -> str:
-    return "half" if ratio == 0.5 else f"{ratio:.0%}"
-
-
-def curves(res: Res) -> str:
-    rows = res["curves"]["rows"]
-    cuts, gaps, gaps_err, spread = [], [], [], {}
-    for batch in ("small", "large"):
-        learned = row(rows, model="infocnf", policy="reinforce", batch=batch)
-        fixed = row(rows, model="infocnf", policy="fixed", batch=batch)
-        cuts += [1 - a / b for a, b in zip(learned["nfe_mean"], fixed["nfe_mean"], strict=True)]
-        gaps += [abs(a - b) for a, b in zip(learned["bits_per_dim_mean"], fixed["bits_per_dim_mean"], strict=True)]
-        gaps_err += [abs(a - b) for a, b in zip(learned["test_error_mean"], fixed["test_error_mean"], strict=True)]
-        spread[batch] = max(learned["nfe_std"])
-    n_points = len(row(rows, model="infocnf", policy="reinforce", batch="small")["iteration"])
-    return "\n\n".join([figure("curves"), f"""\
-Test error and bits/dim of the learned-tolerance arm track the fixed-{eval_tol(res)} arm through training in
-both regimes (at each of the {n_points} evaluations, bits/dim within {max(gaps):.4f} and error within \
-{max(gaps_err):.3f}
-of each other), while its training NFE stays {100 * min(cuts):.0f}-{100 * max(cuts):.0f}% lower at every evaluation
-(the paper's Fig. 3). The NFE of the learned arm varies more across seeds with small batches
-(std up to {spread['small']:.1f} NFE per iteration, against {spread['large']:.1f} with large batches)."""])
-
-
-def tol_integral(res: Res) -> str:
-    d = res["tol-integral"]
-    front = sorted((r for r in d["rows"] if r["policy"] == "fixed"), key=lambda r: r["tol"])
-    learned = row(d["rows"], policy="reinforce")
-    errors = [r["abs_error_mean"] for r in front]
-    steady = all(a <= b for a, b in itertools.pairwise(errors))
-    loosest = [r for r in front if r["tol"] >= learned["tol"]]
-    return "\n\n".join([figure("tol-integral"), table(d, "tol-integral"), f"""\
-A 1-D CNF trained on a mixture of Gaussians (Appendix C), integral of its density over a grid
-(the grid's own error on the true density is {sci(d['grid_error'], 1)}). The error grows \
-{'steadily' if steady else 'overall'} as the
-tolerance loosens, from {sci(front[0]['abs_error_mean'])} at {sci(front[0]['tol'])} to \
-{' and '.join(f"{r['abs_error_mean']:.2f} at {sci(r['tol'])}" for r in loosest)}, as in the paper. The learned
-tolerances (geometric mean {sci(learned['tol'])}) give a density that integrates to {cell(learned, 'integral', 2)}: a
-model trained at loose tolerances is a poor density when solved at them, which is why every
-reported metric is computed at {eval_tol(res)}."""])
-
-
-def tol_hist(res: Res) -> str:
-    d = res["tol-hist"]
-    per = d["config"]["num_batches"]
-    ranges, last_at_bound = [], True
-    blocks = required(num_blocks(res), "tol-hist")
-    for r in d["rows"]:
-        if r["split"] == "training_log":
-            continue
-        chunks = [r["values"][i:i + per] for i in range(0, len(r["values"]), per)]
-        ranges += [max(c) - min(c) for c in chunks]
-        if r["block"] == blocks - 1:
-            last_at_bound &= min(r["values"]) == max(r["values"]) == r["log10_tol_q90"]
-    log = [r for r in d["rows"] if r["split"] == "training_log"]
-    seeds = len(d["seeds"])
-    iterations = d["regimes"][d["config"]["regime"]]["iterations"]
-    frac = log[0]["num_values"] / seeds / iterations
-    return "\n\n".join([figure("tol-hist"), table(d, "tol-hist"), f"""\
-The gates' deterministic choices (their means, batches of {d['batch_size']}) on the training and the test
-set agree to {sci(d['max_train_test_gap_log10'])} in log10 tol, as in the paper. They differ by block more than by
-input: within one seed a gate's choice varies by at most {max(ranges):.3f} in log10 tol across the
-{per} batches (the spread in the table is between seeds)""" + (
-        ", and the last block sits at the upper bound on every seed" if last_at_bound else "") + f""".
-`training_log` is what was sampled in the last {frac:.0%} of training (it includes the
-exploration noise)."""])
-
-
-def eval_batch(res: Res) -> str:
-    d = res["eval-batch"]
-    rows = d["rows"]
-    ref = row(d["reference"], split="test")
-    test = [r for r in rows if r["split"] == "test"]
-    train = [r for r in rows if r["split"] == "train"]
-    nfe = [r["nfe_mean"] for r in test]
-    deltas = [r["delta_bits_per_dim_mean"] for r in test]
-    max_err = max(abs(r["delta_error_mean"]) for r in train)
-    tols = [r["log10_tol_mean"] for r in rows]
-    sizes = [r["batch_size"] for r in rows]
-    train_batch = d["regimes"][d["config"]["regime"]]["batch_size"]
-    at_ref = row(test, batch_size=d["config"]["reference_batch_size"])
-    test_err = max(abs(r["delta_error_mean"]) for r in test)
-    all_deltas = [r["delta_bits_per_dim_mean"] for r in rows]
-    return "\n\n".join([figure("eval-batch"), table(d, "eval-batch"), f"""\
-Evaluating with the gates' tolerances (about 10^{sum(tols) / len(tols):.2f}) instead of {eval_tol(res)} costs \
-{rng(nfe, 1)} instead of
-{ref['nfe_mean']:.1f} forward NFE per test batch ({min(nfe) / ref['nfe_mean']:.2f}x-{max(nfe) / ref['nfe_mean']:.2f}x) \
-and changes test bits/dim by at most
-{max(deltas):.3f} ({apct(max(deltas) / ref['bits_per_dim_mean'], 1)}), test error """ + (
-        "not at all" if test_err == 0 else f"by at most {test_err:.3f}") + f""" and training-set error by at most \
-{max_err:.4f}, at every batch size from {min(sizes)} to the whole training set ({max(sizes) / train_batch:.1f}x the
-training batch). The paper finds the metrics get worse at batch sizes several times the
-training batch; here they do not, because the gates' choice hardly depends on the batch
-([`tol-hist`](#tol-hist)). The differences of {rng(all_deltas, 4, ' to ')} are of the size of the Hutchinson
-estimator's noise (the reference shares its noise only with the batch-{at_ref['batch_size']} row, whose difference
-is {at_ref['delta_bits_per_dim_mean']:.4f})."""])
-
-
-def _num_classes(res: Res) -> int | None:
-    if "samples" not in res:
-        return None
-    s = res["samples"]
-    return len(next(iter(s["grids"].values()))) // s["per_class"]
-
-
-def samples(res: Res) -> str:
-    d = res["samples"]
-    info = row(d["rows"], model="infocnf")
-    ccnf = row(d["rows"], model="ccnf")
-    return "\n\n".join([figure("samples"), table(d, "samples"), f"""\
-Samples at tol {sci(d['config']['tol'])} from the digits models are noisy strokes; a logistic-regression
-classifier that scores {d['classifier_test_accuracy']:.3f} on the real test digits assigns \
-{info['sample_accuracy_mean']:.0%} (InfoCNF) and
-{ccnf['sample_accuracy_mean']:.0%} (CCNF) of them to the class they were conditioned on (chance \
-{1 / required(_num_classes(res), "samples"):.0%}). The models are far
-from the paper's sample quality at this size and training length; the class signal is there but weak."""])
-
-
-def uncond(res: Res) -> str:
-    d = res["uncond"]
-    fixed, learned = row(d["rows"], policy="fixed"), row(d["rows"], policy="reinforce")
-    ratios = [a / b for a, b in zip(per_seed(learned, "nfe"), per_seed(fixed, "nfe"), strict=True)]
-    within = within_std(learned, fixed, "bits_per_dim")
-    return "\n\n".join([figure("uncond"), table(d, "uncond"), f"""\
-The paper's Fig. 4 effect holds: the learned tolerances train the unconditional CNF at
-{d['nfe_ratio']:.2f}x the NFE of fixed {eval_tol(res)} (per seed {xs(ratios)}) with test bits/dim \
-{apct(d['bits_per_dim_rel_diff'])} {'worse' if d['bits_per_dim_rel_diff'] > 0 else 'better'}""" + (
-        " (within one std)." if within else ".")])
-
-
-def reinforce_ablation(res: Res) -> str:
-    d = res["reinforce-ablation"]
-    rows = d["rows"]
-    v = {r["variant"]: r for r in rows}
-    ub = required(upper_bound(res), "reinforce-ablation")
-    f12 = v["fixed 1e-2"]
-    bounds = v["bounds (-8, -1)"]
-    gamma0, lr = v["gamma 0"], v["gate lr 3e-2"]
-    at_bound = sum(t >= ub - 1e-6 for t in per_seed(lr, "log10_tol_last"))
-    n = len(d["seeds"])
-    spreads = {k: r["log10_tol_last_std"] for k, r in v.items()}
-    widest = max(spreads, key=lambda k: spreads[k])
-    max_rel = max(abs(r["bits_per_dim_rel_diff_vs_fixed"]) for r in rows)
-    err_changed = [r for r in rows if r["test_error_mean"] != d["reference"]["test_error_mean"]]
-    err_note = ""
-    if err_changed:
-        err_note = " (except " + ", ".join(
-            f"`{r['variant']}`, {r['test_error_mean']:.3f} vs {d['reference']['test_error_mean']:.3f}"
-            + (", within one std" if within_std(r, d["reference"], "test_error") else "") for r in err_changed) + ")"
-    regime = d["regimes"][d["config"]["regime"]]
-    target = res["digits-table"]["config"]["targets"]["nfe_ratio"] if "digits-table" in res else None
-    bench = ""
-    lvf = {k: res[k] for k in ("learned_vs_fixed__init_mean-5", "learned_vs_fixed") if k in res}
-    if lvf:
-        bench = ("The gates' initial mean was chosen with `runs/bench_learned_tol.py` ([benchmarks](#benchmarks)): "
-                 + "; ".join(f"initial mean {_init_mean(k, r)} gave {r['nfe_ratio']:.3f}x over "
-                             f"{len(r['rows']['fixed']['seeds'])} seeds" for k, r in lvf.items())
-                 + ", in that benchmark's setting.")
-    return "\n\n".join([figure("reinforce-ablation"), table(d, "reinforce-ablation"), f"""\
-Each variant changes one setting of the defaults; {n} seeds each, the same {regime['iterations']} small-batch
-iterations; the fixed-{eval_tol(res)} reference is the `digits-table` arm ({d['reference']['nfe_mean']:.1f} NFE).""",
-                        bullets([
-        f"**The floor is the action bound.** Fixed {tol10(ub)} for every block, the cheapest policy inside the "
-        f"default bounds, costs {f12['nfe_ratio_vs_fixed']:.3f}x. A policy that starts at tighter tolerances and has "
-        f"to learn its way to {tol10(ub)} can only come near it"
-        + (f", so the target of {target:.2f}x is essentially the bound itself." if target else "."),
-        f"**Loosening the bound does not help.** With `bounds (-8, -1)` the seeds' final mean log10 tol spread "
-        f"from {min(per_seed(bounds, 'log10_tol_last')):.2f} to {max(per_seed(bounds, 'log10_tol_last')):.2f}"
-        + (" (the widest spread of any variant)" if widest == "bounds (-8, -1)" else "")
-        + f": {bounds['nfe_ratio_vs_fixed']:.3f}x and {pct(bounds['bits_per_dim_rel_diff_vs_fixed'])} bits/dim. "
-        "Loose tolerances also leak solver error into training ([`tol-integral`](#tol-integral) and the README's "
-        f"*A trap*), which is why the default bound is {tol10(ub)}.",
-        (f"**Credit assignment is a likely cause of slow or drifting gates.** Eq. 7's return-to-go gives the first "
-        f"gate the noise "
-        f"of every later block and of the final loss. With `gamma 0` each gate learns only from its own block's NFE "
-        f"(the last one also from the loss): {gamma0['nfe_ratio_vs_fixed']:.3f}x, the gates ending at "
-        f"{tol10(min(per_seed(gamma0, 'log10_tol_last')))} to {tol10(max(per_seed(gamma0, 'log10_tol_last')))} "
-        f"(seed means). An entropy bonus (`entropy 1e-2`) gives {v['entropy 1e-2']['nfe_ratio_vs_fixed']:.3f}x. A "
-        f"larger gate learning rate (`gate lr 3e-2`) reaches the bound on {at_bound} of {n} seeds and not on the "
-        f"other{'s' if n - at_bound > 1 else ''} ({lr['nfe_ratio_vs_fixed']:.3f}x)."),
-        f"**The baseline matters**: without the moving-average baseline, "
-        f"{v['no baseline']['nfe_ratio_vs_fixed']:.3f}x.",
-        bench,
-        f"No variant changes test bits/dim by more than {apct(max_rel)}, or test error{err_note}.",
-    ])])
-
-
-def _init_mean(key: str, result: dict) -> str:
-    """The gates' initial mean of a learned_vs_fixed benchmark: its ``--init-mean`` flag or file name."""
-    for arg in result.get("reinforce_args", []):
-        if arg.startswith("--init-mean="):
-            return arg.split("=", 1)[1]
-    return key.rsplit("init_mean", 1)[1] if "init_mean" in key else "(default)"
-
-
-def policies(res: Res) -> str:
-    d = res["policies"]
-    p = {r["policy"]: r for r in d["rows"]}
-    ub = required(upper_bound(res), "reinforce-ablation")
-    ratio = {k: r["nfe_ratio_vs_fixed"] for k, r in p.items()}
-    max_rel = max(abs(r["bits_per_dim_rel_diff_vs_fixed"]) for r in d["rows"])
-    regime = d["regimes"][d["config"]["regime"]]
-    td3_at_bound = all(t >= ub - 1e-6 for t in per_seed(p["td3"], "log10_tol_last"))
-    f12 = row(res["reinforce-ablation"]["rows"], variant="fixed 1e-2")["nfe_ratio_vs_fixed"]
-    front = sorted(res["frozen"]["front"], key=lambda r: r["tol"]) if "frozen" in res else []
-    low = front[0]["tol"] if front else None
-    tight = [r for r in front if "eval-batch" not in res or r["tol"] <= res["eval-batch"]["reference"][0]["tol"]]
-    ppo_tols = per_seed(p["ppo"], "log10_tol_last")
-    a2c = p["a2c"]
-    a2c_tols = sorted(per_seed(a2c, "log10_tol_last"), reverse=True)
-    a2c_low = [(t, n) for t, n in zip(per_seed(a2c, "log10_tol_last"), per_seed(a2c, "nfe"), strict=True)
-               if low is not None and t <= math.log10(low) + 0.05]
-    norm = p["a2c-normadv"]
-    norm_bound = sum(t >= ub - 0.05 for t in per_seed(norm, "log10_tol_last"))
-    norm_other = [t for t in per_seed(norm, "log10_tol_last") if t < ub - 0.05]
-    blocks = required(num_blocks(res), "tol-hist")
-    ranked = sorted((k for k in ratio if k != "fixed"), key=lambda k: ratio[k])
-    name = {"reinforce": "REINFORCE", "ppo": "PPO", "sac": "SAC", "td3": "TD3", "a2c": "A2C"}
-    name = {k: name.get(k, f"`{k}`") for k in ratio}
-    return "\n\n".join([figure("policies"), table(d, "policies"), f"""\
-InfoCNF co-trained with each policy, small batches, {regime['iterations']} iterations, {len(d['seeds'])} seeds; test \
-metrics at {eval_tol(res)}. Every policy leaves test error and bits/dim unchanged (within {apct(max_rel)}); they \
-differ only in what they save.""", bullets([
-        f"**{name[ranked[0]]} ({ratio[ranked[0]]:.3f}x) and {name[ranked[1]]} ({ratio[ranked[1]]:.3f}x) save the "
-        f"most**, then {name[ranked[2]]} and {name[ranked[3]]} ({ratio[ranked[2]]:.3f}x, {ratio[ranked[3]]:.3f}x)."
-        + (f" TD3 ends at the upper bound {tol10(ub)} on every block and seed, i.e. it finds the cheapest point of the "
-           f"action space, the {f12:.3f}x of fixed {tol10(ub)} ([`reinforce-ablation`](#reinforce-ablation)). "
-           "SB3's TD3 adds no exploration noise by default; its deterministic actor moves straight to the bound."
-           if td3_at_bound else ""),
-        "**PPO and A2C pay for exploration.** Their Gaussian policies sample around the mean, and the NFE is convex "
-        "in log10 tol" + (" ([`frozen`](#frozen) front: " + ", ".join(
-            f"{r['nfe_mean']:.0f} NFE at {sci(r['tol'])}" for r in reversed(tight)) + ")" if tight else "")
-        + f", so noise costs NFE even when the mean is loose. PPO ({ratio['ppo']:.3f}x) starts in the middle of the "
-        f"bounds, tighter than the REINFORCE gates, and ended training between {tol10(min(ppo_tols))} and "
-        f"{tol10(max(ppo_tols))} (seed means), far from the bound {tol10(ub)}; whether a longer budget would let it "
-        "save more, we did not run.",
-        f"**A2C needs batched, normalised updates.** Updating after every {blocks}-step episode on raw returns "
-        f"(row `a2c`) its mean moved *toward tighter* tolerances on every seed (to "
-        f"{', '.join(tol10(t) for t in a2c_tols if not any(t == lt for lt, _ in a2c_low))}"
-        + (f" and, on {len(a2c_low)} seed, the lower bound {sci(low)} at {a2c_low[0][1]:.0f} NFE per iteration"
-           if a2c_low and low is not None else "") + ")"
-        + f": {ratio['a2c']:.3f}x. Below the lower bound the reward is flat (actions are clipped), so a mean that "
-        "drifts there gets no signal back. With several episodes per update and advantages normalised per update "
-        f"(`a2c-normadv`, the `agents.sb3` default for A2C) it saves like SAC: {ratio['a2c-normadv']:.3f}x, "
-        f"{norm_bound} seeds ending at {tol10(ub)}"
-        + (", the other" + ("s" if len(norm_other) > 1 else "") + " at " + ", ".join(tol10(t, 1) for t in norm_other)
-           if norm_other else "") + ".",
-    ])])
-
-
-def frozen(res: Res) -> str:
-    d = res["frozen"]
-    p = {r["policy"]: r for r in d["rows"]}
-    front = sorted(d["front"], key=lambda r: r["tol"])
-    ref = row(front, tol=res["eval-batch"]["reference"][0]["tol"])
-    flat = [r for r in front if abs(r["excess_bits_per_dim_mean"]) < 5e-5]
-    steep = [r for r in front if abs(r["excess_bits_per_dim_mean"]) >= 5e-5]
-    loosest = front[-1]
-    low = math.log10(front[0]["tol"])
-    td3_bound = all(t == math.log10(loosest["tol"]) for s in p["td3"]["per_seed"] for t in s["log10_tol_blocks"])
-    sac = p["sac"]
-    drifted = [(i, s) for i, s in enumerate(p["reinforce"]["per_seed"]) if min(s["log10_tol_blocks"]) <= low + 1e-6]
-    not_bound = {k: sum(any(t < math.log10(loosest["tol"]) - 1e-6 for t in s["log10_tol_blocks"])
-                        for s in p[k]["per_seed"]) for k in ("ppo", "a2c-normadv")}
-    n = len(d["seeds"])
-    a, b = front[-1], front[-2]  # the two loosest front points, between which SAC's NFE lies
-    between = min(a["nfe_mean"], b["nfe_mean"]) <= sac["nfe_mean"] <= max(a["nfe_mean"], b["nfe_mean"])
-    w = (sac["nfe_mean"] - a["nfe_mean"]) / (b["nfe_mean"] - a["nfe_mean"]) if between else 0.0
-    on_front = a["excess_bits_per_dim_mean"] + w * (b["excess_bits_per_dim_mean"] - a["excess_bits_per_dim_mean"])
-    below = between and sac["excess_bits_per_dim_mean"] < on_front
-    below_std = on_front - sac["excess_bits_per_dim_mean"] <= max(sac["excess_bits_per_dim_std"],
-                                                                   a["excess_bits_per_dim_std"])
-    drift_text = ""
-    if drifted:
-        _i, s = drifted[0]
-        block = s["log10_tol_blocks"].index(min(s["log10_tol_blocks"]))
-        drift_text = (f", because on {len(drifted)} of {len(d['seeds'])} seeds the gate of block {block} drifted "
-                      f"to the lower bound "
-                      f"{sci(front[0]['tol'])} (`per_seed` in `frozen.json`), where the reward is flat, like A2C's in "
-                      "[`policies`](#policies)")
-    return "\n\n".join([figure("frozen"), table(d, "frozen"), f"""\
-The flow is each seed's InfoCNF fixed-{eval_tol(res)} run of `digits-table`, frozen; each policy then
-learns on it for {d['config']['iterations']} episodes with the co-training reward, and the test set (batch \
-{d['config']['eval_batch_size']}) is
-evaluated with its deterministic tolerances. "excess bits/dim" is bits/dim at those
-tolerances minus bits/dim at {eval_tol(res)} on the same batches and Hutchinson noise.""", bullets([
-        f"**The front is almost flat at this scale.** From {sci(flat[0]['tol'])} to {sci(flat[-1]['tol'])} bits/dim "
-        "do not move in the fourth decimal; "
-        + " and ".join(f"{sci(r['tol'])} costs {r['excess_bits_per_dim_mean']:+.4f}" for r in steep)
-        + f" ({apct(loosest['excess_bits_per_dim_mean'] / ref['bits_per_dim_mean'])}) while the test NFE falls from "
-        f"{front[0]['nfe_mean']:.0f} to {loosest['nfe_mean']:.0f}. On a trained digits flow the cheapest tolerance "
-        f"allowed is nearly free, so the best a policy can do is find the upper bound {sci(loosest['tol'])}.",
-        (f"TD3 finds it on every block and seed ({p['td3']['nfe_mean']:.1f} NFE, the fixed-{sci(loosest['tol'])} "
-         "point). " if td3_bound else "")
-        + f"SAC's deterministic tolerances average {tol10(sac['log10_tol_mean'])} (log10 "
-        f"{sac['log10_tol_mean']:.2f}): {sac['nfe_mean']:.1f} NFE at {sac['excess_bits_per_dim_mean']:+.4f}"
-        + (f", a hair below the front between the {sci(a['tol'])} and {sci(b['tol'])} points"
-           + (", within one std" if below_std else "")
-           + ": the only hint here that per-block choices beat one fixed tolerance" if below else "")
-        + f". REINFORCE: {cell(p['reinforce'], 'nfe', 1)} NFE{drift_text}.",
-        (f"PPO and `a2c-normadv` have not reached the bound on every block after {d['config']['iterations']} "
-        f"episodes ({not_bound['ppo']} and {not_bound['a2c-normadv']} of {n} seeds short of it; "
-        f"{p['ppo']['nfe_mean']:.1f} and {p['a2c-normadv']['nfe_mean']:.1f} NFE)."),
-        ("No policy lies clearly below the front. The per-input gating the paper motivates would show up as points "
-        "below it; on digits at this width we do not see it."),
-    ])])
-
-
-def speed(res: Res) -> str:
-    d = res["speed"]
-    cfg, t = d["config"], d["targets"]
-    regime = d["regimes"][cfg["regime"]]
-    fixed = row(d["rows"], arm="fixed")
-    small = [r for r in d["rows"] if r.get("regime", cfg["regime"]) == cfg["regime"]]
-    lines = ["| arm | train NFE / it | vs fixed | train wall vs fixed | test bits/dim | vs fixed | test NFE @1e-5 | "
-             "vs fixed |", "|" + " --- |" * 8]
-    for r in small:
-        lines.append(f"| {r['arm']} | {cell(r, 'nfe', 1)} | {r['nfe_ratio']:.3f}x | {r['wall_ratio']:.3f}x | "
-                     f"{cell(r, 'bits_per_dim', 4)} | {pct(r['bpd_ratio'] - 1)} | {cell(r, 'test_nfe', 1)} | "
-                     f"{r['test_nfe_ratio']:.3f}x |")
-
-    def verdict(met: bool) -> str:
-        return "**met**" if met else "**not met**"
-
-    th = t["thresholds"]
-    sweep = ", ".join(f"{r['reg_weight']:g}: bits/dim {pct(r['bpd_ratio'] - 1)}, test NFE {r['test_nfe_ratio']:.2f}x"
-                      for r in d["reg_sweep"])
-    items = []
-    if "warm" in t:
-        w = t["warm"]
-        items.append(f"Warm start alone: training forward NFE {w['nfe_forward_ratio']:.3f}x and test-pass NFE "
-                     f"{w['test_nfe_ratio']:.3f}x of the heuristic start, bits/dim {pct(w['bpd_ratio'] - 1, 3)} "
-                     f"(target: both at most {th['warm_nfe_forward_ratio']}x, bits/dim within "
-                     f"{apct(th['warm_bpd_tol'], 1)}): {verdict(w['met'])}.")
-    if "regularised" in t:
-        r = t["regularised"]
-        items.append(f"RNODE regularizers (weight {d['reg_weight']:g}): test NFE at 1e-5 {r['test_nfe_ratio']:.3f}x "
-                     f"of the unregularised model (target at most {th['regularised_test_nfe_ratio']}x): "
-                     f"{verdict(r['met'])}. The weight is the largest of the sweep on seed {d['reg_sweep'][0]['seed']} "
-                     f"whose bits/dim stayed within {apct(cfg['reg_bpd_tol'], 0)} ({sweep}).")
-    if "combined" in t:
-        c = t["combined"]
-        items.append(f"Warm start + regularizers + REINFORCE: training NFE {c['nfe_ratio']:.3f}x, wall time "
-                     f"{c['wall_ratio']:.3f}x, bits/dim {pct(c['bpd_ratio'] - 1)} (target: at most "
-                     f"{th['combined_nfe_ratio']}x and {th['combined_wall_ratio']}x, bits/dim within "
-                     f"{apct(th['combined_bpd_tol'], 0)}): {verdict(c['met'])}.")
-    if "regularised" in t and "combined" in t and "warm" in t:
-        r, c = row(d["rows"], arm="regularised"), t["combined"]
-        items.append(f"The RNODE regularizers alone save no training NFE here ({r['nfe_ratio']:.3f}x): the combined "
-                     f"arm's {c['nfe_ratio']:.3f}x is the warm start's ({t['warm']['nfe_forward_ratio']:.3f}x forward) "
-                     f"and the learned tolerances' ({row(d['rows'], arm='learned')['nfe_ratio']:.3f}x) together. Its "
-                     f"test pass at 1e-5 starts from steps accepted at the looser learned tolerances, rescaled, so it "
-                     f"saves less there than the warm start alone.")
-    if any(r["arm"] == "error_reg" for r in d["rows"]):
-        e = row(d["rows"], arm="error_reg")
-        items.append(f"The solver-error regularizer (Pal et al. 2021, weight {cfg['error_weight']:g}) costs its probe "
-                     f"steps: training NFE {e['nfe_ratio']:.3f}x, test NFE {e['test_nfe_ratio']:.3f}x, bits/dim "
-                     f"{pct(e['bpd_ratio'] - 1)}; its probe evaluations are part of the training NFE.")
-    parts = [figure("speed"), f"""\
-InfoCNF on digits, batch {regime['batch_size']}, {regime['iterations']} iterations, {len(d['seeds'])} seeds; the \
-arms of a seed trained side by side. Ratios are per seed against the fixed arm of the same seed, then averaged; \
-training wall time is that of the training iterations (periodic evaluation off); test metrics at {eval_tol(res)} \
-({fixed['test_nfe_mean']:.1f} NFE per test batch for the fixed arm).""", "\n".join(lines), bullets(items)]
-    adjoint = [r for r in d["rows"] if r.get("regime") == "adjoint"]
-    if adjoint:
-        parts.append(_speed_adjoint(d, adjoint, verdict))
-    return "\n\n".join(parts)
-
-
-def _speed_adjoint(d: dict, rows: list[dict], verdict: Callable[[bool], str]) -> str:
-    """The speed study's adjoint regime: the levers on the CIFAR10 ids' training path."""
-    t, th = d["targets"], d["targets"]["thresholds"]
-    lines = ["| arm | train NFE / it | backward NFE vs full norm | train wall vs full norm | test bits/dim | "
-             "vs full norm | test NFE @1e-5 |", "|" + " --- |" * 7]
-    for r in rows:
-        lines.append(f"| {r['arm']} | {cell(r, 'nfe', 1)} | {r['nfe_backward_ratio']:.3f}x | {r['wall_ratio']:.3f}x | "
-                     f"{cell(r, 'bits_per_dim', 4)} | {pct(r['bpd_ratio'] - 1, 3)} | {cell(r, 'test_nfe', 1)} |")
-    items = []
-    if "seminorm" in t:
-        m = t["seminorm"]
-        items.append(f"Seminorm adjoint: backward NFE {m['nfe_backward_ratio']:.3f}x of the full norm's, bits/dim "
-                     f"{pct(m['bpd_ratio'] - 1, 3)} (target: at most {th['seminorm_nfe_backward_ratio']}x, bits/dim "
-                     f"within {apct(th['seminorm_bpd_tol'], 1)}): {verdict(m['met'])}.")
-    if "adjoint_combined" in t:
-        c = t["adjoint_combined"]
-        items.append(f"Seminorm + warm start + REINFORCE: training wall time {c['wall_ratio']:.3f}x of fixed 1e-5 with "
-                     f"the full-norm adjoint, NFE {c['nfe_ratio']:.3f}x, bits/dim {pct(c['bpd_ratio'] - 1)} (target: "
-                     f"at most {th['adjoint_combined_wall_ratio']}x, bits/dim within "
-                     f"{apct(th['adjoint_combined_bpd_tol'], 0)}): {verdict(c['met'])}.")
-    return f"""\
-**The adjoint regime**: the same training with the adjoint method and the authors' recipe (the CIFAR10 \
-ids' model choices at digits size: {', '.join(f'{k}={v}' for k, v in d['config']['adjoint_env'].items())}); \
-ratios against the full-norm adjoint at fixed 1e-5 of the same seed.
-
-""" + "\n".join(lines) + "\n\n" + bullets(items)
-
-
-def benchmark(res: Res) -> str:
-    d = res["benchmark"]
-    th = d["targets"]["thresholds"]
-
-    def action(a: dict) -> str:
-        first = "solver's start" if a["first_step"] is None else f"first step {a['first_step']:.3g} of the span"
-        return f"tol {a['tol']:.0e}, {first}"
-
-    lines = ["| task | action | NFE / block @1e-5 | loosest action: NFE, error | best constant | its reward | "
-             "oracle reward | gap / best |", "|" + " --- |" * 8]
-    for t in d["tasks"]:
-        loose = t["loosest_action"]
-        lines.append(f"| {t['task']} | {t['action_mode']} | {t['nfe_per_block_at_1e-5']:.1f} | "
-                     f"{loose['nfe']:.1f}, {loose['error']:.4f} | {action(t['best_constant_action'])} | "
-                     f"{t['best_constant_reward']:.2f} | {t['oracle_reward']:.2f} | {100 * t['gap_fraction']:.1f}% |")
-    with_agents = {(t["task"], t["action_mode"]) for t in d["tasks"] if t["agents"]}
-    verdicts = [f"{t['task']}, {t['action_mode']}: oracle over best constant {100 * t['gap_fraction']:.1f}% of its "
-                f"reward (target {100 * th['gap_fraction']:.0f}%: {'met' if t['gap_met'] else 'not met'}); "
-                + (f"best agent closes {cell(t, 'best_gap_closed', 2)} of the gap (target {th['gap_closed']}: "
-                   f"{'met' if t['agent_met'] else 'not met'})." if (t["task"], t["action_mode"]) in with_agents
-                   else "baselines only, no agents run on it.") for t in d["targets"]["tasks"]]
-    for t in d["tasks"]:
-        sweep = ", ".join(f"{w['error_weight']:g}: {100 * w['gap_fraction']:.1f}%" for w in t["weight_sweep"])
-        verdicts.append(f"{t['task']}, {t['action_mode']}: the oracle's gain over the best constant at other error "
-                        f"weights (same grid; weight: gain) {sweep}.")
-    c = d["cotrain"][0]
-    ct = d["targets"]["cotrain"]
-    cfg = d["config"]
-    regime = d["regimes"][cfg["cotrain_regime"]]
-    verdicts.append(
-        f"Co-training InfoCNF on digits (batch {regime['batch_size']}, {regime['iterations']} iterations, "
-        f"{len(c['seeds'])} seeds), REINFORCE with bounds {tuple(cfg['cotrain_tol_bounds'])}, the first-step lever "
-        f"and the two-sided accuracy term (weight {cfg['cotrain_gap_weight']:g}, a 1e-5 reference every "
-        f"{cfg['cotrain_gap_every']} iteration(s)): training NFE {c['nfe_ratio']:.3f}x fixed 1e-5 (the reference "
-        f"solves, reported apart, cost another {c['reference_nfe_ratio']:.3f}x), test bits/dim "
-        f"{pct(c['bpd_ratio'] - 1)} (target at most {th['cotrain_nfe_ratio']}x within "
-        f"{apct(th['cotrain_bpd_tol'], 0)}: {'met' if ct['met'] else 'not met'}). Over the last 10% of training "
-        f"the policy chose log10 tolerances of {nums([p['log10_tol_last'] for p in c['per_seed']])} and log10 "
-        f"first steps of {nums([p['log10_first_step_last'] for p in c['per_seed']])} (per seed, means over blocks), "
-        f"at a loss gap to the reference of {nums([p['abs_loss_gap_last'] for p in c['per_seed']], 4)} bits/dim.")
-    w = d["tasks"][0]
-    return "\n\n".join([figure("benchmark"), f"""\
-Frozen flows (`CNF-Frozen-*`), {len(d['seeds'])} seeds per agent, each agent trained for {cfg['agent_episodes']} \
-episodes and scored by its deterministic policy over the task's pool of {len(w['oracle_actions'])} episodes. Reward \
-per episode: -{w['alpha']:g} x NFE - {w['error_weight']:g} x error (nats, against a cached 1e-8 solve). The best \
-constant is the best single grid action, the oracle each episode's best grid action in hindsight; gap closed = \
-(agent - best constant) / (oracle - best constant), above 1 where an agent's continuous action beats the grid.""",
-                         "\n".join(lines), table(d, "benchmark"), bullets(verdicts)])
-
-
-def leaderboard(res: Res) -> str:
-    d = res["leaderboard"]
-    t = d["tasks"][0]
-    r = t["reward"]
-    return _leaderboard(d, "leaderboard", f"""\
-Classical ODE tasks (`ODE-*`, [environment](environment.md#the-classical-ode-tasks)): each episode one instance \
-solved in {t['segments']} segments, reward -{r['alpha']:g} x NFE per segment - {r['error_weight']:g} per decade \
-of relative error above {r['error_target']:g}.""")
-
-
-def leaderboard_cnf(res: Res) -> str:
-    d = res["leaderboard-cnf"]
-    t = d["tasks"][0]
-    r = t["reward"]
-    cost = (f"{r['error_weight']:g} per decade of error above {r['error_target']:g} nats" if r["error_form"] == "target"
-            else f"{r['error_weight']:g} x error (nats)")
-    return _leaderboard(d, "leaderboard-cnf", f"""\
-The CNF task with room (`CNF-Frozen-Mixed-v0`, [environment](environment.md#the-frozen-flow-benchmark)): \
-each episode a small batch from one of {len(t['families'])} toy densities, solved by that density's frozen flow of \
-{t['segments']} stacked blocks (one decision per block); error = mean |log p(x) - log p_ref(x)| against a 1e-8 \
-solve; reward -{r['alpha']:g} x NFE per block - {cost}. Flows trained until the loss plateaus \
-(iterations per density: {', '.join(f"{k} {v}" for k, v in t.get('trained_steps', {}).items())}).""")
-
-
-def _leaderboard(d: dict, study: str, task_text: str) -> str:
-    th = d["targets"]["thresholds"]
-    cfg = d["config"]
-    lines = ["| task | pools (train / test) | best constant (log10 tol): reward | best schedule | oracle | "
-             "room over the schedule | room over the constant |", "|" + " --- |" * 7]
-    for t in d["tasks"]:
-        lines.append(f"| {t['task']} | {t['pool_sizes']['train']} / {t['pool_sizes']['test']} | "
-                     f"{t['best_constant_log10_tol']:g}: {t['best_constant_reward']:.2f} | "
-                     f"{t['best_schedule_reward']:.2f} ({', '.join(f'{s:g}' for s in t['best_schedule'])}) | "
-                     f"{t['oracle_reward']:.2f} | {100 * t['gap_fraction']:.1f}% | "
-                     f"{100 * t['gap_fraction_vs_constant']:.1f}% |")
-    verdicts = []
-    for v in d["targets"]["tasks"]:
-        saving = v["best_nfe_saving_at_equal_error"]
-        met_saving = saving is not None and saving >= th["nfe_saving_at_equal_error"]
-        families = ("no worse than the best constant on every family" if v["best_no_worse_on_every_family"]
-                    else "worse than the best constant on at least one family (table below)")
-        verdicts.append(
-            f"{v['task']}: room {100 * v['gap_fraction']:.1f}% of the best schedule's reward (target "
-            f"{100 * th['gap_fraction']:.0f}%: {'met' if v['gap_met'] else 'not met'}); the best agent, "
-            f"{v['best_agent']}, closes {cell(v, 'best_gap_closed', 2)} of it (target {th['gap_closed']}: "
-            f"{'met' if v['gap_closed_met'] else 'not met'}), is {families}, and saves "
-            f"{'n/a' if saving is None else pct(saving)} NFE against the cheapest constant at least as accurate "
-            f"on average (target {100 * th['nfe_saving_at_equal_error']:.0f}%: {'met' if met_saving else 'not met'}). "
-            f"Agents beating the best constant on the test pool: "
-            f"{', '.join(v['agents_beating_best_constant']) or 'none'}.")
-    per_family = []
-    for t in d["tasks"]:
-        names = sorted(t["best_constant_per_family"])
-        per_family += [f"| {t['task']} | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
-        shown = [("best_constant", t["best_constant_per_family"])] + [
-            (row["agent"], row["per_family"]) for row in d["rows"]
-            if row["task"] == t["task"] and "per_family" in row and row["agent"] != "best_constant"]
-        for name, fam in shown:
-            per_family.append(f"| {name} | " + " | ".join(
-                f"{fam[f]['reward']:.1f} ({fam[f]['nfe']:.0f} NFE, {fam[f]['error']:.1e})" for f in names) + " |")
-    return "\n\n".join([figure(study), f"""{task_text} Baselines chosen on the training pool; every figure on the \
-held-out test pool; `pi_controller` is torchode's Dormand-Prince with a PI step-size controller (PI.3.4) at its own \
-best constant tolerance, where present. Agents: {', '.join(cfg['agents'])}, {len(d['seeds'])} seeds, \
-{cfg['agent_episodes']} training episodes each, flags from `agents/hyperparams/benchmark.json` (not tuned). gap \
-closed = (row - best schedule) / (oracle - best schedule).""", "\n".join(lines), table(d, study), bullets(verdicts),
-                         "Per family (density), on the test pool: mean reward (NFE per episode, mean error); "
-                         "agents pooled over seeds.", "\n".join(per_family)])
 
 
 def benchmarks(res: Res) -> str:
@@ -1041,29 +361,29 @@ is the number to measure first.""")
     return "\n\n".join(parts)
 
 
-#: (anchor, title, section, the JSON files it needs), in page order.
-SECTIONS: list[tuple[str, str, Callable[[Res], str], tuple[str, ...]]] = [
-    ("digits-table", "Tables 1-2 analogue", digits_table, ("digits-table", "eval-batch")),
-    ("latent-probe", "Where the class sits in z, and why InfoCNF's error lags", latent_probe, ("latent-probe",)),
-    ("beta", "InfoCNF vs CCNF as the supervision weighs as on CIFAR10", beta, ("beta",)),
-    ("curves", "Training curves, Fig. 3 analogue", curves, ("curves",)),
-    ("tol-integral", "Solver error vs tolerance, Fig. 2a analogue", tol_integral, ("tol-integral",)),
-    ("tol-hist", "Learned tolerances on train vs test, Fig. 2b analogue", tol_hist, ("tol-hist",)),
-    ("eval-batch", "Evaluating with the learned tolerances, Appendix D analogue", eval_batch, ("eval-batch",)),
-    ("samples", "Class-conditional samples, Fig. 7 analogue", samples, ("samples",)),
-    ("uncond", "Unconditional CNF with vs without learned tolerances, Fig. 4 analogue", uncond, ("uncond",)),
-    ("reinforce-ablation", "Why REINFORCE stops short of the target with small batches", reinforce_ablation,
-     ("reinforce-ablation",)),
-    ("policies", "Which agent should choose the tolerances?", policies, ("policies", "reinforce-ablation")),
-    ("frozen", "Policies on a frozen flow against the fixed-tolerance front", frozen, ("frozen", "eval-batch")),
-    ("speed", "Faster than the paper: warm starts, easier dynamics, learned tolerances", speed, ("speed",)),
-    ("benchmark", "A tolerance benchmark worth learning: frozen flows and co-training", benchmark, ("benchmark",)),
-    ("leaderboard", "Tolerance learning with room: classical ODE tasks, held-out scoring", leaderboard,
-     ("leaderboard",)),
-    ("leaderboard-cnf", "Tolerance learning with room on frozen CNFs, held-out scoring", leaderboard_cnf,
-     ("leaderboard-cnf",)),
-    ("benchmarks", "Benchmarks", benchmarks, ()),
-]
+#: The benchmarks section (:func:`benchmarks`, from the ``bench_*`` files): its place on the page
+#: among the studies' ``PAGE_ORDER`` (last).
+BENCHMARKS_PAGE_ORDER = 1000
+
+Section = tuple[str, str, Callable[[Res], str], tuple[str, ...]]
+
+
+def sections() -> list[Section]:
+    """(anchor, title, section, the JSON files it needs) of every section, in page order.
+
+    A study's section comes from its module (``TITLE``, ``section``, ``NEEDS``, ``PAGE_ORDER``;
+    see :mod:`runs.studies`), anchored at the study's name; the benchmarks section is this
+    module's. Sections go in ascending page order, which must be unique.
+    """
+    entries: list[tuple[int, Section]] = [(BENCHMARKS_PAGE_ORDER, ("benchmarks", "Benchmarks", benchmarks, ()))]
+    for study in MODULES:
+        m = study_module(study)
+        entries.append((m.PAGE_ORDER, (study, m.TITLE, m.section, tuple(m.NEEDS))))
+    orders = [order for order, _ in entries]
+    if len(set(orders)) != len(orders):
+        clash = sorted({f"{s[0]} ({o})" for o, s in entries if orders.count(o) > 1})
+        raise ValueError(f"sections share a PAGE_ORDER: {', '.join(clash)}")
+    return [section for _, section in sorted(entries, key=lambda e: e[0])]
 
 
 def load(results: Path = RESULTS) -> Res:
@@ -1074,7 +394,7 @@ def load(results: Path = RESULTS) -> Res:
 def render(results: Path = RESULTS) -> str:
     """The whole page, from the JSON files in ``results``."""
     res = load(results)
-    present = [(a, t, f) for a, t, f, needs in SECTIONS if all(n in res for n in needs)]
+    present = [(a, t, f) for a, t, f, needs in sections() if all(n in res for n in needs)]
     head = [
         "# Results: does what the paper claims hold? (digits, CPU)",
         "<!-- Generated by `python -m runs.docs` from runs/results/*.json. Edit runs/docs.py, not this file. -->",

@@ -3,8 +3,9 @@
     python -m runs.reproduce STUDY [--seeds 3] [--quick] [--jobs N] [--workdir DIR] [--out DIR]
     python -m runs.reproduce all --jobs 2                  # every study, digits-table first
 
-Studies (one module each in ``runs/studies/``, holding the study's config and code; its
-docstring says what is run, how it maps to the paper and what it costs):
+Studies (one module each in ``runs/studies/``, holding the study's config, code, table
+columns, plot and results-page section, see :mod:`runs.studies`; its docstring says what is
+run, how it maps to the paper and what it costs):
 
 =====================  ==========================================================================
 ``digits-table``      Tables 1-2: CCNF / InfoCNF fixed 1e-5 / InfoCNF learned, small + large batch
@@ -39,7 +40,8 @@ needs it (``curves``, ``tol-hist``, ``eval-batch``, ``samples``, ``frozen`` and 
 reuse the ``digits-table`` runs) and an interrupted one is resumed from its checkpoint. With
 ``--jobs N > 1`` runs go to N subprocesses of one thread each; otherwise they run in this
 process with ``--threads`` torch threads. Logs go to ``WORKDIR/logs/``.
-The run cache is :mod:`runs.run_cache`; the mean ± std and curve aggregation is
+The run cache is :mod:`runs.run_cache`; the digits run matrix (environment ids, policies,
+training regimes) is :mod:`runs.matrix`; the mean ± std and curve aggregation is
 :mod:`runs.aggregate`; the helpers the studies share are :mod:`runs.studies.common`; this
 module is the driver.
 
@@ -59,8 +61,9 @@ import torch
 
 from agents.cli import RUNS_ROOT
 from runs.aggregate import finite
+from runs.matrix import digits_regimes
 from runs.run_cache import Context
-from runs.studies import MODULES, digits_regimes, load_config, study_module
+from runs.studies import MODULES, load_config, study_module
 
 STUDIES = tuple(MODULES)
 #: Keys every row of a study's ``rows`` holds (``*_mean`` keys come with ``*_std``).

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runs.matrix import DIGITS_TRAIN_SIZE, ENVS, POLICIES
+
 REPO = Path(__file__).resolve().parents[1]
-#: Training examples of the bundled digits split (the epoch length of the learning-rate schedule).
-DIGITS_TRAIN_SIZE = 1497
 
 
 @dataclass
@@ -98,12 +98,10 @@ def _lr_milestones(regime: dict) -> tuple:
 def digits_arm(ctx: Context, model: str, policy: str, regime: str, seed: int, *, label: str | None = None,
                iterations: int | None = None, eval_every: int | None = None,
                extra_env: dict | None = None, flags: list[str] | None = None) -> Arm:
-    """A digits training run of ``model`` with ``policy`` in one of the digits-table regimes.
+    """A digits training run of ``model`` with ``policy`` in one of the digits regimes (:mod:`runs.matrix`).
 
     ``flags`` replace the policy's own agent flags; ``extra_env`` adds environment kwargs.
     """
-    from runs.studies.digits_table import ENVS, POLICIES
-
     r = ctx.regimes[regime]
     module, policy_flags = POLICIES[policy]
     flags = policy_flags if flags is None else flags

@@ -1,6 +1,7 @@
 """The studies of ``python -m runs.reproduce STUDY``, one module each.
 
-Each module holds its study's settings and code:
+A study is one module: everything about it lives in ``runs/studies/<name>.py``, and adding a
+study is that file plus its line in :data:`MODULES`. The module holds
 
 * ``CONFIG``: the full, CPU-sized setting (about an hour per study on 2 cores);
 * ``QUICK``: overrides for ``--quick``, the smoke-test setting used by
@@ -8,13 +9,27 @@ Each module holds its study's settings and code:
 * ``ROW_KEYS``: the keys every row of the study's ``rows`` holds (``*_mean`` keys come with
   ``*_std``);
 * ``run(ctx) -> dict``: runs the study for a :class:`runs.run_cache.Context` and returns
-  ``rows`` plus any study-specific entries; the driver adds the common ones.
+  ``rows`` plus any study-specific entries; the driver adds the common ones;
+* ``COLUMNS``: its table, ``(header, row key or key_mean stem, digits)`` per column, printed by
+  :mod:`runs.tables` (``curves`` has none: its rows are series);
+* ``plot(result, path)``: its figure, drawn from the result dict alone (:mod:`runs.plots`);
+* ``TITLE``, ``NEEDS``, ``PAGE_ORDER`` and ``section(res) -> str``: its section of
+  docs/results.md (:mod:`runs.docs`): the heading, the result files the section needs (it is
+  left out without them), its place on the page (sections in ascending ``PAGE_ORDER``; the
+  page order is not the order of :data:`MODULES`) and the markdown under the heading, built
+  from ``res``, every result file by stem.
 
-A study that does not train digits flows sets ``USES_DIGITS_REGIMES = False`` so its JSON
-leaves the digits regimes out. The digits training regimes (``small`` / ``large`` batch) live
-in :mod:`runs.studies.digits_table` and are shared by every study that trains a digits flow,
-so their runs are cached once. Helpers shared by the studies are in
-:mod:`runs.studies.common`. This package module stays light (no torch): it only names the
+Optional: ``USES_DIGITS_REGIMES = False`` for a study that trains no digits flow (its JSON
+leaves the digits regimes out); ``NULLABLE_KEYS``, result keys that may be ``null``;
+``TABLE_EXTRA``, result lists printed below ``rows`` in the table; ``table_notes(result)``,
+lines :mod:`runs.tables` prints under the table.
+
+The shared pieces are imported by the studies, never the other way round: the digits run
+matrix (environment ids, policies, training regimes) is :mod:`runs.matrix`, helpers of the
+runs are :mod:`runs.studies.common`, formatters and facts shared by several sections are in
+:mod:`runs.docs`, plot helpers in :mod:`runs.plots`, table cells in :mod:`runs.tables`. Those
+modules reach a study through :func:`study_module` (by name, at call time), so no import
+cycle runs through them. This package module stays light (no torch): it only names the
 studies and loads their configs.
 """
 
@@ -64,9 +79,3 @@ def load_config(study: str, quick: bool) -> dict:
     module = study_module(study)
     return _merge(module.CONFIG, module.QUICK) if quick else copy.deepcopy(module.CONFIG)
 
-
-def digits_regimes(quick: bool) -> dict:
-    """A copy of the digits training regimes (``--quick`` ones with ``quick``)."""
-    from runs.studies import digits_table
-
-    return copy.deepcopy(digits_table.QUICK_REGIMES if quick else digits_table.REGIMES)

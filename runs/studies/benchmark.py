@@ -34,13 +34,17 @@ with ``--jobs 2``.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runs.aggregate import read_jsonl, run_metrics, summarise
+from runs.docs import Res, apct, bullets, figure, nums, pct
+from runs.plots import COLOURS, _f, _pyplot, _save, _title
 from runs.run_cache import Arm, Context, digits_arm, run_arms
 from runs.studies.common import ratio
+from runs.tables import cell, table
 
 ROW_KEYS = ("task", "action_mode", "agent", "reward_mean", "reward_std", "gap_closed", "seeds")
 #: Keys that may be null: the fraction of a gap closed where the oracle does not beat the best
@@ -276,3 +280,95 @@ def run(ctx: Context) -> dict:
                                 and abs(c["bpd_ratio"] - 1) <= t["cotrain_bpd_tol"])},
     }
     return {"rows": rows, "tasks": tasks, "cotrain": cotrain, "targets": targets}
+
+
+# ============================================================================ table, figure, results page
+#: Columns of the study's table (:func:`runs.tables.table`): (header, row key or ``key_mean`` stem,
+#: digits); a stem that has ``_mean`` / ``_std`` in the row prints as ``mean ± std``.
+COLUMNS = [("task", "task", 0), ("action", "action_mode", 0), ("agent", "agent", 0),
+           ("reward", "reward", 2), ("gap closed", "gap_closed", 2), ("NFE / episode", "nfe", 1),
+           ("error [nats]", "error", 4)]
+
+
+def plot(result: dict, path: Path) -> None:
+    """Per frozen task and action mode: the fixed-action front (mean NFE vs mean error), the
+    best constant, the hindsight oracle and each agent (mean over seeds)."""
+    plt = _pyplot()
+    tasks = result["tasks"]
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.2 * max(1, len(tasks)), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=False):
+        front = task["front"]
+        ax.scatter([f["nfe"] for f in front], [max(_f(f["error"]), 1e-7) for f in front], s=10, color="grey",
+                   label="fixed actions")
+        ax.scatter([task["best_constant_nfe"]], [max(_f(task["best_constant_error"]), 1e-7)], marker="s",
+                   color="black", label="best constant")
+        ax.scatter([task["oracle_nfe"]], [max(_f(task["oracle_error"]), 1e-7)], marker="*", s=80, color="gold",
+                   edgecolor="black", label="oracle")
+        for agent in task["agents"]:
+            ax.scatter([agent["nfe_mean"]], [max(_f(agent["error_mean"]), 1e-7)], marker="o",
+                       color=COLOURS.get(agent["agent"], None), label=agent["agent"])
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE per episode")
+        ax.set_ylabel("error of log p(x) [nats]")
+        ax.set_title(f"{task['task'].replace('CNF-Frozen-', '').replace('-v0', '')}, {task['action_mode']}",
+                     fontsize=9)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(_title(result, "Frozen-flow benchmark: agents against the fixed-action front"))
+    _save(fig, path)
+
+
+#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
+#: needs (the section is left out without them) and its place on the page (ascending).
+TITLE = "A tolerance benchmark worth learning: frozen flows and co-training"
+NEEDS = ("benchmark",)
+PAGE_ORDER = 140
+
+
+def section(res: Res) -> str:
+    d = res["benchmark"]
+    th = d["targets"]["thresholds"]
+
+    def action(a: dict) -> str:
+        first = "solver's start" if a["first_step"] is None else f"first step {a['first_step']:.3g} of the span"
+        return f"tol {a['tol']:.0e}, {first}"
+
+    lines = ["| task | action | NFE / block @1e-5 | loosest action: NFE, error | best constant | its reward | "
+             "oracle reward | gap / best |", "|" + " --- |" * 8]
+    for t in d["tasks"]:
+        loose = t["loosest_action"]
+        lines.append(f"| {t['task']} | {t['action_mode']} | {t['nfe_per_block_at_1e-5']:.1f} | "
+                     f"{loose['nfe']:.1f}, {loose['error']:.4f} | {action(t['best_constant_action'])} | "
+                     f"{t['best_constant_reward']:.2f} | {t['oracle_reward']:.2f} | {100 * t['gap_fraction']:.1f}% |")
+    with_agents = {(t["task"], t["action_mode"]) for t in d["tasks"] if t["agents"]}
+    verdicts = [f"{t['task']}, {t['action_mode']}: oracle over best constant {100 * t['gap_fraction']:.1f}% of its "
+                f"reward (target {100 * th['gap_fraction']:.0f}%: {'met' if t['gap_met'] else 'not met'}); "
+                + (f"best agent closes {cell(t, 'best_gap_closed', 2)} of the gap (target {th['gap_closed']}: "
+                   f"{'met' if t['agent_met'] else 'not met'})." if (t["task"], t["action_mode"]) in with_agents
+                   else "baselines only, no agents run on it.") for t in d["targets"]["tasks"]]
+    for t in d["tasks"]:
+        sweep = ", ".join(f"{w['error_weight']:g}: {100 * w['gap_fraction']:.1f}%" for w in t["weight_sweep"])
+        verdicts.append(f"{t['task']}, {t['action_mode']}: the oracle's gain over the best constant at other error "
+                        f"weights (same grid; weight: gain) {sweep}.")
+    c = d["cotrain"][0]
+    ct = d["targets"]["cotrain"]
+    cfg = d["config"]
+    regime = d["regimes"][cfg["cotrain_regime"]]
+    verdicts.append(
+        f"Co-training InfoCNF on digits (batch {regime['batch_size']}, {regime['iterations']} iterations, "
+        f"{len(c['seeds'])} seeds), REINFORCE with bounds {tuple(cfg['cotrain_tol_bounds'])}, the first-step lever "
+        f"and the two-sided accuracy term (weight {cfg['cotrain_gap_weight']:g}, a 1e-5 reference every "
+        f"{cfg['cotrain_gap_every']} iteration(s)): training NFE {c['nfe_ratio']:.3f}x fixed 1e-5 (the reference "
+        f"solves, reported apart, cost another {c['reference_nfe_ratio']:.3f}x), test bits/dim "
+        f"{pct(c['bpd_ratio'] - 1)} (target at most {th['cotrain_nfe_ratio']}x within "
+        f"{apct(th['cotrain_bpd_tol'], 0)}: {'met' if ct['met'] else 'not met'}). Over the last 10% of training "
+        f"the policy chose log10 tolerances of {nums([p['log10_tol_last'] for p in c['per_seed']])} and log10 "
+        f"first steps of {nums([p['log10_first_step_last'] for p in c['per_seed']])} (per seed, means over blocks), "
+        f"at a loss gap to the reference of {nums([p['abs_loss_gap_last'] for p in c['per_seed']], 4)} bits/dim.")
+    w = d["tasks"][0]
+    return "\n\n".join([figure("benchmark"), f"""\
+Frozen flows (`CNF-Frozen-*`), {len(d['seeds'])} seeds per agent, each agent trained for {cfg['agent_episodes']} \
+episodes and scored by its deterministic policy over the task's pool of {len(w['oracle_actions'])} episodes. Reward \
+per episode: -{w['alpha']:g} x NFE - {w['error_weight']:g} x error (nats, against a cached 1e-8 solve). The best \
+constant is the best single grid action, the oracle each episode's best grid action in hindsight; gap closed = \
+(agent - best constant) / (oracle - best constant), above 1 where an agent's continuous action beats the grid.""",
+                         "\n".join(lines), table(d, "benchmark"), bullets(verdicts)])

@@ -41,8 +41,11 @@ from typing import Any
 import numpy as np
 
 from runs.aggregate import summarise
+from runs.docs import Res, bullets, figure, pct
+from runs.plots import COLOURS, _f, _pyplot, _save, _title
 from runs.run_cache import Arm, Context, run_arms
 from runs.studies.common import ratio
+from runs.tables import cell, table
 
 #: What each task family's error measures (the plot's axis).
 ERROR_UNITS = {"ODE": "mean relative error at T", "CNF": "mean |log p(x) - reference| [nats]"}
@@ -224,3 +227,102 @@ def run(ctx: Context) -> dict:
     rows = [row for r in tasks for row in r["rows"]]
     return {"rows": rows, "tasks": [{k: v for k, v in r.items() if k != "rows"} for r in tasks],
             "targets": {"thresholds": t, "tasks": verdicts}}
+
+
+# ============================================================================ table, figure, results page
+#: Columns of the study's table (:func:`runs.tables.table`): (header, row key or ``key_mean`` stem,
+#: digits); a stem that has ``_mean`` / ``_std`` in the row prints as ``mean ± std``.
+COLUMNS = [("task", "task", 0), ("agent", "agent", 0), ("reward", "reward", 2),
+           ("gap closed", "gap_closed", 2), ("NFE / episode", "nfe", 1), ("error", "error", 6),
+           ("NFE saving at equal error", "nfe_saving_at_equal_error", 2)]
+
+
+def plot(result: dict, path: Path) -> None:
+    """Per benchmark task, on the test pool: the constant-tolerance front (mean NFE vs mean error),
+    the best constant, best schedule, contextual regressor, PI controller, oracle and each agent
+    (mean over seeds)."""
+    plt = _pyplot()
+    tasks = result["tasks"]
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(max(7.0, 5.0 * len(tasks)), 4.5), squeeze=False)
+    markers = {"best_constant": ("s", "black"), "best_schedule": ("D", "grey"), "contextual": ("P", "tab:cyan"),
+               "pi_controller": ("X", "tab:brown"), "oracle": ("*", "gold")}
+    for ax, task in zip(axes[0], tasks, strict=False):
+        front = task["front"]
+        ax.plot([f["nfe"] for f in front], [max(_f(f["error"]), 1e-12) for f in front], color="grey", marker=".",
+                lw=0.8, label="constant tolerances")
+        for row in (r for r in result["rows"] if r["task"] == task["task"]):
+            marker, colour = markers.get(row["agent"], ("o", COLOURS.get(row["agent"])))
+            ax.scatter([row["nfe_mean"]], [max(_f(row["error_mean"]), 1e-12)], marker=marker, color=colour,
+                       s=70 if marker == "*" else 30, edgecolor="black" if marker == "*" else None, label=row["agent"],
+                       zorder=3)
+        if task["reward"]["error_form"] == "target":
+            ax.axhline(task["reward"]["error_target"], color="red", ls=":", lw=0.8, label="error target")
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE per episode (test pool)")
+        ax.set_ylabel(task.get("error_unit", "mean error"))
+        ax.set_title(task["task"], fontsize=9)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(_title(result, "Tolerance agents and baselines on held-out episodes"))
+    _save(fig, path)
+
+
+#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
+#: needs (the section is left out without them) and its place on the page (ascending).
+TITLE = "Tolerance learning with room: classical ODE tasks, held-out scoring"
+NEEDS = ("leaderboard",)
+PAGE_ORDER = 150
+
+
+def section(res: Res) -> str:
+    d = res["leaderboard"]
+    t = d["tasks"][0]
+    r = t["reward"]
+    return _leaderboard(d, "leaderboard", f"""\
+Classical ODE tasks (`ODE-*`, [environment](environment.md#the-classical-ode-tasks)): each episode one instance \
+solved in {t['segments']} segments, reward -{r['alpha']:g} x NFE per segment - {r['error_weight']:g} per decade \
+of relative error above {r['error_target']:g}.""")
+
+
+def _leaderboard(d: dict, study: str, task_text: str) -> str:
+    th = d["targets"]["thresholds"]
+    cfg = d["config"]
+    lines = ["| task | pools (train / test) | best constant (log10 tol): reward | best schedule | oracle | "
+             "room over the schedule | room over the constant |", "|" + " --- |" * 7]
+    for t in d["tasks"]:
+        lines.append(f"| {t['task']} | {t['pool_sizes']['train']} / {t['pool_sizes']['test']} | "
+                     f"{t['best_constant_log10_tol']:g}: {t['best_constant_reward']:.2f} | "
+                     f"{t['best_schedule_reward']:.2f} ({', '.join(f'{s:g}' for s in t['best_schedule'])}) | "
+                     f"{t['oracle_reward']:.2f} | {100 * t['gap_fraction']:.1f}% | "
+                     f"{100 * t['gap_fraction_vs_constant']:.1f}% |")
+    verdicts = []
+    for v in d["targets"]["tasks"]:
+        saving = v["best_nfe_saving_at_equal_error"]
+        met_saving = saving is not None and saving >= th["nfe_saving_at_equal_error"]
+        families = ("no worse than the best constant on every family" if v["best_no_worse_on_every_family"]
+                    else "worse than the best constant on at least one family (table below)")
+        verdicts.append(
+            f"{v['task']}: room {100 * v['gap_fraction']:.1f}% of the best schedule's reward (target "
+            f"{100 * th['gap_fraction']:.0f}%: {'met' if v['gap_met'] else 'not met'}); the best agent, "
+            f"{v['best_agent']}, closes {cell(v, 'best_gap_closed', 2)} of it (target {th['gap_closed']}: "
+            f"{'met' if v['gap_closed_met'] else 'not met'}), is {families}, and saves "
+            f"{'n/a' if saving is None else pct(saving)} NFE against the cheapest constant at least as accurate "
+            f"on average (target {100 * th['nfe_saving_at_equal_error']:.0f}%: {'met' if met_saving else 'not met'}). "
+            f"Agents beating the best constant on the test pool: "
+            f"{', '.join(v['agents_beating_best_constant']) or 'none'}.")
+    per_family = []
+    for t in d["tasks"]:
+        names = sorted(t["best_constant_per_family"])
+        per_family += [f"| {t['task']} | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
+        shown = [("best_constant", t["best_constant_per_family"])] + [
+            (row["agent"], row["per_family"]) for row in d["rows"]
+            if row["task"] == t["task"] and "per_family" in row and row["agent"] != "best_constant"]
+        for name, fam in shown:
+            per_family.append(f"| {name} | " + " | ".join(
+                f"{fam[f]['reward']:.1f} ({fam[f]['nfe']:.0f} NFE, {fam[f]['error']:.1e})" for f in names) + " |")
+    return "\n\n".join([figure(study), f"""{task_text} Baselines chosen on the training pool; every figure on the \
+held-out test pool; `pi_controller` is torchode's Dormand-Prince with a PI step-size controller (PI.3.4) at its own \
+best constant tolerance, where present. Agents: {', '.join(cfg['agents'])}, {len(d['seeds'])} seeds, \
+{cfg['agent_episodes']} training episodes each, flags from `agents/hyperparams/benchmark.json` (not tuned). gap \
+closed = (row - best schedule) / (oracle - best schedule).""", "\n".join(lines), table(d, study), bullets(verdicts),
+                         "Per family (density), on the test pool: mean reward (NFE per episode, mean error); "
+                         "agents pooled over seeds.", "\n".join(per_family)])

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from runs.docs import Res
 from runs.studies.leaderboard import CONFIG as ODE_CONFIG
-from runs.studies.leaderboard import NULLABLE_KEYS, ROW_KEYS, run
+from runs.studies.leaderboard import NULLABLE_KEYS, ROW_KEYS, _leaderboard, plot, run
 
-__all__ = ["CONFIG", "NULLABLE_KEYS", "QUICK", "ROW_KEYS", "USES_DIGITS_REGIMES", "run"]
+__all__ = ["COLUMNS", "CONFIG", "NEEDS", "NULLABLE_KEYS", "PAGE_ORDER", "QUICK", "ROW_KEYS", "TITLE",
+           "USES_DIGITS_REGIMES", "plot", "run", "section"]
 
 CONFIG: dict[str, Any] = {
     **ODE_CONFIG,
@@ -37,3 +39,32 @@ QUICK: dict[str, Any] = {
 }
 
 USES_DIGITS_REGIMES = False
+
+
+# ============================================================================ table, figure, results page
+#: Columns of the study's table (:func:`runs.tables.table`): (header, row key or ``key_mean`` stem,
+#: digits); a stem that has ``_mean`` / ``_std`` in the row prints as ``mean ± std``.
+COLUMNS = [("task", "task", 0), ("agent", "agent", 0), ("reward", "reward", 2),
+           ("gap closed", "gap_closed", 2), ("NFE / episode", "nfe", 1), ("error [nats]", "error", 5),
+           ("NFE saving at equal error", "nfe_saving_at_equal_error", 2)]
+
+
+#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
+#: needs (the section is left out without them) and its place on the page (ascending).
+TITLE = "Tolerance learning with room on frozen CNFs, held-out scoring"
+NEEDS = ("leaderboard-cnf",)
+PAGE_ORDER = 160
+
+
+def section(res: Res) -> str:
+    d = res["leaderboard-cnf"]
+    t = d["tasks"][0]
+    r = t["reward"]
+    cost = (f"{r['error_weight']:g} per decade of error above {r['error_target']:g} nats" if r["error_form"] == "target"
+            else f"{r['error_weight']:g} x error (nats)")
+    return _leaderboard(d, "leaderboard-cnf", f"""\
+The CNF task with room (`CNF-Frozen-Mixed-v0`, [environment](environment.md#the-frozen-flow-benchmark)): \
+each episode a small batch from one of {len(t['families'])} toy densities, solved by that density's frozen flow of \
+{t['segments']} stacked blocks (one decision per block); error = mean |log p(x) - log p_ref(x)| against a 1e-8 \
+solve; reward -{r['alpha']:g} x NFE per block - {cost}. Flows trained until the loss plateaus \
+(iterations per density: {', '.join(f"{k} {v}" for k, v in t.get('trained_steps', {}).items())}).""")

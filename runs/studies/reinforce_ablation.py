@@ -17,15 +17,33 @@ one core: ~4,200 CPU-seconds, ~35 min with ``--jobs 2``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from runs.aggregate import RUN_METRICS, run_metrics, summarise
+from runs.docs import (
+    Res,
+    _init_mean,
+    apct,
+    bullets,
+    eval_tol,
+    figure,
+    pct,
+    per_seed,
+    required,
+    tol10,
+    upper_bound,
+    within_std,
+)
 from runs.run_cache import Context
 from runs.studies.common import run_row, seed_arms, train_groups, vs_fixed
+from runs.studies.policies import plot as plot_policies
+from runs.tables import table
 
 ROW_KEYS = ("variant", "model", "policy", "batch", "seeds", "test_error_mean", "test_error_std",
             "bits_per_dim_mean", "bits_per_dim_std", "nfe_mean", "nfe_std", "log10_tol_last_mean",
             "log10_tol_last_std", "nfe_ratio_vs_fixed", "bits_per_dim_rel_diff_vs_fixed")
 
-#: variant name -> policy of ``digits_table.POLICIES`` and the flags that replace its own
+#: variant name -> policy of :data:`runs.matrix.POLICIES` and the flags that replace its own
 #: flags (``flags``) and extra environment kwargs (``env``).
 CONFIG = {
     "model": "infocnf",
@@ -69,3 +87,81 @@ def run(ctx: Context) -> dict:
         runs = {key: row.pop(key) for key in ("run_dirs", "per_seed")}  # keep them last, after the ratios
         rows.append({**row, **vs_fixed(row, fixed), **runs})
     return {"rows": rows, "reference": {"policy": cfg["reference"], "seeds": list(ctx.seeds), **fixed}}
+
+
+# ============================================================================ table, figure, results page
+#: Columns of the study's table (:func:`runs.tables.table`): (header, row key or ``key_mean`` stem,
+#: digits); a stem that has ``_mean`` / ``_std`` in the row prints as ``mean ± std``.
+COLUMNS = [("variant", "variant", 0), ("test error", "test_error", 3),
+           ("bits/dim", "bits_per_dim", 4),
+           ("bits/dim vs fixed 1e-5", "bits_per_dim_rel_diff_vs_fixed", 0),
+           ("train NFE / it", "nfe", 1), ("NFE vs fixed 1e-5", "nfe_ratio_vs_fixed", 3),
+           ("final log10 tol", "log10_tol_last", 2)]
+
+
+def plot(result: dict, path: Path) -> None:
+    plot_policies(result, path, "REINFORCE variants co-trained with InfoCNF on digits")
+
+
+#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
+#: needs (the section is left out without them) and its place on the page (ascending).
+TITLE = "Why REINFORCE stops short of the target with small batches"
+NEEDS = ("reinforce-ablation",)
+PAGE_ORDER = 100
+
+
+def section(res: Res) -> str:
+    d = res["reinforce-ablation"]
+    rows = d["rows"]
+    v = {r["variant"]: r for r in rows}
+    ub = required(upper_bound(res), "reinforce-ablation")
+    f12 = v["fixed 1e-2"]
+    bounds = v["bounds (-8, -1)"]
+    gamma0, lr = v["gamma 0"], v["gate lr 3e-2"]
+    at_bound = sum(t >= ub - 1e-6 for t in per_seed(lr, "log10_tol_last"))
+    n = len(d["seeds"])
+    spreads = {k: r["log10_tol_last_std"] for k, r in v.items()}
+    widest = max(spreads, key=lambda k: spreads[k])
+    max_rel = max(abs(r["bits_per_dim_rel_diff_vs_fixed"]) for r in rows)
+    err_changed = [r for r in rows if r["test_error_mean"] != d["reference"]["test_error_mean"]]
+    err_note = ""
+    if err_changed:
+        err_note = " (except " + ", ".join(
+            f"`{r['variant']}`, {r['test_error_mean']:.3f} vs {d['reference']['test_error_mean']:.3f}"
+            + (", within one std" if within_std(r, d["reference"], "test_error") else "") for r in err_changed) + ")"
+    regime = d["regimes"][d["config"]["regime"]]
+    target = res["digits-table"]["config"]["targets"]["nfe_ratio"] if "digits-table" in res else None
+    bench = ""
+    lvf = {k: res[k] for k in ("learned_vs_fixed__init_mean-5", "learned_vs_fixed") if k in res}
+    if lvf:
+        bench = ("The gates' initial mean was chosen with `runs/bench_learned_tol.py` ([benchmarks](#benchmarks)): "
+                 + "; ".join(f"initial mean {_init_mean(k, r)} gave {r['nfe_ratio']:.3f}x over "
+                             f"{len(r['rows']['fixed']['seeds'])} seeds" for k, r in lvf.items())
+                 + ", in that benchmark's setting.")
+    return "\n\n".join([figure("reinforce-ablation"), table(d, "reinforce-ablation"), f"""\
+Each variant changes one setting of the defaults; {n} seeds each, the same {regime['iterations']} small-batch
+iterations; the fixed-{eval_tol(res)} reference is the `digits-table` arm ({d['reference']['nfe_mean']:.1f} NFE).""",
+                        bullets([
+        f"**The floor is the action bound.** Fixed {tol10(ub)} for every block, the cheapest policy inside the "
+        f"default bounds, costs {f12['nfe_ratio_vs_fixed']:.3f}x. A policy that starts at tighter tolerances and has "
+        f"to learn its way to {tol10(ub)} can only come near it"
+        + (f", so the target of {target:.2f}x is essentially the bound itself." if target else "."),
+        f"**Loosening the bound does not help.** With `bounds (-8, -1)` the seeds' final mean log10 tol spread "
+        f"from {min(per_seed(bounds, 'log10_tol_last')):.2f} to {max(per_seed(bounds, 'log10_tol_last')):.2f}"
+        + (" (the widest spread of any variant)" if widest == "bounds (-8, -1)" else "")
+        + f": {bounds['nfe_ratio_vs_fixed']:.3f}x and {pct(bounds['bits_per_dim_rel_diff_vs_fixed'])} bits/dim. "
+        "Loose tolerances also leak solver error into training ([`tol-integral`](#tol-integral) and the README's "
+        f"*A trap*), which is why the default bound is {tol10(ub)}.",
+        (f"**Credit assignment is a likely cause of slow or drifting gates.** Eq. 7's return-to-go gives the first "
+        f"gate the noise "
+        f"of every later block and of the final loss. With `gamma 0` each gate learns only from its own block's NFE "
+        f"(the last one also from the loss): {gamma0['nfe_ratio_vs_fixed']:.3f}x, the gates ending at "
+        f"{tol10(min(per_seed(gamma0, 'log10_tol_last')))} to {tol10(max(per_seed(gamma0, 'log10_tol_last')))} "
+        f"(seed means). An entropy bonus (`entropy 1e-2`) gives {v['entropy 1e-2']['nfe_ratio_vs_fixed']:.3f}x. A "
+        f"larger gate learning rate (`gate lr 3e-2`) reaches the bound on {at_bound} of {n} seeds and not on the "
+        f"other{'s' if n - at_bound > 1 else ''} ({lr['nfe_ratio_vs_fixed']:.3f}x)."),
+        f"**The baseline matters**: without the moving-average baseline, "
+        f"{v['no baseline']['nfe_ratio_vs_fixed']:.3f}x.",
+        bench,
+        f"No variant changes test bits/dim by more than {apct(max_rel)}, or test error{err_note}.",
+    ])])

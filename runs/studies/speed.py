@@ -47,14 +47,19 @@ iteration (an adjoint solve per block), about two more hours.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from flows.build import AUTHORS_RECIPE
 from runs.aggregate import read_jsonl, run_metrics, summarise
+from runs.docs import Res, apct, bullets, eval_tol, figure, pct, row
+from runs.plots import COLOURS, _f, _pyplot, _save, _title
 from runs.run_cache import Arm, Context, digits_arm, run_arms
 from runs.studies.common import ratio
+from runs.tables import cell
 
 ROW_KEYS = ("arm", "regime", "nfe_ratio", "nfe_backward_ratio", "wall_ratio", "bpd_ratio", "test_nfe_ratio", "seeds")
 
@@ -205,3 +210,130 @@ def _targets(rows: list[dict], t: dict) -> dict:
                                    "met": bool(a["wall_ratio"] <= t["adjoint_combined_wall_ratio"]
                                                and abs(a["bpd_ratio"] - 1) <= t["adjoint_combined_bpd_tol"])}
     return {"thresholds": t, **out}
+
+
+# ============================================================================ table, figure, results page
+#: Columns of the study's table (:func:`runs.tables.table`): (header, row key or ``key_mean`` stem,
+#: digits); a stem that has ``_mean`` / ``_std`` in the row prints as ``mean ± std``.
+COLUMNS = [("arm", "arm", 0), ("train NFE / it", "nfe", 1), ("NFE vs fixed", "nfe_ratio", 3),
+           ("wall vs fixed", "wall_ratio", 3), ("test bits/dim", "bits_per_dim", 4),
+           ("bits/dim vs fixed", "bpd_ratio", 4), ("test NFE", "test_nfe", 1),
+           ("test NFE vs fixed", "test_nfe_ratio", 3)]
+
+
+def plot(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    rows = result["rows"]
+    panels = [("nfe_ratio", "train NFE / it vs fixed", 1.0), ("wall_ratio", "train wall time vs fixed", 1.0),
+              ("test_nfe_ratio", "test NFE @1e-5 vs fixed", 1.0), ("bpd_ratio", "test bits/dim vs fixed [%]", 100.0)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    names = [r["arm"] for r in rows]
+    for ax, (key, label, scale) in zip(axes[0], panels, strict=True):
+        # ratios as bars from 1 (the fixed arm); bits/dim as a percentage difference from 0
+        base = 1.0 if scale == 1.0 else 0.0
+        per_seed = [[scale * (_f(p[key]) - 1.0) + base for p in r["per_seed"]] for r in rows]
+        values = [float(np.mean(v)) for v in per_seed]
+        spread = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in per_seed]
+        ax.bar(range(len(rows)), [v - base for v in values], bottom=base, yerr=spread, capsize=3,
+               color=[COLOURS.get(n, "tab:gray") for n in names])
+        ax.axhline(base, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(range(len(rows)), names, rotation=30, fontsize=8)
+        ax.set_ylabel(label)
+    fig.suptitle(_title(result, f"Levers on the cost (RNODE weight {result['reg_weight']:g})"))
+    _save(fig, path)
+
+
+#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
+#: needs (the section is left out without them) and its place on the page (ascending).
+TITLE = "Faster than the paper: warm starts, easier dynamics, learned tolerances"
+NEEDS = ("speed",)
+PAGE_ORDER = 130
+
+
+def section(res: Res) -> str:
+    d = res["speed"]
+    cfg, t = d["config"], d["targets"]
+    regime = d["regimes"][cfg["regime"]]
+    fixed = row(d["rows"], arm="fixed")
+    small = [r for r in d["rows"] if r.get("regime", cfg["regime"]) == cfg["regime"]]
+    lines = ["| arm | train NFE / it | vs fixed | train wall vs fixed | test bits/dim | vs fixed | test NFE @1e-5 | "
+             "vs fixed |", "|" + " --- |" * 8]
+    for r in small:
+        lines.append(f"| {r['arm']} | {cell(r, 'nfe', 1)} | {r['nfe_ratio']:.3f}x | {r['wall_ratio']:.3f}x | "
+                     f"{cell(r, 'bits_per_dim', 4)} | {pct(r['bpd_ratio'] - 1)} | {cell(r, 'test_nfe', 1)} | "
+                     f"{r['test_nfe_ratio']:.3f}x |")
+
+    def verdict(met: bool) -> str:
+        return "**met**" if met else "**not met**"
+
+    th = t["thresholds"]
+    sweep = ", ".join(f"{r['reg_weight']:g}: bits/dim {pct(r['bpd_ratio'] - 1)}, test NFE {r['test_nfe_ratio']:.2f}x"
+                      for r in d["reg_sweep"])
+    items = []
+    if "warm" in t:
+        w = t["warm"]
+        items.append(f"Warm start alone: training forward NFE {w['nfe_forward_ratio']:.3f}x and test-pass NFE "
+                     f"{w['test_nfe_ratio']:.3f}x of the heuristic start, bits/dim {pct(w['bpd_ratio'] - 1, 3)} "
+                     f"(target: both at most {th['warm_nfe_forward_ratio']}x, bits/dim within "
+                     f"{apct(th['warm_bpd_tol'], 1)}): {verdict(w['met'])}.")
+    if "regularised" in t:
+        r = t["regularised"]
+        items.append(f"RNODE regularizers (weight {d['reg_weight']:g}): test NFE at 1e-5 {r['test_nfe_ratio']:.3f}x "
+                     f"of the unregularised model (target at most {th['regularised_test_nfe_ratio']}x): "
+                     f"{verdict(r['met'])}. The weight is the largest of the sweep on seed {d['reg_sweep'][0]['seed']} "
+                     f"whose bits/dim stayed within {apct(cfg['reg_bpd_tol'], 0)} ({sweep}).")
+    if "combined" in t:
+        c = t["combined"]
+        items.append(f"Warm start + regularizers + REINFORCE: training NFE {c['nfe_ratio']:.3f}x, wall time "
+                     f"{c['wall_ratio']:.3f}x, bits/dim {pct(c['bpd_ratio'] - 1)} (target: at most "
+                     f"{th['combined_nfe_ratio']}x and {th['combined_wall_ratio']}x, bits/dim within "
+                     f"{apct(th['combined_bpd_tol'], 0)}): {verdict(c['met'])}.")
+    if "regularised" in t and "combined" in t and "warm" in t:
+        r, c = row(d["rows"], arm="regularised"), t["combined"]
+        items.append(f"The RNODE regularizers alone save no training NFE here ({r['nfe_ratio']:.3f}x): the combined "
+                     f"arm's {c['nfe_ratio']:.3f}x is the warm start's ({t['warm']['nfe_forward_ratio']:.3f}x forward) "
+                     f"and the learned tolerances' ({row(d['rows'], arm='learned')['nfe_ratio']:.3f}x) together. Its "
+                     f"test pass at 1e-5 starts from steps accepted at the looser learned tolerances, rescaled, so it "
+                     f"saves less there than the warm start alone.")
+    if any(r["arm"] == "error_reg" for r in d["rows"]):
+        e = row(d["rows"], arm="error_reg")
+        items.append(f"The solver-error regularizer (Pal et al. 2021, weight {cfg['error_weight']:g}) costs its probe "
+                     f"steps: training NFE {e['nfe_ratio']:.3f}x, test NFE {e['test_nfe_ratio']:.3f}x, bits/dim "
+                     f"{pct(e['bpd_ratio'] - 1)}; its probe evaluations are part of the training NFE.")
+    parts = [figure("speed"), f"""\
+InfoCNF on digits, batch {regime['batch_size']}, {regime['iterations']} iterations, {len(d['seeds'])} seeds; the \
+arms of a seed trained side by side. Ratios are per seed against the fixed arm of the same seed, then averaged; \
+training wall time is that of the training iterations (periodic evaluation off); test metrics at {eval_tol(res)} \
+({fixed['test_nfe_mean']:.1f} NFE per test batch for the fixed arm).""", "\n".join(lines), bullets(items)]
+    adjoint = [r for r in d["rows"] if r.get("regime") == "adjoint"]
+    if adjoint:
+        parts.append(_speed_adjoint(d, adjoint, verdict))
+    return "\n\n".join(parts)
+
+
+def _speed_adjoint(d: dict, rows: list[dict], verdict: Callable[[bool], str]) -> str:
+    """The speed study's adjoint regime: the levers on the CIFAR10 ids' training path."""
+    t, th = d["targets"], d["targets"]["thresholds"]
+    lines = ["| arm | train NFE / it | backward NFE vs full norm | train wall vs full norm | test bits/dim | "
+             "vs full norm | test NFE @1e-5 |", "|" + " --- |" * 7]
+    for r in rows:
+        lines.append(f"| {r['arm']} | {cell(r, 'nfe', 1)} | {r['nfe_backward_ratio']:.3f}x | {r['wall_ratio']:.3f}x | "
+                     f"{cell(r, 'bits_per_dim', 4)} | {pct(r['bpd_ratio'] - 1, 3)} | {cell(r, 'test_nfe', 1)} |")
+    items = []
+    if "seminorm" in t:
+        m = t["seminorm"]
+        items.append(f"Seminorm adjoint: backward NFE {m['nfe_backward_ratio']:.3f}x of the full norm's, bits/dim "
+                     f"{pct(m['bpd_ratio'] - 1, 3)} (target: at most {th['seminorm_nfe_backward_ratio']}x, bits/dim "
+                     f"within {apct(th['seminorm_bpd_tol'], 1)}): {verdict(m['met'])}.")
+    if "adjoint_combined" in t:
+        c = t["adjoint_combined"]
+        items.append(f"Seminorm + warm start + REINFORCE: training wall time {c['wall_ratio']:.3f}x of fixed 1e-5 with "
+                     f"the full-norm adjoint, NFE {c['nfe_ratio']:.3f}x, bits/dim {pct(c['bpd_ratio'] - 1)} (target: "
+                     f"at most {th['adjoint_combined_wall_ratio']}x, bits/dim within "
+                     f"{apct(th['adjoint_combined_bpd_tol'], 0)}): {verdict(c['met'])}.")
+    return f"""\
+**The adjoint regime**: the same training with the adjoint method and the authors' recipe (the CIFAR10 \
+ids' model choices at digits size: {', '.join(f'{k}={v}' for k, v in d['config']['adjoint_env'].items())}); \
+ratios against the full-norm adjoint at fixed 1e-5 of the same seed.
+
+""" + "\n".join(lines) + "\n\n" + bullets(items)

@@ -15,14 +15,18 @@ Cost (full): analysis only, ~25-40 s per seed (plus the 3 digits-table REINFORCE
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from agents.evaluate import load_policy, load_run
+from runs.docs import Res, figure, num_blocks, required, sci
+from runs.plots import COLOURS, _arr, _pyplot, _save, _title
 from runs.run_cache import Context
 from runs.studies.common import policy_pass, seed_arms, train_groups, training_tail
+from runs.tables import table
 
 ROW_KEYS = ("split", "block", "seeds", "log10_tol_mean", "log10_tol_std", "values")
 #: Row order of the splits.
@@ -70,3 +74,67 @@ def run(ctx: Context) -> dict:
     means = {(r["split"], r["block"]): r["log10_tol_mean"] for r in rows}
     gaps = [abs(means[("train", b)] - means[("test", b)]) for s, b in means if s == "train" and ("test", b) in means]
     return {"rows": rows, "batch_size": batch, "max_train_test_gap_log10": max(gaps) if gaps else float("nan")}
+
+
+# ============================================================================ table, figure, results page
+#: Columns of the study's table (:func:`runs.tables.table`): (header, row key or ``key_mean`` stem,
+#: digits); a stem that has ``_mean`` / ``_std`` in the row prints as ``mean ± std``.
+COLUMNS = [("split", "split", 0), ("block", "block", 0), ("log10 tol", "log10_tol", 2),
+           ("q10", "log10_tol_q10", 2), ("q90", "log10_tol_q90", 2)]
+
+
+def plot(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    rows = result["rows"]
+    blocks = sorted({r["block"] for r in rows})
+    fig, axes = plt.subplots(1, len(blocks), figsize=(4 * len(blocks), 3.6), squeeze=False)
+    for ax, block in zip(axes[0], blocks, strict=True):
+        block_rows = [r for r in rows if r["block"] == block]
+        values = np.concatenate([_arr(r["values"]) for r in block_rows])
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        bins = np.linspace(lo - 0.05, hi + 0.05, 30)
+        for row in block_rows:
+            label = {"train": "train set (gate mean)", "test": "test set (gate mean)",
+                     "training_log": "sampled in training (last 25%)"}.get(row["split"], row["split"])
+            hist = "step" if row["split"] == "training_log" else "stepfilled"
+            ax.hist(_arr(row["values"]), bins=bins, density=True, histtype=hist, alpha=0.5 if hist != "step" else 1,
+                    color=COLOURS.get(row["split"]), label=label)
+        ax.set_xlabel("log10 tolerance")
+        ax.set_title(f"block {block}")
+    axes[0][0].set_ylabel("density")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(_title(result, "Learned tolerances per block, train vs test (Fig. 2b analogue)"))
+    _save(fig, path)
+
+
+#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
+#: needs (the section is left out without them) and its place on the page (ascending).
+TITLE = "Learned tolerances on train vs test, Fig. 2b analogue"
+NEEDS = ("tol-hist",)
+PAGE_ORDER = 60
+
+
+def section(res: Res) -> str:
+    d = res["tol-hist"]
+    per = d["config"]["num_batches"]
+    ranges, last_at_bound = [], True
+    blocks = required(num_blocks(res), "tol-hist")
+    for r in d["rows"]:
+        if r["split"] == "training_log":
+            continue
+        chunks = [r["values"][i:i + per] for i in range(0, len(r["values"]), per)]
+        ranges += [max(c) - min(c) for c in chunks]
+        if r["block"] == blocks - 1:
+            last_at_bound &= min(r["values"]) == max(r["values"]) == r["log10_tol_q90"]
+    log = [r for r in d["rows"] if r["split"] == "training_log"]
+    seeds = len(d["seeds"])
+    iterations = d["regimes"][d["config"]["regime"]]["iterations"]
+    frac = log[0]["num_values"] / seeds / iterations
+    return "\n\n".join([figure("tol-hist"), table(d, "tol-hist"), f"""\
+The gates' deterministic choices (their means, batches of {d['batch_size']}) on the training and the test
+set agree to {sci(d['max_train_test_gap_log10'])} in log10 tol, as in the paper. They differ by block more than by
+input: within one seed a gate's choice varies by at most {max(ranges):.3f} in log10 tol across the
+{per} batches (the spread in the table is between seeds)""" + (
+        ", and the last block sits at the upper bound on every seed" if last_at_bound else "") + f""".
+`training_log` is what was sampled in the last {frac:.0%} of training (it includes the
+exploration noise)."""])

@@ -11,10 +11,14 @@ CPU-seconds, ~17 min with ``--jobs 2``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from runs.docs import Res, apct, eval_tol, figure, per_seed, row, within_std, xs
+from runs.plots import COLOURS, NAMES, _arm, _curve, _f, _pyplot, _save, _title
 from runs.run_cache import Context
 from runs.studies.common import curve_rows, ratio, rel_diff, run_row, seed_arms, train_groups
+from runs.tables import table
 
 ROW_KEYS = ("model", "policy", "batch", "seeds", "bits_per_dim_mean", "bits_per_dim_std", "nfe_mean", "nfe_std",
             "wall_s_mean", "wall_s_std")
@@ -37,3 +41,48 @@ def run(ctx: Context) -> dict:
         result["nfe_ratio"] = ratio(learned["nfe_mean"], fixed["nfe_mean"])
         result["bits_per_dim_rel_diff"] = rel_diff(learned["bits_per_dim_mean"], fixed["bits_per_dim_mean"])
     return result
+
+
+# ============================================================================ table, figure, results page
+#: Columns of the study's table (:func:`runs.tables.table`): (header, row key or ``key_mean`` stem,
+#: digits); a stem that has ``_mean`` / ``_std`` in the row prints as ``mean ± std``.
+COLUMNS = [("model", "model", 0), ("tolerance", "policy", 0), ("bits/dim", "bits_per_dim", 4),
+           ("train NFE / it", "nfe", 1), ("wall s", "wall_s", 0)]
+
+
+def plot(result: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    finals = {r["policy"]: r for r in result["rows"]}
+    for entry in result["curves"]:
+        final = finals.get(entry["policy"], {})
+        label = (f"{NAMES.get(_arm(entry), _arm(entry))}: {_f(final.get('bits_per_dim_mean')):.3f} bits/dim, "
+                 f"{_f(final.get('nfe_mean')):.0f} NFE")
+        _curve(axes[0], entry, "bits_per_dim", COLOURS.get(_arm(entry)), label)
+        _curve(axes[1], entry, "nfe", COLOURS.get(_arm(entry)), label)
+    axes[0].set_ylabel("test bits/dim @1e-5")
+    axes[1].set_ylabel("train NFE / iteration (f+b)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(_title(result, "Unconditional CNF with / without learned tolerances (Fig. 4 analogue)"))
+    _save(fig, path)
+
+
+#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
+#: needs (the section is left out without them) and its place on the page (ascending).
+TITLE = "Unconditional CNF with vs without learned tolerances, Fig. 4 analogue"
+NEEDS = ("uncond",)
+PAGE_ORDER = 90
+
+
+def section(res: Res) -> str:
+    d = res["uncond"]
+    fixed, learned = row(d["rows"], policy="fixed"), row(d["rows"], policy="reinforce")
+    ratios = [a / b for a, b in zip(per_seed(learned, "nfe"), per_seed(fixed, "nfe"), strict=True)]
+    within = within_std(learned, fixed, "bits_per_dim")
+    return "\n\n".join([figure("uncond"), table(d, "uncond"), f"""\
+The paper's Fig. 4 effect holds: the learned tolerances train the unconditional CNF at
+{d['nfe_ratio']:.2f}x the NFE of fixed {eval_tol(res)} (per seed {xs(ratios)}) with test bits/dim \
+{apct(d['bits_per_dim_rel_diff'])} {'worse' if d['bits_per_dim_rel_diff'] > 0 else 'better'}""" + (
+        " (within one std)." if within else ".")])
