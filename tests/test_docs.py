@@ -25,7 +25,8 @@ def test_results_page_is_generated_from_the_committed_json():
     generated = docs.render(ROOT / docs.RESULTS)
     assert generated == committed, (
         "docs/results.md differs from what runs/results/*.json give: run `python -m runs.docs` "
-        "and commit docs/results.md (edit the prose in runs/docs.py, not in the page)")
+        "and commit docs/results.md (edit the prose in the study's module in runs/studies/ or in runs/docs.py, "
+        "not in the page)")
 
 
 def test_check_mode_reports_a_stale_page(tmp_path, capsys):
@@ -49,6 +50,14 @@ def test_results_page_follows_its_json(tmp_path):
     page = docs.render(results)
     assert "0.12x the NFE of fixed" in page
     assert page != docs.render(ROOT / docs.RESULTS)
+
+
+def test_every_study_has_one_section_in_page_order():
+    from runs.studies import MODULES
+
+    anchors = [anchor for anchor, *_ in docs.sections()]
+    assert sorted(anchors) == sorted([*MODULES, "benchmarks"]), anchors
+    assert anchors[0] == "digits-table" and anchors[-1] == "benchmarks"
 
 
 def test_a_missing_study_drops_its_section(tmp_path):

@@ -35,13 +35,17 @@ def _numbers(obj, path=""):
         yield path, obj
 
 
-def test_every_study_has_a_config_schema_and_plot():
-    from runs.plots import PLOTTERS
-
-    assert set(STUDIES) == set(ROW_KEYS) == set(reproduce.RUNNERS) == set(PLOTTERS)
+def test_every_study_has_a_config_schema_plot_table_and_section():
+    assert set(STUDIES) == set(ROW_KEYS) == set(reproduce.RUNNERS)
     for study in STUDIES:
         full, quick = reproduce.load_config(study, False), reproduce.load_config(study, True)
         assert isinstance(full, dict) and isinstance(quick, dict)
+        module = study_module(study)
+        assert callable(module.plot) and callable(module.section), study
+        assert isinstance(module.TITLE, str) and isinstance(module.PAGE_ORDER, int), study
+        assert study in module.NEEDS, f"{study}'s section does not need its own result"
+        if study != "curves":  # its rows are series: no table
+            assert all(len(c) == 3 for c in module.COLUMNS), study
 
 
 def test_unknown_study_is_one_clear_error(dirs):
@@ -121,7 +125,7 @@ def test_tables_render_every_quick_result(dirs):
         text = tables.table(result, study)
         lines = text.splitlines()
         assert len(lines) == 2 + len(result["rows"]) + len(result.get("front", [])), study
-        assert all(line.count("|") == len(tables.COLUMNS[study]) + 1 for line in lines), study
+        assert all(line.count("|") == len(study_module(study).COLUMNS) + 1 for line in lines), study
         assert "nan" not in text.lower(), study
     printed = tables.main(["digits-table", "--results", str(out)])
     assert printed.startswith("### digits-table") and "small batch: learned NFE" in printed
