@@ -23,6 +23,7 @@ run, how it maps to the paper and what it costs):
 ``benchmark``         agents on frozen 2-D flows against the front / best constant / oracle; co-training
 ``beta``              InfoCNF vs CCNF (authors' heads) as beta grows to CIFAR10's supervision ratio
 ``leaderboard``       agents on the classical ODE tasks against best constant / schedule / oracle (test pool)
+``leaderboard-cnf``   the same on the CNF task with room (``CNF-Frozen-Mixed-v0``: five frozen flows, two blocks)
 =====================  ==========================================================================
 
 Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one seed) and writes

@@ -279,8 +279,8 @@ def section(res: Res) -> str:
     r = t["reward"]
     return _leaderboard(d, "leaderboard", f"""\
 Classical ODE tasks (`ODE-*`, [environment](environment.md#the-classical-ode-tasks)): each episode one instance \
-solved in {t['segments']} segments, reward -{r['alpha']:g} x NFE per segment - {r['error_weight']:g} per decade \
-of relative error above {r['error_target']:g}.""")
+solved in {t['segments']} segments, reward -{r['alpha']:g}/{t['segments']} x the NFE of each segment - \
+{r['error_weight']:g} per decade of relative error above {r['error_target']:g}.""")
 
 
 def _leaderboard(d: dict, study: str, task_text: str) -> str:
