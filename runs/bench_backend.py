@@ -46,6 +46,7 @@ from flows import BatchStream, build_model, load_dataset
 from flows.cnf_block import CNFBlock
 from flows.model import FlowModel
 from flows.ode import BACKENDS
+from flows.train import fit
 from infocnf_env import ENV_IDS
 
 ENV_ID = "InfoCNF-Digits-v0"
@@ -116,14 +117,8 @@ def digits_model(args: Args) -> tuple[FlowModel, torch.Tensor, torch.Tensor]:
         model = build_model(env.head, data.shape, data.num_classes, env.arch, **options)
     stream = BatchStream(data, args.batch, seed=args.seed)
     if args.train_steps:
-        optimizer = torch.optim.Adam(model.parameters(), lr=env.optim.lr)
-        g = torch.Generator().manual_seed(args.seed)
-        for _ in range(args.train_steps):
-            x, y = stream.next()
-            out = model(x, y, tol=args.train_tol, generator=g)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
+        fit(model, stream, args.train_steps, tol=args.train_tol, lr=env.optim.lr,
+            generator=torch.Generator().manual_seed(args.seed))
     x, y = stream.next()
     return model, x, y
 
