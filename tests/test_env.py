@@ -333,7 +333,7 @@ def test_feedback_observations_report_the_previous_blocks_solve_counted_independ
     obs, _ = env.reset(seed=0)
     assert (obs[-4:] == 0).all()  # nothing solved yet
     rejected = 0
-    for log_tol in [-2.0, -5.0, -2.0][: env.num_blocks]:  # the default bounds are (-8, -2)
+    for log_tol in [-2.0, -4.0, -2.0][: env.num_blocks]:  # the default bounds are (-8, -2)
         calls["n"] = 0
         obs, _, terminated, _, info = env.step(np.array([log_tol]))
         feedback = env._feedback
