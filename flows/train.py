@@ -25,10 +25,9 @@ class Plateau:
     The training loss of one batch is noisy (Hutchinson noise aside, batches differ), so the
     criterion compares means over windows of ``window`` steps: training stops once ``patience``
     windows in a row have not brought the windowed mean loss ``min_improvement`` below the best
-    window so far. The defaults ask for a 0.01 fall within 1000 steps: on the 2-D toy flows a
-    batch's loss scatters by about 0.07 nats, a 200-step mean by about 0.005, and a flow can
-    sit on a plateau for a few hundred steps before it falls again (100-step windows with a
-    patience of 3 stopped three of the five toy flows after 600 steps, on such a plateau). A
+    window so far. The defaults ask for a 0.01 fall within 1000 steps: a windowed mean over 200
+    steps is far steadier than one batch's loss, and a flow can sit on a plateau for a few
+    hundred steps before its loss falls again, so a short patience stops it there. A
     smaller ``min_improvement`` or a larger ``patience`` trains longer: the flows get closer to
     convergence (and stiffer, so solves cost more NFE) at a higher one-off cost. ``fit``'s
     ``steps`` stays the cap.

@@ -206,6 +206,8 @@ class BenchmarkEnv(gym.Env, Generic[E]):
     reward_config: BenchmarkReward
     num_blocks: int
     pools: dict[str, list[E]]
+    #: What an episode's accuracy error measures (for tables and plots).
+    error_unit: str = "mean error"
 
     # ------------------------------------------------------------------ the task's parts
     def _start(self, episode: E) -> Any:

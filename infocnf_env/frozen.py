@@ -359,6 +359,8 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
     * v0: initial version.
     """
 
+    error_unit = "mean |log p(x) - reference| [nats]"
+
     def __init__(self, config: FrozenConfig | None = None, **overrides: Any):
         super().__init__()
         self.config = config = (config or FrozenConfig()).replace(**overrides)

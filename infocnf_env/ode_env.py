@@ -203,6 +203,8 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
     * v0: initial version.
     """
 
+    error_unit = "mean relative error at T"
+
     def __init__(self, config: ODEConfig | None = None, **overrides: Any):
         super().__init__()
         self.config = config = (config or ODEConfig()).replace(**overrides)

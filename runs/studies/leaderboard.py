@@ -47,9 +47,6 @@ from runs.run_cache import Arm, Context, run_arms
 from runs.studies.common import ratio
 from runs.tables import cell, table
 
-#: What each task family's error measures (the plot's axis).
-ERROR_UNITS = {"ODE": "mean relative error at T", "CNF": "mean |log p(x) - reference| [nats]"}
-
 ROW_KEYS = ("task", "split", "agent", "reward_mean", "reward_std", "gap_closed", "nfe_mean", "nfe_std",
             "error_mean", "error_std", "nfe_saving_at_equal_error", "seeds")
 #: Nullable: no gap to close; no constant as accurate as the row (no saving defined).
@@ -184,7 +181,7 @@ def task_result(ctx: Context, task: str, arms: dict) -> dict:
     return {
         "task": task, "split": "test", "pool_sizes": {s: len(env.pool(s)) for s in ("train", "test")},
         "families": list(dict.fromkeys(env.family_of("test", e) for e in range(len(env.pool("test"))))),
-        "segments": env.num_blocks, "error_unit": ERROR_UNITS[task.split("-")[0]],
+        "segments": env.num_blocks, "error_unit": env.error_unit,
         **({"trained_steps": env.trained_steps} if hasattr(env, "trained_steps") else {}),
         "reward": {"alpha": env.config.reward.alpha, "error_form": env.config.reward.error_form,
                    "error_weight": env.config.reward.error_weight, "error_target": env.config.reward.error_target},

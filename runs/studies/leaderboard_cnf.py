@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 from runs.docs import Res
+from runs.studies.leaderboard import COLUMNS as ODE_COLUMNS
 from runs.studies.leaderboard import CONFIG as ODE_CONFIG
 from runs.studies.leaderboard import NULLABLE_KEYS, ROW_KEYS, _leaderboard, plot, run
 
@@ -44,10 +45,10 @@ USES_DIGITS_REGIMES = False
 
 # ============================================================================ table, figure, results page
 #: Columns of the study's table (:func:`runs.tables.table`): (header, row key or ``key_mean`` stem,
-#: digits); a stem that has ``_mean`` / ``_std`` in the row prints as ``mean ± std``.
-COLUMNS = [("task", "task", 0), ("agent", "agent", 0), ("reward", "reward", 2),
-           ("gap closed", "gap_closed", 2), ("NFE / episode", "nfe", 1), ("error [nats]", "error", 5),
-           ("NFE saving at equal error", "nfe_saving_at_equal_error", 2)]
+#: digits); a stem that has ``_mean`` / ``_std`` in the row prints as ``mean ± std``. The
+#: leaderboard's, with the error in nats of log-density to 5 digits.
+COLUMNS = [("error [nats]", "error", 5) if key == "error" else (header, key, digits)
+           for header, key, digits in ODE_COLUMNS]
 
 
 #: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
