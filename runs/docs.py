@@ -77,6 +77,11 @@ def rng(values: list[float], digits: int, sep: str = "-") -> str:
     return lo if lo == hi else f"{lo}{sep}{hi}"
 
 
+def verdict(met: bool) -> str:
+    """A target's verdict, in bold."""
+    return "**met**" if met else "**not met**"
+
+
 def bullets(items: list[str]) -> str:
     return "\n".join(f"- {item}" for item in items if item)
 

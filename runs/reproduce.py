@@ -19,7 +19,8 @@ run, how it maps to the paper and what it costs):
 ``samples``           Fig. 7: class-conditional sample grid
 ``reinforce-ablation`` REINFORCE variants (gate lr, baseline, entropy, bounds) vs fixed 1e-5 / 1e-2
 ``latent-probe``      linear probes on z_y, z_u and z of CCNF and InfoCNF against their own classifier
-``speed``             warm starts, regularizers, learned tolerances, combined; adjoint regime
+``speed``             warm starts, regularizers, learned tolerances, combined
+``speed-adjoint``     the seminorm adjoint, warm starts, learned tolerances on the adjoint path
 ``benchmark``         agents on frozen 2-D flows against the front / best constant / oracle; co-training
 ``beta``              InfoCNF vs CCNF (authors' heads) as beta grows to CIFAR10's supervision ratio
 ``leaderboard``       agents on the classical ODE tasks against best constant / schedule / oracle (test pool)

@@ -53,6 +53,7 @@ MODULES = {
     "reinforce-ablation": "reinforce_ablation",
     "latent-probe": "latent_probe",
     "speed": "speed",
+    "speed-adjoint": "speed_adjoint",
     "benchmark": "benchmark",
     "beta": "beta",
     "leaderboard": "leaderboard",

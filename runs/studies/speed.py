@@ -14,35 +14,22 @@ times compare):
   per block, ``error_weight``; its evaluations count in the NFE);
 * ``combined``: warm start + the regularizers + REINFORCE.
 
-The ``adjoint`` regime: the same digits flow, batch and iterations, with the adjoint method
-and the authors' recipe (``flows.AUTHORS_RECIPE``: the CIFAR10 ids' model choices, c -> h ->
-h -> h -> c dynamics, LinearZeros heads, beta 0.5, a learned end time per block), the CIFAR10
-ids' training path at digits size:
-
-* ``adjoint-fixed``: every block at 1e-5, the full adjoint norm (FFJORD's adjoint);
-* ``adjoint-seminorm``: the seminorm adjoint (``adjoint_norm="seminorm"``, Kidger et al. 2021);
-* ``adjoint-seminorm-warm``: the seminorm and warm starts of the forward and the adjoint solves;
-* ``adjoint-combined``: the seminorm, warm starts and REINFORCE tolerances. A learned first
-  step is not part of it: a forward solve starts from either the learned step or the warm
-  start, and the warm start is the one that also reaches the adjoint solve.
-
 ``reg_weight`` is chosen by a sweep on seed 0 (``reg_sweep``): the largest weight whose test
 bits/dim stays within ``reg_bpd_tol`` of the fixed arm's (same seed); the sweep's runs are
 cached, so the chosen weight's seed-0 run is the ``regularised`` arm's. The regularizers
 integrate ``||f||^2`` and ``||e^T df/dz||^2`` summed over all dimensions, beside a loss in bits
 per dimension, so the sweep holds small weights.
 
-Rows, each a mean over seeds against the first arm of their ``regime`` (``fixed`` in ``small``,
-``adjoint-fixed`` in ``adjoint``) of the same seeds: ``nfe_ratio`` (training NFE per iteration,
-forward + backward), ``nfe_backward_ratio`` (its backward part: the adjoint solves' evaluations
-in ``adjoint``), ``wall_ratio`` (training wall time: the last iteration's
+Rows, each a mean over seeds against the ``fixed`` arm of the same seeds: ``nfe_ratio``
+(training NFE per iteration, forward + backward), ``nfe_backward_ratio`` (its backward part),
+``wall_ratio`` (training wall time: the last iteration's
 ``wall_time``, periodic evaluation off), ``bpd_ratio`` (test bits/dim at 1e-5),
 ``test_nfe_ratio`` (NFE of a test batch at 1e-5; warm-started arms start it from their
 trained steps). ``targets`` checks the figures asked of these levers.
 
 Cost (full): 18 runs + 2 extra sweep runs of 300 iterations at ~1-1.5 s/iteration on
-one core: about an hour with ``--jobs 2``; the adjoint regime's 12 runs cost more per
-iteration (an adjoint solve per block), about two more hours.
+one core: about an hour with ``--jobs 2``. The same levers on the adjoint path are the
+``speed-adjoint`` study (:mod:`runs.studies.speed_adjoint`).
 """
 
 from __future__ import annotations
@@ -53,9 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from flows.build import AUTHORS_RECIPE
 from runs.aggregate import read_jsonl, run_metrics, summarise
-from runs.docs import Res, apct, bullets, eval_tol, figure, pct, row
+from runs.docs import Res, apct, bullets, eval_tol, figure, pct, row, verdict
 from runs.plots import COLOURS, _f, _pyplot, _save, _title
 from runs.run_cache import Arm, Context, digits_arm, run_arms
 from runs.studies.common import ratio
@@ -74,26 +60,14 @@ ARMS = {
     "combined": ("reinforce", True, True, False),
 }
 
-#: Adjoint-regime arm name -> (policy of ``digits_arm``, adjoint norm, uses the warm start).
-ADJOINT_ARMS = {
-    "adjoint-fixed": ("fixed", "full", False),
-    "adjoint-seminorm": ("fixed", "seminorm", False),
-    "adjoint-seminorm-warm": ("fixed", "seminorm", True),
-    "adjoint-combined": ("reinforce", "seminorm", True),
-}
-
 CONFIG = {
     "regime": "small",
     "arms": list(ARMS),
-    "adjoint_arms": list(ADJOINT_ARMS),
-    "adjoint_env": {"adjoint": True, **AUTHORS_RECIPE},
     "reg_weights": [1e-3, 3e-4, 1e-4],
     "reg_bpd_tol": 0.01,
     "error_weight": 1e5,
     "targets": {"combined_nfe_ratio": 0.4, "combined_wall_ratio": 0.45, "combined_bpd_tol": 0.01,
-                "regularised_test_nfe_ratio": 0.7, "warm_nfe_forward_ratio": 0.6, "warm_bpd_tol": 0.001,
-                "seminorm_nfe_backward_ratio": 0.6, "seminorm_bpd_tol": 0.001,
-                "adjoint_combined_wall_ratio": 0.35, "adjoint_combined_bpd_tol": 0.01},
+                "regularised_test_nfe_ratio": 0.7, "warm_nfe_forward_ratio": 0.6, "warm_bpd_tol": 0.001},
 }
 QUICK = {"reg_weights": [1e-3]}
 
@@ -102,11 +76,6 @@ FIELDS = ("nfe", "nfe_forward", "nfe_backward", "wall", "bits_per_dim", "test_nf
 
 
 def _arm(ctx: Context, name: str, seed: int, reg_weight: float) -> Arm:
-    if name in ADJOINT_ARMS:
-        policy, norm, adjoint_warm = ADJOINT_ARMS[name]
-        env = {**ctx.config["adjoint_env"], "adjoint_norm": norm, **({"warm_start": True} if adjoint_warm else {})}
-        return digits_arm(ctx, "infocnf", policy, ctx.config["regime"], seed, label=f"speed-{name}", eval_every=0,
-                          extra_env=env)
     policy, warm, reg, error_reg = ARMS[name]
     extra: dict[str, Any] = {}
     if warm:
@@ -120,7 +89,7 @@ def _arm(ctx: Context, name: str, seed: int, reg_weight: float) -> Arm:
                       extra_env=extra)
 
 
-def _figures(ctx: Context, arm: Arm, summary: dict) -> dict:
+def figures(ctx: Context, arm: Arm, summary: dict) -> dict:
     """:data:`FIELDS` of one run: its :func:`run_metrics`, and the wall time of its training
     iterations alone (the last iteration's, before the final evaluation)."""
     records = [r for r in read_jsonl(arm.run_dir(ctx.runs_dir) / "metrics.jsonl") if "nfe_forward" in r]
@@ -135,10 +104,10 @@ def _choose_weight(ctx: Context) -> tuple[float, list[dict]]:
     fixed = _arm(ctx, "fixed", seed, 0.0)
     sweep = {w: _arm(ctx, "regularised", seed, w) for w in cfg["reg_weights"]}
     summaries = run_arms(ctx, [fixed, *sweep.values()])
-    base = _figures(ctx, fixed, summaries[fixed])
+    base = figures(ctx, fixed, summaries[fixed])
     rows = []
     for weight, arm in sweep.items():
-        f = _figures(ctx, arm, summaries[arm])
+        f = figures(ctx, arm, summaries[arm])
         rows.append({"reg_weight": weight, "seed": seed,
                      "bpd_ratio": ratio(f["bits_per_dim"], base["bits_per_dim"]),
                      "nfe_ratio": ratio(f["nfe"], base["nfe"]),
@@ -151,31 +120,35 @@ def run(ctx: Context) -> dict:
     cfg = ctx.config
     weight, sweep = _choose_weight(ctx)
     within = any(r["reg_weight"] == weight and abs(r["bpd_ratio"] - 1) <= cfg["reg_bpd_tol"] for r in sweep)
-    regimes = {cfg["regime"]: cfg["arms"], "adjoint": cfg["adjoint_arms"]}
-    names = [name for arm_names in regimes.values() for name in arm_names]
-    arms = {(name, s): _arm(ctx, name, s, weight) for s in ctx.seeds for name in names}  # seed-major
-    summaries = run_arms(ctx, list(arms.values()))
-    per_seed = {key: _figures(ctx, arm, summaries[arm]) for key, arm in arms.items()}
-    rows = []
-    for regime, arm_names in regimes.items():
-        base = arm_names[0]
-        for name in arm_names:
-            ratios = []
-            for s in ctx.seeds:
-                mine, fixed = per_seed[(name, s)], per_seed[(base, s)]
-                ratios.append({"nfe_ratio": ratio(mine["nfe"], fixed["nfe"]),
-                               "nfe_forward_ratio": ratio(mine["nfe_forward"], fixed["nfe_forward"]),
-                               "nfe_backward_ratio": ratio(mine["nfe_backward"], fixed["nfe_backward"]),
-                               "wall_ratio": ratio(mine["wall"], fixed["wall"]),
-                               "bpd_ratio": ratio(mine["bits_per_dim"], fixed["bits_per_dim"]),
-                               "test_nfe_ratio": ratio(mine["test_nfe"], fixed["test_nfe"])})
-            means = {k: float(np.mean([r[k] for r in ratios])) for k in ratios[0]}
-            rows.append({"arm": name, "regime": regime, "baseline": base, **means, "seeds": list(ctx.seeds),
-                         **summarise([per_seed[(name, s)] for s in ctx.seeds], FIELDS),
-                         "run_dirs": [arms[(name, s)].run_dir(ctx.runs_dir).name for s in ctx.seeds],
-                         "per_seed": [{**per_seed[(name, s)], **r} for s, r in zip(ctx.seeds, ratios, strict=True)]})
+    rows = regime_rows(ctx, cfg["arms"], lambda name, seed: _arm(ctx, name, seed, weight))
     return {"rows": rows, "reg_weight": weight, "reg_weight_within_tol": within, "reg_sweep": sweep,
             "targets": _targets(rows, cfg["targets"])}
+
+
+def regime_rows(ctx: Context, names: list[str], make_arm: Callable[[str, int], Arm]) -> list[dict]:
+    """Train the arms ``names`` (seed-major, so a seed's arms run side by side) and return one
+    row per arm: the mean over seeds of its ratios against the first arm of the same seed, its
+    :data:`FIELDS` as mean ± std, its run directories and its per-seed figures."""
+    arms = {(name, s): make_arm(name, s) for s in ctx.seeds for name in names}
+    summaries = run_arms(ctx, list(arms.values()))
+    per_seed = {key: figures(ctx, arm, summaries[arm]) for key, arm in arms.items()}
+    base, rows = names[0], []
+    for name in names:
+        ratios = []
+        for s in ctx.seeds:
+            mine, fixed = per_seed[(name, s)], per_seed[(base, s)]
+            ratios.append({"nfe_ratio": ratio(mine["nfe"], fixed["nfe"]),
+                           "nfe_forward_ratio": ratio(mine["nfe_forward"], fixed["nfe_forward"]),
+                           "nfe_backward_ratio": ratio(mine["nfe_backward"], fixed["nfe_backward"]),
+                           "wall_ratio": ratio(mine["wall"], fixed["wall"]),
+                           "bpd_ratio": ratio(mine["bits_per_dim"], fixed["bits_per_dim"]),
+                           "test_nfe_ratio": ratio(mine["test_nfe"], fixed["test_nfe"])})
+        means = {k: float(np.mean([r[k] for r in ratios])) for k in ratios[0]}
+        rows.append({"arm": name, "regime": ctx.config["regime"], "baseline": base, **means,
+                     "seeds": list(ctx.seeds), **summarise([per_seed[(name, s)] for s in ctx.seeds], FIELDS),
+                     "run_dirs": [arms[(name, s)].run_dir(ctx.runs_dir).name for s in ctx.seeds],
+                     "per_seed": [{**per_seed[(name, s)], **r} for s, r in zip(ctx.seeds, ratios, strict=True)]})
+    return rows
 
 
 def _targets(rows: list[dict], t: dict) -> dict:
@@ -198,17 +171,6 @@ def _targets(rows: list[dict], t: dict) -> dict:
                        "met": bool(w["nfe_forward_ratio"] <= t["warm_nfe_forward_ratio"]
                                    and w["test_nfe_ratio"] <= t["warm_nfe_forward_ratio"]
                                    and abs(w["bpd_ratio"] - 1) <= t["warm_bpd_tol"])}
-    if "adjoint-seminorm" in by:
-        a = by["adjoint-seminorm"]
-        out["seminorm"] = {"nfe_backward_ratio": a["nfe_backward_ratio"], "bpd_ratio": a["bpd_ratio"],
-                           "met": bool(a["nfe_backward_ratio"] <= t["seminorm_nfe_backward_ratio"]
-                                       and abs(a["bpd_ratio"] - 1) <= t["seminorm_bpd_tol"])}
-    if "adjoint-combined" in by:
-        a = by["adjoint-combined"]
-        out["adjoint_combined"] = {"wall_ratio": a["wall_ratio"], "nfe_ratio": a["nfe_ratio"],
-                                   "bpd_ratio": a["bpd_ratio"],
-                                   "met": bool(a["wall_ratio"] <= t["adjoint_combined_wall_ratio"]
-                                               and abs(a["bpd_ratio"] - 1) <= t["adjoint_combined_bpd_tol"])}
     return {"thresholds": t, **out}
 
 
@@ -222,6 +184,12 @@ COLUMNS = [("arm", "arm", 0), ("train NFE / it", "nfe", 1), ("NFE vs fixed", "nf
 
 
 def plot(result: dict, path: Path) -> None:
+    bars(result, path, f"Levers on the cost (RNODE weight {result['reg_weight']:g})")
+
+
+def bars(result: dict, path: Path, title: str) -> None:
+    """One panel per ratio (training NFE, wall time, test NFE, bits/dim), a bar per arm with the
+    spread over seeds, against the regime's first arm."""
     plt = _pyplot()
     rows = result["rows"]
     panels = [("nfe_ratio", "train NFE / it vs fixed", 1.0), ("wall_ratio", "train wall time vs fixed", 1.0),
@@ -239,7 +207,7 @@ def plot(result: dict, path: Path) -> None:
         ax.axhline(base, color="grey", lw=0.8, ls="--")
         ax.set_xticks(range(len(rows)), names, rotation=30, fontsize=8)
         ax.set_ylabel(label)
-    fig.suptitle(_title(result, f"Levers on the cost (RNODE weight {result['reg_weight']:g})"))
+    fig.suptitle(_title(result, title))
     _save(fig, path)
 
 
@@ -255,16 +223,12 @@ def section(res: Res) -> str:
     cfg, t = d["config"], d["targets"]
     regime = d["regimes"][cfg["regime"]]
     fixed = row(d["rows"], arm="fixed")
-    small = [r for r in d["rows"] if r.get("regime", cfg["regime"]) == cfg["regime"]]
     lines = ["| arm | train NFE / it | vs fixed | train wall vs fixed | test bits/dim | vs fixed | test NFE @1e-5 | "
              "vs fixed |", "|" + " --- |" * 8]
-    for r in small:
+    for r in d["rows"]:
         lines.append(f"| {r['arm']} | {cell(r, 'nfe', 1)} | {r['nfe_ratio']:.3f}x | {r['wall_ratio']:.3f}x | "
                      f"{cell(r, 'bits_per_dim', 4)} | {pct(r['bpd_ratio'] - 1)} | {cell(r, 'test_nfe', 1)} | "
                      f"{r['test_nfe_ratio']:.3f}x |")
-
-    def verdict(met: bool) -> str:
-        return "**met**" if met else "**not met**"
 
     th = t["thresholds"]
     sweep = ", ".join(f"{r['reg_weight']:g}: bits/dim {pct(r['bpd_ratio'] - 1)}, test NFE {r['test_nfe_ratio']:.2f}x"
@@ -304,36 +268,7 @@ def section(res: Res) -> str:
 InfoCNF on digits, batch {regime['batch_size']}, {regime['iterations']} iterations, {len(d['seeds'])} seeds; the \
 arms of a seed trained side by side. Ratios are per seed against the fixed arm of the same seed, then averaged; \
 training wall time is that of the training iterations (periodic evaluation off); test metrics at {eval_tol(res)} \
-({fixed['test_nfe_mean']:.1f} NFE per test batch for the fixed arm).""", "\n".join(lines), bullets(items)]
-    adjoint = [r for r in d["rows"] if r.get("regime") == "adjoint"]
-    if adjoint:
-        parts.append(_speed_adjoint(d, adjoint, verdict))
+({fixed['test_nfe_mean']:.1f} NFE per test batch for the fixed arm).""" + (
+        " The same levers on the adjoint path: [speed-adjoint](#speed-adjoint)." if "speed-adjoint" in res else ""),
+        "\n".join(lines), bullets(items)]
     return "\n\n".join(parts)
-
-
-def _speed_adjoint(d: dict, rows: list[dict], verdict: Callable[[bool], str]) -> str:
-    """The speed study's adjoint regime: the levers on the CIFAR10 ids' training path."""
-    t, th = d["targets"], d["targets"]["thresholds"]
-    lines = ["| arm | train NFE / it | backward NFE vs full norm | train wall vs full norm | test bits/dim | "
-             "vs full norm | test NFE @1e-5 |", "|" + " --- |" * 7]
-    for r in rows:
-        lines.append(f"| {r['arm']} | {cell(r, 'nfe', 1)} | {r['nfe_backward_ratio']:.3f}x | {r['wall_ratio']:.3f}x | "
-                     f"{cell(r, 'bits_per_dim', 4)} | {pct(r['bpd_ratio'] - 1, 3)} | {cell(r, 'test_nfe', 1)} |")
-    items = []
-    if "seminorm" in t:
-        m = t["seminorm"]
-        items.append(f"Seminorm adjoint: backward NFE {m['nfe_backward_ratio']:.3f}x of the full norm's, bits/dim "
-                     f"{pct(m['bpd_ratio'] - 1, 3)} (target: at most {th['seminorm_nfe_backward_ratio']}x, bits/dim "
-                     f"within {apct(th['seminorm_bpd_tol'], 1)}): {verdict(m['met'])}.")
-    if "adjoint_combined" in t:
-        c = t["adjoint_combined"]
-        items.append(f"Seminorm + warm start + REINFORCE: training wall time {c['wall_ratio']:.3f}x of fixed 1e-5 with "
-                     f"the full-norm adjoint, NFE {c['nfe_ratio']:.3f}x, bits/dim {pct(c['bpd_ratio'] - 1)} (target: "
-                     f"at most {th['adjoint_combined_wall_ratio']}x, bits/dim within "
-                     f"{apct(th['adjoint_combined_bpd_tol'], 0)}): {verdict(c['met'])}.")
-    return f"""\
-**The adjoint regime**: the same training with the adjoint method and the authors' recipe (the CIFAR10 \
-ids' model choices at digits size: {', '.join(f'{k}={v}' for k, v in d['config']['adjoint_env'].items())}); \
-ratios against the full-norm adjoint at fixed 1e-5 of the same seed.
-
-""" + "\n".join(lines) + "\n\n" + bullets(items)
