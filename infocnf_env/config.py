@@ -30,9 +30,20 @@ from infocnf_env.actions import ACTION_MODES, DEFAULT_FIRST_STEP_BOUNDS, check_b
 #: log10 bounds of the tolerance action: loose enough to save NFE, tight enough that a policy
 #: cannot profit from solver error (docs/design.md, "Numbers that must be honest").
 DEFAULT_TOL_BOUNDS = (-8.0, -2.0)
-#: Step cap per ODE solve unless ``max_num_steps`` is given: a runaway solve truncates the
-#: episode instead of stalling the run.
+#: Step caps per ODE solve unless ``max_num_steps`` is given, for every env in one place. A cap
+#: is a safety net, not a budget: a runaway solve (a policy's or a trained model's dynamics gone
+#: stiff) truncates the episode instead of stalling the run, and every cap sits far above what
+#: the tightest allowed tolerance needs on its env's problems (on ``ODE-Mixed-v0`` no segment
+#: takes more than about 150 steps at 1e-9), so it never decides an honest episode.
+#: The library's own defaults are outside the envs: ``flows`` caps no flow solve (``None``) and
+#: the LatentODE class at 10000.
+#:
+#: * the training-step env (flows and the LatentODE being trained): 1000;
 DEFAULT_MAX_NUM_STEPS = 1000
+#: * the frozen-flow benchmark tasks (:mod:`infocnf_env.frozen`): 2000;
+FROZEN_MAX_NUM_STEPS = 2000
+#: * the classical ODE tasks (:mod:`infocnf_env.ode_env`): 20000.
+ODE_MAX_NUM_STEPS = 20_000
 OBS_MODES = ("vector", "features")
 GAP_SIDES = ("one", "two")
 

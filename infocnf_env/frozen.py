@@ -57,7 +57,7 @@ from infocnf_env.benchmark import (
     replace_grouped,
 )
 from infocnf_env.cache import cache_dir, cached, check_writable
-from infocnf_env.config import SpaceConfig, check_positive_int
+from infocnf_env.config import FROZEN_MAX_NUM_STEPS, SpaceConfig, check_positive_int
 from infocnf_env.observation import NUM_STATS, ObservationEncoder
 
 __all__ = ["FrozenConfig", "FrozenFlowEnv", "cache_dir", "episode_pools", "toy_flow", "trained_toy_flow"]
@@ -120,7 +120,7 @@ class FrozenConfig:
     variants: tuple[str, ...] = ("region", "scale:2", "noise:0.5")
     reference_tol: float = 1e-8
     backend: str = "torchdiffeq"
-    max_num_steps: int = 2000
+    max_num_steps: int = FROZEN_MAX_NUM_STEPS
     pools: PoolConfig = field(default_factory=lambda: PoolConfig(train_pool_size=32, test_pool_size=32))
     reward: BenchmarkReward = field(default_factory=BenchmarkReward)
     spaces: SpaceConfig = field(default_factory=lambda: SpaceConfig(tol_bounds=(-8.0, 0.0), feedback=True))

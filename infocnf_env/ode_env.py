@@ -47,7 +47,7 @@ from infocnf_env.benchmark import (
     replace_grouped,
 )
 from infocnf_env.cache import cache_dir, cached
-from infocnf_env.config import SpaceConfig, check_positive_int
+from infocnf_env.config import ODE_MAX_NUM_STEPS, SpaceConfig, check_positive_int
 
 #: Bump when instances, references or their cache layout change, so stale files are not reused.
 CACHE_VERSION = 1
@@ -84,7 +84,7 @@ class ODEConfig:
     backend: str = "torchdiffeq"
     reference_method: str = "dopri8"
     reference_tol: float = 1e-12
-    max_num_steps: int = 20_000
+    max_num_steps: int = ODE_MAX_NUM_STEPS
     pools: PoolConfig = field(default_factory=PoolConfig)
     reward: BenchmarkReward = field(default_factory=lambda: BenchmarkReward(
         error_form="target", error_weight=100.0, error_target=1e-4))
