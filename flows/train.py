@@ -1,8 +1,9 @@
-"""Plain maximum-likelihood training of a flow outside the environment, at one tolerance.
+"""Plain training of a block model outside the environment, at one tolerance.
 
 The environment trains its model step by step (``infocnf_env.TrainingStepEnv``); code that only
-needs a trained flow (the frozen benchmark's toy flows, benchmarks) calls :func:`fit`, the one
-gradient loop for that: Adam on the model's loss (Eq. 4-5), every ODE block solved at ``tol``,
+needs a trained model (the frozen benchmark's toy flows, the benchmarks, the spirals study's
+LatentODEs) calls :func:`fit`, the one gradient loop for that: Adam on the model's loss (Eq. 4-5
+for a flow, the ELBO and supervised term for a LatentODE), every ODE block solved at ``tol``,
 for a fixed number of steps or until the loss stops falling (:class:`Plateau`).
 """
 
@@ -11,11 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
-from flows.data import BatchStream
 from flows.model import FlowModel
+from flows.ode import SolverError
+from flows.protocol import BlockModel
+
+
+class Batches(Protocol):
+    """An endless source of training batches ``(x, y)`` (e.g. :class:`flows.data.BatchStream`)."""
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -54,11 +63,13 @@ class Plateau:
 
 @dataclass(frozen=True)
 class FitResult:
-    """What :func:`fit` did: the steps taken, the last batch's loss, and whether it stopped on a plateau."""
+    """What :func:`fit` did: the steps taken (batches drawn), the last update's loss, whether it
+    stopped on a plateau, and how many batches were skipped because a solve failed."""
 
     steps: int
     loss: float
     plateaued: bool
+    failures: int = 0
 
 
 class _PlateauTracker:
@@ -82,32 +93,47 @@ class _PlateauTracker:
         return self.stale >= self.plateau.patience
 
 
-def fit(model: FlowModel, stream: BatchStream, steps: int, *, tol: float, lr: float = 1e-3,
+def fit(model: BlockModel, batches: Batches, steps: int, *, tol: float, lr: float = 1e-3,
         generator: torch.Generator | None = None, log: Callable[[int, float, int], None] | None = None,
-        log_every: int = 100, until: Plateau | None = None) -> FitResult:
-    """Train ``model`` with Adam on batches of ``stream``, for ``steps`` steps or until a plateau.
+        log_every: int = 100, until: Plateau | None = None, skip_failures: bool = False,
+        on_update: Callable[[Any], None] | None = None) -> FitResult:
+    """Train ``model`` with Adam on ``batches``, for ``steps`` steps or until a plateau.
 
     Args:
-        model: the flow; batches are reshaped to its ``data_shape``.
-        stream: the training batches.
-        steps: optimizer steps (the cap, when ``until`` is given).
+        model: the block model (a flow: its batches are reshaped to its ``data_shape``; a LatentODE).
+        batches: the training batches, one ``batches.next()`` per step.
+        steps: batches to train on (the cap, when ``until`` is given).
         tol: the tolerance of every block's solve.
         lr: Adam's learning rate.
-        generator: the Hutchinson noise's generator (``None``: the global RNG).
+        generator: the model's noise generator (Hutchinson noise, the LatentODE's posterior
+            sample; ``None``: the global RNG).
         log: called with (step, loss, forward NFE) every ``log_every`` steps and after the last.
         log_every: steps between ``log`` calls.
         until: stop early once the loss has stopped falling (:class:`Plateau`).
+        skip_failures: a batch whose solve fails (``SolverError``) is skipped without an update
+            and counted in ``FitResult.failures``; otherwise the error propagates.
+        on_update: called with the model's output after each update (for metrics of its own).
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     tracker = _PlateauTracker(until) if until is not None else None
-    loss, nfe, step, plateaued = float("nan"), 0, 0, False
+    loss, nfe, step, plateaued, failures = float("nan"), 0, 0, False, 0
     for step in range(1, steps + 1):
-        x, y = stream.next()
-        out = model(x.reshape(x.shape[0], *model.data_shape), y, tol=tol, generator=generator)
+        x, y = batches.next()
+        if isinstance(model, FlowModel):  # flat batches of a flow's data, shaped as its input
+            x = x.reshape(x.shape[0], *model.data_shape)
+        try:
+            out = model(x, y, tol=tol, generator=generator)
+        except SolverError:
+            if not skip_failures:
+                raise
+            failures += 1
+            continue
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
         loss, nfe = float(out.loss.detach()), out.nfe_forward
+        if on_update is not None:
+            on_update(out)
         plateaued = tracker is not None and tracker.add(loss)
         if log is not None and step % log_every == 0 and not plateaued and step != steps:
             log(step, loss, nfe)
@@ -115,4 +141,4 @@ def fit(model: FlowModel, stream: BatchStream, steps: int, *, tol: float, lr: fl
             break
     if log is not None and step > 0:
         log(step, loss, nfe)
-    return FitResult(step, loss, plateaued)
+    return FitResult(step, loss, plateaued, failures)

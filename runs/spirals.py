@@ -41,8 +41,8 @@ import numpy as np
 import torch
 
 from flows.latent_ode import LatentODE, evaluate_latent_ode
-from flows.ode import SolverError
 from flows.spirals import A_MEAN, B_MEAN, SpiralData, make_spirals
+from flows.train import fit
 
 #: The two compared models: name -> LatentODE keyword arguments.
 MODELS = {"latent_ode": {"partitioned": False}, "latent_ode_partitioned": {"partitioned": True}}
@@ -81,41 +81,53 @@ class SpiralRunConfig:
 QUICK: dict[str, Any] = {"epochs": 2, "batch_size": 50, "num_train": 200, "num_test": 100}
 
 
+class _Epochs:
+    """The spirals' training batches as :func:`flows.train.fit` draws them: a fresh permutation
+    per epoch from ``generator`` (the one the model's posterior noise also draws from), every
+    batch of it, the last one possibly smaller."""
+
+    def __init__(self, data: SpiralData, batch_size: int, generator: torch.Generator):
+        self.data, self.batch_size, self.generator = data, batch_size, generator
+        self.epoch = -1  # the epoch of the last batch drawn
+        self._order = torch.empty(0, dtype=torch.long)
+        self._pos = 0
+
+    @property
+    def per_epoch(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._pos >= len(self._order):
+            self.epoch += 1
+            self._order, self._pos = torch.randperm(len(self.data), generator=self.generator), 0
+        idx = self._order[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return self.data.obs[idx], self.data.params[idx]
+
+
 def train_model(name: str, data: SpiralData, cfg: SpiralRunConfig, seed: int) -> tuple[LatentODE, dict]:
-    """Train one model with Adam through the block loop (start / advance / finish)."""
+    """Train one model with Adam (:func:`flows.train.fit`), skipping batches whose solve fails."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LatentODE(data.times, beta=cfg.beta, partitioned=MODELS[name]["partitioned"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(seed)
+    batches = _Epochs(data, cfg.batch_size, generator)
     model.train()
-    losses: list[float] = []
+    per_epoch: list[list[float]] = [[] for _ in range(cfg.epochs)]
     ab_mses: list[float] = []
-    epoch_losses: list[float] = []
-    failures = 0
-    for _ in range(cfg.epochs):
-        first = len(losses)
-        order = torch.randperm(len(data), generator=generator)
-        for lo in range(0, len(data), cfg.batch_size):
-            idx = order[lo : lo + cfg.batch_size]
-            state = model.start(data.obs[idx], data.params[idx], generator=generator)
-            try:
-                for _ in range(model.num_blocks):
-                    state, _ = model.advance(state, cfg.train_tol)
-            except SolverError:
-                failures += 1
-                continue
-            out = model.finish(state)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            losses.append(float(out.loss.detach()))
-            if out.ab_mse is not None:
-                ab_mses.append(float(out.ab_mse.detach()))
-        epoch_losses.append(float(np.mean(losses[first:])) if len(losses) > first else float("nan"))
+
+    def record(out: Any) -> None:
+        per_epoch[batches.epoch].append(float(out.loss.detach()))
+        if out.ab_mse is not None:
+            ab_mses.append(float(out.ab_mse.detach()))
+
+    result = fit(model, batches, cfg.epochs * batches.per_epoch, tol=cfg.train_tol, lr=cfg.lr, generator=generator,
+                 skip_failures=True, on_update=record)
+    losses = [loss for epoch in per_epoch for loss in epoch]
     n_tail = max(1, len(losses) // 10)
     info = {"iterations": len(losses), "final_train_loss": float(np.mean(losses[-n_tail:])),
-            "solver_failures": failures, "epoch_losses": epoch_losses}
+            "solver_failures": result.failures,
+            "epoch_losses": [float(np.mean(e)) if e else float("nan") for e in per_epoch]}
     if ab_mses:
         # standardised (a, b) MSE of the head on the training batches: 1 is the prior mean's
         info["final_train_ab_mse"] = float(np.mean(ab_mses[-n_tail:]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flows import build_model
+from flows import SolverError, build_model
 from flows.data import BatchStream, load_dataset
 from flows.train import Plateau, _PlateauTracker, fit
 
@@ -58,3 +58,18 @@ def test_fit_stops_on_the_plateau_and_reports_its_steps():
 def test_bad_plateau_settings_are_one_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Plateau(**kwargs)
+
+
+def test_fit_skips_batches_whose_solve_fails_and_leaves_the_weights_alone():
+    torch.manual_seed(0)
+    # one step allowed per solve at 1e-8: every solve fails
+    model = build_model("cnf", (2,), 8, "mlp", hidden=4, num_blocks=1, divergence="exact", logit_alpha=None,
+                        num_levels=None, max_num_steps=1)
+    stream = BatchStream(load_dataset("8gaussians", "train", seed=0), 16, seed=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(SolverError):
+        fit(model, stream, 3, tol=1e-8)
+    seen = []
+    result = fit(model, stream, 3, tol=1e-8, skip_failures=True, on_update=seen.append)
+    assert result.failures == 3 and result.steps == 3 and seen == []
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
