@@ -15,13 +15,14 @@ import numpy as np
 from agents.cli import CommonArgs, arg, parse_args
 from agents.loop import run_agent, run_cli
 from agents.runner import Agent, resolve_args
+from flows import EVAL_TOL
 
 
 class FixedAgent(Agent):
     """Returns log10 of a fixed tolerance, or of ``schedule[block]`` for each block; in the
     ``tol_first_step`` action mode also log10 of a fixed ``first_step`` (fraction of the span)."""
 
-    def __init__(self, tol: float = 1e-5, schedule: list[float] | None = None, num_blocks: int | None = None,
+    def __init__(self, tol: float = EVAL_TOL, schedule: list[float] | None = None, num_blocks: int | None = None,
                  first_step: float | None = None):
         tols = list(schedule) if schedule else [tol]
         if any(not (t > 0 and math.isfinite(t)) for t in tols):

@@ -11,8 +11,7 @@ from collections.abc import Iterable
 import torch
 
 from flows.model import FlowModel, Tolerance
-
-EVAL_TOL = 1e-5
+from flows.ode import EVAL_TOL
 
 
 @torch.no_grad()

@@ -40,7 +40,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flows.ode import BlockStats, NFECounter, NFETotals, check_adjoint_norm, check_method, check_tolerance, solve
+from flows.ode import (
+    EVAL_TOL,
+    BlockStats,
+    NFECounter,
+    NFETotals,
+    check_adjoint_norm,
+    check_method,
+    check_tolerance,
+    solve,
+)
 from flows.spirals import A_MEAN, A_STD, B_MEAN, B_STD, SpiralData, window_times
 
 __all__ = ["ENCODERS", "LatentODE", "LatentODEOutput", "LatentODEState", "evaluate_latent_ode"]
@@ -326,7 +335,7 @@ class LatentODE(nn.Module):
         return list(pairwise(bounds))
 
     def advance(
-        self, state: LatentODEState, tol: float = 1e-5, *, first_step: float | None = None
+        self, state: LatentODEState, tol: float = EVAL_TOL, *, first_step: float | None = None
     ) -> tuple[LatentODEState, BlockStats]:
         """Solve ``dz/dt = f(z)`` over the next time segment with ``atol = rtol = tol``.
 
@@ -375,7 +384,7 @@ class LatentODE(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, y: torch.Tensor | None = None, *, tol: float = 1e-5,
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, tol: float = EVAL_TOL,
         generator: torch.Generator | None = None,
     ) -> LatentODEOutput:
         """The block loop at one tolerance."""
@@ -457,8 +466,8 @@ class LatentODE(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, y: torch.Tensor | None, times: torch.Tensor, tol: float = 1e-5, generator: torch.Generator | None = None,
-        *, num: int | None = None,
+        self, y: torch.Tensor | None, times: torch.Tensor, tol: float = EVAL_TOL,
+        generator: torch.Generator | None = None, *, num: int | None = None,
     ) -> torch.Tensor:
         """Trajectories ``(B, T, D)`` from the (conditional) prior: ``z_t0 ~ p(z_t0 | y)``, decoded at ``times``.
 
@@ -477,7 +486,7 @@ class LatentODE(nn.Module):
         return self.decode(traj)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, times: torch.Tensor | None = None, tol: float = 1e-5) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, times: torch.Tensor | None = None, tol: float = EVAL_TOL) -> torch.Tensor:
         """Decode the posterior mean of ``x`` at ``times`` (default: the model's times) ``(B, T, D)``."""
         mean, _ = self.encode(x)
         times = self.times if times is None else self._check_times(times.to(self.times))
@@ -486,7 +495,7 @@ class LatentODE(nn.Module):
 
     @torch.no_grad()
     def extrapolate(
-        self, x: torch.Tensor, times_obs: torch.Tensor, times_future: torch.Tensor, tol: float = 1e-5
+        self, x: torch.Tensor, times_obs: torch.Tensor, times_future: torch.Tensor, tol: float = EVAL_TOL
     ) -> torch.Tensor:
         """Encode the observed window (posterior mean) and decode ``(B, len(times_future), D)``.
 
@@ -505,7 +514,7 @@ class LatentODE(nn.Module):
 
 @torch.no_grad()
 def evaluate_latent_ode(
-    model: LatentODE, data: SpiralData, tol: float = 1e-5, batch_size: int = 500, *, max_batches: int | None = None,
+    model: LatentODE, data: SpiralData, tol: float = EVAL_TOL, batch_size: int = 500, *, max_batches: int | None = None,
 ) -> dict:
     """Test metrics at tolerance ``tol`` using the posterior mean of ``z_t0`` (Sec. 4.6).
 

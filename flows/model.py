@@ -23,7 +23,7 @@ from torch import nn
 
 from flows.cnf_block import CNFBlock
 from flows.heads import LatentHead
-from flows.ode import BlockStats, NFETotals, check_tolerance
+from flows.ode import EVAL_TOL, BlockStats, NFETotals, check_tolerance
 from flows.transforms import FactorOut, FlowState, LogitTransform, Transform
 
 #: A tolerance for every block, or a function of the state before each block (see ``forward``).
@@ -157,7 +157,7 @@ class FlowModel(nn.Module):
         return len(state.stats)
 
     def advance(
-        self, state: FlowState, tol: float = 1e-5, *, first_step: float | None = None
+        self, state: FlowState, tol: float = EVAL_TOL, *, first_step: float | None = None
     ) -> tuple[FlowState, BlockStats]:
         """Solve the next ODE block at tolerance ``tol`` and run the glue after it.
 
@@ -214,7 +214,7 @@ class FlowModel(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, y: torch.Tensor | None = None, *, tol: Tolerance = 1e-5,
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, tol: Tolerance = EVAL_TOL,
         generator: torch.Generator | None = None,
     ) -> FlowOutput:
         """The block loop: every block at ``tol``, or at ``tol(state)`` when it is a function.
@@ -247,7 +247,7 @@ class FlowModel(nn.Module):
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(
-        self, y: torch.Tensor | None = None, *, num: int | None = None, tol: float = 1e-5,
+        self, y: torch.Tensor | None = None, *, num: int | None = None, tol: float = EVAL_TOL,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Class-conditional samples: z_y ~ p(z_y | y), z_u ~ N(0, I), integrated back to x.
@@ -268,7 +268,7 @@ class FlowModel(nn.Module):
         return self.decode(z, tol=tol)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, *, tol: float = 1e-5) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, *, tol: float = EVAL_TOL) -> torch.Tensor:
         """Invert the flow: flattened latent ``(B, D)`` to data ``(B, *data_shape)``."""
         tol = check_tolerance(tol)
         state = self._unflatten(z)

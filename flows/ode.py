@@ -30,6 +30,11 @@ except ImportError as err:  # pragma: no cover - only with a torchdiffeq that re
         f"does not have where expected ({err}); pin torchdiffeq>=0.2.4,<0.3 or update flows/ode.py"
     ) from err
 
+#: The evaluation tolerance (Section 4.2): every reported figure comes from solves at 1e-5 (or
+#: tighter), whatever tolerances training used, since solver error leaks into the likelihood.
+#: It is also the default tolerance of a solve that is given none.
+EVAL_TOL = 1e-5
+
 #: Solver names accepted everywhere a ``method`` is configured (torchdiffeq's registry).
 SOLVER_NAMES: tuple[str, ...] = tuple(sorted(_TORCHDIFFEQ_SOLVERS))
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import torch
 from torch import nn
 
-from flows.ode import BlockStats
+from flows.ode import EVAL_TOL, BlockStats
 
 State = TypeVar("State")
 
@@ -70,7 +70,9 @@ class BlockModel(Protocol[State]):
         """Index of the block the next ``advance`` solves."""
         ...
 
-    def advance(self, state: State, tol: float = 1e-5, *, first_step: float | None = None) -> tuple[State, BlockStats]:
+    def advance(
+        self, state: State, tol: float = EVAL_TOL, *, first_step: float | None = None
+    ) -> tuple[State, BlockStats]:
         """Solve the next block at tolerance ``tol`` (atol = rtol) and run the glue after it.
 
         ``first_step``: the solver's first step as a fraction of the block's time span, in

@@ -29,14 +29,12 @@ import gymnasium as gym
 import numpy as np
 
 from flows import EVAL_TOL, SolverError
-from flows.ode import BlockStats
-from infocnf_env.actions import BlockAction, action_space, parse_action
+from infocnf_env.actions import BlockAction, action_space
 from infocnf_env.config import SpaceConfig, check_finite_number, check_positive_int
+from infocnf_env.episode import NUM_FEEDBACK, Feedback, Steps
 
 SPLITS = ("train", "test")
 ERROR_FORMS = ("linear", "target")
-#: Features of the solver's feedback from the previous step in every benchmark observation.
-NUM_FEEDBACK = 4
 
 
 @dataclass(frozen=True)
@@ -143,39 +141,6 @@ def replace_grouped(config: C, groups: Mapping[str, type], what: str, **override
     return dataclasses.replace(config, **changes)  # type: ignore[type-var]
 
 
-@dataclass(frozen=True)
-class Feedback:
-    """What the solver reports after one step of an episode (observed before the next).
-
-    ``last_step`` is the last accepted step as a fraction of the step's time span (``None``:
-    a solver without step control, or no step accepted).
-    """
-
-    nfe: int
-    last_step: float | None
-    accepted: int
-    rejected: int
-    tol: float
-
-    @classmethod
-    def of_block(cls, stats: BlockStats) -> Feedback:
-        """The feedback of a flow's ODE block (its forward solve's counts, the step as a fraction of its span)."""
-        counter = stats.counter
-        last = None if counter.last_step is None else counter.last_step / stats.span
-        return cls(stats.nfe, last, counter.accepted, counter.rejected, stats.tol)
-
-    def features(self) -> np.ndarray:
-        """``log1p(nfe)``, ``log10(last_step)``, ``log1p(rejected)``, ``log10(tol)`` as float32."""
-        step = math.log10(self.last_step) if self.last_step and self.last_step > 0 else 0.0
-        return np.array([math.log1p(self.nfe), step, math.log1p(self.rejected), math.log10(self.tol)],
-                        dtype=np.float32)
-
-
-def no_feedback() -> np.ndarray:
-    """The feedback features before the first step of an episode."""
-    return np.zeros(NUM_FEEDBACK, dtype=np.float32)
-
-
 E = TypeVar("E")  # an episode of the pool
 #: A deterministic policy as :meth:`BenchmarkEnv.play` calls it: (observation, step) -> action.
 Policy = Callable[[np.ndarray, int], Any]
@@ -183,15 +148,13 @@ Policy = Callable[[np.ndarray, int], Any]
 
 @dataclass
 class Playthrough(Generic[E]):
-    """One episode being solved: where it is, what each step cost and chose."""
+    """One episode being solved: which one, where it is, and the record of its steps."""
 
     split: str
     index: int
     episode: E
     state: Any
-    nfe: list[int] = dataclasses.field(default_factory=list)
-    actions: list[BlockAction] = dataclasses.field(default_factory=list)
-    feedback: Feedback | None = None
+    steps: Steps = dataclasses.field(default_factory=Steps)
 
 
 class BenchmarkEnv(gym.Env, Generic[E]):
@@ -215,7 +178,7 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         raise NotImplementedError
 
     def _advance(self, play: Playthrough[E], action: BlockAction) -> tuple[Any, Feedback]:
-        """Solve step ``len(play.nfe)`` of ``play`` with ``action``: the new state and the solver's
+        """Solve step ``play.steps.block`` of ``play`` with ``action``: the new state and the solver's
         report. Raises ``SolverError`` when the solve fails."""
         raise NotImplementedError
 
@@ -224,7 +187,7 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         raise NotImplementedError
 
     def _observe(self, play: Playthrough[E]) -> np.ndarray:
-        """The observation before step ``len(play.nfe)`` of ``play``."""
+        """The observation before step ``play.steps.block`` of ``play``."""
         raise NotImplementedError
 
     def _describe(self, play: Playthrough[E]) -> dict[str, Any]:
@@ -249,9 +212,7 @@ class BenchmarkEnv(gym.Env, Generic[E]):
 
     def _feedback(self, play: Playthrough[E]) -> np.ndarray:
         """The feedback part of an observation (empty with ``feedback=False``)."""
-        if not self.spaces.feedback:
-            return np.zeros(0, dtype=np.float32)
-        return play.feedback.features() if play.feedback is not None else no_feedback()
+        return play.steps.observed_feedback(self.spaces)
 
     def pool(self, split: str) -> list[E]:
         if split not in SPLITS:
@@ -268,31 +229,22 @@ class BenchmarkEnv(gym.Env, Generic[E]):
     def _take(self, play: Playthrough[E], action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
         """One step of ``play``: (reward, terminated, truncated, info). The step logic of
         :meth:`step` and :meth:`play` alike."""
-        spaces, reward_config = self.spaces, self.reward_config
-        act = parse_action(action, spaces.action_mode, spaces.tol_bounds, spaces.first_step_bounds)
-        block = len(play.nfe)
+        spaces, reward_config, steps = self.spaces, self.reward_config, play.steps
+        act, info = steps.read(action, spaces)
         # the pool index is "index", not "episode": SB3's Monitor owns info["episode"]
-        info: dict[str, Any] = {"block": block, "tol": act.tol, "index": play.index, "split": play.split,
-                                **self._describe(play)}
-        if act.first_step is not None:
-            info["first_step"] = act.first_step
+        info.update(index=play.index, split=play.split, **self._describe(play))
         try:
-            play.state, play.feedback = self._advance(play, act)
+            play.state, feedback = self._advance(play, act)
         except SolverError as err:
-            info.update(solver_error=str(err), nfe=0, nfe_forward=sum(play.nfe), error=math.inf)
+            info.update(solver_error=str(err), nfe=0, nfe_forward=sum(steps.nfe), error=math.inf)
             return -reward_config.failure_penalty, False, True, info
-        play.nfe.append(play.feedback.nfe)
-        play.actions.append(act)
-        reward = -(reward_config.alpha / self.num_blocks) * play.feedback.nfe
-        info.update(nfe=play.feedback.nfe, rejected=play.feedback.rejected)
-        if block + 1 < self.num_blocks:
+        reward = steps.record(act, feedback, reward_config.alpha, self.num_blocks)
+        info.update(nfe=feedback.nfe, rejected=feedback.rejected)
+        if steps.block < self.num_blocks:
             return reward, False, False, info
         error = self._error(play)
         reward -= reward_config.error_cost(error)
-        info.update(error=error, nfe_forward=sum(play.nfe), nfe_backward=0, nfe_blocks=list(play.nfe),
-                    tols=[a.tol for a in play.actions])
-        if spaces.action_mode == "tol_first_step":
-            info["first_steps"] = [a.first_step for a in play.actions]
+        info.update(error=error, nfe_backward=0, **steps.summary(spaces))
         return float(reward), True, False, info
 
     def _terminal(self) -> np.ndarray:
@@ -335,7 +287,7 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         total, done = 0.0, False
         info: dict[str, Any] = {}
         while not done:
-            step = len(play.nfe)
+            step = play.steps.block
             if isinstance(policy, list):
                 action = policy[min(step, len(policy) - 1)]
             else:
@@ -343,7 +295,7 @@ class BenchmarkEnv(gym.Env, Generic[E]):
             reward, terminated, truncated, info = self._take(play, action)
             total += reward
             done = terminated or truncated
-        return {"reward": float(total), "nfe": float(info.get("nfe_forward", sum(play.nfe))),
+        return {"reward": float(total), "nfe": float(info.get("nfe_forward", sum(play.steps.nfe))),
                 "error": float(info.get("error", math.inf)), "failed": "solver_error" in info}
 
     def score(self, policy: Policy | list[Any], split: str = "test",

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from flows import EVAL_TOL
 from infocnf_env.actions import ACTION_MODES, DEFAULT_FIRST_STEP_BOUNDS, check_bounds
 
 #: log10 bounds of the tolerance action: loose enough to save NFE, tight enough that a policy
@@ -155,7 +156,7 @@ class RewardConfig:
     failure_penalty: float = 10.0
     gap_check_every: int = 0
     gap_weight: float = 1.0
-    reference_tol: float = 1e-5
+    reference_tol: float = EVAL_TOL
     gap_sided: str = "one"
 
     def __post_init__(self) -> None:

@@ -51,13 +51,13 @@ from infocnf_env.actions import BlockAction
 from infocnf_env.benchmark import (
     BenchmarkEnv,
     BenchmarkReward,
-    Feedback,
     Playthrough,
     PoolConfig,
     replace_grouped,
 )
 from infocnf_env.cache import cache_dir, cached, check_writable
 from infocnf_env.config import FROZEN_MAX_NUM_STEPS, SpaceConfig, check_positive_int
+from infocnf_env.episode import Feedback
 from infocnf_env.observation import NUM_STATS, ObservationEncoder
 
 __all__ = ["FrozenConfig", "FrozenFlowEnv", "cache_dir", "episode_pools", "toy_flow", "trained_toy_flow"]
@@ -431,7 +431,7 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
 
     def _observe(self, play: Playthrough[Episode]) -> np.ndarray:
         features = self.models[play.episode.density].features(play.state)
-        encoded = np.asarray(self.encoder.encode(len(play.nfe), features), dtype=np.float32)
+        encoded = np.asarray(self.encoder.encode(play.steps.block, features), dtype=np.float32)
         density = np.zeros(self._density_features, dtype=np.float32)
         if self._density_features:
             density[self.config.densities.index(play.episode.density)] = 1.0

@@ -41,13 +41,13 @@ from infocnf_env.actions import BlockAction
 from infocnf_env.benchmark import (
     BenchmarkEnv,
     BenchmarkReward,
-    Feedback,
     Playthrough,
     PoolConfig,
     replace_grouped,
 )
 from infocnf_env.cache import cache_dir, cached
 from infocnf_env.config import ODE_MAX_NUM_STEPS, SpaceConfig, check_positive_int
+from infocnf_env.episode import Feedback
 
 #: Bump when instances, references or their cache layout change, so stale files are not reused.
 CACHE_VERSION = 1
@@ -232,7 +232,7 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
 
     def _advance(self, play: Playthrough[Instance], action: BlockAction) -> tuple[_SegmentState, Feedback]:
         config, state, instance = self.config, play.state, play.episode
-        segment = len(play.nfe)
+        segment = play.steps.block
         times = _segment_times(instance, config.segments)[segment: segment + 2]
         span = float(times[1] - times[0])
         first_step = None
@@ -257,7 +257,7 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
     def _observe(self, play: Playthrough[Instance]) -> np.ndarray:
         config, instance = self.config, play.episode
         segment = np.zeros(config.segments, dtype=np.float32)
-        segment[len(play.nfe)] = 1.0
+        segment[play.steps.block] = 1.0
         family = np.zeros(len(config.families), dtype=np.float32)
         family[config.families.index(instance.family)] = 1.0
         low, high = FAMILIES[instance.family].param_range

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from flows import EVAL_TOL
 from flows.data import IndexStream
 from flows.latent_ode import LatentODE, evaluate_latent_ode
 from flows.spirals import SpiralData, make_spirals
@@ -121,7 +122,7 @@ class SpiralTask:
             self._test_data = self._make("test", self.data_cfg["num_test"])
         return self._test_data
 
-    def evaluate(self, split: str = "test", tol: float = 1e-5, max_batches: int | None = None) -> dict[str, float]:
+    def evaluate(self, split: str = "test", tol: float = EVAL_TOL, max_batches: int | None = None) -> dict[str, float]:
         """Metrics of :func:`flows.latent_ode.evaluate_latent_ode` at ``tol`` plus the keys agents read.
 
         ``recon_mse``, ``recon_mse_noisy``, ``extrap_mse``, ``neg_elbo``, ``nfe`` (forward NFE of

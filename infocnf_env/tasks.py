@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from flows import BatchStream, BlockModel, LabelledData, build_model, evaluate, iterate_batches, load_dataset
+from flows import EVAL_TOL, BatchStream, BlockModel, LabelledData, build_model, evaluate, iterate_batches, load_dataset
 from flows.build import FlowConfig
 from flows.heads import HEADS
 from infocnf_env.config import DataConfig
@@ -52,7 +52,7 @@ class Task(Protocol):
         """The ``"train"`` or ``"test"`` data."""
         ...
 
-    def evaluate(self, split: str = "test", tol: float = 1e-5, max_batches: int | None = None) -> dict[str, float]:
+    def evaluate(self, split: str = "test", tol: float = EVAL_TOL, max_batches: int | None = None) -> dict[str, float]:
         """Metrics of the model with every block solved at ``tol``."""
         ...
 
@@ -168,7 +168,7 @@ class FlowTask:
                                            download=self._data_config.download)
         return self._test_data
 
-    def evaluate(self, split: str = "test", tol: float = 1e-5, max_batches: int | None = None) -> dict[str, float]:
+    def evaluate(self, split: str = "test", tol: float = EVAL_TOL, max_batches: int | None = None) -> dict[str, float]:
         batches = iterate_batches(self.data(split), self.eval_batch_size, max_batches=max_batches)
         return evaluate(self.model, (self._to_model(x, y) for x, y in batches), tol=tol)
 

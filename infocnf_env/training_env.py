@@ -9,12 +9,12 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from flows import SolverError
+from flows import EVAL_TOL, SolverError
 from infocnf_env import distributed
-from infocnf_env.actions import action_space, parse_action
-from infocnf_env.benchmark import NUM_FEEDBACK, Feedback, no_feedback
+from infocnf_env.actions import action_space
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, spec_differences
 from infocnf_env.config import DEFAULT_MAX_NUM_STEPS, EnvConfig
+from infocnf_env.episode import NUM_FEEDBACK, Feedback, Steps, nfe_cost
 from infocnf_env.observation import ObservationEncoder
 from infocnf_env.tasks import FlowTask, ShardableTask, TaskFactory
 
@@ -52,7 +52,7 @@ class TrainingStepEnv(gym.Env):
     ``obs_mode="vector"`` (default): ``Box((N + 4,), float32)``, the one-hot block index and
     statistics of the block's input; with ``feedback=True``, ``Box((N + 4 + 4,))``, followed by the
     solver's feedback from the previous block (its NFE, last accepted step, rejected steps and
-    tolerance, as the benchmark tasks observe it; :class:`infocnf_env.benchmark.Feedback`).
+    tolerance, as the benchmark tasks observe it; :class:`infocnf_env.episode.Feedback`).
     ``obs_mode="features"``: ``Dict(block=Discrete(N + 1), features=Box((k, C, S, S)))``, a
     fixed-size view of k examples of the block's input, for CNN gates. See :mod:`infocnf_env.observation`.
 
@@ -125,10 +125,7 @@ class TrainingStepEnv(gym.Env):
         self.rank, self.world_size = 0, 1  # see distribute()
         self._state: Any = None
         self._batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._nfe: list[int] = []
-        self._tols: list[float] = []
-        self._first_steps: list[float | None] = []
-        self._feedback: Feedback | None = None  # the last block's, for spaces.feedback
+        self._steps = Steps()  # this episode's solved blocks (infocnf_env.episode)
         if config.checkpoint is not None:
             self.load(config.checkpoint)
         self.model.train(self.train_flow)
@@ -196,31 +193,22 @@ class TrainingStepEnv(gym.Env):
         self._batch = (x, y, self._generator.get_state())
         with torch.set_grad_enabled(self.train_flow):
             self._state = self.model.start(x, y, generator=self._generator)
-        self._nfe, self._tols, self._first_steps, self._feedback = [], [], [], None
+        self._steps = Steps()
         return self._observe(), {"iteration": self.iteration, "epoch": self.epoch}
 
     def step(self, action: Any) -> StepResult:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        spaces_ = self.config.spaces
-        act = parse_action(action, spaces_.action_mode, spaces_.tol_bounds, spaces_.first_step_bounds)
-        tol = act.tol
-        block = len(self._nfe)
+        act, info = self._steps.read(action, self.config.spaces)
         try:
             with torch.set_grad_enabled(self.train_flow):
-                self._state, stats = self.model.advance(self._state, tol, first_step=act.first_step)
+                self._state, stats = self.model.advance(self._state, act.tol, first_step=act.first_step)
         except SolverError as err:
             failed, _ = self._count_ranks(failed=True, nonfinite=False)  # the episode ends here on this rank
-            return self._fail(str(err), tol, self._rank_info(failed))
-        self._nfe.append(stats.nfe)
-        self._feedback = Feedback.of_block(stats)
-        self._tols.append(tol)
-        self._first_steps.append(act.first_step)
-        reward = -self._nfe_cost(stats.nfe)
-        info: dict[str, Any] = {"nfe": stats.nfe, "tol": tol, "block": block}
-        if act.first_step is not None:
-            info["first_step"] = act.first_step
-        if block + 1 < self.num_blocks:
+            return self._fail(str(err), act.tol, self._rank_info(failed))
+        reward = self._steps.record(act, Feedback.of_block(stats), self.config.reward.alpha, self.num_blocks)
+        info["nfe"] = stats.nfe
+        if self._steps.block < self.num_blocks:
             return self._observe(), reward, False, False, info
         return self._finish(reward, info)
 
@@ -245,22 +233,16 @@ class TrainingStepEnv(gym.Env):
             self._update()
             info["skipped_update"] = False
         reward += self._loss_reward(loss, out.nfe_backward)
-        if self.config.spaces.action_mode == "tol_first_step":
-            info["first_steps"] = list(self._first_steps)
         if not failed_ranks:  # (multi-process) an iteration counts when every rank finished its episode
             self.iteration += 1
         info.update(
-            loss=loss, **out.metrics(), nfe_forward=sum(self._nfe), nfe_backward=out.nfe_backward,
-            tols=list(self._tols), nfe_blocks=list(self._nfe), iteration=self.iteration, epoch=self.epoch,
+            loss=loss, **out.metrics(), **self._steps.summary(self.config.spaces), nfe_backward=out.nfe_backward,
+            iteration=self.iteration, epoch=self.epoch,
             nfe_reference=info.get("nfe_reference", 0),
             lr=self.optimizer.param_groups[0]["lr"], skipped_updates=self.skipped_updates,
             solver_failures=self.solver_failures,
         )
         return self.encoder.terminal(), float(reward), True, False, info
-
-    def _nfe_cost(self, nfe: int) -> float:
-        """The NFE term of Eq. 6: ``(alpha / N) * nfe``."""
-        return (self.config.reward.alpha / self.num_blocks) * nfe
 
     def _loss_reward(self, loss: float, nfe_backward: int) -> float:
         """Last-step reward: ``-loss_weight * loss`` minus the backward NFE cost (Eq. 6), or the
@@ -268,7 +250,7 @@ class TrainingStepEnv(gym.Env):
         reward = self.config.reward
         if not math.isfinite(loss):
             return -reward.failure_penalty
-        return -reward.loss_weight * loss - self._nfe_cost(nfe_backward)
+        return -reward.loss_weight * loss - nfe_cost(nfe_backward, reward.alpha, self.num_blocks)
 
     def _solver_error_charge(self, loss: float, info: dict[str, Any]) -> float:
         """The accuracy term (:class:`RewardConfig`): every ``gap_check_every``-th iteration,
@@ -351,16 +333,13 @@ class TrainingStepEnv(gym.Env):
         self.solver_failures += 1
         info = dict(info or {})
         info.update(solver_error=message, tol=tol, nfe=0, solver_failures=self.solver_failures,
-                    tols=list(self._tols) + [tol])
+                    tols=[a.tol for a in self._steps.actions] + [tol])
         return self.encoder.terminal(), -self.config.reward.failure_penalty, False, True, info
 
     # ------------------------------------------------------------------ helpers
     def _observe(self) -> Observation:
-        block = len(self._nfe)
-        extra = None
-        if self.config.spaces.feedback:
-            extra = self._feedback.features() if self._feedback is not None else no_feedback()
-        return self.encoder.encode(block, self.model.features(self._state), extra)
+        return self.encoder.encode(self._steps.block, self.model.features(self._state),
+                                   self._steps.observed_feedback(self.config.spaces))
 
     @property
     def epoch(self) -> int:
@@ -375,7 +354,7 @@ class TrainingStepEnv(gym.Env):
             group["lr"] = lr
 
     # ------------------------------------------------------------------ evaluation & state
-    def evaluate(self, split: str = "test", tol: float = 1e-5, max_batches: int | None = None) -> dict[str, float]:
+    def evaluate(self, split: str = "test", tol: float = EVAL_TOL, max_batches: int | None = None) -> dict[str, float]:
         """Metrics of the current model with every block solved at ``tol`` (Section 4.2)."""
         return self.task.evaluate(split, tol, max_batches)
 

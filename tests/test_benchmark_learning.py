@@ -19,8 +19,9 @@ import torch
 
 from agents.reinforce import ReinforceAgent
 from infocnf_env.actions import BlockAction
-from infocnf_env.benchmark import BenchmarkEnv, BenchmarkReward, Feedback, Playthrough
+from infocnf_env.benchmark import BenchmarkEnv, BenchmarkReward, Playthrough
 from infocnf_env.config import SpaceConfig
+from infocnf_env.episode import Feedback
 
 FAMILIES = {"easy": 1.0, "hard": 1e4}
 

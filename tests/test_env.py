@@ -336,7 +336,7 @@ def test_feedback_observations_report_the_previous_blocks_solve_counted_independ
     for log_tol in [-2.0, -4.0, -2.0][: env.num_blocks]:  # the default bounds are (-8, -2)
         calls["n"] = 0
         obs, _, terminated, _, info = env.step(np.array([log_tol]))
-        feedback = env._feedback
+        feedback = env._steps.feedback
         # Dormand-Prince: 2 evaluations for the initial step, 6 per attempted step (FSAL)
         assert calls["n"] == info["nfe"] == 2 + 6 * (feedback.accepted + feedback.rejected)
         rejected += feedback.rejected
