@@ -26,8 +26,8 @@ Arms, each at the fixed tolerance ``--tol`` (1e-5, the paper's baseline):
 * ``seminorm_warm``: the seminorm and warm starts (``warm_start``): every block's forward and
   adjoint solve start from the step they accepted in the arm's previous round, rescaled.
 
-Learned tolerances are not an arm: their saving depends on a trained policy (see the ``speed``
-study's adjoint regime). First ``--train-iterations`` Adam steps (lr ``--lr``) at tolerance
+Learned tolerances are not an arm: their saving depends on a trained policy (see the
+``speed-adjoint`` study). First ``--train-iterations`` Adam steps (lr ``--lr``) at tolerance
 ``--train-tol`` move the dynamics away from their initialisation (where every block takes one
 step). Then a warm-up round and ``--rounds`` measured rounds: in each, every arm in turn (the
 order rotates between rounds) runs one training iteration (forward, ``loss.backward()``) and
