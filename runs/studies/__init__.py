@@ -57,6 +57,7 @@ MODULES = {
     "benchmark": "benchmark",
     "beta": "beta",
     "leaderboard": "leaderboard",
+    "tune": "tune",
     "leaderboard-cnf": "leaderboard_cnf",
 }
 

@@ -86,6 +86,11 @@ def agent_flags(task: str, agent: str) -> list[str]:
     return list(table.get(task, table["default"])[agent])
 
 
+def default_flags(agent: str) -> list[str]:
+    """The committed ``default`` flags of ``agent`` (what the ``tune`` study varies)."""
+    return list(json.loads(HYPERPARAMS.read_text())["default"][agent])
+
+
 def _task_kwargs(ctx: Context) -> dict[str, Any]:
     kwargs = dict(ctx.config["task_kwargs"])
     for name in ("families", "densities"):
@@ -104,9 +109,12 @@ def make_task(ctx: Context, task: str, **overrides: Any) -> Any:
     return gym.make(task, **{**_task_kwargs(ctx), **overrides}).unwrapped
 
 
-def agent_arm(ctx: Context, task: str, agent: str, seed: int) -> Arm:
+def agent_arm(ctx: Context, task: str, agent: str, seed: int, flags: list[str] | None = None) -> Arm:
+    """The run of ``agent`` on ``task``: its committed flags, or ``flags`` (the ``tune`` study's
+    candidates, which share these runs: a candidate with the committed flags is the same run)."""
+    flags = agent_flags(task, agent) if flags is None else flags
     return Arm(label=f"leaderboard-{task}-{agent}", module=MODULES[agent], env=task, seed=seed,
-               iterations=ctx.config["agent_episodes"], eval_every=0, agent_args=tuple(agent_flags(task, agent)),
+               iterations=ctx.config["agent_episodes"], eval_every=0, agent_args=tuple(flags),
                env_kwargs=tuple(sorted(_task_kwargs(ctx).items())))
 
 

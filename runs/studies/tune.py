@@ -1,0 +1,160 @@
+"""tune: each leaderboard agent's learning rate, chosen on the training pool of a benchmark task.
+
+For each agent of the ``leaderboard`` study on ``task`` (``ODE-Mixed-v0``), the candidates of
+``grid`` (its learning rate: REINFORCE's ``--gate-lr``, the SB3 algorithms' ``--policy-lr``,
+around the value its committed ``default`` flags give), each trained for the leaderboard's
+``agent_episodes`` episodes per seed, its deterministic policy scored by its mean reward on the
+*training* pool (the test pool is never looked at). ``chosen``: per agent, the candidate with
+the best mean training reward over seeds, and its flags, which are the task's entry in
+``agents/hyperparams/benchmark.json`` (RL Zoo's way: the study finds them, the committed file
+holds them, and a test checks the two agree).
+
+The candidates' runs are the ``leaderboard`` study's runs (same labels, flags and settings): a
+candidate with the default flags is the leaderboard's run of the default flags, and the chosen
+candidate's runs on the tuning seeds are reused by the leaderboard.
+
+Rows: ``task``, ``agent``, ``flag``, ``value``, ``is_default``, ``train_reward_mean`` / ``_std``
+(over seeds), ``chosen``, ``seeds``, ``per_seed``, ``run_dirs``.
+
+Run as ``python -m runs.reproduce tune --seeds 2 --jobs 2`` (two seeds: REINFORCE's scores
+vary by tens of reward between seeds, so one seed would choose on noise). Cost (full): 5 agents
+x 3 candidates x 2 seeds x 500 episodes (0.1-0.5 s each), the default candidates' runs shared
+with the leaderboard: about half an hour with ``--jobs 2``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runs.docs import Res, bullets, figure
+from runs.plots import COLOURS, _pyplot, _save, _title
+from runs.run_cache import Context, run_arms
+from runs.studies.leaderboard import CONFIG as LEADERBOARD
+from runs.studies.leaderboard import QUICK as LEADERBOARD_QUICK
+from runs.studies.leaderboard import agent_arm, default_flags, make_task
+
+ROW_KEYS = ("task", "agent", "flag", "value", "is_default", "train_reward_mean", "train_reward_std", "chosen",
+            "seeds")
+
+#: Per agent: the flag tuned, the value the committed default flags give (REINFORCE's
+#: ``--gate-lr``; SB3's own learning rates, or 3e-4 for PPO as ``agents.sb3`` sizes it) and the
+#: candidates (a factor of about 3 either side).
+GRID: dict[str, dict[str, Any]] = {
+    "reinforce": {"flag": "--gate-lr", "default": 3e-3, "values": [1e-3, 3e-3, 1e-2]},
+    "ppo": {"flag": "--policy-lr", "default": 3e-4, "values": [1e-4, 3e-4, 1e-3]},
+    "a2c": {"flag": "--policy-lr", "default": 7e-4, "values": [2e-4, 7e-4, 2e-3]},
+    "sac": {"flag": "--policy-lr", "default": 3e-4, "values": [1e-4, 3e-4, 1e-3]},
+    "td3": {"flag": "--policy-lr", "default": 1e-3, "values": [3e-4, 1e-3, 3e-3]},
+}
+
+CONFIG: dict[str, Any] = {
+    "task": "ODE-Mixed-v0",
+    "task_kwargs": LEADERBOARD["task_kwargs"],
+    "agent_episodes": LEADERBOARD["agent_episodes"],
+    "agents": list(GRID),
+    "grid": GRID,
+}
+QUICK: dict[str, Any] = {
+    "task_kwargs": LEADERBOARD_QUICK["task_kwargs"],
+    "agent_episodes": LEADERBOARD_QUICK["agent_episodes"],
+    "agents": ["reinforce", "ppo"],
+    "grid": {"reinforce": {**GRID["reinforce"], "values": [3e-3, 1e-2]},
+             "ppo": {**GRID["ppo"], "values": [3e-4, 1e-3]}},
+}
+
+USES_DIGITS_REGIMES = False
+
+
+def candidate_flags(agent: str, flag: str, value: float, default: float) -> list[str]:
+    """``agent``'s committed default flags with ``flag`` set to ``value``; the default flags
+    themselves (the very same run) when ``value`` is the default."""
+    flags = default_flags(agent)
+    if math.isclose(value, default, rel_tol=1e-9):
+        return flags
+    if flag in flags:
+        flags[flags.index(flag) + 1] = f"{value:g}"
+        return flags
+    return [*flags, flag, f"{value:g}"]
+
+
+def run(ctx: Context) -> dict:
+    from agents.evaluate import load_action_policy
+
+    cfg, task = ctx.config, ctx.config["task"]
+    env = make_task(ctx, task)  # references cached before the runs start
+    candidates = [(agent, value, candidate_flags(agent, cfg["grid"][agent]["flag"], value,
+                                                 cfg["grid"][agent]["default"]))
+                  for agent in cfg["agents"] for value in cfg["grid"][agent]["values"]]
+    arms = {(agent, value, s): agent_arm(ctx, task, agent, s, flags)
+            for agent, value, flags in candidates for s in ctx.seeds}
+    run_arms(ctx, list(arms.values()))
+    rows = []
+    for agent, value, flags in candidates:
+        dirs = [arms[(agent, value, s)].run_dir(ctx.runs_dir) for s in ctx.seeds]
+        scores = [env.score(load_action_policy(d, env), "train")["reward"] for d in dirs]
+        rows.append({"task": task, "agent": agent, "flag": cfg["grid"][agent]["flag"], "value": value,
+                     "is_default": flags == default_flags(agent), "train_reward_mean": float(np.mean(scores)),
+                     "train_reward_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+                     "chosen": False, "seeds": list(ctx.seeds), "per_seed": scores, "flags": flags,
+                     "run_dirs": [d.name for d in dirs]})
+    chosen: dict[str, dict[str, Any]] = {}
+    for agent in cfg["agents"]:
+        best = max((r for r in rows if r["agent"] == agent), key=lambda r: r["train_reward_mean"])
+        best["chosen"] = True
+        chosen[agent] = {"value": best["value"], "flags": best["flags"]}
+    return {"rows": rows, "chosen": {task: chosen}}
+
+
+# ============================================================================ table, figure, results page
+COLUMNS = [("agent", "agent", 0), ("flag", "flag", 0), ("value", "value", 4), ("default", "is_default", 0),
+           ("training-pool reward", "train_reward", 2), ("chosen", "chosen", 0)]
+
+
+def plot(result: dict, path: Path) -> None:
+    """Mean training-pool reward (± std over seeds) against each candidate's factor of the default value."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    grid = result["config"]["grid"]
+    for agent in result["config"]["agents"]:
+        rows = [r for r in result["rows"] if r["agent"] == agent]
+        x = [r["value"] / grid[agent]["default"] for r in rows]
+        ax.errorbar(x, [r["train_reward_mean"] for r in rows], yerr=[r["train_reward_std"] for r in rows],
+                    marker="o", capsize=3, color=COLOURS.get(agent), label=agent)
+        for r in rows:
+            if r["chosen"]:
+                ax.scatter([r["value"] / grid[agent]["default"]], [r["train_reward_mean"]], s=120,
+                           facecolor="none", edgecolor="black", zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate / the default's")
+    ax.set_ylabel("mean reward, training pool")
+    ax.legend(fontsize=7)
+    fig.suptitle(_title(result, f"Learning rates on {result['config']['task']} (circled: chosen)"))
+    _save(fig, path)
+
+
+TITLE = "Agent learning rates, tuned on the training pool"
+NEEDS = ("tune",)
+PAGE_ORDER = 149
+
+
+def section(res: Res) -> str:
+    d = res["tune"]
+    cfg = d["config"]
+    lines = ["| agent | flag | candidates: mean training-pool reward ± std over seeds | chosen |",
+             "| --- | --- | --- | --- |"]
+    for agent in cfg["agents"]:
+        rows = [r for r in d["rows"] if r["agent"] == agent]
+        cells = ", ".join(f"{r['value']:g}{' (default)' if r['is_default'] else ''}: "
+                          f"{r['train_reward_mean']:.2f} ± {r['train_reward_std']:.2f}" for r in rows)
+        lines.append(f"| {agent} | `{rows[0]['flag']}` | {cells} | {d['chosen'][cfg['task']][agent]['value']:g} |")
+    changed = [r["agent"] for r in d["rows"] if r["chosen"] and not r["is_default"]]
+    return "\n\n".join([figure("tune"), f"""\
+Each agent's learning rate on {cfg['task']}, {len(d['seeds'])} seeds, {cfg['agent_episodes']} training episodes \
+each, every candidate scored by its deterministic policy's mean reward on the training pool only (the test pool, \
+where the [leaderboard](#leaderboard) reports, is not looked at). The chosen flags are the task's entry in \
+`agents/hyperparams/benchmark.json`.""", "\n".join(lines), bullets([
+        f"Changed from the defaults: {', '.join(changed) or 'none'}; the others keep their defaults."])])
