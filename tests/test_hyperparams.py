@@ -1,0 +1,42 @@
+"""agents/hyperparams/benchmark.json and the tune study that chooses its entries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runs.studies.leaderboard import agent_flags, default_flags
+from runs.studies.tune import GRID, candidate_flags
+
+RESULTS = Path(__file__).resolve().parents[1] / "runs" / "results"
+
+
+@pytest.mark.parametrize("agent", list(GRID))
+def test_the_default_candidate_is_the_committed_default_run(agent):
+    grid = GRID[agent]
+    assert grid["default"] in grid["values"]
+    # the same flags, so the same cached run as the leaderboard's on a task without its own entry
+    assert candidate_flags(agent, grid["flag"], grid["default"], grid["default"]) == default_flags(agent)
+    other = next(v for v in grid["values"] if v != grid["default"])
+    flags = candidate_flags(agent, grid["flag"], other, grid["default"])
+    assert flags.count(grid["flag"]) == 1 and float(flags[flags.index(grid["flag"]) + 1]) == other
+
+
+def test_the_grid_default_is_what_the_default_flags_give():
+    # REINFORCE's default flags set the gate lr; the SB3 agents' leave SB3's own (or agents.sb3's) value
+    flags = default_flags("reinforce")
+    assert float(flags[flags.index("--gate-lr") + 1]) == GRID["reinforce"]["default"]
+    for agent in ("ppo", "a2c", "sac", "td3"):
+        assert "--policy-lr" not in default_flags(agent)
+
+
+def test_committed_flags_are_the_tune_studys_choice():
+    path = RESULTS / "tune.json"
+    if not path.exists():
+        pytest.skip("no committed tune result")
+    result = json.loads(path.read_text())
+    for task, chosen in result["chosen"].items():
+        for agent, choice in chosen.items():
+            assert agent_flags(task, agent) == choice["flags"], (task, agent)
