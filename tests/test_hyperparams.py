@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import pytest
 
+from agents.sb3 import algo_class, default_algo_kwargs
 from runs.studies.leaderboard import agent_flags, default_flags
 from runs.studies.tune import GRID, candidate_flags
 
@@ -30,6 +32,10 @@ def test_the_grid_default_is_what_the_default_flags_give():
     assert float(flags[flags.index("--gate-lr") + 1]) == GRID["reinforce"]["default"]
     for agent in ("ppo", "a2c", "sac", "td3"):
         assert "--policy-lr" not in default_flags(agent)
+    assert default_algo_kwargs("ppo", 4)["learning_rate"] == GRID["ppo"]["default"]
+    for agent in ("a2c", "sac", "td3"):
+        own = inspect.signature(algo_class(agent).__init__).parameters["learning_rate"].default
+        assert own == GRID[agent]["default"], agent
 
 
 def test_committed_flags_are_the_tune_studys_choice():
