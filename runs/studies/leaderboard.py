@@ -183,7 +183,8 @@ def task_result(ctx: Context, task: str, arms: dict) -> dict:
     for agent in cfg["agents"]:
         dirs = [arms[(task, agent, s)].run_dir(ctx.runs_dir) for s in ctx.seeds]
         per_seed = [_episodes(env, load_action_policy(run_dir, env)) for run_dir in dirs]
-        rows.append(row(agent, per_seed, list(ctx.seeds), run_dirs=[d.name for d in dirs]))
+        rows.append(row(agent, per_seed, list(ctx.seeds), run_dirs=[d.name for d in dirs],
+                        flags=list(arms[(task, agent, ctx.seeds[0])].agent_args)))
     constant = _means(constant_episodes)
     front = [{"log10_tol": t, **B.column(table, a, "test")} for a, t in enumerate(table.log_tols)]
     return {
@@ -282,15 +283,26 @@ def section(res: Res) -> str:
     d = res["leaderboard"]
     t = d["tasks"][0]
     r = t["reward"]
-    return _leaderboard(d, "leaderboard", f"""\
+    return _leaderboard(d, "leaderboard", res.get("tune"), f"""\
 Classical ODE tasks (`ODE-*`, [environment](environment.md#the-classical-ode-tasks)): each episode one instance \
 solved in {t['segments']} segments, reward -{r['alpha']:g}/{t['segments']} x the NFE of each segment - \
 {r['error_weight']:g} per decade of relative error above {r['error_target']:g}.""")
 
 
-def _leaderboard(d: dict, study: str, task_text: str) -> str:
+def _tuned(d: dict, tune: dict | None) -> bool:
+    """Whether every agent row of ``d`` ran with the flags the ``tune`` study chose for its task."""
+    if tune is None:
+        return False
+    agents = [r for r in d["rows"] if r["agent"] in d["config"]["agents"]]
+    return bool(agents) and all(r.get("flags") == tune["chosen"].get(r["task"], {}).get(r["agent"], {}).get("flags")
+                                for r in agents)
+
+
+def _leaderboard(d: dict, study: str, tune: dict | None, task_text: str) -> str:
     th = d["targets"]["thresholds"]
     cfg = d["config"]
+    tuned = ("learning rates tuned on the training pool, [tune](#tune)" if _tuned(d, tune)
+             else "not tuned")
     lines = ["| task | pools (train / test) | best constant (log10 tol): reward | best schedule | oracle | "
              "room over the schedule | room over the constant |", "|" + " --- |" * 7]
     for t in d["tasks"]:
@@ -327,7 +339,7 @@ def _leaderboard(d: dict, study: str, task_text: str) -> str:
     return "\n\n".join([figure(study), f"""{task_text} Baselines chosen on the training pool; every figure on the \
 held-out test pool; `pi_controller` is torchode's Dormand-Prince with a PI step-size controller (PI.3.4) at its own \
 best constant tolerance, where present. Agents: {', '.join(cfg['agents'])}, {len(d['seeds'])} seeds, \
-{cfg['agent_episodes']} training episodes each, flags from `agents/hyperparams/benchmark.json` (not tuned). gap \
+{cfg['agent_episodes']} training episodes each, flags from `agents/hyperparams/benchmark.json` ({tuned}). gap \
 closed = (row - best schedule) / (oracle - best schedule).""", "\n".join(lines), table(d, study), bullets(verdicts),
                          "Per family (density), on the test pool: mean reward (NFE per episode, mean error); "
                          "agents pooled over seeds.", "\n".join(per_family)])
