@@ -332,9 +332,9 @@ def check_backend_options(backend: str, method: str, adjoint: bool) -> None:
     if not backend.startswith("torchode"):
         return
     if method not in TORCHODE_METHODS:
-        raise ValueError(f"backend 'torchode' supports methods {', '.join(TORCHODE_METHODS)}, got {method!r}")
+        raise ValueError(f"backend {backend!r} supports methods {', '.join(TORCHODE_METHODS)}, got {method!r}")
     if adjoint:
-        raise ValueError("backend 'torchode' back-propagates directly; adjoint=True needs backend 'torchdiffeq'")
+        raise ValueError(f"backend {backend!r} back-propagates directly; adjoint=True needs backend 'torchdiffeq'")
 
 
 def solve(

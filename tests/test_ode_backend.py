@@ -18,7 +18,7 @@ from torch import nn
 from flows import SolverError, build_model
 from flows.cnf_block import CNFBlock
 from flows.nets import mlp_net
-from flows.ode import BACKENDS, NFECounter, check_backend, solve
+from flows.ode import BACKENDS, NFECounter, check_backend, check_backend_options, solve
 
 
 def test_torchdiffeq_private_names_are_where_flows_ode_imports_them():
@@ -137,6 +137,8 @@ def test_torchode_sampling_warm_start_and_options(batch):
     with pytest.raises(ValueError, match="adjoint"):  # and by solve itself
         solve(_Linear(counter), (torch.ones(2, 3), torch.zeros(2)), torch.tensor([0.0, 1.0]), counter,
               tol=1e-5, adjoint=True, backend="torchode")
+    with pytest.raises(ValueError, match="backend 'torchode-pi' supports methods dopri5"):  # names the one asked for
+        check_backend_options("torchode-pi", "bosh3", adjoint=False)
 
 
 def test_torchode_missing_is_a_clear_error(monkeypatch):
