@@ -120,15 +120,15 @@ def run(ctx: Context) -> dict:
     cfg = ctx.config
     weight, sweep = _choose_weight(ctx)
     within = any(r["reg_weight"] == weight and abs(r["bpd_ratio"] - 1) <= cfg["reg_bpd_tol"] for r in sweep)
-    rows = regime_rows(ctx, cfg["arms"], lambda name, seed: _arm(ctx, name, seed, weight))
+    rows = regime_rows(ctx, cfg["arms"], lambda name, seed: _arm(ctx, name, seed, weight), cfg["regime"])
     return {"rows": rows, "reg_weight": weight, "reg_weight_within_tol": within, "reg_sweep": sweep,
             "targets": _targets(rows, cfg["targets"])}
 
 
-def regime_rows(ctx: Context, names: list[str], make_arm: Callable[[str, int], Arm]) -> list[dict]:
+def regime_rows(ctx: Context, names: list[str], make_arm: Callable[[str, int], Arm], regime: str) -> list[dict]:
     """Train the arms ``names`` (seed-major, so a seed's arms run side by side) and return one
-    row per arm: the mean over seeds of its ratios against the first arm of the same seed, its
-    :data:`FIELDS` as mean ± std, its run directories and its per-seed figures."""
+    row per arm, labelled ``regime``: the mean over seeds of its ratios against the first arm of
+    the same seed, its :data:`FIELDS` as mean ± std, its run directories and its per-seed figures."""
     arms = {(name, s): make_arm(name, s) for s in ctx.seeds for name in names}
     summaries = run_arms(ctx, list(arms.values()))
     per_seed = {key: figures(ctx, arm, summaries[arm]) for key, arm in arms.items()}
@@ -144,7 +144,7 @@ def regime_rows(ctx: Context, names: list[str], make_arm: Callable[[str, int], A
                            "bpd_ratio": ratio(mine["bits_per_dim"], fixed["bits_per_dim"]),
                            "test_nfe_ratio": ratio(mine["test_nfe"], fixed["test_nfe"])})
         means = {k: float(np.mean([r[k] for r in ratios])) for k in ratios[0]}
-        rows.append({"arm": name, "regime": ctx.config["regime"], "baseline": base, **means,
+        rows.append({"arm": name, "regime": regime, "baseline": base, **means,
                      "seeds": list(ctx.seeds), **summarise([per_seed[(name, s)] for s in ctx.seeds], FIELDS),
                      "run_dirs": [arms[(name, s)].run_dir(ctx.runs_dir).name for s in ctx.seeds],
                      "per_seed": [{**per_seed[(name, s)], **r} for s, r in zip(ctx.seeds, ratios, strict=True)]})

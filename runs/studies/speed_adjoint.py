@@ -16,8 +16,8 @@ of a seed trained side by side:
   learned step or the warm start, and the warm start is the one that also reaches the adjoint
   solve.
 
-Rows as the ``speed`` study's (:func:`runs.studies.speed.regime_rows`), against
-``adjoint-fixed`` of the same seed; ``nfe_backward_ratio`` is the adjoint solves' share.
+Rows as the ``speed`` study's (:func:`runs.studies.speed.regime_rows`), ``regime`` "adjoint",
+against ``adjoint-fixed`` of the same seed; ``nfe_backward_ratio`` is the adjoint solves' share.
 ``targets``: the seminorm's backward NFE at most 0.6x the full norm's with test bits/dim within
 0.1%; every lever on, training wall time at most 0.35x with bits/dim within 1%.
 
@@ -64,7 +64,7 @@ def _arm(ctx: Context, name: str, seed: int) -> Arm:
 
 
 def run(ctx: Context) -> dict:
-    rows = regime_rows(ctx, ctx.config["arms"], lambda name, seed: _arm(ctx, name, seed))
+    rows = regime_rows(ctx, ctx.config["arms"], lambda name, seed: _arm(ctx, name, seed), "adjoint")
     return {"rows": rows, "targets": _targets(rows, ctx.config["targets"])}
 
 
