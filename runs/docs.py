@@ -41,8 +41,9 @@ T = TypeVar("T")
 
 
 def pct(value: float, digits: int = 2) -> str:
-    """A relative difference in percent, with its sign: ``+1.85%``."""
-    return f"{100 * value:+.{digits}f}%"
+    """A relative difference in percent, with its sign: ``+1.85%`` (``+0.00%`` where it rounds to zero)."""
+    percent = 100 * value
+    return f"{percent if round(percent, digits) else 0.0:+.{digits}f}%"
 
 
 def apct(value: float, digits: int = 2) -> str:
