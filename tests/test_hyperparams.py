@@ -46,3 +46,18 @@ def test_committed_flags_are_the_tune_studys_choice():
     for task, chosen in result["chosen"].items():
         for agent, choice in chosen.items():
             assert agent_flags(task, agent) == choice["flags"], (task, agent)
+
+
+def test_a_leaderboard_counts_as_tuned_only_when_every_agent_ran_the_chosen_flags():
+    from runs.studies.leaderboard import _tuned
+
+    tune = {"chosen": {"T": {"ppo": {"flags": ["--policy-lr", "0.001"]}}}}
+
+    def board(task, flags):
+        return {"config": {"agents": ["ppo"]}, "rows": [{"task": task, "agent": "ppo", **flags}]}
+
+    assert _tuned(board("T", {"flags": ["--policy-lr", "0.001"]}), tune)
+    assert not _tuned(board("T", {"flags": ["--policy-lr", "0.0003"]}), tune)  # another candidate
+    assert not _tuned(board("T", {}), tune)  # a result that predates the flags
+    assert not _tuned(board("U", {}), tune)  # a task the study did not tune
+    assert not _tuned(board("T", {"flags": ["--policy-lr", "0.001"]}), None)

@@ -294,8 +294,8 @@ def _tuned(d: dict, tune: dict | None) -> bool:
     if tune is None:
         return False
     agents = [r for r in d["rows"] if r["agent"] in d["config"]["agents"]]
-    return bool(agents) and all(r.get("flags") == tune["chosen"].get(r["task"], {}).get(r["agent"], {}).get("flags")
-                                for r in agents)
+    chosen = [tune["chosen"].get(r["task"], {}).get(r["agent"], {}).get("flags") for r in agents]
+    return bool(agents) and all(c is not None and r.get("flags") == c for r, c in zip(agents, chosen, strict=True))
 
 
 def _leaderboard(d: dict, study: str, tune: dict | None, task_text: str) -> str:
