@@ -26,6 +26,7 @@ run, how it maps to the paper and what it costs):
 ``leaderboard``       agents on the classical ODE tasks against best constant / schedule / oracle (test pool)
 ``leaderboard-cnf``   the same on the CNF task with room (``CNF-Frozen-Mixed-v0``: five frozen flows, two blocks)
 ``tune``              the leaderboard agents' learning rates, chosen on the training pool of ``ODE-Mixed-v0``
+``tune-cnf``          the same on ``CNF-Frozen-Mixed-v0``
 =====================  ==========================================================================
 
 Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one seed) and writes

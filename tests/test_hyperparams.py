@@ -10,7 +10,8 @@ import pytest
 
 from agents.sb3 import algo_class, default_algo_kwargs
 from runs.studies.leaderboard import agent_flags, default_flags
-from runs.studies.tune import GRID, candidate_flags
+from runs.studies.tune import GRID, base_flags, candidate_flags
+from runs.studies.tune_cnf import CONFIG as CNF_CONFIG
 
 RESULTS = Path(__file__).resolve().parents[1] / "runs" / "results"
 
@@ -38,14 +39,25 @@ def test_the_grid_default_is_what_the_default_flags_give():
         assert own == GRID[agent]["default"], agent
 
 
-def test_committed_flags_are_the_tune_studys_choice():
-    path = RESULTS / "tune.json"
+@pytest.mark.parametrize("study", ["tune", "tune-cnf"])
+def test_committed_flags_are_the_tune_studys_choice(study):
+    path = RESULTS / f"{study}.json"
     if not path.exists():
-        pytest.skip("no committed tune result")
+        pytest.skip(f"no committed {study} result")
     result = json.loads(path.read_text())
     for task, chosen in result["chosen"].items():
         for agent, choice in chosen.items():
             assert agent_flags(task, agent) == choice["flags"], (task, agent)
+
+
+def test_the_cnf_tasks_candidates_start_from_its_untuned_flags():
+    overrides = CNF_CONFIG["base_overrides"]
+    flags = base_flags("reinforce", overrides)
+    assert flags[flags.index("--init-mean") + 1] == "-4.0"  # the middle of the task's bounds (-8, 0)
+    assert flags.count("--init-mean") == 1 and len(flags) == len(default_flags("reinforce"))
+    assert base_flags("ppo", overrides) == default_flags("ppo")
+    grid = GRID["reinforce"]
+    assert candidate_flags("reinforce", grid["flag"], grid["default"], grid["default"], overrides) == flags
 
 
 def test_a_leaderboard_counts_as_tuned_only_when_every_agent_ran_the_chosen_flags():

@@ -59,6 +59,7 @@ MODULES = {
     "leaderboard": "leaderboard",
     "tune": "tune",
     "leaderboard-cnf": "leaderboard_cnf",
+    "tune-cnf": "tune_cnf",
 }
 
 

@@ -66,7 +66,7 @@ def section(res: Res) -> str:
             else f"{r['error_weight']:g} x error (nats)")
     errors = [f["error"] for f in t["best_constant_per_family"].values()]
     spread = math.log10(max(errors) / min(errors)) if min(errors) > 0 else math.inf
-    return _leaderboard(d, "leaderboard-cnf", res.get("tune"), f"""\
+    return _leaderboard(d, "leaderboard-cnf", res.get("tune-cnf"), f"""\
 The CNF task with room (`CNF-Frozen-Mixed-v0`, [environment](environment.md#the-frozen-flow-benchmark)): \
 each episode a small batch from one of {len(t['families'])} toy densities, solved by that density's frozen flow of \
 {t['segments']} stacked blocks (one decision per block); error = mean |log p(x) - log p_ref(x)| against a 1e-8 \

@@ -57,6 +57,7 @@ CONFIG: dict[str, Any] = {
     "agent_episodes": LEADERBOARD["agent_episodes"],
     "agents": list(GRID),
     "grid": GRID,
+    "base_overrides": {},
 }
 QUICK: dict[str, Any] = {
     "task_kwargs": LEADERBOARD_QUICK["task_kwargs"],
@@ -69,16 +70,31 @@ QUICK: dict[str, Any] = {
 USES_DIGITS_REGIMES = False
 
 
-def candidate_flags(agent: str, flag: str, value: float, default: float) -> list[str]:
-    """``agent``'s committed default flags with ``flag`` set to ``value``; the default flags
-    themselves (the very same run) when ``value`` is the default."""
+def _set(flags: list[str], flag: str, value: str) -> list[str]:
+    flags = list(flags)
+    if flag in flags:
+        flags[flags.index(flag) + 1] = value
+        return flags
+    return [*flags, flag, value]
+
+
+def base_flags(agent: str, overrides: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """``agent``'s committed default flags with the task's ``overrides`` (flag -> value) set: the
+    flags every candidate starts from."""
     flags = default_flags(agent)
+    for flag, value in (overrides or {}).get(agent, {}).items():
+        flags = _set(flags, flag, value)
+    return flags
+
+
+def candidate_flags(agent: str, flag: str, value: float, default: float,
+                    overrides: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """:func:`base_flags` with ``flag`` set to ``value``; the base flags themselves (the very
+    same run as the leaderboard's untuned one) when ``value`` is the default."""
+    flags = base_flags(agent, overrides)
     if math.isclose(value, default, rel_tol=1e-9):
         return flags
-    if flag in flags:
-        flags[flags.index(flag) + 1] = f"{value:g}"
-        return flags
-    return [*flags, flag, f"{value:g}"]
+    return _set(flags, flag, f"{value:g}")
 
 
 def run(ctx: Context) -> dict:
@@ -87,7 +103,7 @@ def run(ctx: Context) -> dict:
     cfg, task = ctx.config, ctx.config["task"]
     env = make_task(ctx, task)  # references cached before the runs start
     candidates = [(agent, value, candidate_flags(agent, cfg["grid"][agent]["flag"], value,
-                                                 cfg["grid"][agent]["default"]))
+                                                 cfg["grid"][agent]["default"], cfg["base_overrides"]))
                   for agent in cfg["agents"] for value in cfg["grid"][agent]["values"]]
     arms = {(agent, value, s): agent_arm(ctx, task, agent, s, flags)
             for agent, value, flags in candidates for s in ctx.seeds}
@@ -97,7 +113,8 @@ def run(ctx: Context) -> dict:
         dirs = [arms[(agent, value, s)].run_dir(ctx.runs_dir) for s in ctx.seeds]
         scores = [env.score(load_action_policy(d, env), "train")["reward"] for d in dirs]
         rows.append({"task": task, "agent": agent, "flag": cfg["grid"][agent]["flag"], "value": value,
-                     "is_default": flags == default_flags(agent), "train_reward_mean": float(np.mean(scores)),
+                     "is_default": flags == base_flags(agent, cfg["base_overrides"]),
+                     "train_reward_mean": float(np.mean(scores)),
                      "train_reward_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
                      "chosen": False, "seeds": list(ctx.seeds), "per_seed": scores, "flags": flags,
                      "run_dirs": [d.name for d in dirs]})
@@ -142,7 +159,12 @@ PAGE_ORDER = 149
 
 
 def section(res: Res) -> str:
-    d = res["tune"]
+    return tune_section(res["tune"], "tune", "leaderboard")
+
+
+def tune_section(d: dict, study: str, board: str) -> str:
+    """The results-page section of a tune result ``d`` (this study's or ``tune-cnf``'s), whose
+    leaderboard is the section ``board``."""
     cfg = d["config"]
     lines = ["| agent | flag | candidates: mean training-pool reward ± std over seeds | chosen |",
              "| --- | --- | --- | --- |"]
@@ -152,9 +174,9 @@ def section(res: Res) -> str:
                           f"{r['train_reward_mean']:.2f} ± {r['train_reward_std']:.2f}" for r in rows)
         lines.append(f"| {agent} | `{rows[0]['flag']}` | {cells} | {d['chosen'][cfg['task']][agent]['value']:g} |")
     changed = [r["agent"] for r in d["rows"] if r["chosen"] and not r["is_default"]]
-    return "\n\n".join([figure("tune"), f"""\
+    return "\n\n".join([figure(study), f"""\
 Each agent's learning rate on {cfg['task']}, {len(d['seeds'])} seeds, {cfg['agent_episodes']} training episodes \
 each, every candidate scored by its deterministic policy's mean reward on the training pool only (the test pool, \
-where the [leaderboard](#leaderboard) reports, is not looked at). The chosen flags are the task's entry in \
+where the [{board}](#{board}) reports, is not looked at). The chosen flags are the task's entry in \
 `agents/hyperparams/benchmark.json`.""", "\n".join(lines), bullets([
         f"Changed from the defaults: {', '.join(changed) or 'none'}; the others keep their defaults."])])
