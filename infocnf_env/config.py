@@ -191,7 +191,7 @@ class SpaceConfig:
         feedback: ``vector`` observations end with the solver's feedback from the previous
             block (``log1p(NFE)``, log10 of its last accepted step as a fraction of the block's
             span, ``log1p(rejected steps)``, log10 of its tolerance; zeros before the first
-            block; :class:`infocnf_env.benchmark.Feedback`). On by default on the benchmark
+            block; :class:`infocnf_env.episode.Feedback`). On by default on the benchmark
             tasks, off on the training ids (whose committed studies ran without it).
     """
 
