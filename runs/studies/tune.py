@@ -174,9 +174,12 @@ def tune_section(d: dict, study: str, board: str) -> str:
                           f"{r['train_reward_mean']:.2f} ± {r['train_reward_std']:.2f}" for r in rows)
         lines.append(f"| {agent} | `{rows[0]['flag']}` | {cells} | {d['chosen'][cfg['task']][agent]['value']:g} |")
     changed = [r["agent"] for r in d["rows"] if r["chosen"] and not r["is_default"]]
+    edge = [r["agent"] for r in d["rows"] if r["chosen"]
+            and r["value"] in (min(cfg["grid"][r["agent"]]["values"]), max(cfg["grid"][r["agent"]]["values"]))]
     return "\n\n".join([figure(study), f"""\
 Each agent's learning rate on {cfg['task']}, {len(d['seeds'])} seeds, {cfg['agent_episodes']} training episodes \
 each, every candidate scored by its deterministic policy's mean reward on the training pool only (the test pool, \
 where the [{board}](#{board}) reports, is not looked at). The chosen flags are the task's entry in \
 `agents/hyperparams/benchmark.json`.""", "\n".join(lines), bullets([
-        f"Changed from the defaults: {', '.join(changed) or 'none'}; the others keep their defaults."])])
+        f"Changed from the defaults: {', '.join(changed) or 'none'}; the others keep their defaults.",
+        f"Chosen at an edge of the grid (a wider grid may choose better): {', '.join(edge) or 'none'}."])])
