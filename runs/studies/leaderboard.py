@@ -301,8 +301,8 @@ def _tuned(d: dict, tune: dict | None) -> bool:
 def _leaderboard(d: dict, study: str, tune: dict | None, task_text: str) -> str:
     th = d["targets"]["thresholds"]
     cfg = d["config"]
-    tuned = ("learning rates tuned on the training pool, [tune](#tune)" if _tuned(d, tune)
-             else "not tuned")
+    tuned = (f"learning rates tuned on the training pool, [{tune['study']}](#{tune['study']})"
+             if tune is not None and _tuned(d, tune) else "not tuned")
     lines = ["| task | pools (train / test) | best constant (log10 tol): reward | best schedule | oracle | "
              "room over the schedule | room over the constant |", "|" + " --- |" * 7]
     for t in d["tasks"]:
