@@ -92,7 +92,7 @@ def run_study(study: str, *, seeds: int | None = None, quick: bool = False, jobs
               workdir: str | Path | None = None, out: str | Path | None = None) -> dict:
     """Run one study and write ``OUT/STUDY.json`` and ``OUT/STUDY.png``; return the result."""
     module = study_module(study)
-    n_seeds = seeds if seeds is not None else (1 if quick else 3)
+    n_seeds = seeds if seeds is not None else (1 if quick else getattr(module, "SEEDS", 3))
     if n_seeds < 1:
         raise ValueError("--seeds must be positive")
     workdir = Path(workdir or (f"{RUNS_ROOT}/reproduce/quick" if quick else f"{RUNS_ROOT}/reproduce")).resolve()
@@ -116,7 +116,8 @@ def run_study(study: str, *, seeds: int | None = None, quick: bool = False, jobs
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=[*STUDIES, "all"], help="study to run ('all': every study in order)")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds 0..n-1 (default 3; 1 with --quick)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="number of seeds 0..n-1 (default: the study's SEEDS, else 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test sizes (about a minute per study)")
     parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel (subprocesses, 1 thread each)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of in-process training and analysis")

@@ -10,7 +10,7 @@ import pytest
 
 from agents.sb3 import algo_class, default_algo_kwargs
 from runs.studies.leaderboard import agent_flags, default_flags
-from runs.studies.tune import GRID, base_flags, candidate_flags
+from runs.studies.tune import GRID, SEEDS, base_flags, candidate_flags
 from runs.studies.tune_cnf import CONFIG as CNF_CONFIG
 
 RESULTS = Path(__file__).resolve().parents[1] / "runs" / "results"
@@ -45,6 +45,7 @@ def test_committed_flags_are_the_tune_studys_choice(study):
     if not path.exists():
         pytest.skip(f"no committed {study} result")
     result = json.loads(path.read_text())
+    assert len(result["seeds"]) == SEEDS  # what `python -m runs.reproduce tune` runs without --seeds
     for task, chosen in result["chosen"].items():
         for agent, choice in chosen.items():
             assert agent_flags(task, agent) == choice["flags"], (task, agent)

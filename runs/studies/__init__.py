@@ -19,7 +19,8 @@ study is that file plus its line in :data:`MODULES`. The module holds
   page order is not the order of :data:`MODULES`) and the markdown under the heading, built
   from ``res``, every result file by stem.
 
-Optional: ``USES_DIGITS_REGIMES = False`` for a study that trains no digits flow (its JSON
+Optional: ``SEEDS``, the study's number of seeds when ``--seeds`` is not given (3 otherwise);
+``USES_DIGITS_REGIMES = False`` for a study that trains no digits flow (its JSON
 leaves the digits regimes out); ``NULLABLE_KEYS``, result keys that may be ``null``;
 ``TABLE_EXTRA``, result lists printed below ``rows`` in the table; ``table_notes(result)``,
 lines :mod:`runs.tables` prints under the table.

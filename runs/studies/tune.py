@@ -16,7 +16,7 @@ candidate's runs on the tuning seeds are reused by the leaderboard.
 Rows: ``task``, ``agent``, ``flag``, ``value``, ``is_default``, ``train_reward_mean`` / ``_std``
 (over seeds), ``chosen``, ``seeds``, ``per_seed``, ``run_dirs``.
 
-Run as ``python -m runs.reproduce tune --seeds 2 --jobs 2`` (two seeds: REINFORCE's scores
+Run as ``python -m runs.reproduce tune --jobs 2``, on ``SEEDS`` = 2 seeds (REINFORCE's scores
 vary by tens of reward between seeds, so one seed would choose on noise). Cost (full): 5 agents
 x 3 candidates x 2 seeds x 500 episodes (0.1-0.5 s each), the default candidates' runs shared
 with the leaderboard: about half an hour with ``--jobs 2``.
@@ -68,6 +68,7 @@ QUICK: dict[str, Any] = {
 }
 
 USES_DIGITS_REGIMES = False
+SEEDS = 2
 
 
 def _set(flags: list[str], flag: str, value: str) -> list[str]:

@@ -5,7 +5,7 @@ chosen by its deterministic policy's mean reward on the training pool, the candi
 shared with the ``leaderboard-cnf`` study), from the flags the task's untuned entry held: the
 default flags with REINFORCE's initial mean in the middle of the task's bounds (-4 of (-8, 0)).
 
-Run as ``python -m runs.reproduce tune-cnf --seeds 2 --jobs 2``. Cost (full): 5 agents x 2 new
+Run as ``python -m runs.reproduce tune-cnf --jobs 2`` (2 seeds, ``SEEDS``). Cost (full): 5 agents x 2 new
 candidates x 2 seeds x 500 episodes of two blocks (~0.1-0.3 s each): about 20 minutes with
 ``--jobs 2``.
 """
@@ -16,11 +16,11 @@ from typing import Any
 
 from runs.docs import Res
 from runs.studies import leaderboard_cnf
-from runs.studies.tune import COLUMNS, GRID, ROW_KEYS, USES_DIGITS_REGIMES, plot, run, tune_section
+from runs.studies.tune import COLUMNS, GRID, ROW_KEYS, SEEDS, USES_DIGITS_REGIMES, plot, run, tune_section
 from runs.studies.tune import CONFIG as ODE_CONFIG
 
-__all__ = ["COLUMNS", "CONFIG", "NEEDS", "PAGE_ORDER", "QUICK", "ROW_KEYS", "TITLE", "USES_DIGITS_REGIMES", "plot",
-           "run", "section"]
+__all__ = ["COLUMNS", "CONFIG", "NEEDS", "PAGE_ORDER", "QUICK", "ROW_KEYS", "SEEDS", "TITLE", "USES_DIGITS_REGIMES",
+           "plot", "run", "section"]
 
 CONFIG: dict[str, Any] = {
     **ODE_CONFIG,
