@@ -8,7 +8,7 @@ A run on a benchmark task (``ODE-*``, ``CNF-Frozen-*``: tolerance learning in is
 scored by :func:`score_benchmark_run`: the run's deterministic policy on the task's held-out
 test pool (``--pool``), next to the best constant grid tolerance (chosen on the training pool)
 and the hindsight oracle, with the fraction of the gap between them that the run closes. The
-``leaderboard`` study scores its runs with the same policy loader and baselines
+``benchmark`` study's leaderboard scores its runs with the same policy loader and baselines
 (:func:`load_action_policy`, ``infocnf_env.baselines``).
 
 Prints one JSON object: ``policy`` (test metrics with each block's tolerance chosen by the

@@ -3,7 +3,8 @@
 Each is chosen on the training pool and scored on the test pool (:class:`GridTable` holds both):
 
 * **best constant**: the grid action with the best mean training reward, one for every
-  episode and step;
+  episode and step; with the first-step lever (the ``tol_first_step`` mode), the best constant
+  first step at that tolerance (:func:`best_first_step`);
 * **best schedule**: one grid action per step (block or segment), the same for every episode:
   what per-block gates can learn without reading their input. Found by coordinate ascent
   from the best constant (each step in turn, ``sweeps`` times), so it is a lower bound on the
@@ -127,6 +128,19 @@ def best_schedule(env: BenchmarkEnv, log_tols: Sequence[float], start: float, sw
                 if value > best:
                     best, schedule = value, candidate
     return schedule, best
+
+
+def best_first_step(env: BenchmarkEnv, log_tol: float, log_first_steps: Sequence[float],
+                    split: str = "train") -> tuple[float, float]:
+    """The constant first step (log10, a fraction of each step's span) with the best mean reward
+    on ``split`` when every step is solved at ``log_tol``, and that reward; ``env`` in the
+    ``tol_first_step`` mode. Searched at one tolerance (the best constant's), not over the
+    tolerance x first-step grid: one pass over the pool per first step."""
+    if env.spaces.action_mode != "tol_first_step":
+        raise ValueError(f"best_first_step needs an env in the 'tol_first_step' mode, not {env.spaces.action_mode!r}")
+    rewards = [env.score(env.constant_action(10.0 ** log_tol, 10.0 ** f), split)["reward"] for f in log_first_steps]
+    best = int(np.argmax(rewards))
+    return float(log_first_steps[best]), float(rewards[best])
 
 
 def schedule_policy(schedule: Sequence[float]) -> list[np.ndarray]:

@@ -92,3 +92,12 @@ def test_results_page_anchors_exist():
     anchors = set(re.findall(r'<a id="([^"]+)"></a>', page))
     used = set(re.findall(r"\]\(#([^)]+)\)", page))
     assert used <= anchors, f"links to missing anchors: {sorted(used - anchors)}"
+
+
+def test_readme_leaderboard_is_the_benchmark_result():
+    from runs.studies.benchmark import readme_table
+
+    result = json.loads((ROOT / docs.RESULTS / "benchmark.json").read_text())
+    assert readme_table(result) in (ROOT / "README.md").read_text(), (
+        "README's leaderboard table differs from runs/results/benchmark.json: paste the output of "
+        "`python -m runs.studies.benchmark` into README.md")

@@ -1,9 +1,8 @@
-"""The frozen-flow benchmark ids (infocnf_env.frozen) and the baselines of the benchmark study."""
+"""The frozen-flow benchmark ids (infocnf_env.frozen) and the baselines (infocnf_env.baselines) on them."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import gymnasium as gym
 import numpy as np
@@ -15,8 +14,8 @@ from gymnasium.utils.env_checker import check_env
 import infocnf_env
 from flows.toy_densities import TOY_DENSITIES, sample_toy
 from flows.train import Plateau
+from infocnf_env import baselines as B
 from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv, episode_pools, toy_flow
-from runs.studies.benchmark import baselines, grid_table, score_policy
 
 TINY = TINY_FROZEN
 
@@ -97,15 +96,25 @@ def test_episodes_are_drawn_by_the_seed(cache):
     assert draws(0) == draws(0) and draws(0) != draws(1)
 
 
-def test_oracle_bounds_the_best_constant_and_matches_a_constant_policy(cache):
+def test_oracle_bounds_every_constant_and_the_table_matches_a_constant_policy(cache):
+    env = _env(cache)
+    table = B.grid_table(env, [-6.0, -3.0, 0.0])
+    oracle = B.oracle(table, "test")
+    for a in range(len(table.log_tols)):
+        assert oracle["reward"] >= B.column(table, a, "test")["reward"] - 1e-9
+    best = B.best_constant(table, "train")  # chosen on the training pool, scored on the test pool
+    score = env.score(lambda obs, block: np.array([table.log_tols[best]]), "test")  # through the env itself
+    assert score["reward"] == pytest.approx(B.column(table, best, "test")["reward"], rel=1e-6)
+
+
+def test_best_first_step_is_the_best_of_its_grid_at_the_tolerance(cache):
     env = _env(cache, action_mode="tol_first_step")
-    actions = [(10.0 ** t, f) for t in (-6, -3, 0) for f in (0.01, 1.0)]
-    base = baselines(grid_table(env, actions), actions)
-    assert base["oracle_reward"] >= base["best_constant_reward"]
-    best = base["best_constant_action"]
-    constant = np.array([math.log10(best["tol"]), math.log10(best["first_step"])])
-    score = score_policy(env, lambda obs, block: constant)  # the same episodes, run through the env itself
-    assert score["reward"] == pytest.approx(base["best_constant_reward"], rel=1e-6)
+    grid = [-2.0, -1.0, 0.0]
+    log_first, reward = B.best_first_step(env, -3.0, grid)
+    rewards = [env.score(lambda obs, block, f=f: np.array([-3.0, f]), "train")["reward"] for f in grid]
+    assert log_first == grid[int(np.argmax(rewards))] and reward == pytest.approx(max(rewards), rel=1e-6)
+    with pytest.raises(ValueError, match="tol_first_step"):
+        B.best_first_step(_env(cache), -3.0, grid)
 
 
 def test_make_vec_runs_frozen_envs(cache):

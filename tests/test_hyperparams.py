@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agents.sb3 import algo_class, default_algo_kwargs
-from runs.studies.leaderboard import agent_flags, default_flags
+from runs.studies.benchmark import agent_flags, default_flags
 from runs.studies.tune import GRID, SEEDS, base_flags, candidate_flags
 from runs.studies.tune_cnf import CONFIG as CNF_CONFIG
 
@@ -61,16 +61,17 @@ def test_the_cnf_tasks_candidates_start_from_its_untuned_flags():
     assert candidate_flags("reinforce", grid["flag"], grid["default"], grid["default"], overrides) == flags
 
 
-def test_a_leaderboard_counts_as_tuned_only_when_every_agent_ran_the_chosen_flags():
-    from runs.studies.leaderboard import _tuned
+def test_a_leaderboard_task_counts_as_tuned_only_when_every_agent_ran_the_chosen_flags():
+    from runs.studies.benchmark import tuned_by
 
-    tune = {"chosen": {"T": {"ppo": {"flags": ["--policy-lr", "0.001"]}}}}
+    res = {"tune-cnf": {"chosen": {"T": {"ppo": {"flags": ["--policy-lr", "0.001"]}}}}}
 
     def board(task, flags):
-        return {"config": {"agents": ["ppo"]}, "rows": [{"task": task, "agent": "ppo", **flags}]}
+        return {"config": {"agents": ["ppo"]}, "rows": [{"task": task, "agent": "ppo", **flags},
+                                                         {"task": "other", "agent": "ppo"}]}
 
-    assert _tuned(board("T", {"flags": ["--policy-lr", "0.001"]}), tune)
-    assert not _tuned(board("T", {"flags": ["--policy-lr", "0.0003"]}), tune)  # another candidate
-    assert not _tuned(board("T", {}), tune)  # a result that predates the flags
-    assert not _tuned(board("U", {}), tune)  # a task the study did not tune
-    assert not _tuned(board("T", {"flags": ["--policy-lr", "0.001"]}), None)
+    assert tuned_by(board("T", {"flags": ["--policy-lr", "0.001"]}), res, "T") == "tune-cnf"
+    assert tuned_by(board("T", {"flags": ["--policy-lr", "0.0003"]}), res, "T") is None  # another candidate
+    assert tuned_by(board("T", {}), res, "T") is None  # a result that predates the flags
+    assert tuned_by(board("T", {"flags": ["--policy-lr", "0.001"]}), res, "other") is None  # not tuned
+    assert tuned_by(board("T", {"flags": ["--policy-lr", "0.001"]}), {}, "T") is None  # no tune result

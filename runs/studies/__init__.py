@@ -55,12 +55,10 @@ MODULES = {
     "latent-probe": "latent_probe",
     "speed": "speed",
     "speed-adjoint": "speed_adjoint",
-    "benchmark": "benchmark",
     "beta": "beta",
-    "leaderboard": "leaderboard",
     "tune": "tune",
-    "leaderboard-cnf": "leaderboard_cnf",
     "tune-cnf": "tune_cnf",
+    "benchmark": "benchmark",
 }
 
 

@@ -1,6 +1,6 @@
 """tune: each leaderboard agent's learning rate, chosen on the training pool of a benchmark task.
 
-For each agent of the ``leaderboard`` study on ``task`` (``ODE-Mixed-v0``), the candidates of
+For each agent of the ``benchmark`` study's leaderboard on ``task`` (``ODE-Mixed-v0``), the candidates of
 ``grid`` (its learning rate: REINFORCE's ``--gate-lr``, the SB3 algorithms' ``--policy-lr``,
 around the value its committed ``default`` flags give), each trained for the leaderboard's
 ``agent_episodes`` episodes per seed, its deterministic policy scored by its mean reward on the
@@ -9,7 +9,7 @@ the best mean training reward over seeds, and its flags, which are the task's en
 ``agents/hyperparams/benchmark.json`` (RL Zoo's way: the study finds them, the committed file
 holds them, and a test checks the two agree).
 
-The candidates' runs are the ``leaderboard`` study's runs (same labels, flags and settings): a
+The candidates' runs are the leaderboard's runs (same labels, flags and settings): a
 candidate with the default flags is the leaderboard's run of the default flags, and the chosen
 candidate's runs on the tuning seeds are reused by the leaderboard.
 
@@ -33,9 +33,9 @@ import numpy as np
 from runs.docs import Res, bullets, figure
 from runs.plots import COLOURS, _pyplot, _save, _title
 from runs.run_cache import Context, run_arms
-from runs.studies.leaderboard import CONFIG as LEADERBOARD
-from runs.studies.leaderboard import QUICK as LEADERBOARD_QUICK
-from runs.studies.leaderboard import agent_arm, default_flags, make_task
+from runs.studies.benchmark import CONFIG as BENCHMARK
+from runs.studies.benchmark import QUICK as BENCHMARK_QUICK
+from runs.studies.benchmark import agent_arm, default_flags, make_task
 
 ROW_KEYS = ("task", "agent", "flag", "value", "is_default", "train_reward_mean", "train_reward_std", "chosen",
             "seeds")
@@ -53,15 +53,15 @@ GRID: dict[str, dict[str, Any]] = {
 
 CONFIG: dict[str, Any] = {
     "task": "ODE-Mixed-v0",
-    "task_kwargs": LEADERBOARD["task_kwargs"],
-    "agent_episodes": LEADERBOARD["agent_episodes"],
+    "task_kwargs": BENCHMARK["tasks"]["ODE-Mixed-v0"]["task_kwargs"],
+    "agent_episodes": BENCHMARK["agent_episodes"],
     "agents": list(GRID),
     "grid": GRID,
     "base_overrides": {},
 }
 QUICK: dict[str, Any] = {
-    "task_kwargs": LEADERBOARD_QUICK["task_kwargs"],
-    "agent_episodes": LEADERBOARD_QUICK["agent_episodes"],
+    "task_kwargs": BENCHMARK_QUICK["tasks"]["ODE-Mixed-v0"]["task_kwargs"],
+    "agent_episodes": BENCHMARK_QUICK["agent_episodes"],
     "agents": ["reinforce", "ppo"],
     "grid": {"reinforce": {**GRID["reinforce"], "values": [3e-3, 1e-2]},
              "ppo": {**GRID["ppo"], "values": [3e-4, 1e-3]}},
@@ -102,11 +102,11 @@ def run(ctx: Context) -> dict:
     from agents.evaluate import load_action_policy
 
     cfg, task = ctx.config, ctx.config["task"]
-    env = make_task(ctx, task)  # references cached before the runs start
+    env = make_task(ctx, task, cfg["task_kwargs"])  # references cached before the runs start
     candidates = [(agent, value, candidate_flags(agent, cfg["grid"][agent]["flag"], value,
                                                  cfg["grid"][agent]["default"], cfg["base_overrides"]))
                   for agent in cfg["agents"] for value in cfg["grid"][agent]["values"]]
-    arms = {(agent, value, s): agent_arm(ctx, task, agent, s, flags)
+    arms = {(agent, value, s): agent_arm(ctx, task, cfg["task_kwargs"], agent, s, flags)
             for agent, value, flags in candidates for s in ctx.seeds}
     run_arms(ctx, list(arms.values()))
     rows = []
@@ -156,11 +156,11 @@ def plot(result: dict, path: Path) -> None:
 
 TITLE = "Agent learning rates, tuned on the training pool"
 NEEDS = ("tune",)
-PAGE_ORDER = 149
+PAGE_ORDER = 148
 
 
 def section(res: Res) -> str:
-    return tune_section(res["tune"], "tune", "leaderboard")
+    return tune_section(res["tune"], "tune", "benchmark")
 
 
 def tune_section(d: dict, study: str, board: str) -> str:
@@ -180,7 +180,7 @@ def tune_section(d: dict, study: str, board: str) -> str:
     return "\n\n".join([figure(study), f"""\
 Each agent's learning rate on {cfg['task']}, {len(d['seeds'])} seeds, {cfg['agent_episodes']} training episodes \
 each, every candidate scored by its deterministic policy's mean reward on the training pool only (the test pool, \
-where the [{board}](#{board}) reports, is not looked at). The chosen flags are the task's entry in \
+where the [leaderboard](#{board}) reports, is not looked at). The chosen flags are the task's entry in \
 `agents/hyperparams/benchmark.json`.""", "\n".join(lines), bullets([
         f"Changed from the defaults: {', '.join(changed) or 'none'}; the others keep their defaults.",
         f"Chosen at an edge of the grid (a wider grid may choose better): {', '.join(edge) or 'none'}."])])

@@ -2,7 +2,7 @@
 
 The same code as ``tune`` (:mod:`runs.studies.tune`: each leaderboard agent's learning rate
 chosen by its deterministic policy's mean reward on the training pool, the candidates' runs
-shared with the ``leaderboard-cnf`` study), from the flags the task's untuned entry held: the
+shared with the ``benchmark`` study's leaderboard), from the flags the task's untuned entry held: the
 default flags with REINFORCE's initial mean in the middle of the task's bounds (-4 of (-8, 0)).
 
 Run as ``python -m runs.reproduce tune-cnf --jobs 2`` (2 seeds, ``SEEDS``). Cost (full): 5 agents x 2 new
@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from runs.docs import Res
-from runs.studies import leaderboard_cnf
+from runs.studies.benchmark import CONFIG as BENCHMARK
+from runs.studies.benchmark import QUICK as BENCHMARK_QUICK
 from runs.studies.tune import COLUMNS, GRID, ROW_KEYS, SEEDS, USES_DIGITS_REGIMES, plot, run, tune_section
 from runs.studies.tune import CONFIG as ODE_CONFIG
 
@@ -25,21 +26,21 @@ __all__ = ["COLUMNS", "CONFIG", "NEEDS", "PAGE_ORDER", "QUICK", "ROW_KEYS", "SEE
 CONFIG: dict[str, Any] = {
     **ODE_CONFIG,
     "task": "CNF-Frozen-Mixed-v0",
-    "task_kwargs": leaderboard_cnf.CONFIG["task_kwargs"],
-    "agent_episodes": leaderboard_cnf.CONFIG["agent_episodes"],
+    "task_kwargs": BENCHMARK["tasks"]["CNF-Frozen-Mixed-v0"]["task_kwargs"],
+    "agent_episodes": BENCHMARK["agent_episodes"],
     "base_overrides": {"reinforce": {"--init-mean": "-4.0"}},
 }
 QUICK: dict[str, Any] = {
-    "task_kwargs": leaderboard_cnf.QUICK["task_kwargs"],
-    "agent_episodes": leaderboard_cnf.QUICK["agent_episodes"],
+    "task_kwargs": BENCHMARK_QUICK["tasks"]["CNF-Frozen-Mixed-v0"]["task_kwargs"],
+    "agent_episodes": BENCHMARK_QUICK["agent_episodes"],
     "agents": ["reinforce"],
     "grid": {"reinforce": {**GRID["reinforce"], "values": [3e-3, 1e-2]}},
 }
 
 TITLE = "Agent learning rates on the CNF task, tuned on the training pool"
 NEEDS = ("tune-cnf",)
-PAGE_ORDER = 159
+PAGE_ORDER = 149
 
 
 def section(res: Res) -> str:
-    return tune_section(res["tune-cnf"], "tune-cnf", "leaderboard-cnf")
+    return tune_section(res["tune-cnf"], "tune-cnf", "benchmark")
