@@ -23,7 +23,12 @@ the training pool and every figure measured on the test pool:
   on the training pool (the integral controller's grid tolerance need not suit it);
 * each agent (``agents``, flags from ``agents/hyperparams/benchmark.json``, chosen by the
   ``tune`` and ``tune-cnf`` studies), trained for ``agent_episodes`` episodes of the training
-  pool per seed, its deterministic policy scored as ``agents.evaluate`` scores a run.
+  pool per seed, its deterministic policy scored as ``agents.evaluate`` scores a run;
+* ``variants``: runs beside the leaderboard's, reported apart (same flags): an agent trained
+  for more ``episodes`` (row ``AGENT-EPISODES``, e.g. ``sac-2000``: for the agents whose
+  training reward still rises at the end, ``rising_at_end``: the last fifth of training above
+  the fourth on every seed) or in the ``tol_first_step`` action mode (row ``AGENT-first-step``,
+  scored in that mode).
 
 ``gap_fraction = (oracle - best schedule) / |best schedule|`` is the room an input-adaptive
 policy has; ``gap_closed = (row - best schedule) / (oracle - best schedule)`` (the targets
@@ -42,8 +47,10 @@ bits/dim at 1e-5 over fixed 1e-5's. Means over seeds of per-seed ratios.
 
 Cost (full): the ODE references and grids of 128 instances and the five frozen flows (trained
 once until their loss plateaus and cached, ~10 minutes each on a core), the schedule searches
-(~5 minutes), 5 agents x 2 tasks x 3 seeds x ``agent_episodes`` episodes (0.05-0.5 s each) and
-6 digits runs of 300 iterations (~10 minutes each): about 2.5 hours with ``--jobs 2``.
+(~5 minutes), 5 agents x 2 tasks x 3 seeds x ``agent_episodes`` episodes (0.05-0.5 s each), the
+``variants`` (SAC and TD3 x 3 seeds x 2000 episodes, ~11 minutes each; PPO and A2C in the
+first-step mode, ~2 minutes each) and 6 digits runs of
+300 iterations (~7 minutes each): about 3 hours with ``--jobs 2``.
 """
 
 from __future__ import annotations
@@ -84,6 +91,9 @@ CONFIG: dict[str, Any] = {
     "schedule_sweeps": 1,
     "agents": ["reinforce", "ppo", "a2c", "sac", "td3"],
     "agent_episodes": 500,
+    "variants": {"ODE-Mixed-v0": [{"agent": "sac", "episodes": 2000}, {"agent": "td3", "episodes": 2000}],
+                 "CNF-Frozen-Mixed-v0": [{"agent": "ppo", "action_mode": "tol_first_step"},
+                                         {"agent": "a2c", "action_mode": "tol_first_step"}]},
     "contextual_neighbours": 5,
     "cotrain_regime": "small",
     "cotrain_tol_bounds": [-8.0, 0.0],
@@ -103,6 +113,8 @@ QUICK: dict[str, Any] = {
     "schedule_grid_step": 3.5,
     "agents": ["reinforce", "ppo"],
     "agent_episodes": 4,
+    "variants": {"ODE-Mixed-v0": [{"agent": "ppo", "episodes": 6}],
+                 "CNF-Frozen-Mixed-v0": [{"agent": "ppo", "action_mode": "tol_first_step"}]},
     "contextual_neighbours": 1,
 }
 
@@ -143,12 +155,17 @@ def make_task(ctx: Context, task: str, kwargs: dict[str, Any], **overrides: Any)
 
 
 def agent_arm(ctx: Context, task: str, kwargs: dict[str, Any], agent: str, seed: int,
-              flags: list[str] | None = None) -> Arm:
-    """The run of ``agent`` on ``task``: its committed flags, or ``flags`` (the ``tune`` studies'
-    candidates, which share these runs: a candidate with the committed flags is the same run)."""
+              flags: list[str] | None = None, episodes: int | None = None, action_mode: str | None = None) -> Arm:
+    """The run of ``agent`` on ``task`` for ``episodes`` (default ``agent_episodes``), in
+    ``action_mode`` (default the task's): its committed flags, or ``flags`` (the ``tune``
+    studies' candidates, which share these runs: a candidate with the committed flags is the
+    same run)."""
     flags = agent_flags(task, agent) if flags is None else flags
+    if action_mode is not None:
+        kwargs = {**kwargs, "action_mode": action_mode}
     return Arm(label=f"leaderboard-{task}-{agent}", module=MODULES[agent], env=task, seed=seed,
-               iterations=ctx.config["agent_episodes"], eval_every=0, agent_args=tuple(flags),
+               iterations=ctx.config["agent_episodes"] if episodes is None else episodes, eval_every=0,
+               agent_args=tuple(flags),
                env_kwargs=tuple(sorted(task_kwargs(ctx, kwargs).items())))
 
 
@@ -230,13 +247,16 @@ def task_result(ctx: Context, task: str, arms: dict) -> dict:
                  "nfe_mean": oracle["nfe"], "nfe_std": 0.0, "error_mean": oracle["error"], "error_std": 0.0,
                  "nfe_saving_at_equal_error": B.saving_at_equal_error(table, oracle["nfe"], oracle["error"]),
                  "seeds": []})
-    for agent in cfg["agents"]:
-        dirs = [arms[(task, agent, s)].run_dir(ctx.runs_dir) for s in ctx.seeds]
-        per_seed = [_episodes(env, load_action_policy(run_dir, env)) for run_dir in dirs]
+    for name in dict.fromkeys(n for t, n, _ in arms if t == task):
+        runs = [arms[(task, name, s)] for s in ctx.seeds]
+        dirs = [arm.run_dir(ctx.runs_dir) for arm in runs]
+        mode = dict(runs[0].env_kwargs).get("action_mode", env.spaces.action_mode)
+        played = first_env if mode == "tol_first_step" else env
+        per_seed = [_episodes(played, load_action_policy(run_dir, played)) for run_dir in dirs]
         fifths = [training_fifths(run_dir) for run_dir in dirs]
-        rows.append(row(agent, per_seed, list(ctx.seeds), run_dirs=[d.name for d in dirs],
-                        flags=list(arms[(task, agent, ctx.seeds[0])].agent_args), train_reward_fifths=fifths,
-                        rising_at_end=all(len(f) > 1 and f[-1] > f[-2] for f in fifths)))
+        rows.append(row(name, per_seed, list(ctx.seeds), run_dirs=[d.name for d in dirs],
+                        flags=list(runs[0].agent_args), episodes=runs[0].iterations, action_mode=mode,
+                        train_reward_fifths=fifths, rising_at_end=all(len(f) > 1 and f[-1] > f[-2] for f in fifths)))
     front = [{"log10_tol": t, **B.column(table, a, "test")} for a, t in enumerate(table.log_tols)]
     return {
         "task": task, "split": "test", "pool_sizes": {s: len(env.pool(s)) for s in ("train", "test")},
@@ -254,7 +274,8 @@ def task_result(ctx: Context, task: str, arms: dict) -> dict:
 
 
 def task_verdict(result: dict, agents: list[str], thresholds: dict[str, float]) -> dict:
-    """The task's targets against its best agent (by mean test reward)."""
+    """The task's targets against its best agent (by mean test reward) among ``agents`` (the
+    leaderboard's; the ``variants`` rows are reported apart)."""
     rows = [row for row in result["rows"] if row["agent"] in agents]
     best = max(rows, key=lambda a: a["reward_mean"]) if rows else None
     no_worse = None
@@ -272,6 +293,11 @@ def task_verdict(result: dict, agents: list[str], thresholds: dict[str, float]) 
         "best_nfe_saving_at_equal_error": best["nfe_saving_at_equal_error"] if best else None,
         "agents_beating_best_constant": [a["agent"] for a in rows if a["reward_mean"] > result["best_constant_reward"]],
         "agents_rising_at_end": [a["agent"] for a in rows if a["rising_at_end"]],
+        "variants": [{"agent": r["agent"], "episodes": r["episodes"], "action_mode": r["action_mode"],
+                      "reward_mean": r["reward_mean"], "gap_closed": r["gap_closed"],
+                      "beats_best_constant": bool(r["reward_mean"] > result["best_constant_reward"]),
+                      "rising_at_end": r["rising_at_end"]}
+                     for r in result["rows"] if "episodes" in r and r["agent"] not in agents],
     }
 
 
@@ -315,6 +341,12 @@ def cotrain_rows(ctx: Context) -> list[dict]:
              "run_dirs": [arms[("reinforce", s)].run_dir(ctx.runs_dir).name for s in ctx.seeds]}]
 
 
+def variant_name(variant: dict[str, Any]) -> str:
+    """A variant run's row name: ``AGENT``, ``-EPISODES`` if set, ``-first-step`` in that mode."""
+    return (variant["agent"] + (f"-{variant['episodes']}" if "episodes" in variant else "")
+            + ("-first-step" if variant.get("action_mode") == "tol_first_step" else ""))
+
+
 def run(ctx: Context) -> dict:
     cfg = ctx.config
     tasks = list(cfg["tasks"])
@@ -322,6 +354,10 @@ def run(ctx: Context) -> dict:
         make_task(ctx, task, cfg["tasks"][task]["task_kwargs"])  # flows and references cached before the runs
     arms = {(task, agent, s): agent_arm(ctx, task, cfg["tasks"][task]["task_kwargs"], agent, s)
             for task in tasks for agent in cfg["agents"] for s in ctx.seeds}
+    for task, variants in cfg["variants"].items():
+        arms |= {(task, variant_name(v), s): agent_arm(ctx, task, cfg["tasks"][task]["task_kwargs"], v["agent"], s,
+                                                       episodes=v.get("episodes"), action_mode=v.get("action_mode"))
+                 for v in variants for s in ctx.seeds}
     run_arms(ctx, list(arms.values()))
     results = [task_result(ctx, task, arms) for task in tasks]
     cotrain = cotrain_rows(ctx)
@@ -351,7 +387,7 @@ MARKERS = {"best_constant": ("s", "black"), "best_constant_first_step": ("v", "b
 
 def plot(result: dict, path: Path) -> None:
     """Per benchmark task, on the test pool: the constant-tolerance front (mean NFE vs mean error),
-    every baseline and each agent (mean over seeds)."""
+    every baseline and each agent (mean over seeds; triangles: the variant runs)."""
     plt = _pyplot()
     tasks = result["tasks"]
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(max(7.0, 5.0 * len(tasks)), 4.5), squeeze=False)
@@ -360,7 +396,9 @@ def plot(result: dict, path: Path) -> None:
         ax.plot([f["nfe"] for f in front], [max(_f(f["error"]), 1e-12) for f in front], color="grey", marker=".",
                 lw=0.8, label="constant tolerances")
         for row in (r for r in result["rows"] if r["task"] == task["task"]):
-            marker, colour = MARKERS.get(row["agent"], ("o", COLOURS.get(row["agent"])))
+            variant = "episodes" in row and row["agent"] not in result["config"]["agents"]
+            marker, colour = MARKERS.get(row["agent"], ("^" if variant else "o",
+                                                        COLOURS.get(row["agent"].split("-")[0])))
             ax.scatter([row["nfe_mean"]], [max(_f(row["error_mean"]), 1e-12)], marker=marker, color=colour,
                        s=70 if marker == "*" else 30, edgecolor="black" if marker == "*" else None, label=row["agent"],
                        zorder=3)
@@ -449,7 +487,12 @@ def section(res: Res) -> str:
             f"Agents beating the best constant on the test pool: "
             f"{', '.join(v['agents_beating_best_constant']) or 'none'}. Agents whose training reward rose "
             f"from the fourth to the last fifth of training on every seed (more episodes may help them): "
-            f"{', '.join(v['agents_rising_at_end']) or 'none'}.")
+            f"{', '.join(v['agents_rising_at_end']) or 'none'}." + "".join(
+                f" {r['agent']} ({r['episodes']} episodes, {r['action_mode']} mode) scores {r['reward_mean']:.2f}, "
+                f"{'above' if r['beats_best_constant'] else 'below'} the best constant (gap closed "
+                f"{cell(r, 'gap_closed', 2)}; its training reward "
+                f"{'still rises' if r['rising_at_end'] else 'no longer rises on every seed'} at the end)."
+                for r in v["variants"]))
     c, ct = d["cotrain"][0], d["targets"]["cotrain"]
     regime = d["regimes"][cfg["cotrain_regime"]]
     verdicts.append(
@@ -479,7 +522,9 @@ Baselines chosen on the training pool; every figure on the held-out test pool. `
 constant tolerance with the best constant first step of the grid (log10 fraction of the span: \
 {', '.join(f'{f:g}' for f in cfg['first_step_grid'])}) at that tolerance; `pi_controller` is torchode's \
 Dormand-Prince with a PI step-size controller (PI.3.4) at its own best constant tolerance. Agents: \
-{', '.join(cfg['agents'])}, {len(d['seeds'])} seeds, {cfg['agent_episodes']} training episodes each, flags from \
+{', '.join(cfg['agents'])}, {len(d['seeds'])} seeds, {cfg['agent_episodes']} training episodes each (variant rows, \
+reported apart with the same flags: `AGENT-N` trained for N episodes, `AGENT-first-step` in the first-step mode), \
+flags from \
 `agents/hyperparams/benchmark.json` ({'; '.join(tuned)}). gap closed = (row - best schedule) / (oracle - best \
 schedule). Errors: relative error on the ODE task, nats of log-density on the CNF task.""", "\n".join(lines),
                          table(d, "benchmark"), bullets(verdicts),
