@@ -49,8 +49,8 @@ Cost (full): the ODE references and grids of 128 instances and the five frozen f
 once until their loss plateaus and cached, ~10 minutes each on a core), the schedule searches
 (~5 minutes), 5 agents x 2 tasks x 3 seeds x ``agent_episodes`` episodes (0.05-0.5 s each), the
 ``variants`` (SAC and TD3 x 3 seeds x 2000 episodes, ~11 minutes each; PPO and A2C in the
-first-step mode, ~2 minutes each) and 6 digits runs of
-300 iterations (~7 minutes each): about 3 hours with ``--jobs 2``.
+first-step mode, ~2 minutes each) and 6 digits runs of 300 iterations (~7 minutes each): about
+3 hours with ``--jobs 2``.
 """
 
 from __future__ import annotations
@@ -165,8 +165,7 @@ def agent_arm(ctx: Context, task: str, kwargs: dict[str, Any], agent: str, seed:
         kwargs = {**kwargs, "action_mode": action_mode}
     return Arm(label=f"leaderboard-{task}-{agent}", module=MODULES[agent], env=task, seed=seed,
                iterations=ctx.config["agent_episodes"] if episodes is None else episodes, eval_every=0,
-               agent_args=tuple(flags),
-               env_kwargs=tuple(sorted(task_kwargs(ctx, kwargs).items())))
+               agent_args=tuple(flags), env_kwargs=tuple(sorted(task_kwargs(ctx, kwargs).items())))
 
 
 def _episodes(env: Any, policy: Any) -> list[dict]:
