@@ -1,8 +1,8 @@
 """tune: each leaderboard agent's learning rate, chosen on the training pool of a benchmark task.
 
-For each agent of the ``benchmark`` study's leaderboard on ``task`` (``ODE-Mixed-v0``), the candidates of
-``grid`` (its learning rate: REINFORCE's ``--gate-lr``, the SB3 algorithms' ``--policy-lr``,
-around the value its committed ``default`` flags give), each trained for the leaderboard's
+For each agent of the ``benchmark`` study's leaderboard on ``task`` (``ODE-Mixed-v0``), the
+candidates of ``grid`` (its learning rate: REINFORCE's ``--gate-lr``, the SB3 algorithms'
+``--policy-lr``, around the value its committed ``default`` flags give), each trained for the leaderboard's
 ``agent_episodes`` episodes per seed, its deterministic policy scored by its mean reward on the
 *training* pool (the test pool is never looked at). ``chosen``: per agent, the candidate with
 the best mean training reward over seeds, and its flags, which are the task's entry in

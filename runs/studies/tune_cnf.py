@@ -2,12 +2,13 @@
 
 The same code as ``tune`` (:mod:`runs.studies.tune`: each leaderboard agent's learning rate
 chosen by its deterministic policy's mean reward on the training pool, the candidates' runs
-shared with the ``benchmark`` study's leaderboard), from the flags the task's untuned entry held: the
-default flags with REINFORCE's initial mean in the middle of the task's bounds (-4 of (-8, 0)).
+shared with the ``benchmark`` study's leaderboard), from the flags the task's untuned entry
+held: the default flags with REINFORCE's initial mean in the middle of the task's bounds (-4
+of (-8, 0)).
 
-Run as ``python -m runs.reproduce tune-cnf --jobs 2`` (2 seeds, ``SEEDS``). Cost (full): 5 agents x 2 new
-candidates x 2 seeds x 500 episodes of two blocks (~0.1-0.3 s each): about 20 minutes with
-``--jobs 2``.
+Run as ``python -m runs.reproduce tune-cnf --jobs 2`` (2 seeds, ``SEEDS``). Cost (full): 5
+agents x 2 new candidates x 2 seeds x 500 episodes of two blocks (~0.1-0.3 s each): about 20
+minutes with ``--jobs 2``.
 """
 
 from __future__ import annotations
