@@ -234,7 +234,7 @@ class CNFBlock(nn.Module):
             noise = sample_noise(z, self.noise, generator)
         regularize = self.regularize and with_logdet and self.training  # a training-loss term only
         warm = self.warm_start and not reverse and with_logdet
-        stepped = _SteppedDynamics if is_adaptive(self.solver) else _Dynamics
+        stepped = _SteppedDynamics if is_adaptive(self.solver, self.backend) else _Dynamics
         dynamics = stepped(self.net, counter, noise, divergence, regularize)
         y0: tuple[torch.Tensor, ...] = (z,)
         if divergence is not None:
@@ -279,7 +279,8 @@ class CNFBlock(nn.Module):
     def _rescaled(self, kept: tuple[float, float], tol: float) -> float:
         """A kept ``(step, at_tol)`` rescaled to ``tol``, at most the time span T."""
         step, at_tol = kept
-        return min(rescale_step(step, at_tol, tol, solver_order(self.solver)), float(self.end_time.detach()))
+        return min(rescale_step(step, at_tol, tol, solver_order(self.solver, self.backend)),
+                   float(self.end_time.detach()))
 
     def _keep_backward_step(self, step: float, tol: float) -> None:
         if 0 < step < float("inf"):

@@ -7,19 +7,23 @@ an instance is to integrate:
 family      right-hand side                            parameter       time span
 ==========  =========================================  ==============  ======================
 kepler      two-body orbit (DETEST D1-D5)              eccentricity e  one period, ``2 pi``
-vdp         Van der Pol oscillator (DETEST E2 at mu=1) mu              ``[0, 10]``
-arenstorf   restricted three-body orbit (HNW I.16)     delta v_y0      one period, 17.065...
-lorenz      Lorenz attractor (HNW I.16)                initial state   ``[0, 2]``
+vdp         Van der Pol oscillator (DETEST E2 at mu=1) mu              ``[0, 5]``
+arenstorf   restricted three-body orbit (HNW I.16)     delta v_y0      half a period, 8.53...
+lorenz      Lorenz attractor (HNW I.16)                initial state   ``[0, 1]``
 ==========  =========================================  ==============  ======================
 
 Kepler: ``x'' = -x / r^3`` from the pericentre ``(1 - e, 0)`` with speed
 ``sqrt((1 + e) / (1 - e))`` (semi-major axis 1, period ``2 pi``; DETEST integrates to 20).
-Van der Pol: ``y1' = y2``, ``y2' = mu ((1 - y1^2) y2 - y1)`` from ``(2, 0)`` (DETEST E2 is
-mu = 1 in the unscaled form ``y2' = (1 - y1^2) y2 - y1``, the same equation). Arenstorf: the
-periodic orbit of Hairer, Norsett and Wanner (Solving ODEs I, Section II.0) with its initial
-velocity ``v_y0`` moved by ``delta``, which breaks the periodicity and changes how close the
-orbit passes the moon. Lorenz: sigma 10, rho 28, beta 8/3 from an initial state drawn in a box
-around the attractor (the parameter is the first coordinate, the others are drawn with it).
+Van der Pol: ``y1' = y2``, ``y2' = mu (1 - y1^2) y2 - y1`` from ``(2, 0)`` (DETEST E2 is mu = 1).
+Arenstorf: the periodic orbit of Hairer, Norsett and Wanner (Solving ODEs I, Section II.0) with
+its initial velocity ``v_y0`` moved by ``delta``, which breaks the periodicity and changes how
+close the orbit passes the moon. Lorenz: sigma 10, rho 28, beta 8/3 from an initial state drawn
+in a box around the attractor (the parameter is the first coordinate, the others are drawn
+with it).
+
+Each family also names parameter ranges beyond its training range (``ood_ranges``: Kepler
+e in [0.90, 0.97], Van der Pol mu in [10, 20], Arenstorf |delta| in [0.02, 0.05], Lorenz
+|x0| in [15, 25]): harder or unseen instances for the benchmark's out-of-range pool.
 
 Every right-hand side is batched over leading dimensions (``y``: ``(..., dim)``, the parameter
 ``(...)``) and differentiable. :class:`IVPDynamics` wraps one for :func:`flows.ode.solve`, which
@@ -28,9 +32,11 @@ counts its evaluations and its accepted and rejected steps.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,6 +113,8 @@ class Family:
         param_name: what the parameter is.
         param_range: ``(low, high)`` the parameter is drawn from, uniformly.
         t_end: the end of the time span ``[0, t_end]``.
+        ood_ranges: parameter ranges outside ``param_range`` (out-of-range instances are drawn
+            uniformly from their union).
     """
 
     name: str
@@ -116,14 +124,30 @@ class Family:
     param_name: str
     param_range: tuple[float, float]
     t_end: float
+    ood_ranges: tuple[tuple[float, float], ...] = ()
+
+    def definition(self) -> dict[str, Any]:
+        """Everything that decides the family's instances and solutions, for cache keys: the
+        ranges, span and dimension, the source code of ``rhs`` and ``start`` and the values of
+        the module constants they read (a changed constant or formula gives another key)."""
+
+        def code(fn: Callable) -> dict[str, Any]:
+            constants = {name: fn.__globals__[name] for name in fn.__code__.co_names
+                         if isinstance(fn.__globals__.get(name), (int, float, tuple))}
+            return {"source": inspect.getsource(fn), "constants": constants}
+
+        return {"name": self.name, "dim": self.dim, "param_range": list(self.param_range), "t_end": self.t_end,
+                "ood_ranges": [list(r) for r in self.ood_ranges], "rhs": code(self.rhs), "start": code(self.start)}
 
 
 FAMILIES: dict[str, Family] = {
-    "kepler": Family("kepler", 4, kepler_rhs, kepler_start, "eccentricity", (0.1, 0.9), 2 * math.pi),
-    "vdp": Family("vdp", 2, vdp_rhs, vdp_start, "mu", (0.5, 10.0), 5.0),
+    "kepler": Family("kepler", 4, kepler_rhs, kepler_start, "eccentricity", (0.1, 0.9), 2 * math.pi,
+                     ood_ranges=((0.90, 0.97),)),
+    "vdp": Family("vdp", 2, vdp_rhs, vdp_start, "mu", (0.5, 10.0), 5.0, ood_ranges=((10.0, 20.0),)),
     "arenstorf": Family("arenstorf", 4, arenstorf_rhs, arenstorf_start, "delta_vy0", (-0.02, 0.02),
-                        ARENSTORF_PERIOD / 2),
-    "lorenz": Family("lorenz", 3, lorenz_rhs, lorenz_start, "x0", LORENZ_BOX[0], 1.0),
+                        ARENSTORF_PERIOD / 2, ood_ranges=((-0.05, -0.02), (0.02, 0.05))),
+    "lorenz": Family("lorenz", 3, lorenz_rhs, lorenz_start, "x0", LORENZ_BOX[0], 1.0,
+                     ood_ranges=((-25.0, -15.0), (15.0, 25.0))),
 }
 #: The largest state dimension of any family (observations pad states to it).
 MAX_DIM = max(f.dim for f in FAMILIES.values())
@@ -148,11 +172,23 @@ class Instance:
         return FAMILIES[self.family].t_end
 
 
-def draw_instance(family: str, generator: torch.Generator) -> Instance:
-    """An instance of ``family`` with its parameter drawn uniformly from the family's range."""
+def draw_instance(family: str, generator: torch.Generator, out_of_range: bool = False) -> Instance:
+    """An instance of ``family`` with its parameter drawn uniformly from the family's range
+    (``out_of_range``: from the union of its ``ood_ranges``)."""
     fam = check_family(family)
-    low, high = fam.param_range
-    param = low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
+    u = float(torch.rand((), generator=generator, dtype=torch.float64))
+    if not out_of_range:
+        low, high = fam.param_range
+        param = low + (high - low) * u
+    else:
+        if not fam.ood_ranges:
+            raise ValueError(f"family {family!r} has no out-of-range parameters")
+        position = u * sum(high - low for low, high in fam.ood_ranges)  # uniform over the union
+        for low, high in fam.ood_ranges:
+            param = low + min(position, high - low)
+            if position <= high - low:
+                break
+            position -= high - low
     y0 = fam.start(torch.tensor(param, dtype=torch.float64), generator)
     return Instance(family, param, y0)
 

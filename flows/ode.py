@@ -126,18 +126,38 @@ def check_adjoint_norm(norm: str) -> str:
     return norm
 
 
-def check_method(method: str) -> str:
-    if method not in _TORCHDIFFEQ_SOLVERS:
-        raise ValueError(f"unknown solver {method!r}; valid solvers: {', '.join(SOLVER_NAMES)}")
+def backend_methods(backend: str) -> tuple[str, ...]:
+    """The method names ``backend`` solves with (torchdiffeq's registry for ``"torchdiffeq"``)."""
+    check_backend(backend)
+    if backend == "torchdiffeq":
+        return SOLVER_NAMES
+    return tuple(SCIPY_METHODS if backend == "scipy" else TORCHODE_METHODS)
+
+
+def check_method(method: str, backend: str = "torchdiffeq") -> str:
+    """``method`` if ``backend`` has it; one ``ValueError`` naming the valid ones otherwise."""
+    valid = backend_methods(backend)
+    if method not in valid:
+        where = "" if backend == "torchdiffeq" else f" of backend {backend!r}"
+        raise ValueError(f"unknown solver {method!r}{where}; valid solvers: {', '.join(valid)}")
     return method
 
 
-def is_adaptive(method: str) -> bool:
+def is_adaptive(method: str, backend: str = "torchdiffeq") -> bool:
+    """Whether ``method`` chooses its steps by an error estimate (every torchode and scipy method does)."""
+    if backend != "torchdiffeq":
+        return True
     return issubclass(_TORCHDIFFEQ_SOLVERS[method], AdaptiveStepsizeODESolver)
 
 
-def solver_order(method: str) -> int:
-    """The order of an adaptive method's error estimate (dopri5: 5; 1 where the solver has none)."""
+def solver_order(method: str, backend: str = "torchdiffeq") -> int:
+    """``p`` of an adaptive method's step-size law, ``h_new = h * (1 / error_ratio)^(1 / p)``: one more
+    than the order of its error estimate (dopri5 and tsit5: 5, dopri8 and DOP853: 8, bosh3 and
+    RK23: 3); 1 where the solver has none."""
+    if backend == "scipy":
+        return SCIPY_METHODS[method]
+    if backend.startswith("torchode"):
+        return TORCHODE_METHODS[method]
     return int(getattr(_TORCHDIFFEQ_SOLVERS[method], "order", 1))
 
 
@@ -195,8 +215,12 @@ def _solve_torchdiffeq(
         raise SolverError(str(err).split(":")[0][:200]) from err
 
 
-#: torchode's methods that match a torchdiffeq method of the same name (same tableau).
-TORCHODE_METHODS: tuple[str, ...] = ("dopri5",)
+#: torchode's methods, name -> ``p`` of their step-size law (:func:`solver_order`): Dormand-Prince
+#: 5(4), the tableau of torchdiffeq's ``dopri5``, and Tsitouras 5(4).
+TORCHODE_METHODS: dict[str, int] = {"dopri5": 5, "tsit5": 5}
+#: scipy's explicit Runge-Kutta methods (``scipy.integrate``), name -> ``p`` of their step-size law:
+#: Bogacki-Shampine 3(2), Dormand-Prince 5(4), Dormand-Prince 8(5,3).
+SCIPY_METHODS: dict[str, int] = {"RK23": 3, "RK45": 5, "DOP853": 8}
 #: Step-size controllers of the torchode backends (``_solve_torchode``'s docstring).
 CONTROLLERS: tuple[str, ...] = ("integral", "pi")
 
@@ -217,7 +241,7 @@ def _solve_torchode(
     adjoint_first_step: float | None = None,
     controller: str = "integral",
 ) -> tuple[torch.Tensor, ...]:
-    """The same solve with torchode's Dormand-Prince loop (optional extra ``torchode``).
+    """The same solve with torchode's loop (optional extra ``torchode``), Dormand-Prince or Tsitouras.
 
     torchode controls the step of every row of a flat ``(batch, features)`` state on its own and
     passes a time per row. The dynamics here take one scalar time for the whole state (the
@@ -293,8 +317,9 @@ def _solve_torchode(
         atol=tol, rtol=tol, term=term, norm=mixed_norm, dt_min=torch.finfo(t.dtype).eps * max(span, 1.0), **gains,
     )
     # torchdiffeq chooses step sizes under no_grad: so must this, for the same gradient and backward NFE.
+    stepper = {"dopri5": torchode.Dopri5, "tsit5": torchode.Tsit5}[method]
     solver = torchode.AutoDiffAdjoint(
-        torchode.Dopri5(term=term), step_control, max_steps=max_num_steps, backprop_through_step_size_control=False,
+        stepper(term=term), step_control, max_steps=max_num_steps, backprop_through_step_size_control=False,
     )
     t_eval = t.reshape(1, -1)
     problem = torchode.InitialValueProblem(
@@ -311,12 +336,100 @@ def _solve_torchode(
     return tuple(p.reshape(len(t), *s) for p, s in zip(ys.split(sizes, dim=-1), shapes, strict=True))
 
 
+def _solve_scipy(
+    func: nn.Module,
+    y0: tuple[torch.Tensor, ...],
+    t: torch.Tensor,
+    *,
+    tol: float,
+    method: str,
+    adjoint: bool,
+    max_num_steps: int | None,
+    first_step: float | None,
+    controlled: int,
+    options: dict[str, Any],
+    adjoint_norm: str = "seminorm",
+    adjoint_first_step: float | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """The same solve with one of scipy's explicit Runge-Kutta methods (:data:`SCIPY_METHODS`).
+
+    The reference implementations a numerical analyst reaches for first (``scipy.integrate.
+    solve_ivp``'s ``RK45`` and ``DOP853``), as a backend, so that every benchmark episode, baseline
+    and agent can run on them. The whole state is flattened into one float64 vector; scipy's
+    own step-size control (its initial-step heuristic, safety factor and step-size bounds) and
+    its error norm (the RMS over every component, where torchdiffeq takes the largest RMS over
+    the state's tensors) decide the steps. The solver object is stepped here, one accepted step
+    per call, so that ``max_num_steps`` caps it and the dynamics' ``callback_accept_step`` hears
+    every accepted step (the last one, cut by scipy to end at ``t[1]``, is reported at the size
+    the controller proposed, as torchdiffeq reports its last step). The dynamics count their own
+    evaluations: for one interval they equal ``solve_ivp``'s ``nfev``.
+
+    No gradient flows through scipy: the backend refuses ``adjoint`` and states or parameters
+    that require grad while grad is on. It solves over one interval (``len(t) == 2``) and
+    controls the error of the whole state (``controlled`` must be every tensor).
+    """
+    import numpy as np
+    from scipy import integrate
+
+    check_backend_options("scipy", method, adjoint)
+    if options:
+        raise ValueError(f"backend 'scipy' takes no solver options, got {sorted(options)}")
+    if len(t) != 2:
+        raise ValueError(f"backend 'scipy' solves over one interval (two times), got {len(t)} times")
+    if controlled < len(y0):
+        raise ValueError("backend 'scipy' controls the error of the whole state (controlled must be every tensor)")
+    if torch.is_grad_enabled() and any(p.requires_grad for p in (*y0, *func.parameters())):
+        raise ValueError("backend 'scipy' computes no gradient: solve under torch.no_grad() with a frozen model")
+    shapes, dtypes = [y.shape for y in y0], [y.dtype for y in y0]
+    sizes = [y.numel() for y in y0]
+    t0, t1 = (float(v) for v in t.detach())
+    stages = getattr(integrate, method).n_stages  # evaluations per step attempt (the last one gives f(t_new))
+    calls = [0]
+
+    def rhs(tt: float, flat: np.ndarray) -> np.ndarray:
+        calls[0] += 1
+        pieces = torch.from_numpy(flat).split(sizes)
+        state = tuple(p.reshape(s).to(d) for p, s, d in zip(pieces, shapes, dtypes, strict=True))
+        out = func(torch.tensor(tt, dtype=t.dtype), state)
+        return torch.cat([o.detach().reshape(-1).double() for o in out]).numpy()
+
+    y_start = torch.cat([y.detach().reshape(-1).double() for y in y0]).numpy()
+    span = abs(t1 - t0)
+    kwargs: dict[str, Any] = {"rtol": tol, "atol": tol}
+    if first_step is not None:
+        kwargs["first_step"] = min(first_step, span)
+    solver = getattr(integrate, method)(rhs, t0, y_start, t1, **kwargs)
+    accept = getattr(func, "callback_accept_step", None)
+    reject = getattr(func, "callback_reject_step", None)
+    steps = 0
+    while solver.status == "running":
+        if max_num_steps is not None and steps >= max_num_steps:
+            raise SolverError(f"scipy {method}: max_num_steps ({max_num_steps}) exceeded")
+        t_old, proposed, before = solver.t, solver.h_abs, calls[0]
+        message = solver.step()
+        if solver.status == "failed":
+            raise SolverError(f"scipy {method}: {message}")
+        steps += 1
+        for _ in range(max(0, (calls[0] - before) // stages - 1)):  # every attempt but the accepted one
+            if reject is not None:
+                reject(torch.tensor(t_old, dtype=t.dtype), y0, torch.tensor(proposed, dtype=t.dtype))
+        taken = abs(solver.t - t_old)
+        if solver.status == "finished" and proposed > taken:
+            taken = proposed  # cut to end at t[1]: the step the controller chose
+        if accept is not None:
+            accept(torch.tensor(t_old, dtype=t.dtype), y0, torch.tensor(taken, dtype=t.dtype))
+    end = torch.from_numpy(solver.y.copy()).split(sizes)
+    return tuple(torch.stack([y.detach(), e.reshape(s).to(d)])
+                 for y, e, s, d in zip(y0, end, shapes, dtypes, strict=True))
+
+
 #: ODE backends, name -> implementation: every backend takes ``solve``'s arguments and returns
 #: the state at every time of ``t``; the dynamics count their own evaluations either way.
 BACKENDS: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {
     "torchdiffeq": _solve_torchdiffeq,
     "torchode": _solve_torchode,
     "torchode-pi": functools.partial(_solve_torchode, controller="pi"),
+    "scipy": _solve_scipy,
 }
 
 
@@ -329,12 +442,15 @@ def check_backend(backend: str) -> str:
 def check_backend_options(backend: str, method: str, adjoint: bool) -> None:
     """Raise ``ValueError`` if ``backend`` cannot solve with ``method`` / ``adjoint``."""
     check_backend(backend)
-    if not backend.startswith("torchode"):
+    if backend == "torchdiffeq":
+        check_method(method)
         return
-    if method not in TORCHODE_METHODS:
-        raise ValueError(f"backend {backend!r} supports methods {', '.join(TORCHODE_METHODS)}, got {method!r}")
+    valid = backend_methods(backend)
+    if method not in valid:
+        raise ValueError(f"backend {backend!r} supports methods {', '.join(valid)}, got {method!r}")
     if adjoint:
-        raise ValueError(f"backend {backend!r} back-propagates directly; adjoint=True needs backend 'torchdiffeq'")
+        why = "computes no gradient" if backend == "scipy" else "back-propagates directly"
+        raise ValueError(f"backend {backend!r} {why}; adjoint=True needs backend 'torchdiffeq'")
 
 
 def solve(
@@ -363,15 +479,16 @@ def solve(
         t: 1-D tensor of output times (increasing or decreasing).
         counter: receives the NFE counts; closed for the forward pass on return.
         tol: absolute and relative error tolerance (the paper uses one value for both).
-        method: any torchdiffeq solver name.
+        method: a solver name of ``backend`` (:func:`backend_methods`: torchdiffeq's registry,
+            ``dopri5`` / ``tsit5`` for torchode, ``RK23`` / ``RK45`` / ``DOP853`` for scipy).
         adjoint: solve the backward pass with the adjoint method (FFJORD's choice).
         max_num_steps: step cap for adaptive solvers; exceeding it raises ``SolverError``.
         first_step: the adaptive solver's first step instead of its initial-step heuristic
             (which costs one evaluation and often starts far smaller than needed).
         options: extra torchdiffeq solver options.
         backend: the solver implementation, a name in :data:`BACKENDS` (``"torchode"`` and
-            ``"torchode-pi"``, its PI step-size controller, are
-            an optional extra and supports ``dopri5`` with direct back-propagation only).
+            ``"torchode-pi"``, its PI step-size controller, are an optional extra and
+            back-propagate directly; ``"scipy"`` computes no gradient).
         controlled: how many leading tensors of the state the step-size control measures
             (``None``: all; torchdiffeq's mixed norm, the largest RMS error over them). The
             others are integrated along but not error-controlled, e.g. regularization
@@ -393,9 +510,10 @@ def solve(
         ValueError: unknown backend, method or tolerance, or options the backend lacks.
     """
     tol = check_tolerance(tol)
-    check_method(method)
+    check_method(method, check_backend(backend))
     check_adjoint_norm(adjoint_norm)
-    implementation = BACKENDS[check_backend(backend)]
+    implementation = BACKENDS[backend]
+    adaptive = is_adaptive(method, backend)
     if controlled is None:
         controlled = len(y0)
     if not 1 <= controlled <= len(y0):
@@ -403,9 +521,9 @@ def solve(
     try:
         out = implementation(
             func, y0, t, tol=tol, method=method, adjoint=adjoint, max_num_steps=max_num_steps,
-            first_step=_check_first_step(first_step) if is_adaptive(method) else None, controlled=controlled,
+            first_step=_check_first_step(first_step) if adaptive else None, controlled=controlled,
             options=dict(options or {}), adjoint_norm=adjoint_norm,
-            adjoint_first_step=_check_first_step(adjoint_first_step) if is_adaptive(method) else None,
+            adjoint_first_step=_check_first_step(adjoint_first_step) if adaptive else None,
         )
     finally:
         counter.close_forward()

@@ -13,10 +13,17 @@ Each is chosen on the training pool and scored on the test pool (:class:`GridTab
   its reward (an upper bound for a policy that adapts per episode, within the grid);
 * **contextual regressor**: a small regressor from the observation to the oracle's log10
   tolerance, fit on the training pool (observations along each episode played at its oracle
-  action): how much of the room the observation makes reachable without reinforcement learning.
+  action): how much of the room the observation makes reachable without reinforcement learning;
+* **the best classical setting**: the same task solved by every method and step-size
+  controller the solve layer offers (a :class:`GridTable` each), each at its own best constant
+  tolerance on the training pool, and the best of those (:func:`best_setting`);
+* **method oracle**: each test episode's best (method, tolerance) pair in hindsight over
+  several methods' tables (:func:`method_oracle`).
 
 The room an input-adaptive policy has is ``oracle - best schedule``; an agent's
-``gap_closed = (agent - best schedule) / (oracle - best schedule)`` on the test pool.
+``gap_closed = (agent - best schedule) / (oracle - best schedule)`` on the test pool. Savings
+at equal error are read off a baseline's tolerance front by log-log interpolation
+(:func:`front_nfe_at_error`), so that they do not move with where the grid's points fall.
 """
 
 from __future__ import annotations
@@ -50,10 +57,11 @@ def log_tol_grid(env: BenchmarkEnv, step: float = 0.5) -> list[float]:
     return [low + step * i for i in range(count)]
 
 
-def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[str] = ("train", "test")) -> GridTable:
-    """Play every episode of ``splits`` at every constant tolerance of ``log_tols``."""
+def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[str] | None = None) -> GridTable:
+    """Play every episode of ``splits`` (default: every pool of ``env``) at every constant
+    tolerance of ``log_tols``."""
     reward, nfe, error = {}, {}, {}
-    for split in splits:
+    for split in (tuple(env.pools) if splits is None else splits):
         cells = [[env.play(split, e, env.constant_action(10.0 ** t)) for t in log_tols]
                  for e in range(len(env.pool(split)))]
         reward[split] = np.array([[c["reward"] for c in row] for row in cells])
@@ -63,9 +71,9 @@ def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[st
 
 
 def cached_grid_table(env: BenchmarkEnv, log_tols: Sequence[float]) -> GridTable:
-    """:func:`grid_table` of both pools, cached beside the task's references (keyed by the task's
-    pool key, every reward setting and the grid), so the leaderboard and ``agents.evaluate``
-    pay for it once."""
+    """:func:`grid_table` of every pool, cached beside the task's references (keyed by the task's
+    pool key, every other setting of the task, its reward and solver included, and the grid), so
+    the leaderboard and ``agents.evaluate`` pay for it once."""
     import dataclasses
     import hashlib
     import json
@@ -92,12 +100,13 @@ def best_constant(table: GridTable, split: str = "train") -> int:
 
 
 def oracle(table: GridTable, split: str = "test") -> dict[str, Any]:
-    """Each episode's best grid action in hindsight: mean reward, NFE, error and the picks."""
+    """Each episode's best grid action in hindsight: mean reward, NFE, error, median error and the picks."""
     picks = table.reward[split].argmax(axis=1)
     rows = np.arange(len(picks))
     return {"reward": float(table.reward[split][rows, picks].mean()),
             "nfe": float(table.nfe[split][rows, picks].mean()),
             "error": float(table.error[split][rows, picks].mean()),
+            "error_median": float(np.median(table.error[split][rows, picks])),
             "log_tols": [table.log_tols[p] for p in picks]}
 
 
@@ -197,3 +206,74 @@ def saving_at_equal_error(table: GridTable, nfe: float, error: float, split: str
         return None
     cheapest = min(costs[a] for a in ok)
     return float(1.0 - nfe / cheapest)
+
+
+def best_setting(tables: dict[str, GridTable], split: str = "train") -> tuple[str, int]:
+    """The setting (a key of ``tables``: one table per method or controller of the same task and
+    pools) and its grid action with the best mean reward on ``split``: the best classical
+    configuration of the task, chosen on the training pool."""
+    best = {name: best_constant(table, split) for name, table in tables.items()}
+    name = max(best, key=lambda n: tables[n].reward[split][:, best[n]].mean())
+    return name, best[name]
+
+
+def method_oracle(tables: dict[str, GridTable], split: str = "test") -> dict[str, Any]:
+    """Each episode's best (setting, grid action) in hindsight over several settings' tables of
+    the same pool (e.g. every method the ``tol_method`` mode chooses among): the upper bound of a
+    policy that picks one method and one tolerance per episode. Mean reward, NFE, error, picks."""
+    names = list(tables)
+    stacked = {k: np.stack([getattr(tables[n], k)[split] for n in names], axis=1) for k in ("reward", "nfe", "error")}
+    episodes, _, actions = stacked["reward"].shape
+    flat = stacked["reward"].reshape(episodes, -1).argmax(axis=1)
+    which, action = np.divmod(flat, actions)
+    rows = np.arange(episodes)
+    return {"reward": float(stacked["reward"][rows, which, action].mean()),
+            "nfe": float(stacked["nfe"][rows, which, action].mean()),
+            "error": float(stacked["error"][rows, which, action].mean()),
+            "error_median": float(np.median(stacked["error"][rows, which, action])),
+            "picks": [(names[w], tables[names[w]].log_tols[a]) for w, a in zip(which, action, strict=True)]}
+
+
+#: Errors below this count as this (a log-log front needs positive errors).
+ERROR_FLOOR = 1e-16
+
+
+def front_nfe_at_error(nfe: Sequence[float], error: Sequence[float], target: float) -> float | None:
+    """The NFE a tolerance front spends for an error of ``target``, read off the front by log-log
+    interpolation: ``nfe[i]`` and ``error[i]`` are one constant tolerance's figures (any order).
+
+    Between two neighbouring tolerances of the front (in the order given, e.g. the grid's) whose
+    errors bracket ``target``, log NFE is linear in log error; where several pairs bracket it
+    (a front that is not monotone), the cheapest reading counts. A target no tolerance reaches
+    (below every error) gives ``None``; a target above every error gives the front's cheapest
+    point (no extrapolation beyond the loosest tolerance).
+    """
+    log_nfe = np.log(np.asarray(nfe, dtype=float))
+    log_err = np.log(np.maximum(np.asarray(error, dtype=float), ERROR_FLOOR))
+    goal = math.log(max(target, ERROR_FLOOR))
+    if not np.isfinite(goal) or not np.any(log_err <= goal):
+        return None
+    readings = []
+    for i in range(len(log_nfe) - 1):
+        (e0, e1), (n0, n1) = log_err[i: i + 2], log_nfe[i: i + 2]
+        if min(e0, e1) <= goal <= max(e0, e1) and e0 != e1:
+            readings.append(float(n0 + (goal - e0) * (n1 - n0) / (e1 - e0)))
+    if not readings:  # the target lies above every error of the front: its cheapest point
+        readings = [float(log_nfe[log_err <= goal].min())]
+    return float(math.exp(min(readings)))
+
+
+def saving_on_front(table: GridTable, nfe: float, error: float, split: str = "test", statistic: str = "mean",
+                    episodes: Sequence[int] | None = None) -> float | None:
+    """``1 - nfe / NFE_front(error)``: the NFE saved against ``table``'s constant-tolerance front at
+    equal error, the front read by :func:`front_nfe_at_error`. ``statistic``: ``"mean"`` or
+    ``"median"`` of the episodes' errors (the front's and ``error`` alike; NFE are means);
+    ``episodes``: a subset of the pool (e.g. one family). ``None`` where no tolerance is that
+    accurate."""
+    if statistic not in ("mean", "median"):
+        raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
+    rows = slice(None) if episodes is None else list(episodes)
+    errors = table.error[split][rows]
+    front_error = errors.mean(axis=0) if statistic == "mean" else np.median(errors, axis=0)
+    at = front_nfe_at_error(table.nfe[split][rows].mean(axis=0), front_error, error)
+    return None if at is None else float(1.0 - nfe / at)

@@ -33,6 +33,7 @@ from infocnf_env.actions import BlockAction, action_space
 from infocnf_env.config import SpaceConfig, check_finite_number, check_positive_int
 from infocnf_env.episode import NUM_FEEDBACK, Feedback, Steps
 
+#: The pools every benchmark task has; a task may add more (the ODE tasks' out-of-range ``ood``).
 SPLITS = ("train", "test")
 ERROR_FORMS = ("linear", "target")
 
@@ -215,8 +216,8 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         return play.steps.observed_feedback(self.spaces)
 
     def pool(self, split: str) -> list[E]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown pool {split!r}; valid pools: {', '.join(SPLITS)}")
+        if split not in self.pools:
+            raise ValueError(f"unknown pool {split!r}; valid pools: {', '.join(self.pools)}")
         return self.pools[split]
 
     def _begin(self, split: str, index: int) -> Playthrough[E]:

@@ -180,8 +180,9 @@ class SpaceConfig:
 
     Attributes:
         tol_bounds: ``(low, high)`` of the action, log10 of the tolerance.
-        action_mode: ``"tol"`` (the paper's gate) or ``"tol_first_step"`` (also the solver's
-            first step); see :mod:`infocnf_env.actions`.
+        action_mode: ``"tol"`` (the paper's gate), ``"tol_first_step"`` (also the solver's
+            first step) or ``"tol_method"`` (also the solver's method, the ODE tasks only); see
+            :mod:`infocnf_env.actions`.
         first_step_bounds: ``(low, high)``, log10 of the first step as a fraction of the
             block's time span (``"tol_first_step"`` only).
         obs_mode: ``"vector"`` (block one-hot + batch statistics) or ``"features"`` (feature
@@ -258,6 +259,9 @@ class EnvConfig:
         for name, kind in _GROUPS.items():
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"EnvConfig.{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+        if self.spaces.action_mode == "tol_method":
+            raise ValueError("action_mode 'tol_method' chooses among a task's solver methods; the training-step "
+                             "ids have one solver (valid modes here: tol, tol_first_step)")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> EnvConfig:

@@ -44,7 +44,7 @@ import torch
 
 from flows import FlowModel, SolverError, build_model
 from flows.data import BatchStream, load_dataset
-from flows.ode import check_backend_options
+from flows.ode import check_backend_options, is_adaptive
 from flows.toy_densities import TOY_DENSITIES, sample_toy
 from flows.train import Plateau, fit
 from infocnf_env.actions import BlockAction
@@ -91,15 +91,15 @@ class FrozenConfig:
         batch_size: inputs per episode.
         variants: the input variants of the pools (module docstring), taken in turn.
         reference_tol: tolerance of the cached reference solves.
-        backend: the episode solves' backend, a name in ``flows.ode.BACKENDS`` (``"torchode-pi"``:
-            a PI step-size controller, a baseline); training and references use torchdiffeq.
+        backend, method: the episode solves' backend, a name in ``flows.ode.BACKENDS``
+            (``"torchode-pi"``: a PI step-size controller; ``"scipy"``: scipy's Runge-Kutta
+            methods), and its adaptive method (``flows.ode.backend_methods``); training and
+            references use torchdiffeq's dopri5.
         max_num_steps: step cap of every solve (a solve past it ends the episode, truncated).
         pools: the train and test pools (``train_pool_size``, ``test_pool_size``, ``pool_seed``).
         reward: :class:`~infocnf_env.benchmark.BenchmarkReward` in its linear form: block i
             pays ``-(alpha / N) * nfe_i``, the last block ``-error_weight * error`` (nats). The
-            default weight, 3000 (one NFE is worth 3.3e-4 nats), is where the measured grids of
-            the checkerboard and 8 Gaussians tasks leave an input-adaptive policy room
-            (``runs/results/benchmark.json``, ``weight_sweep``).
+            default weight is 3000: one NFE is worth 3.3e-4 nats of mean log-density error.
         spaces: the action (default bounds ``(-8, 0)``; ``action_mode``, ``first_step_bounds``)
             and the observation (``vector`` only).
         cache: folder of the cached flow and references (``None``: ``infocnf_env.cache.cache_dir()``).
@@ -120,6 +120,7 @@ class FrozenConfig:
     variants: tuple[str, ...] = ("region", "scale:2", "noise:0.5")
     reference_tol: float = 1e-8
     backend: str = "torchdiffeq"
+    method: str = "dopri5"
     max_num_steps: int = FROZEN_MAX_NUM_STEPS
     pools: PoolConfig = field(default_factory=lambda: PoolConfig(train_pool_size=32, test_pool_size=32))
     reward: BenchmarkReward = field(default_factory=BenchmarkReward)
@@ -137,7 +138,11 @@ class FrozenConfig:
                 raise ValueError(f"unknown density {density!r}; valid densities: {', '.join(TOY_DENSITIES)}")
         if len(set(self.densities)) != len(self.densities):
             raise ValueError(f"densities must not repeat, got {self.densities!r}")
-        check_backend_options(self.backend, "dopri5", adjoint=False)
+        check_backend_options(self.backend, self.method, adjoint=False)
+        if not is_adaptive(self.method, self.backend):
+            raise ValueError(f"method must be an adaptive solver (its tolerance is the action), got {self.method!r}")
+        if self.spaces.action_mode == "tol_method":
+            raise ValueError("action_mode 'tol_method' is the ODE tasks' (valid modes here: tol, tol_first_step)")
         if self.plateau is not None and not isinstance(self.plateau, Plateau):
             raise ValueError(f"plateau must be a flows.train.Plateau or None, got {self.plateau!r}")
         if self.spaces.obs_mode != "vector":
@@ -376,7 +381,7 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
         self.references, self.reference_nfe = self._references()
         for model in self.models.values():  # the episodes' solves; training and references use the default
             for block in model.blocks:
-                block.backend = config.backend
+                block.backend, block.solver = config.backend, config.method
         self.encoder = ObservationEncoder("vector", self.num_blocks, first.block_input_shapes())
         self._density_features = len(config.densities) if len(config.densities) > 1 else 0
         self._setup_spaces(self.num_blocks + NUM_STATS + self._density_features)

@@ -9,6 +9,16 @@ starts from the step the previous one accepted last, rescaled to the new toleran
 at the segment ends, as a numerical analyst would run it, instead of restarting the solver's
 initial-step heuristic every segment.
 
+Besides the ``train`` and held-out ``test`` pools of instances from the families' parameter
+ranges, a task has an ``ood`` pool: instances whose parameter lies beyond the training range
+(:attr:`flows.ivp.Family.ood_ranges`; its scaled parameter in the observation then lies
+outside [-1, 1]).
+
+The solver is any adaptive method of any backend of :func:`flows.ode.solve` (``method``,
+``backend``: torchdiffeq's integral controller, torchode's integral or PI controller, scipy's
+``RK45`` / ``DOP853``); in the ``tol_method`` action mode the agent also chooses each segment's
+method among ``method_choices``.
+
 The error is measured at the end of the episode, ``max |y(T) - y_ref(T)| / max(1, max |y_ref(T)|)``,
 against a reference solve of the same instance (``reference_method`` at ``reference_tol``,
 cached). The reward is :class:`~infocnf_env.benchmark.BenchmarkReward` in its ``target`` form
@@ -30,6 +40,7 @@ import torch
 from flows.ivp import FAMILIES, MAX_DIM, Instance, IVPDynamics, check_family, draw_instance, relative_error
 from flows.ode import (
     NFECounter,
+    backend_methods,
     check_backend_options,
     check_method,
     is_adaptive,
@@ -50,7 +61,11 @@ from infocnf_env.config import ODE_MAX_NUM_STEPS, SpaceConfig, check_positive_in
 from infocnf_env.episode import Feedback
 
 #: Bump when instances, references or their cache layout change, so stale files are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: The methods the ``tol_method`` mode chooses among when ``method_choices`` is not given: each
+#: backend's low, middle and high order.
+DEFAULT_METHOD_CHOICES = {"torchdiffeq": ("bosh3", "dopri5", "dopri8"), "torchode": ("dopri5", "tsit5"),
+                          "torchode-pi": ("dopri5", "tsit5"), "scipy": ("RK23", "RK45", "DOP853")}
 
 
 @dataclass(frozen=True)
@@ -63,13 +78,17 @@ class ODEConfig:
         segments: K, the steps of an episode (equal time segments of the family's span).
         warm_start: a segment starts from the previous segment's last accepted step,
             rescaled to its tolerance (module docstring); ``False``: the solver's heuristic.
-        method: the adaptive solver (a torchdiffeq name).
+        method: the adaptive solver, a method of ``backend`` (``flows.ode.backend_methods``).
         backend: the episode solves' backend, a name in ``flows.ode.BACKENDS`` (``"torchode-pi"``:
-            a PI step-size controller, the baseline a numerical analyst would bring; the
+            a PI step-size controller; ``"scipy"``: scipy's ``RK23`` / ``RK45`` / ``DOP853``; the
             references always use torchdiffeq).
+        method_choices: the methods of ``backend`` the ``tol_method`` action mode chooses among
+            (empty: :data:`DEFAULT_METHOD_CHOICES` of the backend); other modes use ``method``.
         reference_method, reference_tol: the cached reference solve of each instance.
         max_num_steps: step cap of every segment's solve (past it the episode is truncated).
         pools: the train and test pools (:class:`~infocnf_env.benchmark.PoolConfig`).
+        ood_pool_size: instances of the ``ood`` pool, parameters beyond the training ranges
+            (families in turn, from ``pool_seed``; 0: no such pool).
         reward: the reward (target form, 1e-4 target, 100 per decade by default).
         spaces: the action (default bounds ``(-9, -2)``) and observation (vector only).
         cache: folder of the cached references (``None``: ``infocnf_env.cache.cache_dir()``).
@@ -82,10 +101,12 @@ class ODEConfig:
     warm_start: bool = True
     method: str = "dopri5"
     backend: str = "torchdiffeq"
+    method_choices: tuple[str, ...] = ()
     reference_method: str = "dopri8"
     reference_tol: float = 1e-12
     max_num_steps: int = ODE_MAX_NUM_STEPS
     pools: PoolConfig = field(default_factory=PoolConfig)
+    ood_pool_size: int = 32
     reward: BenchmarkReward = field(default_factory=lambda: BenchmarkReward(
         error_form="target", error_weight=100.0, error_target=1e-4))
     spaces: SpaceConfig = field(default_factory=lambda: SpaceConfig(tol_bounds=(-9.0, -2.0), feedback=True))
@@ -103,11 +124,23 @@ class ODEConfig:
         object.__setattr__(self, "families", families)
         check_positive_int("segments", self.segments)
         check_positive_int("max_num_steps", self.max_num_steps)
-        check_method(self.method)
+        if isinstance(self.ood_pool_size, bool) or not isinstance(self.ood_pool_size, int) or self.ood_pool_size < 0:
+            raise ValueError(f"ood_pool_size must be an integer >= 0, got {self.ood_pool_size!r}")
         check_method(self.reference_method)
-        if not is_adaptive(self.method):
-            raise ValueError(f"method must be an adaptive solver (its tolerance is the action), got {self.method!r}")
         check_backend_options(self.backend, self.method, adjoint=False)
+        choices = (self.method_choices,) if isinstance(self.method_choices, str) else tuple(self.method_choices)
+        if not choices and self.spaces.action_mode == "tol_method":
+            choices = DEFAULT_METHOD_CHOICES[self.backend]
+        object.__setattr__(self, "method_choices", choices)
+        for method in (self.method, *choices):
+            check_backend_options(self.backend, method, adjoint=False)
+            if not is_adaptive(method, self.backend):
+                raise ValueError(f"method must be an adaptive solver (its tolerance is the action), got {method!r}")
+        if len(set(choices)) != len(choices):
+            raise ValueError(f"method_choices must not repeat, got {list(choices)}")
+        if self.spaces.action_mode == "tol_method" and len(choices) < 2:
+            raise ValueError(f"action_mode 'tol_method' needs at least two method_choices, got {list(choices)} "
+                             f"(methods of backend {self.backend!r}: {', '.join(backend_methods(self.backend))})")
         if not (isinstance(self.reference_tol, (int, float)) and 0 < self.reference_tol < 1e-6):
             raise ValueError(f"reference_tol must be in (0, 1e-6), got {self.reference_tol!r}")
         if not isinstance(self.warm_start, bool):
@@ -124,20 +157,28 @@ class ODEConfig:
                                "ODE-task", **overrides)
 
     def pool_key(self) -> str:
-        """Cache name of the references: every field that decides the instances or their references."""
-        spec = [CACHE_VERSION, list(self.families), asdict(self.pools), self.reference_method, self.reference_tol]
+        """Cache name of the references: every field that decides the instances or their
+        references, the families' definitions included (ranges, span, the right-hand side's and
+        initial state's code: :meth:`flows.ivp.Family.definition`)."""
+        spec = [CACHE_VERSION, [FAMILIES[f].definition() for f in self.families], asdict(self.pools),
+                self.ood_pool_size, self.reference_method, self.reference_tol]
         digest = hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:12]
         return f"ode-{'-'.join(self.families)}-{digest}"
 
 
 def ode_pools(config: ODEConfig) -> dict[str, list[Instance]]:
-    """The train and test instances, drawn from ``pool_seed``: families in turn, parameters
-    uniform in each family's range; the test pool continues the same draw (disjoint instances)."""
+    """The train, test and ood instances, drawn from ``pool_seed``: families in turn, parameters
+    uniform in each family's range; the test pool continues the training pool's draw (disjoint
+    instances); the ood pool is drawn apart, from the families' out-of-range parameters."""
     generator = torch.Generator().manual_seed(20_000 + config.pools.pool_seed)
     sizes = {"train": config.pools.train_pool_size, "test": config.pools.test_pool_size}
     pools: dict[str, list[Instance]] = {}
     for split, size in sizes.items():
         pools[split] = [draw_instance(config.families[i % len(config.families)], generator) for i in range(size)]
+    if config.ood_pool_size:
+        generator = torch.Generator().manual_seed(30_000 + config.pools.pool_seed)
+        pools["ood"] = [draw_instance(config.families[i % len(config.families)], generator, out_of_range=True)
+                        for i in range(config.ood_pool_size)]
     return pools
 
 
@@ -158,6 +199,7 @@ class _SegmentState:
     y: torch.Tensor
     step: float | None = None  # last accepted step (absolute time units)
     step_tol: float | None = None  # the tolerance it was accepted at
+    methods: tuple[str, ...] = ()  # the method of every segment solved so far
 
 
 class ODETaskEnv(BenchmarkEnv[Instance]):
@@ -171,7 +213,9 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
     ## Action Space
     ``action_mode="tol"``: ``Box(low, high, (1,))``, log10 of the tolerance (rtol = atol;
     default bounds ``(-9, -2)``). ``"tol_first_step"``: ``Box((2,))``, also log10 of the first
-    step as a fraction of the segment's span (it replaces the warm start).
+    step as a fraction of the segment's span (it replaces the warm start). ``"tol_method"``:
+    ``Box((2,))``, also the segment's method as a position in [0, 1] among ``method_choices``
+    (:mod:`infocnf_env.actions`; the warm step is rescaled by the chosen method's order).
 
     ## Observation Space
     ``Box((K + F + 1 + 4 + 4,), float32)``: the one-hot segment index (K), the one-hot family
@@ -189,7 +233,7 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
 
     ## Starting State
     An instance of the training pool drawn by ``np_random``; ``reset(options={"episode": i,
-    "split": "test"})`` picks one of either pool.
+    "split": "test"})`` picks one of any pool (``train``, ``test``, ``ood``).
 
     ## Episode End
     Terminated after the last segment; truncated when a solve fails.
@@ -200,7 +244,8 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
     ``test_pool_size``, ...); an unknown name is one ``ValueError``.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version; the ``ood`` pool, the scipy and torchode methods and the ``tol_method``
+      mode added since (the reference cache key covers the family definitions).
     """
 
     error_unit = "mean relative error at T"
@@ -230,26 +275,43 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
     def _start(self, episode: Instance) -> _SegmentState:
         return _SegmentState(episode.y0)
 
+    def method_of(self, action: BlockAction) -> str:
+        """The method ``action`` solves its segment with: its pick among ``method_choices`` in the
+        ``tol_method`` mode, else the task's ``method``."""
+        index = action.method_index(len(self.config.method_choices))
+        return self.config.method if index is None else self.config.method_choices[index]
+
     def _advance(self, play: Playthrough[Instance], action: BlockAction) -> tuple[_SegmentState, Feedback]:
         config, state, instance = self.config, play.state, play.episode
         segment = play.steps.block
         times = _segment_times(instance, config.segments)[segment: segment + 2]
         span = float(times[1] - times[0])
+        method = self.method_of(action)
         first_step = None
         if action.first_step is not None:
             first_step = action.first_step * span
         elif config.warm_start and state.step is not None:
-            first_step = min(rescale_step(state.step, state.step_tol, action.tol, solver_order(config.method)), span)
+            # the previous segment's last step, rescaled for this tolerance by the error law of the
+            # method that takes it (a changed method keeps the step's size, not its accuracy)
+            order = solver_order(method, config.backend)
+            first_step = min(rescale_step(state.step, state.step_tol, action.tol, order), span)
         func = IVPDynamics(instance)
         func.counter = counter = NFECounter()
         with torch.no_grad():
-            (ys,) = solve(func, (state.y,), times, counter, tol=action.tol, method=config.method,
+            (ys,) = solve(func, (state.y,), times, counter, tol=action.tol, method=method,
                           max_num_steps=config.max_num_steps, first_step=first_step, backend=config.backend)
         last = counter.last_step
         feedback = Feedback(counter.forward, None if last is None else last / span, counter.accepted,
                             counter.rejected, action.tol)
         return _SegmentState(ys[-1], last if last is not None else state.step,
-                             action.tol if last is not None else state.step_tol), feedback
+                             action.tol if last is not None else state.step_tol,
+                             state.methods + (method,)), feedback
+
+    def _take(self, play: Playthrough[Instance], action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
+        reward, terminated, truncated, info = super()._take(play, action)
+        if terminated and self.spaces.action_mode == "tol_method":
+            info["methods"] = list(play.state.methods)
+        return reward, terminated, truncated, info
 
     def _error(self, play: Playthrough[Instance]) -> float:
         return relative_error(play.state.y, self.references[play.split][play.index])
