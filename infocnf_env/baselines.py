@@ -16,7 +16,7 @@ Each is chosen on the training pool and scored on the test pool (:class:`GridTab
   action): how much of the room the observation makes reachable without reinforcement learning;
 * **the best classical setting**: the same task solved by every method and step-size
   controller the solve layer offers (a :class:`GridTable` each), each at its own best constant
-  tolerance on the training pool, and the best of those (:func:`best_setting`);
+  tolerance on the training pool, and the best of those;
 * **method oracle**: each test episode's best (method, tolerance) pair in hindsight over
   several methods' tables (:func:`method_oracle`).
 
@@ -70,10 +70,10 @@ def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[st
     return GridTable(list(log_tols), reward, nfe, error)
 
 
-def cached_grid_table(env: BenchmarkEnv, log_tols: Sequence[float]) -> GridTable:
-    """:func:`grid_table` of every pool, cached beside the task's references (keyed by the task's
-    pool key, every other setting of the task, its reward and solver included, and the grid), so
-    the leaderboard and ``agents.evaluate`` pay for it once."""
+def grid_key(env: BenchmarkEnv, log_tols: Sequence[float]) -> str:
+    """The cache name of ``env``'s grid table over ``log_tols``: the task's pool key (its episodes
+    and references), every other setting of the task (solver, reward, spaces, pools; not the
+    seed of its episode draws or its cache folder) and the grid."""
     import dataclasses
     import hashlib
     import json
@@ -82,7 +82,13 @@ def cached_grid_table(env: BenchmarkEnv, log_tols: Sequence[float]) -> GridTable
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "cache")}
     spec = [config.pool_key(), settings, [float(t) for t in log_tols]]
     digest = hashlib.sha1(json.dumps(spec, default=str).encode()).hexdigest()[:12]
-    path = cache_dir(config.cache) / f"{config.pool_key()}-grid-{digest}.pt"
+    return f"{config.pool_key()}-grid-{digest}"
+
+
+def cached_grid_table(env: BenchmarkEnv, log_tols: Sequence[float]) -> GridTable:
+    """:func:`grid_table` of every pool, cached beside the task's references (:func:`grid_key`),
+    so the leaderboard and ``agents.evaluate`` pay for it once."""
+    path = cache_dir(env.config.cache) / f"{grid_key(env, log_tols)}.pt"
 
     def build() -> dict:
         table = grid_table(env, log_tols)
@@ -196,31 +202,11 @@ def gap_closed(score: float, floor: float, ceiling: float) -> float:
     return (score - floor) / gap if gap > 0 else math.nan
 
 
-def saving_at_equal_error(table: GridTable, nfe: float, error: float, split: str = "test") -> float | None:
-    """``1 - nfe / nfe_c`` against the cheapest constant grid tolerance whose mean error on
-    ``split`` is no larger than ``error`` (``None`` if no constant is that accurate)."""
-    errors = table.error[split].mean(axis=0)
-    costs = table.nfe[split].mean(axis=0)
-    ok = [a for a in range(len(table.log_tols)) if errors[a] <= error]
-    if not ok:
-        return None
-    cheapest = min(costs[a] for a in ok)
-    return float(1.0 - nfe / cheapest)
-
-
-def best_setting(tables: dict[str, GridTable], split: str = "train") -> tuple[str, int]:
-    """The setting (a key of ``tables``: one table per method or controller of the same task and
-    pools) and its grid action with the best mean reward on ``split``: the best classical
-    configuration of the task, chosen on the training pool."""
-    best = {name: best_constant(table, split) for name, table in tables.items()}
-    name = max(best, key=lambda n: tables[n].reward[split][:, best[n]].mean())
-    return name, best[name]
-
-
 def method_oracle(tables: dict[str, GridTable], split: str = "test") -> dict[str, Any]:
     """Each episode's best (setting, grid action) in hindsight over several settings' tables of
     the same pool (e.g. every method the ``tol_method`` mode chooses among): the upper bound of a
-    policy that picks one method and one tolerance per episode. Mean reward, NFE, error, picks."""
+    policy that picks one method and one tolerance per episode. Mean reward, NFE, error, median
+    error and the picks."""
     names = list(tables)
     stacked = {k: np.stack([getattr(tables[n], k)[split] for n in names], axis=1) for k in ("reward", "nfe", "error")}
     episodes, _, actions = stacked["reward"].shape

@@ -196,7 +196,7 @@ POOL_FIELDS = dict(train_pool_size=5, test_pool_size=3, batch_size=17, variants=
 OTHER_FIELDS = dict(alpha=2.0, error_weight=7.0, error_form="target", error_target=1e-3, failure_penalty=5.0,
                     tol_bounds=(-6.0, -1.0),
                     action_mode="tol_first_step", first_step_bounds=(-2.0, 0.0), max_num_steps=500, seed=3,
-                    cache="elsewhere", backend="torchode-pi", feedback=False)
+                    cache="elsewhere", backend="torchode-pi", method="bosh3", feedback=False)
 
 
 def _flow_key(config: FrozenConfig) -> str:

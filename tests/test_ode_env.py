@@ -309,11 +309,3 @@ def test_the_contextual_regressor_recovers_the_oracle_on_its_training_pool(tiny_
     for e, log_tol in enumerate(picks):
         obs, _ = tiny_env.reset(options={"episode": e})
         assert float(policy(obs, 0)[0]) == pytest.approx(log_tol)
-
-
-def test_saving_at_equal_error_compares_with_the_cheapest_accurate_constant() -> None:
-    table = B.GridTable([-6.0, -4.0], reward={}, nfe={"test": np.array([[100.0, 50.0]])},
-                        error={"test": np.array([[1e-6, 1e-4]])})
-    assert B.saving_at_equal_error(table, nfe=80.0, error=1e-5) == pytest.approx(0.2)
-    assert B.saving_at_equal_error(table, nfe=40.0, error=1e-3) == pytest.approx(0.2)
-    assert B.saving_at_equal_error(table, nfe=40.0, error=1e-7) is None

@@ -466,7 +466,6 @@ def choose_classical(ctx: Context, task: str, tables: dict[str, Any]) -> dict[st
 
     cfg = ctx.config
     task_cfg = cfg["tasks"][task]
-    env = make_task(ctx, task, task_cfg["task_kwargs"])
     rows: dict[str, tuple[str, int, float | None]] = {}
     train: dict[str, float] = {}
     for name in setting_names(task_cfg):
@@ -474,6 +473,7 @@ def choose_classical(ctx: Context, task: str, tables: dict[str, Any]) -> dict[st
         rows[f"classical:{name}"] = (name, action, None)
         train[f"classical:{name}"] = float(tables[name].reward["train"][:, action].mean())
     for name in task_cfg.get("first_step_settings", []):
+        env = make_task(ctx, task, task_cfg["task_kwargs"])
         first_env = make_task(ctx, task, task_cfg["task_kwargs"],
                               **setting_overrides(task_cfg, name + "+first-step", env))
         action = B.best_constant(tables[name], "train")
