@@ -51,7 +51,7 @@ class FlowConfig:
             real-valued data needs (``FlowModel.start`` rejects data outside [0, 1] otherwise).
         time_length: ODE end time T (paper: 1).
         train_time: learn T per block (the authors' ``--train_T True``).
-        solver: torchdiffeq method.
+        solver: the ODE method, a method of ``solver_backend`` (``flows.ode.backend_methods``).
         adjoint: adjoint back-propagation (FFJORD's default; slower on CPU).
         adjoint_norm: the adjoint solve's error norm: ``"seminorm"`` (default) leaves the
             parameter-gradient channels out of its step-size control (Kidger, Chen and Lyons
@@ -77,8 +77,9 @@ class FlowConfig:
             training, each block takes one dopri5 probe step of size T from its input and the
             loss gets ``error_weight`` times the mean square of its local error estimate
             (:mod:`flows.error_reg`). The probe's 7 evaluations per block count in the NFE.
-        solver_backend: ODE backend, a name in ``flows.ode.BACKENDS`` (``"torchode"`` needs the
-            optional extra of that name; dopri5 and direct back-propagation only).
+        solver_backend: ODE backend, a name in ``flows.ode.BACKENDS`` (``"torchode"`` and
+            ``"torchode-pi"`` need the optional extra of that name: dopri5 or tsit5, direct
+            back-propagation only; ``"scipy"`` computes no gradient, so it serves frozen flows only).
     """
 
     hidden: int = 64

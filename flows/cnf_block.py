@@ -177,16 +177,16 @@ class CNFBlock(nn.Module):
         if not time_length > 0:
             raise ValueError(f"time_length must be positive, got {time_length}")
         self.net = net
-        self.solver = check_method(solver)
+        self.backend = check_backend(backend)
+        self.solver = check_method(solver, self.backend)
         self.adjoint = adjoint
         self.adjoint_norm = check_adjoint_norm(adjoint_norm)
         self.divergence = divergence
         self.noise = noise
         self.max_num_steps = max_num_steps
         self.regularize = regularize
-        self.warm_start = warm_start and is_adaptive(self.solver)
+        self.warm_start = warm_start and is_adaptive(self.solver, self.backend)
         self.error_probe = error_probe
-        self.backend = check_backend(backend)
         #: ``(step, tol)``: the last step a training solve of this block accepted, at ``tol``.
         self.last_step: tuple[float, float] | None = None
         #: ``(step, tol)``: the last step an adjoint solve of a training pass accepted, at ``tol``

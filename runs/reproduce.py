@@ -21,11 +21,12 @@ run, how it maps to the paper and what it costs):
 ``latent-probe``      linear probes on z_y, z_u and z of CCNF and InfoCNF against their own classifier
 ``speed``             warm starts, regularizers, learned tolerances, combined
 ``speed-adjoint``     the seminorm adjoint, warm starts, learned tolerances on the adjoint path
+``speed-classical``   learned tolerances on top of the best classical solver setting, direct and adjoint
 ``beta``              InfoCNF vs CCNF (authors' heads) as beta grows to CIFAR10's supervision ratio
 ``tune``              the leaderboard agents' learning rates, chosen on the training pool of ``ODE-Mixed-v0``
 ``tune-cnf``          the same on ``CNF-Frozen-Mixed-v0``
-``benchmark``         the leaderboard: agents on ``ODE-Mixed-v0`` and ``CNF-Frozen-Mixed-v0`` against best
-                      constant / schedule / oracle / PI controller (test pool); co-training with every lever
+``benchmark``         the leaderboard: agents on ``ODE-Mixed-v0`` and ``CNF-Frozen-Mixed-v0`` against every
+                      classical solver setting, the best of them and the oracles; co-training with every lever
 =====================  ==========================================================================
 
 Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one seed) and writes

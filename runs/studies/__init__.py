@@ -55,6 +55,7 @@ MODULES = {
     "latent-probe": "latent_probe",
     "speed": "speed",
     "speed-adjoint": "speed_adjoint",
+    "speed-classical": "speed_classical",
     "beta": "beta",
     "tune": "tune",
     "tune-cnf": "tune_cnf",
