@@ -57,12 +57,14 @@ def log_tol_grid(env: BenchmarkEnv, step: float = 0.5) -> list[float]:
     return [low + step * i for i in range(count)]
 
 
-def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[str] | None = None) -> GridTable:
+def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[str] | None = None,
+               first_step: float | None = None) -> GridTable:
     """Play every episode of ``splits`` (default: every pool of ``env``) at every constant
-    tolerance of ``log_tols``."""
+    tolerance of ``log_tols`` (and, in the ``tol_first_step`` mode, the constant ``first_step``:
+    a fraction of each step's span, default the whole span)."""
     reward, nfe, error = {}, {}, {}
     for split in (tuple(env.pools) if splits is None else splits):
-        cells = [[env.play(split, e, env.constant_action(10.0 ** t)) for t in log_tols]
+        cells = [[env.play(split, e, env.constant_action(10.0 ** t, first_step)) for t in log_tols]
                  for e in range(len(env.pool(split)))]
         reward[split] = np.array([[c["reward"] for c in row] for row in cells])
         nfe[split] = np.array([[c["nfe"] for c in row] for row in cells])
@@ -70,10 +72,10 @@ def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[st
     return GridTable(list(log_tols), reward, nfe, error)
 
 
-def grid_key(env: BenchmarkEnv, log_tols: Sequence[float]) -> str:
-    """The cache name of ``env``'s grid table over ``log_tols``: the task's pool key (its episodes
-    and references), every other setting of the task (solver, reward, spaces, pools; not the
-    seed of its episode draws or its cache folder) and the grid."""
+def grid_key(env: BenchmarkEnv, log_tols: Sequence[float], first_step: float | None = None) -> str:
+    """The cache name of ``env``'s grid table over ``log_tols`` (at ``first_step``): the task's
+    pool key (its episodes and references), every other setting of the task (solver, reward,
+    spaces, pools; not the seed of its episode draws or its cache folder) and the grid."""
     import dataclasses
     import hashlib
     import json
@@ -81,17 +83,19 @@ def grid_key(env: BenchmarkEnv, log_tols: Sequence[float]) -> str:
     config = env.config
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "cache")}
     spec = [config.pool_key(), settings, [float(t) for t in log_tols]]
+    if first_step is not None:
+        spec.append(float(first_step))
     digest = hashlib.sha1(json.dumps(spec, default=str).encode()).hexdigest()[:12]
     return f"{config.pool_key()}-grid-{digest}"
 
 
-def cached_grid_table(env: BenchmarkEnv, log_tols: Sequence[float]) -> GridTable:
+def cached_grid_table(env: BenchmarkEnv, log_tols: Sequence[float], first_step: float | None = None) -> GridTable:
     """:func:`grid_table` of every pool, cached beside the task's references (:func:`grid_key`),
     so the leaderboard and ``agents.evaluate`` pay for it once."""
-    path = cache_dir(env.config.cache) / f"{grid_key(env, log_tols)}.pt"
+    path = cache_dir(env.config.cache) / f"{grid_key(env, log_tols, first_step)}.pt"
 
     def build() -> dict:
-        table = grid_table(env, log_tols)
+        table = grid_table(env, log_tols, first_step=first_step)
         return {"log_tols": table.log_tols, **{name: {k: torch.from_numpy(v) for k, v in getattr(table, name).items()}
                                                for name in ("reward", "nfe", "error")}}
 

@@ -181,13 +181,13 @@ def _table(train: list[list[float]], test: list[list[float]], log_tols: list[flo
 def test_the_best_classical_setting_is_chosen_on_the_training_pool() -> None:
     from runs.studies.benchmark import choose_classical
 
-    # on the training pool "b" at action 1 is best; on the test pool "a" at action 0 would be
-    tables = {"a": _table([[-10, -12]], [[-1, -12]]), "b": _table([[-11, -9]], [[-11, -9]])}
-    ctx = SimpleNamespace(config={"tasks": {"T": {"settings": {"a": {}, "b": {"method": "x"}}}}})
+    # on the training pool bosh3 at action 1 is best; on the test pool dopri5 at action 0 would be
+    tables = {"dopri5": _table([[-10, -12]], [[-1, -12]]), "bosh3": _table([[-11, -9]], [[-11, -9]])}
+    ctx = SimpleNamespace(config={"tasks": {"T": {"settings": ["dopri5", "bosh3"]}}})
     best = choose_classical(ctx, "T", tables)  # type: ignore[arg-type]
-    assert best["name"] == "classical:b" and best["rows"]["classical:b"] == ("b", 1, None)
-    assert best["rows"]["classical:a"] == ("a", 0, None) and best["agent_setting"] == "b"
-    assert B.best_constant(tables["a"], "train") == 0 and B.best_constant(_table([[-3, -1]], [[-1, -3]])) == 1
+    assert best["name"] == "classical:bosh3" and best["rows"]["classical:bosh3"] == ("bosh3", 1, None)
+    assert best["rows"]["classical:dopri5"] == ("dopri5", 0, None) and best["agent_setting"] == "bosh3"
+    assert B.best_constant(tables["dopri5"], "train") == 0 and B.best_constant(_table([[-3, -1]], [[-1, -3]])) == 1
 
 
 def test_the_method_oracle_is_each_episodes_best_pair_and_bounds_every_tables_oracle() -> None:

@@ -24,7 +24,9 @@ scored on the test pool.
   ``contextual`` (a nearest-neighbour regressor from the observation to the oracle's tolerance),
   as :mod:`infocnf_env.baselines` defines them; per setting, its own oracle (``settings`` in the
   task summary); on the ODE task ``method_oracle``: each episode's best (method, tolerance) over
-  the methods the ``tol_method`` mode chooses among.
+  the methods the ``tol_method`` mode chooses among; for each of ``first_step_oracle_settings``
+  (the CNF task's PI controller) ``oracle:SETTING+first-step``: each episode's best (tolerance,
+  first step) over the grid and ``first_step_grid``.
 
 **Agents** (``agents``, flags from ``agents/hyperparams/benchmark.json``, chosen by the ``tune``
 and ``tune-cnf`` studies), trained for ``agent_episodes`` episodes of the training pool per seed
@@ -81,14 +83,14 @@ ROW_KEYS = ("task", "split", "agent", "reward_mean", "reward_std", "gap_closed",
 NULLABLE_KEYS = ("gap_closed", "gap_closed_vs_constant", "nfe_saving_at_equal_error", "best_agent", "best_gap_closed",
                  "best_no_worse_on_every_family", "best_nfe_saving_at_equal_error", "mean", "median",
                  "nfe_saving_vs_classical_median", "best_on_classical", "best_on_classical_vs_classical",
-                 "ood_no_worse_on_every_family", "vs_classical", "savings", "method_oracle_reward",
+                 "ood_no_worse_on_every_family", "vs_classical", "savings",
                  "ood_no_worse_per_family", "nfe_saving_vs_classical_met")
 
 HYPERPARAMS = Path(__file__).resolve().parents[2] / "agents" / "hyperparams" / "benchmark.json"
 MODULES = {"reinforce": "reinforce", "ppo": "sb3", "a2c": "sb3", "sac": "sb3", "td3": "sb3"}
 
-#: The solve layer's methods and step-size controllers (env overrides by setting name); the first
-#: is each task's own solver.
+#: The solve layer's methods and step-size controllers (env overrides by setting name); a task's
+#: ``settings`` name those it is scored with, the first being the task's own solver.
 SETTINGS: dict[str, dict[str, str]] = {
     "dopri5": {},
     "bosh3": {"method": "bosh3"},
@@ -104,12 +106,13 @@ SETTINGS: dict[str, dict[str, str]] = {
 CONFIG: dict[str, Any] = {
     "tasks": {
         "ODE-Mixed-v0": {"task_kwargs": {"train_pool_size": 64, "test_pool_size": 64},
-                         "settings": SETTINGS, "whole_span": ["RK45", "DOP853"], "first_step_settings": ["dopri5"],
-                         "extra_modes": ["tol_method"],
+                         "settings": list(SETTINGS), "whole_span": ["RK45", "DOP853"],
+                         "first_step_settings": ["dopri5"], "extra_modes": ["tol_method"],
                          "targets": {"gap_fraction": 0.25, "gap_closed": 0.6, "nfe_saving_at_equal_error": 0.2,
                                      "vs_classical": 0.10, "nfe_saving_vs_classical_median": 0.2}},
-        "CNF-Frozen-Mixed-v0": {"task_kwargs": {}, "settings": SETTINGS, "whole_span": [],
+        "CNF-Frozen-Mixed-v0": {"task_kwargs": {}, "settings": list(SETTINGS), "whole_span": [],
                                 "first_step_settings": ["dopri5", "dopri5-pi"], "extra_modes": ["tol_first_step"],
+                                "first_step_oracle_settings": ["dopri5-pi"],
                                 "targets": {"gap_fraction": 0.15, "gap_closed": 0.5, "nfe_saving_at_equal_error": 0.2,
                                             "vs_classical": 0.05}},
     },
@@ -132,11 +135,11 @@ QUICK: dict[str, Any] = {
     "tasks": {
         "ODE-Mixed-v0": {"task_kwargs": {"families": ["vdp", "lorenz"], "segments": 2, "train_pool_size": 2,
                                          "test_pool_size": 2, "ood_pool_size": 2, "reference_tol": 1e-9},
-                         "settings": {k: SETTINGS[k] for k in ("dopri5", "bosh3", "scipy-DOP853")},
+                         "settings": ["dopri5", "bosh3", "scipy-DOP853"],
                          "whole_span": ["DOP853"]},
         "CNF-Frozen-Mixed-v0": {"task_kwargs": {"densities": ["checkerboard", "8gaussians"], "hidden": 4,
                                                 "train_iterations": 3, "train_pool_size": 2, "test_pool_size": 2},
-                                "settings": {k: SETTINGS[k] for k in ("dopri5", "dopri5-pi")}},
+                                "settings": ["dopri5", "dopri5-pi"], "first_step_settings": ["dopri5-pi"]},
     },
     "grid_step": 3.5,
     "first_step_grid": [-2, 0],
@@ -200,7 +203,7 @@ def setting_overrides(task_cfg: dict[str, Any], name: str, env: Any) -> dict[str
         method = name[len("scipy-"): -len("-whole")]
         segments = env.num_blocks
         return {"backend": "scipy", "method": method, "segments": 1, "alpha": env.reward_config.alpha / segments}
-    return dict(task_cfg["settings"][name])
+    return dict(SETTINGS[name])
 
 
 def setting_names(task_cfg: dict[str, Any]) -> list[str]:
@@ -232,12 +235,28 @@ def _parallel(ctx: Context, fn: Callable[..., Any], jobs: list[tuple]) -> list[A
     return [fn(*job) for job in jobs]
 
 
-def _table(task: str, kwargs: dict[str, Any], grid_step: float) -> Any:
-    """The cached grid table of ``task`` with env ``kwargs`` (a worker's job)."""
+def _table(task: str, kwargs: dict[str, Any], grid_step: float, first_step: float | None) -> Any:
+    """The cached grid table of ``task`` with env ``kwargs`` (at a constant ``first_step`` in the
+    ``tol_first_step`` mode): a worker's job."""
     from infocnf_env import baselines as B
 
     env = _make(task, kwargs)
-    return B.cached_grid_table(env, B.log_tol_grid(env, grid_step))
+    return B.cached_grid_table(env, B.log_tol_grid(env, grid_step), first_step)
+
+
+def table_jobs(ctx: Context, task: str, env: Any) -> dict[str, tuple]:
+    """The grid tables a task needs, name -> :func:`_table` job: one per constant-tolerance
+    setting (:func:`setting_names`) and, for each of ``first_step_oracle_settings``, one per
+    first step of ``first_step_grid`` (named ``SETTING+first-step:LOG10``)."""
+    cfg, task_cfg = ctx.config, ctx.config["tasks"][task]
+    base = task_kwargs(ctx, task_cfg["task_kwargs"])
+    jobs = {name: (task, {**base, **setting_overrides(task_cfg, name, env)}, cfg["grid_step"], None)
+            for name in setting_names(task_cfg)}
+    for setting in task_cfg.get("first_step_oracle_settings", []):
+        overrides = setting_overrides(task_cfg, setting + "+first-step", env)
+        for f in cfg["first_step_grid"]:
+            jobs[f"{setting}+first-step:{f:g}"] = (task, {**base, **overrides}, cfg["grid_step"], 10.0 ** f)
+    return jobs
 
 
 def _episodes(env: Any, policy: Any, split: str = "test") -> list[dict]:
@@ -309,7 +328,7 @@ def task_result(ctx: Context, task: str, arms: dict, tables: dict[str, Any], bes
     kwargs = task_cfg["task_kwargs"]
     env = make_task(ctx, task, kwargs)
     splits = tuple(s for s in ("test", "ood") if s in env.pools)
-    own = next(iter(task_cfg["settings"]))  # the task's own solver
+    own = task_cfg["settings"][0]  # the task's own solver
     table = tables[own]
     constant = B.best_constant(table, "train")
     schedule, _ = B.best_schedule(env, B.log_tol_grid(env, cfg["schedule_grid_step"]), table.log_tols[constant],
@@ -347,10 +366,14 @@ def task_result(ctx: Context, task: str, arms: dict, tables: dict[str, Any], bes
     extras["best_classical"] = {**extras[classical], "row": classical}
 
     oracle = {s: B.oracle(table, s) for s in splits}
-    method_oracle = None
+    # oracles of the richer actions: each episode's best (method, tolerance), (tolerance, first step)
+    oracles: dict[str, dict[str, dict[str, Any]]] = {}
     if "tol_method" in task_cfg.get("extra_modes", []):
         method_tables = {m: tables[m] for m in _method_choices(best["agent_setting"], task_cfg)}
-        method_oracle = {s: B.method_oracle(method_tables, s) for s in splits}
+        oracles["method_oracle"] = {s: B.method_oracle(method_tables, s) for s in splits}
+    for setting in task_cfg.get("first_step_oracle_settings", []):
+        first_tables = {n: t for n, t in tables.items() if n.startswith(f"{setting}+first-step:")}
+        oracles[f"oracle:{setting}+first-step"] = {s: B.method_oracle(first_tables, s) for s in splits}
 
     # -------------------------------------------------------------- agents
     agent_runs = [(name, [arms[key] for key in sorted(k for k in arms if k[0] == task and k[1] == name)])
@@ -387,9 +410,7 @@ def task_result(ctx: Context, task: str, arms: dict, tables: dict[str, Any], bes
     for split in splits:
         for name, by_split in played.items():
             rows.append(row(name, split, [by_split[split]], [], **extras.get(name, {})))
-        for name, oracle_split in (("oracle", oracle), ("method_oracle", method_oracle)):
-            if oracle_split is None:
-                continue
+        for name, oracle_split in (("oracle", oracle), *oracles.items()):
             o = oracle_split[split]
             rows.append({"task": task, "split": split, "agent": name, "reward_mean": o["reward"], "reward_std": 0.0,
                          "nfe_mean": o["nfe"], "nfe_std": 0.0, "error_mean": o["error"], "error_std": 0.0,
@@ -433,7 +454,7 @@ def task_result(ctx: Context, task: str, arms: dict, tables: dict[str, Any], bes
         "best_classical_reward": classical_reward["test"],
         "best_constant_reward": const["test"], "best_constant_log10_tol": table.log_tols[constant],
         "best_schedule_reward": floor["test"], "best_schedule": schedule, "oracle_reward": oracle["test"]["reward"],
-        "method_oracle_reward": None if method_oracle is None else method_oracle["test"]["reward"],
+        "oracles": {name: o["test"]["reward"] for name, o in oracles.items()},
         "gap_fraction": ratio(oracle["test"]["reward"] - floor["test"], abs(floor["test"])),
         "gap_fraction_vs_constant": ratio(oracle["test"]["reward"] - const["test"], abs(const["test"])),
         "best_constant_per_family": _per_family(constant_episodes),
@@ -451,9 +472,9 @@ def _method_choices(setting: str, task_cfg: dict[str, Any]) -> list[str]:
     """The settings of the methods the ``tol_method`` mode chooses among on ``setting``'s backend."""
     from infocnf_env.ode_env import DEFAULT_METHOD_CHOICES
 
-    backend = task_cfg["settings"][setting].get("backend", "torchdiffeq")
-    names = [n for n, ov in task_cfg["settings"].items() if ov.get("backend", "torchdiffeq") == backend
-             and ov.get("method", "dopri5") in DEFAULT_METHOD_CHOICES[backend]]
+    backend = SETTINGS[setting].get("backend", "torchdiffeq")
+    names = [n for n in task_cfg["settings"] if SETTINGS[n].get("backend", "torchdiffeq") == backend
+             and SETTINGS[n].get("method", "dopri5") in DEFAULT_METHOD_CHOICES[backend]]
     return names
 
 
@@ -584,7 +605,7 @@ def agent_sets(ctx: Context, task: str, best: dict[str, Any]) -> list[AgentSet]:
     mode or None, agents)``: the task's own solver, the best per-step classical setting in its
     mode, and the task's extra modes on that setting."""
     cfg, task_cfg = ctx.config, ctx.config["tasks"][task]
-    own = next(iter(task_cfg["settings"]))
+    own = task_cfg["settings"][0]
     setting, mode = best["agent_setting"], best["agent_mode"]
     sets: list[AgentSet] = [("", None, None, cfg["agents"])]
     if (setting, mode) != (own, "tol"):
@@ -599,11 +620,9 @@ def run(ctx: Context) -> dict:
     cfg = ctx.config
     tasks = list(cfg["tasks"])
     envs = {task: make_task(ctx, task, cfg["tasks"][task]["task_kwargs"]) for task in tasks}  # flows, references
-    jobs = [(task, {**task_kwargs(ctx, cfg["tasks"][task]["task_kwargs"]),
-                    **setting_overrides(cfg["tasks"][task], name, envs[task])}, cfg["grid_step"])
-            for task in tasks for name in setting_names(cfg["tasks"][task])]
-    computed = iter(_parallel(ctx, _table, jobs))
-    tables = {task: {name: next(computed) for name in setting_names(cfg["tasks"][task])} for task in tasks}
+    jobs = {task: table_jobs(ctx, task, envs[task]) for task in tasks}
+    computed = iter(_parallel(ctx, _table, [job for task in tasks for job in jobs[task].values()]))
+    tables = {task: {name: next(computed) for name in jobs[task]} for task in tasks}
     best = {task: choose_classical(ctx, task, tables[task]) for task in tasks}
     arms: dict[tuple[str, str, int], Arm] = {}
     for task in tasks:
@@ -674,7 +693,9 @@ def plot(result: dict, path: Path) -> None:
             if row["agent"].startswith("classical:"):
                 continue
             base = row["agent"].split("@")[0]
-            marker, colour = MARKERS.get(row["agent"], (_set_marker(row["agent"]), COLOURS.get(base)))
+            own = ("*", "tab:orange") if row["agent"].startswith("oracle:") else (_set_marker(row["agent"]),
+                                                                                   COLOURS.get(base))
+            marker, colour = MARKERS.get(row["agent"], own)
             bottom.scatter([row["nfe_mean"]], [max(_f(row["error_mean"]), 1e-16)], marker=marker, color=colour,
                            s=70 if marker == "*" else 30, edgecolor="black" if marker == "*" else None,
                            label=row["agent"], zorder=3)
@@ -746,8 +767,10 @@ def learned_vs_classical(d: dict, task: str) -> list[dict]:
     picks = [("best classical: " + t["best_classical"].removeprefix("classical:"), _row(d, task, "best_classical")),
              (f"{t['own_setting']}, best constant", _row(d, task, "best_constant")),
              (f"{t['own_setting']}, oracle", _row(d, task, "oracle"))]
-    if t.get("method_oracle_reward") is not None:
-        picks.append((f"{t['agent_setting']} backend, method oracle", _row(d, task, "method_oracle")))
+    for name in t["oracles"]:
+        what = (f"{t['agent_setting']} backend, method oracle" if name == "method_oracle"
+                else f"{name.removeprefix('oracle:')}, oracle of tolerance and first step")
+        picks.append((what, _row(d, task, name)))
     groups: dict[str, list[dict]] = {}
     for r in rows:
         base, _, on = r["agent"].partition("@")
