@@ -78,8 +78,8 @@ FROZEN_IDS: dict[str, FrozenConfig] = {
 #: The CNF task with room: episodes from all five densities' flows (a density one-hot in the
 #: observation), two stacked blocks (two decisions per episode, as the paper's gates make them),
 #: small episodes of 8 points (per-point difficulty is not averaged away), and flows trained for
-#: 800 iterations each: the five flows' first use then fits in about ten minutes on one core
-#: (the time is printed as they train), where training until the loss plateaus took close to an hour.
+#: 800 iterations each, a budget whose first use takes minutes on one CPU core (the training
+#: reports its progress on stderr).
 FROZEN_IDS["CNF-Frozen-Mixed-v0"] = FrozenConfig(
     densities=("checkerboard", "pinwheel", "rings", "2spirals", "8gaussians"), hidden=32, num_blocks=2,
     train_iterations=800, batch_size=8,
