@@ -73,13 +73,15 @@ def load_run(run_dir: str | Path) -> LoadedRun:
 
 def _load_gates(run_dir: Path, config: dict, env: Any) -> Any:
     """A REINFORCE run's trained gates (an ``agents.reinforce.ReinforceAgent``)."""
-    from agents.reinforce import ReinforceAgent
+    from agents.reinforce import ADDED_FLAGS, ReinforceAgent
     from infocnf_env.checkpoint import load_checkpoint
 
-    args = config["args"]
+    args = {**ADDED_FLAGS, **config["args"]}
     with torch.random.fork_rng():  # the constructor seeds the global RNG
         gates = ReinforceAgent(env.observation_space, env.num_blocks, init_mean=args["init_mean"],
-                               init_std=args["init_std"], seed=args["seed"], action_dim=env.action_space.shape[0])
+                               init_std=args["init_std"], seed=args["seed"], action_dim=env.action_space.shape[0],
+                               gate_dist=args["gate_dist"],
+                               action_bounds=(env.action_space.low.tolist(), env.action_space.high.tolist()))
     gates.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
     return gates
 
@@ -91,7 +93,8 @@ ActionPolicy = Callable[[Any, int], np.ndarray]
 def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
     """The deterministic policy of a finished run, returning the env's whole action.
 
-    fixed: its tolerance (or per-block schedule) and first step. REINFORCE: each gate's mean.
+    fixed: its tolerance (or per-block schedule) and first step. REINFORCE: each gate's
+    deterministic action (the Gaussian's mean; a squashed gate's median, inside the bounds).
     SB3: ``predict(deterministic=True)`` rescaled entry by entry from [-1, 1] to the action
     bounds, as ``RescaleAction`` does during training.
     """
@@ -106,13 +109,7 @@ def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
     if agent == "reinforce":
         gates = _load_gates(run_dir, config, env)
 
-        @torch.no_grad()
-        def reinforce_policy(obs: Any, block: int) -> np.ndarray:
-            inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
-            mean, _ = gates.gates[block](inp)
-            return mean.reshape(-1).double().numpy()
-
-        return reinforce_policy
+        return lambda obs, block: gates.policy(obs, block)[0].double().numpy()
     if agent.startswith("sb3-"):
         from agents.sb3 import load_policy as load_sb3_policy
 
@@ -133,11 +130,9 @@ def load_policy(run_dir: str | Path, env: Any) -> Policy:
     if config["agent"] == "reinforce":
         gates = _load_gates(Path(run_dir), config, env)
 
-        @torch.no_grad()
         def gate_policy(obs: Any, block: int) -> tuple[float, float]:
-            inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
-            mean, log_std = gates.gates[block](inp)
-            return float(mean.reshape(-1)[0]), float(log_std.exp().reshape(-1)[0])
+            action, spread = gates.policy(obs, block)
+            return float(action[0]), float(spread[0])
 
         return gate_policy
     action = load_action_policy(run_dir, env)

@@ -75,6 +75,12 @@ def run_cli(main: Callable[[], Any]) -> None:
     prefix = f" (rank {rank})" if rank != "0" else ""
     try:
         main()
+    except distributed.SingleProcessOnly as err:
+        # torchrun reports any non-zero exit of a worker as a crash, with a traceback of its own
+        # (ChildFailedError): every rank exits 0, rank 0 with the one line that says why
+        if rank == "0":
+            print(f"error: {err}", file=sys.stderr)
+        sys.exit(0 if distributed.env_world_size() > 1 else 2)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error{prefix}: {err}", file=sys.stderr)
         sys.exit(2)
@@ -84,7 +90,9 @@ def run_cli(main: Callable[[], Any]) -> None:
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:
         if opened_run_dir() is None:
-            print(f"interrupted{prefix} before the run started: no run directory was written", file=sys.stderr)
+            print(f"interrupted{prefix} before the run started: no run directory was kept (an env's cached "
+                  "first-use work is kept, and a frozen flow's training goes on from its last partial checkpoint)",
+                  file=sys.stderr)
         else:
             print(f"interrupted{prefix}: stopped without a checkpoint of the current iteration; "
                   f"--resume {opened_run_dir()} continues from the last one", file=sys.stderr)

@@ -22,7 +22,7 @@ The room an input-adaptive policy has is ``oracle - best schedule``; an agent's
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ import torch
 
 from infocnf_env.benchmark import BenchmarkEnv, Policy
 from infocnf_env.cache import cache_dir, cached
+from infocnf_env.progress import Progress, stderr
 
 
 @dataclass
@@ -50,15 +51,27 @@ def log_tol_grid(env: BenchmarkEnv, step: float = 0.5) -> list[float]:
     return [low + step * i for i in range(count)]
 
 
-def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[str] = ("train", "test")) -> GridTable:
-    """Play every episode of ``splits`` at every constant tolerance of ``log_tols``."""
+def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[str] = ("train", "test"), *,
+               log: Callable[[str], None] | None = stderr) -> GridTable:
+    """Play every episode of ``splits`` at every constant tolerance of ``log_tols``; progress
+    with the time left goes to ``log`` (:mod:`infocnf_env.progress`)."""
     reward, nfe, error = {}, {}, {}
+    episodes = sum(len(env.pool(split)) for split in splits)
+    progress = Progress("baseline grid", episodes * len(log_tols), "plays", log=log,
+                        start=f"the baselines' grid: {episodes} episodes ({', '.join(splits)}) x {len(log_tols)} "
+                              "constant tolerances")
+
+    def play(split: str, e: int, t: float) -> dict:
+        cell = env.play(split, e, env.constant_action(10.0 ** t))
+        progress.update()
+        return cell
+
     for split in splits:
-        cells = [[env.play(split, e, env.constant_action(10.0 ** t)) for t in log_tols]
-                 for e in range(len(env.pool(split)))]
+        cells = [[play(split, e, t) for t in log_tols] for e in range(len(env.pool(split)))]
         reward[split] = np.array([[c["reward"] for c in row] for row in cells])
         nfe[split] = np.array([[c["nfe"] for c in row] for row in cells])
         error[split] = np.array([[c["error"] for c in row] for row in cells])
+    progress.finish()
     return GridTable(list(log_tols), reward, nfe, error)
 
 

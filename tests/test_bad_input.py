@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import fixed, reinforce
+from agents import fixed, reinforce, sb3
 from agents.loop import run_cli
 from agents.runner import make_env
 from infocnf_env.checkpoint import CheckpointError
@@ -95,7 +95,20 @@ CASES = {
     "no data root": (_cli(fixed.main, "--env", "InfoCNF-CIFAR10-v0"), ValueError,
                      r"^dataset 'cifar10' needs a data root"),
     "negative iterations": (_cli(fixed.main, "--env", TOY, "--iterations", "-1"), ValueError,
-                            r"^--iterations must be >= 0, got -1$"),
+                            r"^--iterations must be >= 1 \(a run trains at least one iteration\), got -1$"),
+    "zero iterations": (_cli(reinforce.main, "--env", TOY, "--iterations", "0"), ValueError,
+                        r"^--iterations must be >= 1 \(a run trains at least one iteration\), got 0$"),
+    "an id of another package": (_cli(reinforce.main, "--env", "CartPole-v1"), ValueError,
+                                 r"^'CartPole-v1' is not an InfoCNF id; the InfoCNF ids \(README\.md\): "
+                                 r"InfoCNF-\{.*ODE-\{"),
+    "negative tolerance": (_cli(fixed.main, "--env", TOY, "--tol", "-1e-5"), ValueError,
+                           r"^--tol must be positive finite tolerances, got -1e-05$"),
+    "negative schedule": (_cli(fixed.main, "--env", TOY, "--schedule", "1e-3", "-1e-4"), ValueError,
+                          r"^--schedule must be positive finite tolerances, got 0.001 -0.0001$"),
+    "negative policy lr": (_cli(sb3.main, "--env", TOY, "--policy-lr", "-1"), ValueError,
+                           r"^--policy-lr must be a positive number, got -1.0$"),
+    "zero threads": (_cli(fixed.main, "--env", TOY, "--threads", "0"), ValueError,
+                     r"^--threads must be a positive integer, got 0$"),
     "checkpoint of another model": (_checkpoint_of_another_model(), CheckpointError,
                                     r"^checkpoint was written for another model: model\.config\.hidden: 8 in the "
                                     r"checkpoint, 4 here$"),

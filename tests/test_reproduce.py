@@ -151,7 +151,7 @@ def test_bench_gpu_cpu_smoke(tmp_path):
     from runs import bench_gpu
 
     path = tmp_path / "bench.json"
-    result = bench_gpu.main(["--device", "cpu", "--synthetic", "--iterations", "2", "--warmup", "0",
+    result = bench_gpu.main(["--device", "cpu", "--threads", "1", "--synthetic", "--iterations", "2", "--warmup", "0",
                              "--batch-size", "4", "--env-kwargs", "hidden=8", "--json", str(path), "--no-progress"])
     saved = json.loads(path.read_text())
     assert saved["iterations_done"] == 2 and saved["timed_iterations"] == 2
