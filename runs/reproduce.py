@@ -26,6 +26,7 @@ run, how it maps to the paper and what it costs):
 ``tune-cnf``          the same on ``CNF-Frozen-Mixed-v0``
 ``benchmark``         the leaderboard: agents on ``ODE-Mixed-v0`` and ``CNF-Frozen-Mixed-v0`` against best
                       constant / schedule / oracle / PI controller (test pool); co-training with every lever
+``threads``           the README's main job at 1 and 2 CPU threads, idle and beside a busy process
 =====================  ==========================================================================
 
 Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one seed) and writes
