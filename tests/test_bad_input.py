@@ -140,3 +140,63 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys, case):
         assert exit_info.value.code == 2
         captured = capsys.readouterr()
         assert captured.err == f"error: {message}\n" and captured.out == ""
+
+
+#: Usage errors: (CLI module, argv, the error line's start).
+USAGE = {
+    "sb3 --algo dqn": ("agents.sb3", ["--algo", "dqn"],
+                       "error: argument --algo: invalid choice: 'dqn' (choose from 'ppo', 'sac', 'a2c', 'td3')"),
+    "reproduce nosuchstudy": ("runs.reproduce", ["nosuchstudy"],
+                              "error: argument study: invalid choice: 'nosuchstudy' (choose from 'digits-table', "),
+    "fixed --tol without a value": ("agents.fixed", ["--tol"], "error: argument --tol: expected one argument"),
+    "an unknown flag": ("agents.reinforce", ["--gate-lrr", "1"], "error: unrecognized arguments: --gate-lrr 1"),
+    "plots --nope": ("runs.plots", ["--nope"], "error: unrecognized arguments: --nope"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USAGE))
+def test_usage_errors_are_one_line_naming_the_choices(case, capsys):
+    import importlib
+
+    module, argv, start = USAGE[case]
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(start) and err.count("\n") == 1, err
+    assert err.rstrip().endswith(f"(python -m {module} --help lists every option)")
+
+
+RUNS_CLIS = ["reproduce", "plots", "tables", "docs", "bench_env", "bench_flow", "bench_gpu", "bench_backend",
+             "bench_cifar", "bench_learned_tol", "spirals", "spirals_ab_ceiling"]
+
+
+@pytest.mark.parametrize("name", [*(f"runs.{m}" for m in RUNS_CLIS),
+                                  *(f"agents.{m}" for m in ("fixed", "reinforce", "sb3", "evaluate"))])
+def test_usage_lines_name_the_module_to_run(name, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(name).main(["--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m {name} ")
+
+
+def test_a_negative_number_is_a_value_in_any_notation():
+    from agents.cli import parse_args
+
+    for text, value in (("-1e-5", -1e-5), ("-.5", -0.5), ("-2", -2.0), ("-1E+2", -100.0)):
+        assert parse_args(reinforce.Args, ["--init-mean", text]).init_mean == value
+    assert parse_args(fixed.Args, ["--schedule", "1e-3", "-1e-4"]).schedule == [1e-3, -1e-4]
+
+
+def test_the_resume_refusal_and_the_first_hour_page_name_the_same_changeable_flags(tmp_path):
+    from agents.resume import CHANGEABLE_FLAGS, CHANGEABLE_ON_RESUME
+
+    assert CHANGEABLE_FLAGS.split(", ") == [f"--{n}" for n in ("iterations", "progress", "device", "threads")]
+    assert CHANGEABLE_ON_RESUME == {"resume", *(f[2:] for f in CHANGEABLE_FLAGS.split(", "))}
+    page = (Path(__file__).resolve().parents[1] / "docs" / "first-hour.md").read_text()
+    text = " ".join(page.replace("`", "").split())
+    assert f"({CHANGEABLE_FLAGS.replace(', --threads', ' and --threads')} may change" in text
+    with pytest.raises(CheckpointError, match=f"only {CHANGEABLE_FLAGS} may change"):
+        _resume(None, "--env", DIGITS, "--seed", "3")(tmp_path)
