@@ -198,5 +198,9 @@ def test_the_resume_refusal_and_the_first_hour_page_name_the_same_changeable_fla
     page = (Path(__file__).resolve().parents[1] / "docs" / "first-hour.md").read_text()
     text = " ".join(page.replace("`", "").split())
     assert f"({CHANGEABLE_FLAGS.replace(', --threads', ' and --threads')} may change" in text
-    with pytest.raises(CheckpointError, match=f"only {CHANGEABLE_FLAGS} may change"):
-        _resume(None, "--env", DIGITS, "--seed", "3")(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"env": DIGITS, "agent": "fixed", "env_kwargs": {},
+                                                 "args": {"env": DIGITS, "seed": 0}}))
+    with pytest.raises(CheckpointError, match=f"--seed 3 differs from the run's 0; .* only {CHANGEABLE_FLAGS} may"):
+        fixed.main(["--resume", str(run), "--seed", "3"])
