@@ -202,5 +202,6 @@ def test_the_resume_refusal_and_the_first_hour_page_name_the_same_changeable_fla
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"env": DIGITS, "agent": "fixed", "env_kwargs": {},
                                                  "args": {"env": DIGITS, "seed": 0}}))
-    with pytest.raises(CheckpointError, match=rf"--seed 3 differs from the run's 0; .* \(only {CHANGEABLE_FLAGS} may change\)$"):
+    refusal = rf"--seed 3 differs from the run's 0; .* \(only {CHANGEABLE_FLAGS} may change\)$"
+    with pytest.raises(CheckpointError, match=refusal):
         fixed.main(["--resume", str(run), "--seed", "3"])

@@ -171,3 +171,29 @@ def test_bench_flow_quick_writes_the_sweep_with_warm_starts(tmp_path):
         assert 0 < point["nfe_forward_warm"] <= point["nfe_forward"]
         if point["tol"] <= 1e-4:  # both solves are accurate: the same density
             assert abs(point["bits_per_dim_warm"] - point["bits_per_dim"]) < 1e-3
+
+
+def test_the_threads_studys_busy_neighbour_runs_until_the_block_ends():
+    """The load of the ``threads`` study (its quick run leaves it out, to stay quick)."""
+    from runs.studies import threads
+
+    with threads.load("busy", 16) as proc:
+        assert proc is not None and proc.poll() is None  # running, busy
+    assert proc.poll() is not None  # stopped with the block
+    with threads.load("idle", 16) as none:
+        assert none is None
+
+
+def test_reinforce_arms_run_the_papers_gaussian_gates_without_changing_their_cache_key(tmp_path):
+    """The committed studies ran the paper's Gaussian gates: every REINFORCE run of runs/ passes
+    them (agents.reinforce's default is now the squashed gate), unless a run chooses its own."""
+    plain = Arm("x", "reinforce", "InfoCNF-Digits-v0", 0, 10, 0, ("--gate-lr", "0.03"), (("hidden", 4),))
+    argv = plain.argv(tmp_path / "run")
+    assert argv[argv.index("--gate-dist") + 1] == "gaussian" and argv.count("--gate-dist") == 1
+    assert "--gate-dist" not in plain.agent_args  # the cache key of the committed runs is what it was
+    own = Arm("x", "reinforce", "InfoCNF-Digits-v0", 0, 10, 0, ("--gate-dist", "squashed"), ())
+    argv = own.argv(tmp_path / "run")
+    assert argv[argv.index("--gate-dist") + 1] == "squashed" and argv.count("--gate-dist") == 1
+    assert "--gate-dist" not in Arm("x", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), ()).argv(tmp_path)
+    resumed = plain.argv(tmp_path / "run", resume=True, threads=2)
+    assert resumed[resumed.index("--threads") + 1] == "2" and "gaussian" in resumed
