@@ -197,3 +197,14 @@ def test_reinforce_arms_run_the_papers_gaussian_gates_without_changing_their_cac
     assert "--gate-dist" not in Arm("x", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), ()).argv(tmp_path)
     resumed = plain.argv(tmp_path / "run", resume=True, threads=2)
     assert resumed[resumed.index("--threads") + 1] == "2" and "gaussian" in resumed
+
+
+def test_the_threads_study_times_the_iterations_after_the_warmup(tmp_path, monkeypatch):
+    from runs.studies import threads
+
+    walls = [10.0, 11.0, 13.0, 16.0, 20.0]  # cumulative wall time after each iteration
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i + 1, "wall_time": w}) + "\n"
+                                                    for i, w in enumerate(walls)))
+    assert threads._rate(tmp_path, warmup=2) == pytest.approx(3 / (20.0 - 11.0))  # iterations 3..5
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # only --threads decides a child's threads
+    assert not set(threads.THREAD_VARIABLES) & set(threads._child_env())
