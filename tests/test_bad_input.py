@@ -102,7 +102,7 @@ CASES = {
                                  r"^'CartPole-v1' is not an InfoCNF id; the InfoCNF ids \(README\.md\): "
                                  r"InfoCNF-\{.*ODE-\{"),
     "negative tolerance": (_cli(fixed.main, "--env", TOY, "--tol", "-1e-5"), ValueError,
-                           r"^--tol must be positive finite tolerances, got -1e-05$"),
+                           r"^--tol must be a positive finite tolerance, got -1e-05$"),
     "negative schedule": (_cli(fixed.main, "--env", TOY, "--schedule", "1e-3", "-1e-4"), ValueError,
                           r"^--schedule must be positive finite tolerances, got 0.001 -0.0001$"),
     "negative policy lr": (_cli(sb3.main, "--env", TOY, "--policy-lr", "-1"), ValueError,
