@@ -10,6 +10,7 @@ import argparse
 import ast
 import dataclasses
 import os
+import re
 import sys
 import typing
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,14 +43,18 @@ class CommonArgs:
                     "seed=... is given), the first reset (data order, noise) and the agent")
     device: str | None = arg(None, "torch device of the environment's model and of an SB3 policy: cpu, cuda, "
                              "cuda:1 (default: cuda when available, else cpu); a resumed run may change it")
-    iterations: int = arg(300, "flow training iterations (= episodes)")
+    threads: int | None = arg(None, "CPU threads of torch and of NumPy's BLAS, set before the env is built "
+                              "(default: 1 for the bundled ids, whose tensors are too small to share; torch's own, "
+                              "one per core, for the CIFAR10 and MNIST ids; infocnf_env.threads); a resumed run "
+                              "may change it")
+    iterations: int = arg(300, "flow training iterations (= episodes), at least 1")
     eval_every: int = arg(100, "evaluate on the test set at tol 1e-5 every N iterations (0: only at the end)")
     eval_batches: int | None = arg(None, "limit periodic evaluations to this many test batches (default: all; "
                                    "the final evaluation is always full)")
     checkpoint_every: int = arg(50, "write a checkpoint every N iterations (0: only at the end)")
     out: str | None = arg(None, f"run directory (default: {RUNS_ROOT}/<env>__<agent>__<seed>__<time>/)")
     resume: str | None = arg(None, "continue the run in this directory from its last checkpoint, with its own "
-                             "settings (only --iterations and --progress may change)")
+                             "settings (only --iterations, --progress, --device and --threads may change)")
     env_kwargs: list[str] = arg([], "environment overrides as key=value, values parsed as Python literals "
                                 "(e.g. batch_size=32 hidden=8)", nargs="*")
     progress: bool = arg(True, "show a progress bar")
@@ -76,6 +81,32 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return help_text + " (default: %(default)s)"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's conventions for a command line:
+
+    * a usage error is one line, ``error: ...`` (exit 2), naming the valid choices where there
+      are some and pointing at ``--help``, not the usage text;
+    * a negative number in any notation (``-1e-5``, ``-.5``, ``-inf``) is a value, not a flag
+      (argparse alone reads ``--tol -1e-5`` as a missing value followed by an unknown flag).
+    """
+
+    #: What argparse reads as a negative number (it would take only ``-1`` and ``-1.5``).
+    NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = self.NEGATIVE_NUMBER
+
+    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+        self.exit(2, f"error: {message} ({self.prog} --help lists every option)\n")
+
+
+def command_parser(module: str, description: str | None = None, **kwargs: Any) -> Parser:
+    """The :class:`Parser` of ``python -m MODULE``, its description shown as written."""
+    return Parser(prog=f"python -m {module}", description=description,
+                  formatter_class=kwargs.pop("formatter_class", argparse.RawDescriptionHelpFormatter), **kwargs)
+
+
 def parse_args(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
     """Parse ``argv`` into ``cls``: one ``--flag`` per field (``positional=True`` in a field's
     metadata: a positional argument, optional, that may come before or after the flags).
@@ -92,7 +123,7 @@ def parse_args(cls: type[T], argv: list[str] | None = None, description: str | N
 
 def _parser(cls: type, description: str | None, argument_default: Any = None) -> argparse.ArgumentParser:
     """The parser of ``cls``'s fields; ``argument_default=SUPPRESS`` leaves out flags not given."""
-    parser = argparse.ArgumentParser(prog=_program(cls), description=description, formatter_class=HelpFormatter)
+    parser = Parser(prog=_program(cls), description=description, formatter_class=HelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.metadata.get("cli", True):
@@ -122,12 +153,12 @@ def _parser(cls: type, description: str | None, argument_default: Any = None) ->
 
 
 def _program(cls: type) -> str:
-    """``python -m agents.NAME`` for the usage line (``NAME.py`` is what argparse would show)."""
+    """``python -m PACKAGE.NAME`` for the usage line (``NAME.py`` is what argparse would show)."""
     module = cls.__module__
     if module == "__main__":
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         module = spec.name if spec is not None else module
-    return f"python -m {module}" if module.startswith("agents.") else os.path.basename(sys.argv[0])
+    return f"python -m {module}" if module.startswith(("agents.", "runs.")) else os.path.basename(sys.argv[0])
 
 
 def _scalar_type(kind: Any) -> Any:

@@ -28,6 +28,10 @@ import torch.distributed as dist
 TIMEOUT = datetime.timedelta(hours=2)
 
 
+class SingleProcessOnly(ValueError):
+    """A CLI that runs in one process was launched by torchrun (``WORLD_SIZE > 1``)."""
+
+
 def env_world_size() -> int:
     """``WORLD_SIZE`` from the environment (1 when not launched by torchrun)."""
     try:

@@ -20,12 +20,27 @@ def env_id(name: str) -> str:
     return name.removeprefix(ID_PREFIX)
 
 
+#: Every id this project registers: the training-step ids, the frozen flows, the ODE tasks.
+PROJECT_IDS = (*infocnf_env.ENV_IDS, *infocnf_env.FROZEN_IDS, *infocnf_env.ODE_IDS)
+
+
+def check_env_id(name: str) -> str:
+    """``name`` without the ``infocnf_env:`` prefix if it is one of :data:`PROJECT_IDS`; one
+    ``ValueError`` otherwise (an id of another package, such as Gymnasium's ``CartPole-v1``,
+    is named as such)."""
+    name = env_id(name)
+    if name in PROJECT_IDS:
+        return name
+    ids = ", ".join(compact_ids(list(PROJECT_IDS)))
+    if name in gym.registry:
+        raise ValueError(f"{name!r} is not an InfoCNF id; the InfoCNF ids (README.md): {ids}")
+    raise ValueError(f"unknown env id {name!r}; registered ids: {ids}")
+
+
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
-    """``gymnasium.make`` with one clear error for an unknown id or keyword."""
-    env_id = env_id.removeprefix(ID_PREFIX)
-    if env_id not in gym.registry:
-        ids = [*infocnf_env.ENV_IDS, *infocnf_env.FROZEN_IDS, *infocnf_env.ODE_IDS]
-        raise ValueError(f"unknown env id {env_id!r}; registered ids: {', '.join(compact_ids(ids))}")
+    """``gymnasium.make`` of one of :data:`PROJECT_IDS`, with one clear error for another id or
+    an unknown keyword."""
+    env_id = check_env_id(env_id)
     try:
         return gym.make(env_id, **env_kwargs)
     except TypeError as err:

@@ -1,8 +1,13 @@
 """Evaluate a finished run with its own tolerance policy, and at the evaluation tolerance.
 
-    python -m agents.evaluate RUNS/DIR                       # test set, batch 100
-    python -m agents.evaluate RUNS/DIR --split train --batch-size 500
-    python -m agents.evaluate RUNS/ODE_RUN --pool test       # a benchmark run (frozen flow, ODE task)
+    python -m agents.evaluate logs/RUN_DIR                   # test set, batch 100
+    python -m agents.evaluate logs/RUN_DIR --split train --batch-size 500
+    python -m agents.evaluate logs/ODE_RUN --pool test       # a benchmark run (frozen flow, ODE task)
+
+Only a finished run is scored (its ``summary.json`` written and readable); an interrupted
+one is finished first with ``--resume``. ``--split``, ``--batch-size``, ``--tol`` and
+``--seed`` apply to runs of a flow environment, ``--pool`` and ``--grid-step`` to runs of a
+benchmark task; each is refused on the other kind.
 
 A run on a benchmark task (``ODE-*``, ``CNF-Frozen-*``: tolerance learning in isolation) is
 scored by :func:`score_benchmark_run`: the run's deterministic policy on the task's held-out
@@ -73,13 +78,15 @@ def load_run(run_dir: str | Path) -> LoadedRun:
 
 def _load_gates(run_dir: Path, config: dict, env: Any) -> Any:
     """A REINFORCE run's trained gates (an ``agents.reinforce.ReinforceAgent``)."""
-    from agents.reinforce import ReinforceAgent
+    from agents.reinforce import ADDED_FLAGS, ReinforceAgent
     from infocnf_env.checkpoint import load_checkpoint
 
-    args = config["args"]
+    args = {**ADDED_FLAGS, **config["args"]}
     with torch.random.fork_rng():  # the constructor seeds the global RNG
         gates = ReinforceAgent(env.observation_space, env.num_blocks, init_mean=args["init_mean"],
-                               init_std=args["init_std"], seed=args["seed"], action_dim=env.action_space.shape[0])
+                               init_std=args["init_std"], seed=args["seed"], action_dim=env.action_space.shape[0],
+                               gate_dist=args["gate_dist"],
+                               action_bounds=(env.action_space.low.tolist(), env.action_space.high.tolist()))
     gates.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
     return gates
 
@@ -91,7 +98,8 @@ ActionPolicy = Callable[[Any, int], np.ndarray]
 def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
     """The deterministic policy of a finished run, returning the env's whole action.
 
-    fixed: its tolerance (or per-block schedule) and first step. REINFORCE: each gate's mean.
+    fixed: its tolerance (or per-block schedule) and first step. REINFORCE: each gate's
+    deterministic action (the Gaussian's mean; a squashed gate's median, inside the bounds).
     SB3: ``predict(deterministic=True)`` rescaled entry by entry from [-1, 1] to the action
     bounds, as ``RescaleAction`` does during training.
     """
@@ -106,13 +114,7 @@ def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
     if agent == "reinforce":
         gates = _load_gates(run_dir, config, env)
 
-        @torch.no_grad()
-        def reinforce_policy(obs: Any, block: int) -> np.ndarray:
-            inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
-            mean, _ = gates.gates[block](inp)
-            return mean.reshape(-1).double().numpy()
-
-        return reinforce_policy
+        return lambda obs, block: gates.policy(obs, block)[0].double().numpy()
     if agent.startswith("sb3-"):
         from agents.sb3 import load_policy as load_sb3_policy
 
@@ -133,11 +135,9 @@ def load_policy(run_dir: str | Path, env: Any) -> Policy:
     if config["agent"] == "reinforce":
         gates = _load_gates(Path(run_dir), config, env)
 
-        @torch.no_grad()
         def gate_policy(obs: Any, block: int) -> tuple[float, float]:
-            inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
-            mean, log_std = gates.gates[block](inp)
-            return float(mean.reshape(-1)[0]), float(log_std.exp().reshape(-1)[0])
+            action, spread = gates.policy(obs, block)
+            return float(action[0]), float(spread[0])
 
         return gate_policy
     action = load_action_policy(run_dir, env)
@@ -250,33 +250,81 @@ class Args:
     pool: str = arg("test", "benchmark runs: the pool of episodes to score on (train: where the run learned)",
                     choices=["train", "test"])
     grid_step: float = arg(0.5, "benchmark runs: spacing of the baselines' grid of log10 tolerances")
+    threads: int | None = arg(None, "CPU threads of torch and NumPy's BLAS (default: the thread rule for the "
+                              "run's env, infocnf_env.threads: 1 for the bundled ids)")
+    #: The flags given on the command line (those of the other kind of run are refused).
+    explicit: frozenset[str] = dataclasses.field(default=frozenset(), repr=False, compare=False,
+                                                 metadata={"cli": False})
 
 
-def _is_benchmark_run(run_dir: str) -> bool:
+#: Flags that apply to one kind of run only: flow runs (test metrics) or benchmark runs (pools).
+FLOW_FLAGS = ("split", "batch_size", "tol", "seed")
+BENCHMARK_FLAGS = ("pool", "grid_step")
+
+
+def finished_run_config(run_dir: str | Path) -> dict:
+    """The ``config.json`` of a finished run (one whose ``summary.json`` was written and reads);
+    one clear error otherwise: no run, an interrupted run, a damaged record."""
+    run_dir = Path(run_dir)
+    config_path, summary_path = run_dir / "config.json", run_dir / "summary.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a finished run directory: config.json is missing")
+    try:
+        config = json.loads(config_path.read_text())
+        if not isinstance(config, dict) or not {"env", "agent", "env_kwargs", "args"} <= set(config):
+            raise ValueError("not a run's config")
+    except ValueError as err:
+        raise ValueError(f"{config_path} is not a run's config ({type(err).__name__}): the run's record is "
+                         "damaged") from None
+    if not summary_path.is_file():
+        script = f"agents.{str(config['agent']).split('-')[0]}"
+        raise ValueError(f"{run_dir} is not a finished run: it has no summary.json (stopped before its end?); "
+                         f"finish it with python -m {script} --resume {run_dir}")
+    try:
+        summary = json.loads(summary_path.read_text())
+        if not isinstance(summary, dict) or "iterations" not in summary:
+            raise ValueError("not a run's summary")
+    except ValueError as err:
+        raise ValueError(f"{summary_path} is unreadable ({type(err).__name__}): the run's record is damaged, "
+                         "so it is not scored") from None
+    return config
+
+
+def _is_benchmark_run(config: dict) -> bool:
     import gymnasium as gym
 
     import infocnf_env
 
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        return False
-    env_id = json.loads(path.read_text()).get("env", "")
-    spec = gym.registry.get(env_id)
-    return spec is not None and env_id not in infocnf_env.ENV_IDS
+    env_id = config.get("env", "")
+    return gym.registry.get(env_id) is not None and env_id not in infocnf_env.ENV_IDS
+
+
+def _refuse(args: Args, names: tuple[str, ...], what: str) -> None:
+    given = [f"--{n.replace('_', '-')}" for n in names if n in args.explicit]
+    if given:
+        raise ValueError(f"{' '.join(given)} applies to {what} only; {args.run_dir} is not one")
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from infocnf_env.threads import check_threads, default_threads, set_threads
+
     args = parse_args(Args, argv, description=__doc__)
     if not args.run_dir:
         raise ValueError("name a run directory: python -m agents.evaluate RUN_DIR")
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    if _is_benchmark_run(args.run_dir):
+    if args.threads is not None:
+        check_threads(args.threads)
+    config = finished_run_config(args.run_dir)
+    set_threads(args.threads or default_threads(str(config["env"])))
+    if _is_benchmark_run(config):
+        _refuse(args, FLOW_FLAGS, "runs of a flow environment (the training-step ids)")
         if not (math.isfinite(args.grid_step) and args.grid_step > 0):
             raise ValueError(f"--grid-step must be a positive number of decades, got {args.grid_step}")
         result = score_benchmark_run(args.run_dir, args.pool, grid_step=args.grid_step)
         print(json.dumps(result, indent=2))
         return result
+    _refuse(args, BENCHMARK_FLAGS, "runs of a benchmark task (ODE-*, CNF-Frozen-*)")
     run = load_run(args.run_dir)
     if not isinstance(run.model, FlowModel):
         raise ValueError(f"{run.config['env']} is not a flow environment; agents.evaluate evaluates flows")

@@ -26,7 +26,10 @@ class FixedAgent(Agent):
                  first_step: float | None = None):
         tols = list(schedule) if schedule else [tol]
         if any(not (t > 0 and math.isfinite(t)) for t in tols):
-            raise ValueError(f"tolerances must be positive and finite, got {tols}")
+            got = " ".join(f"{t:g}" for t in tols)
+            what = "--schedule must be positive finite tolerances" if schedule else \
+                "--tol must be a positive finite tolerance"
+            raise ValueError(f"{what}, got {got}")
         if schedule and num_blocks is not None and len(schedule) != num_blocks:
             raise ValueError(f"--schedule needs one tolerance per block ({num_blocks}), got {len(schedule)}")
         if first_step is not None and not 0 < first_step <= 1:

@@ -75,6 +75,13 @@ def run_cli(main: Callable[[], Any]) -> None:
     prefix = f" (rank {rank})" if rank != "0" else ""
     try:
         main()
+    except distributed.SingleProcessOnly as err:
+        # one line, from rank 0 only, and the exit status of bad input: torchrun then adds its own
+        # report of the failed workers (ChildFailedError), which a status of 0 would avoid only by
+        # telling the caller that a refused run succeeded
+        if rank == "0":
+            print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error{prefix}: {err}", file=sys.stderr)
         sys.exit(2)
@@ -84,7 +91,9 @@ def run_cli(main: Callable[[], Any]) -> None:
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:
         if opened_run_dir() is None:
-            print(f"interrupted{prefix} before the run started: no run directory was written", file=sys.stderr)
+            print(f"interrupted{prefix} before the run started: no run directory was kept (an env's cached "
+                  "first-use work is kept, and a frozen flow's training goes on from its last partial checkpoint)",
+                  file=sys.stderr)
         else:
             print(f"interrupted{prefix}: stopped without a checkpoint of the current iteration; "
                   f"--resume {opened_run_dir()} continues from the last one", file=sys.stderr)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -30,14 +31,31 @@ import torch
 from torch import nn
 
 from agents.cli import CommonArgs, arg, parse_args
-from agents.gates import DEFAULT_FIRST_STEP_INIT_MEAN, DEFAULT_INIT_MEAN, DEFAULT_INIT_STD, CNNGate, InitMean, MLPGate
+from agents.gates import (
+    DEFAULT_FIRST_STEP_INIT_MEAN,
+    DEFAULT_INIT_MEAN,
+    DEFAULT_INIT_STD,
+    GATE_DISTS,
+    CNNGate,
+    InitMean,
+    InitStd,
+    MLPGate,
+    SquashedGaussian,
+)
 from agents.loop import run_agent, run_cli
 from agents.runner import Agent, resolve_args
+from infocnf_env import PAPER_SIZED_IDS
 from infocnf_env.distributed import average_gradients, broadcast_module, rank_seed
 
 
 class ReinforceAgent(Agent):
     """Gaussian gates over log10(tol), trained by REINFORCE once per episode.
+
+    ``gate_dist`` (:data:`agents.gates.GATE_DISTS`) decides how a gate's Gaussian becomes the
+    action: ``"gaussian"`` (this class's default) is the paper's, clipped to the bounds by the
+    env; ``"squashed"`` (the CLI's default) pushes it into ``action_bounds`` with a tanh and
+    corrects the log-density (:class:`agents.gates.SquashedGaussian`), so no action and no
+    deterministic action can leave the bounds.
 
     Args:
         observation_space: the env's space (``vector`` -> MLP gates, ``features`` -> CNN gates).
@@ -53,13 +71,17 @@ class ReinforceAgent(Agent):
         init_std: initial standard deviation of log10(tol).
         hidden: width of the gates.
         seed: seed of the gates' initialisation and sampling.
+        gate_dist: ``"gaussian"`` or ``"squashed"`` (above).
+        action_bounds: ``(low, high)`` of the action, one value per entry (the env's
+            ``action_space.low`` / ``high``); needed by ``"squashed"``.
     """
 
     def __init__(
         self, observation_space: Any, num_blocks: int, *, gamma: float = 0.99, lr: float = 1e-2,
         baseline_momentum: float | None = 0.9, entropy: float = 0.0, init_mean: float = DEFAULT_INIT_MEAN,
         init_std: float = DEFAULT_INIT_STD, hidden: int = 32, seed: int = 0, action_dim: int = 1,
-        normalize_returns: bool = False, value_baseline: bool = False,
+        normalize_returns: bool = False, value_baseline: bool = False, gate_dist: str = "gaussian",
+        action_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
     ):
         # CNN gates read the feature maps of a Dict observation, MLP gates the vector one.
         self.cnn_gates = isinstance(observation_space, gym.spaces.Dict)
@@ -69,16 +91,27 @@ class ReinforceAgent(Agent):
             raise ValueError(f"the gates' learning rate (--gate-lr) must be a positive number, got {lr}")
         if not 0 <= gamma <= 1:
             raise ValueError(f"the discount (--gamma) must be in [0, 1], got {gamma}")
+        if gate_dist not in GATE_DISTS:
+            raise ValueError(f"unknown gate distribution {gate_dist!r}; valid: {', '.join(GATE_DISTS)}")
         means: InitMean = init_mean if action_dim == 1 else [init_mean, DEFAULT_FIRST_STEP_INIT_MEAN]
+        stds: InitStd = init_std
+        self.squashed: SquashedGaussian | None = None
+        if gate_dist == "squashed":
+            if action_bounds is None:
+                raise ValueError("squashed gates need the action bounds (action_bounds=(low, high))")
+            self.squashed = SquashedGaussian(*action_bounds)
+            pre_means, pre_stds = self.squashed.initial(means, init_std)
+            means, stds = (pre_means[0], pre_stds[0]) if action_dim == 1 else (pre_means, pre_stds)
+        self.gate_dist = gate_dist
         with torch.random.fork_rng(devices=[]):  # initial weights from `seed`, not the global RNG state
             torch.manual_seed(seed)
             gates: list[CNNGate] | list[MLPGate]
             if self.cnn_gates:
                 shape = observation_space["features"].shape
-                gates = [CNNGate(shape, min(hidden, 16), means, init_std) for _ in range(num_blocks)]
+                gates = [CNNGate(shape, min(hidden, 16), means, stds) for _ in range(num_blocks)]
             else:
                 dim = observation_space.shape[0]
-                gates = [MLPGate(dim, hidden, means, init_std) for _ in range(num_blocks)]
+                gates = [MLPGate(dim, hidden, means, stds) for _ in range(num_blocks)]
         self.gates = nn.ModuleList(gates)
         # A learned baseline of the observation, one small MLP per block: where episodes differ in
         # difficulty (benchmark tasks), a per-block average return mixes easy and hard episodes
@@ -162,6 +195,8 @@ class ReinforceAgent(Agent):
         mean, log_std = self.gates[block](inp)
         std = log_std.exp()
         noise = torch.randn(mean.shape, generator=self.generator)
+        if self.squashed is not None:
+            return self._act_squashed(mean.reshape(-1), std.reshape(-1), noise.reshape(-1))
         sample = (mean + std * noise).detach()
         dist = torch.distributions.Normal(mean, std)
         self._log_probs.append(dist.log_prob(sample).sum())  # independent entries: the joint log-density
@@ -169,6 +204,35 @@ class ReinforceAgent(Agent):
         self._means.append(float(mean.detach().reshape(-1)[0]))  # the log10 tolerance's
         self._stds.append(float(std.detach().reshape(-1)[0]))
         return sample.reshape(-1).numpy().astype(np.float32)
+
+    def _act_squashed(self, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> np.ndarray:
+        """A squashed gate's action; its log-density with the change of variables, its entropy
+        estimated at the (reparameterised) sample (:class:`agents.gates.SquashedGaussian`)."""
+        assert self.squashed is not None
+        u = mean + std * noise
+        pre = u.detach()
+        self._log_probs.append(self.squashed.log_prob(pre, mean, std).sum())
+        self._entropies.append((torch.distributions.Normal(mean, std).entropy() + self.squashed.log_det(u)).sum())
+        action, spread = self.deterministic(mean.detach(), std.detach())
+        self._means.append(float(action[0]))  # the log10 tolerance's, in the env's units
+        self._stds.append(float(spread[0]))
+        return self.squashed.squash(pre).numpy().astype(np.float32)
+
+    def deterministic(self, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A gate's deterministic action and its spread, in the env's units, entry by entry
+        (``(k,)`` tensors): the Gaussian's mean and std, or the squashed Gaussian's median
+        ``squash(mean)`` and local spread."""
+        mean, std = mean.reshape(-1), std.reshape(-1)
+        if self.squashed is None:
+            return mean, std
+        return self.squashed.squash(mean), self.squashed.spread(mean, std)
+
+    @torch.no_grad()
+    def policy(self, obs: Any, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic action and spread of ``block``'s gate on ``obs`` (:meth:`deterministic`)."""
+        inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
+        mean, log_std = self.gates[block](inp)
+        return self.deterministic(mean, log_std.exp())
 
     def observe(self, reward: float) -> None:
         self._rewards.append(float(reward))
@@ -275,6 +339,10 @@ class Args(CommonArgs):
                                          "depend on the reward's scale (e.g. the benchmark tasks')")
     init_mean: float = arg(DEFAULT_INIT_MEAN, "initial mean of the gates' log10 tolerance")
     init_std: float = arg(DEFAULT_INIT_STD, "initial standard deviation of the gates' log10 tolerance")
+    gate_dist: str = arg("squashed", "how a gate's Gaussian becomes the action: squashed (a tanh into the action "
+                         "bounds, log-density corrected: no action and no gate mean can leave the bounds) or gaussian "
+                         "(the paper's N(mu, sigma^2), clipped to the bounds by the env: on a reward that is flat "
+                         "beyond a bound the mean can drift past it)", choices=list(GATE_DISTS))
     gate: str = arg("auto", "gate type, set through the observation mode: cnn (CNN gates on the feature-map "
                     "observation, obs_mode=features), mlp (MLP gates on the vector observation: block one-hot and "
                     "4 batch statistics of the block input, obs_mode=vector) or auto (cnn for the CIFAR10 and "
@@ -287,12 +355,17 @@ def gate_obs_mode(gate: str, env_id: str) -> str:
     ``auto``: ``features`` (CNN gates) for the CIFAR10 and MNIST ids, ``vector`` (MLP gates on
     batch statistics) for every other id, digits included."""
     if gate == "auto":
-        return "features" if any(k in env_id for k in ("CIFAR10", "MNIST")) else "vector"
+        return "features" if env_id in PAPER_SIZED_IDS else "vector"
     return "features" if gate == "cnn" else "vector"
 
 
+#: Flags added after runs were first written, with the value every run had before (a resumed
+#: run whose config lacks one keeps that value).
+ADDED_FLAGS = {"gate_dist": "gaussian"}
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args = resolve_args(parse_args(Args, argv, description=__doc__), "reinforce")
+    args = resolve_args(parse_args(Args, argv, description=__doc__), "reinforce", ADDED_FLAGS)
     if not args.resume and not any(kv.startswith("obs_mode=") for kv in args.env_kwargs):
         args.env_kwargs = list(args.env_kwargs) + [f"obs_mode={gate_obs_mode(args.gate, args.env)}"]
 
@@ -302,7 +375,8 @@ def main(argv: list[str] | None = None) -> dict:
             baseline_momentum=None if args.no_baseline else args.baseline, entropy=args.entropy,
             init_mean=args.init_mean, init_std=args.init_std, seed=args.seed,
             action_dim=env.action_space.shape[0], normalize_returns=args.normalize_returns,
-            value_baseline=args.value_baseline,
+            value_baseline=args.value_baseline, gate_dist=args.gate_dist,
+            action_bounds=(env.action_space.low.tolist(), env.action_space.high.tolist()),
         )
 
     return run_agent("reinforce", args, make, {})

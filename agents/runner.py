@@ -29,7 +29,7 @@ import infocnf_env  # noqa: F401  (registers the ids)
 from agents import distributed
 from agents.base import Agent
 from agents.cli import RUNS_ROOT, CommonArgs, parse_env_kwargs
-from agents.envs import env_has_device, env_id, make_env, resolve_device
+from agents.envs import check_env_id, env_has_device, make_env, resolve_device
 from agents.resume import check_common_args, resolve_args
 from agents.run_dir import (
     CHECKPOINT,
@@ -49,7 +49,9 @@ from agents.run_dir import (
 from agents.run_log import METRIC_KEYS, RunLogger, episode_record, mean_or_none, print_summary
 from flows import EVAL_TOL, SolverError
 from infocnf_env.benchmark import BenchmarkEnv
+from infocnf_env.cache import on_first_use
 from infocnf_env.checkpoint import CheckpointError, save_checkpoint
+from infocnf_env.threads import default_threads, set_threads
 
 __all__ = ["Agent", "METRIC_KEYS", "Run", "RunInterrupted", "env_has_device", "episode_record", "make_env",
            "opened_run_dir", "resolve_args"]
@@ -94,19 +96,32 @@ class RunInterrupted(Exception):
 class Run:
     """Run directory, evaluation and checkpoint policy shared by every agent CLI.
 
-    Constructing a ``Run`` checks every argument, reads a resumed run and builds the env, but
-    writes nothing; :meth:`open` (after the agent is built, so its arguments are checked too)
-    locks the directory and writes ``config.json``. See :mod:`agents.run_dir` for the rules.
+    Constructing a ``Run`` checks every argument, sets the CPU threads (``--threads``), reads
+    a resumed run and builds the env; :meth:`open` (after the agent is built, so its arguments
+    are checked too) locks the directory and writes ``config.json``. Nothing is written for
+    bad arguments: they fail before the env's first-use work.
+
+    An env that has first-use work to do (a benchmark env building its cache: frozen flows,
+    reference solves; ``infocnf_env.cache.on_first_use``) opens a new run's directory first,
+    single process, so that the user sees where the run goes before minutes of work; if the
+    run then fails or is interrupted before it starts, the directory is removed again
+    (:meth:`close`), and the cached work is kept. See :mod:`agents.run_dir` for the rules.
     """
 
     def __init__(self, agent_name: str, args: CommonArgs, extra_config: dict | None = None):
         check_common_args(args)
-        args = dataclasses.replace(args, env=env_id(args.env))
+        args = dataclasses.replace(args, env=check_env_id(args.env))
         self.agent_name = agent_name
         self.extra_config = dict(extra_config or {})
         self.resumed: dict | None = None
         self.saved_config: dict | None = None
         self.notes: list[str] = []
+        self.lock: DirLock | None = None
+        self.logger = RunLogger(Path("."), tensorboard=False, enabled=False)  # until open()
+        self._opened = self._started = self._announced = False
+        self._created: list[Path] = []  # folders this run created (removed if it never starts)
+        self.stop_signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
         if args.resume:  # ``args`` as resolve_args() gives them
             self.run_dir = Path(args.resume)
             self.saved_config = read_config(self.run_dir)
@@ -117,17 +132,39 @@ class Run:
         else:
             self.env_kwargs = parse_env_kwargs(args.env_kwargs)
             self.env_kwargs.setdefault("seed", args.seed)  # --seed also seeds the flow's initial weights
-        self.args = args
         # the device of the env's model and an SB3 policy: --device, else the env kwargs' (which a
         # resumed run's --device replaces), else CUDA when available
         saved_device = None if args.resume and args.device is not None else self.env_kwargs.get("device")
         self.device = device = resolve_device(args.device, saved_device)
+        # the CPU threads, set before anything is built (infocnf_env.threads: the rule and why)
+        self.threads = args.threads or default_threads(args.env)
+        self.args = args = dataclasses.replace(args, threads=self.threads)
+        set_threads(self.threads)
         # an env whose config has no device (the frozen benchmark) runs on the CPU
         takes_device = env_has_device(args.env)
         self.env_device = device if takes_device else "cpu"
         on_device = {"device": distributed.local_device(device)} if takes_device else {}
-        # validates id and kwargs before any file is written (and before joining a process group)
-        self.env = make_env(args.env, {**self.env_kwargs, **on_device})
+        self.single_process = distributed.env_world_size() <= 1
+        if not args.resume and self.single_process:  # the name is rank 0's under torchrun (below)
+            self.run_dir = Path(args.out or self._default_name())
+            check_new_run_dir(self.run_dir)
+        try:
+            # validates id and kwargs before any file is written (and before joining a process group)
+            with on_first_use(self._before_first_use):
+                self.env = make_env(args.env, {**self.env_kwargs, **on_device})
+            self._set_up(device)
+        except BaseException:
+            self.close()
+            raise
+        self._start = time.perf_counter()
+
+    def _default_name(self) -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return f"{RUNS_ROOT}/{self.args.env}__{self.agent_name}__{self.args.seed}__{stamp}"
+
+    def _set_up(self, device: str) -> None:
+        """After the env is built: the process group, a resumed run's checkpoint, a new run's name."""
+        args = self.args
         if not isinstance(self.env.unwrapped, RunnableEnv):
             raise ValueError(f"{args.env} is not an environment of this project: its env lacks what a run needs "
                              "(evaluate, state_dict, load_state_dict, distribute, ...; docs/design.md)")
@@ -145,29 +182,42 @@ class Run:
             if done == args.iterations and (self.run_dir / SUMMARY).exists():
                 raise ValueError(f"--resume {args.resume!r}: the run has finished its {done} iterations; "
                                  "pass a larger --iterations to train it further")
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            name = args.out or f"{RUNS_ROOT}/{args.env}__{agent_name}__{args.seed}__{stamp}"
+        elif not self.single_process:
+            name = args.out or self._default_name()
             self.run_dir = Path(distributed.broadcast_object(name))  # rank 0's name (its clock)
             _on_every_rank(lambda: check_new_run_dir(self.run_dir), self.is_main_rank)
         self.iteration = int(self.resumed["run"]["iteration"]) if self.resumed else 0
         self.wall_offset = float(self.resumed["run"]["wall_time"]) if self.resumed else 0.0
-        self.logger = RunLogger(self.run_dir, tensorboard=False, enabled=False)  # until open()
-        self.lock: DirLock | None = None
-        self.stop_signal: int | None = None
-        self._previous_handlers: dict[int, Any] = {}
-        self._start = time.perf_counter()
+
+    def _before_first_use(self) -> None:
+        """The env is about to build a cache entry (minutes, maybe): a new run's directory is
+        opened now and a resumed one named, so the user sees where the run goes."""
+        if self._announced or not self.single_process:
+            return
+        self._announced = True
+        if self.saved_config is None:
+            self._open_dir()
+        self._announce()
+        print("first use of this env: building its cached artefacts first (progress below)", file=sys.stderr,
+              flush=True)
+
+    def _announce(self) -> None:
+        verb = "resuming run directory" if self.saved_config is not None else "run directory"
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        print(f"{verb}: {self.run_dir} ({self.args.env}, {self.agent_name}, device {self.env_device}, {threads})",
+              file=sys.stderr, flush=True)
 
     # -------------------------------------------------------------- the run directory
     def open(self) -> None:
-        """Lock the run directory and record the run: the first change on disk."""
-        _on_every_rank(self._open_dir, self.is_main_rank)
+        """Lock the run directory and record the run (unless the env's first use did it already)."""
+        if self.saved_config is not None or not self._opened:
+            _on_every_rank(self._open_dir, self.is_main_rank)
         if self.is_main_rank:
             for note in self.notes:
                 print(note, file=sys.stderr)
-            verb = "resuming run directory" if self.saved_config is not None else "run directory"
-            print(f"{verb}: {self.run_dir} ({self.args.env}, {self.agent_name}, device {self.env_device})",
-                  file=sys.stderr, flush=True)
+            if not self._announced:
+                self._announce()
+        self._started = True
         self.logger = RunLogger(self.run_dir, self.args.tensorboard, enabled=self.is_main_rank,
                                 first_step=self.iteration + 1)
         self._handle_signals()
@@ -175,6 +225,11 @@ class Run:
 
     def _open_dir(self) -> None:
         global _OPENED_RUN_DIR
+        if self.saved_config is None and not self._opened:
+            ancestor = self.run_dir
+            while not ancestor.exists():
+                self._created.append(ancestor)
+                ancestor = ancestor.parent
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             _OPENED_RUN_DIR = self.run_dir
@@ -182,9 +237,12 @@ class Run:
             raise RunDirError(f"cannot create run directory {str(self.run_dir)!r}: {err.strerror or err}") from None
         self.lock = DirLock(self.run_dir)
         self.lock.acquire()
+        self._opened = True
         if self.saved_config is None:
-            if any(self.run_dir.iterdir()):  # another process wrote here between the check and the lock
+            if any(self.run_dir.iterdir()):
+                # another process wrote here between the check and the lock
                 self.lock.release()
+                self.lock = None
                 check_new_run_dir(self.run_dir)
             config = {"env": self.args.env, "agent": self.agent_name, "env_kwargs": self.env_kwargs,
                       "args": self._args_record(), "world_size": distributed.world_size(), **self.extra_config}
@@ -193,17 +251,34 @@ class Run:
             if config["args"].get("iterations") != self.args.iterations:
                 config.setdefault("resumes", []).append({"at_iteration": self.iteration,
                                                          "iterations": self.args.iterations})
-            config["args"] = {**config["args"], "iterations": self.args.iterations}
+            config["args"] = {**config["args"], "iterations": self.args.iterations, "threads": self.threads}
             for name in (METRICS, EVALS):
                 truncate_jsonl(self.run_dir / name, self.iteration)
         write_json(self.run_dir / CONFIG, config)
+
+    def _discard(self) -> None:
+        """Remove what a new run wrote before it started (its config.json and the folders it made)."""
+        global _OPENED_RUN_DIR
+        if not self._opened or self._started or self.saved_config is not None:
+            return
+        (self.run_dir / CONFIG).unlink(missing_ok=True)
+        for folder in self._created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something else is there now, keep it
+                break
+        self._opened = False
+        if _OPENED_RUN_DIR == self.run_dir:
+            _OPENED_RUN_DIR = None
 
     def _args_record(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self.args).items() if k != "explicit"}
 
     def close(self) -> None:
-        """Close the logs, release the lock and the signal handlers (idempotent)."""
+        """Close the logs, release the lock and the signal handlers (idempotent); a new run
+        directory opened before the run started (first use) is removed again."""
         self.logger.close()
+        self._discard()
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -359,7 +434,8 @@ class Run:
             "solver_failures": sum(1 for r in records if "solver_error" in r),
             "skipped_updates": sum(1 for r in records if r.get("skipped_update") is True),
             "wall_s": round(self.wall_time, 2),
-            "device": self.device, "env_device": self.env_device, "run_dir": str(self.run_dir),
+            "device": self.device, "env_device": self.env_device, "threads": self.threads,
+            "run_dir": str(self.run_dir),
         }
         if distributed.is_distributed():  # checked equal by the final checkpoint
             summary.update(world_size=distributed.world_size(), rank_checksums=self.rank_checksums)

@@ -364,8 +364,9 @@ class Args(CommonArgs):
 def main(argv: list[str] | None = None) -> dict:
     args = resolve_args(parse_args(Args, argv, description=__doc__), "sb3")
     if distributed.env_world_size() > 1:
-        raise ValueError(f"agents.sb3 runs in one process (WORLD_SIZE={distributed.env_world_size()}); "
-                         "run it without torchrun, or use agents.reinforce / agents.fixed for multi-process training")
+        raise distributed.SingleProcessOnly(
+            f"agents.sb3 runs in one process (WORLD_SIZE={distributed.env_world_size()}); run it without torchrun, "
+            "or use agents.reinforce / agents.fixed for multi-process training")
     if args.init_std is not None and args.algo not in ("ppo", "a2c"):
         raise ValueError(f"--init-std applies to ppo and a2c only (state-independent Gaussian policies), "
                          f"not {args.algo}")
@@ -377,9 +378,19 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--action-noise applies to td3 only (its actions are deterministic), not {args.algo}")
     if not (math.isfinite(args.action_noise) and args.action_noise >= 0):
         raise ValueError(f"--action-noise must be a finite std >= 0, got {args.action_noise}")
+    if args.policy_lr is not None and not (math.isfinite(args.policy_lr) and args.policy_lr > 0):
+        raise ValueError(f"--policy-lr must be a positive number, got {args.policy_lr}")
     cls = algo_class(args.algo)
     overrides = algo_overrides(cls, args.algo_kwargs)
     run = Run(f"sb3-{args.algo}", args, {"algo": args.algo})
+    try:
+        return _train(run, args, cls, overrides)
+    finally:
+        run.close()
+
+
+def _train(run: Run, args: Args, cls: Any, overrides: dict[str, Any]) -> dict:
+    """The SB3 model on the run's env(s), trained to ``--iterations`` episodes, and the summary."""
     if run.resumed is not None and saved_n_envs(run.resumed) != args.n_envs:
         raise CheckpointError(f"--resume {args.resume!r}: its checkpoint holds {saved_n_envs(run.resumed)} "
                               f"environment(s), not --n-envs {args.n_envs}")
@@ -412,22 +423,19 @@ def main(argv: list[str] | None = None) -> dict:
     model.set_logger(Logger(folder=None, output_formats=[]))
     agent = SB3Agent(model, off_policy=args.algo in ("sac", "td3"), export_dir=run.run_dir, other_envs=other_envs,
                      device=run.device)
-    try:
-        run.open()
-        run.restore(agent)
-        remaining = args.iterations - run.iteration
-        with tqdm(total=args.iterations, initial=run.iteration, disable=not args.progress, unit="it") as bar:
-            if remaining > 0:
-                # upper bound on the steps of all envs together; the callback stops at --iterations
-                per_env = math.ceil(remaining / args.n_envs)
-                steps = per_env * args.n_envs * env.unwrapped.num_blocks * 4
-                agent.model.learn(total_timesteps=steps, callback=_make_callback(run, agent, bar, args.n_envs),
-                                  reset_num_timesteps=run.resumed is None, progress_bar=False)
-        if run.stop_signal is not None:
-            run.interrupt(agent)
-        return run.finish(agent)
-    finally:
-        run.close()
+    run.open()
+    run.restore(agent)
+    remaining = args.iterations - run.iteration
+    with tqdm(total=args.iterations, initial=run.iteration, disable=not args.progress, unit="it") as bar:
+        if remaining > 0:
+            # upper bound on the steps of all envs together; the callback stops at --iterations
+            per_env = math.ceil(remaining / args.n_envs)
+            steps = per_env * args.n_envs * env.unwrapped.num_blocks * 4
+            agent.model.learn(total_timesteps=steps, callback=_make_callback(run, agent, bar, args.n_envs),
+                              reset_num_timesteps=run.resumed is None, progress_bar=False)
+    if run.stop_signal is not None:
+        run.interrupt(agent)
+    return run.finish(agent)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,12 @@ class _PlateauTracker:
         self.best = math.inf
         self.stale = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"losses": list(self.losses), "best": self.best, "stale": self.stale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.losses, self.best, self.stale = list(state["losses"]), float(state["best"]), int(state["stale"])
+
     def add(self, loss: float) -> bool:
         """Record one step's loss; True once the loss has plateaued."""
         self.losses.append(loss)
@@ -96,8 +102,17 @@ class _PlateauTracker:
 def fit(model: BlockModel, batches: Batches, steps: int, *, tol: float, lr: float = 1e-3,
         generator: torch.Generator | None = None, log: Callable[[int, float, int], None] | None = None,
         log_every: int = 100, until: Plateau | None = None, skip_failures: bool = False,
-        on_update: Callable[[Any], None] | None = None) -> FitResult:
+        on_update: Callable[[Any], None] | None = None, resume: dict[str, Any] | None = None,
+        checkpoint: Callable[[dict[str, Any]], None] | None = None, checkpoint_every: int = 0) -> FitResult:
     """Train ``model`` with Adam on ``batches``, for ``steps`` steps or until a plateau.
+
+    Resumable: every ``checkpoint_every`` steps (before the last) ``checkpoint`` receives the
+    whole training state after that step (the model's weights, Adam's state, the position and
+    generator of ``batches``, the noise ``generator``, the plateau criterion's windows, the
+    step); ``fit(..., resume=that_state)`` goes on from it and ends with exactly the weights
+    of a training that was never interrupted. Taking a checkpoint changes nothing in the
+    training. ``batches`` must then have ``state_dict`` / ``load_state_dict``
+    (:class:`flows.data.BatchStream` has).
 
     Args:
         model: the block model (a flow: its batches are reshaped to its ``data_shape``; a LatentODE).
@@ -113,11 +128,28 @@ def fit(model: BlockModel, batches: Batches, steps: int, *, tol: float, lr: floa
         skip_failures: a batch whose solve fails (``SolverError``) is skipped without an update
             and counted in ``FitResult.failures``; otherwise the error propagates.
         on_update: called with the model's output after each update (for metrics of its own).
+        resume: a state ``checkpoint`` received: training goes on after its step.
+        checkpoint: called with the training state every ``checkpoint_every`` steps.
+        checkpoint_every: steps between checkpoints (0: none).
     """
+    if (checkpoint is not None or resume is not None) and not hasattr(batches, "state_dict"):
+        raise TypeError("a resumable fit needs batches with state_dict / load_state_dict (flows.data.BatchStream)")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     tracker = _PlateauTracker(until) if until is not None else None
     loss, nfe, step, plateaued, failures = float("nan"), 0, 0, False, 0
-    for step in range(1, steps + 1):
+    first = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        batches.load_state_dict(resume["batches"])  # type: ignore[attr-defined]
+        if generator is not None:
+            generator.set_state(resume["generator"])
+        if tracker is not None:
+            tracker.load_state_dict(resume["tracker"])
+        step, loss, nfe, failures = int(resume["step"]), float(resume["loss"]), int(resume["nfe"]), \
+            int(resume["failures"])
+        first = step + 1
+    for step in range(first, steps + 1):
         x, y = batches.next()
         if isinstance(model, FlowModel):  # flat batches of a flow's data, shaped as its input
             x = x.reshape(x.shape[0], *model.data_shape)
@@ -127,18 +159,24 @@ def fit(model: BlockModel, batches: Batches, steps: int, *, tol: float, lr: floa
             if not skip_failures:
                 raise
             failures += 1
-            continue
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-        loss, nfe = float(out.loss.detach()), out.nfe_forward
-        if on_update is not None:
-            on_update(out)
-        plateaued = tracker is not None and tracker.add(loss)
-        if log is not None and step % log_every == 0 and not plateaued and step != steps:
-            log(step, loss, nfe)
-        if plateaued:
-            break
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            loss, nfe = float(out.loss.detach()), out.nfe_forward
+            if on_update is not None:
+                on_update(out)
+            plateaued = tracker is not None and tracker.add(loss)
+            if log is not None and step % log_every == 0 and not plateaued and step != steps:
+                log(step, loss, nfe)
+            if plateaued:
+                break
+        if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step != steps:
+            checkpoint({"step": step, "loss": loss, "nfe": nfe, "failures": failures,
+                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "batches": batches.state_dict(),  # type: ignore[attr-defined]
+                        "generator": None if generator is None else generator.get_state(),
+                        "tracker": None if tracker is None else tracker.state_dict()})
     if log is not None and step > 0:
         log(step, loss, nfe)
     return FitResult(step, loss, plateaued, failures)

@@ -67,6 +67,9 @@ ENV_IDS["LatentODE-Partitioned-Spirals-v0"] = SPIRALS.replace(head="infocnf")
 
 for _id, _config in ENV_IDS.items():
     register(id=_id, entry_point=_ENTRY, kwargs={"config": _config})
+#: The ids of the paper's sizes (CIFAR10, MNIST): CNN gates by default (``agents.reinforce``),
+#: torch's own thread count (``infocnf_env.threads``).
+PAPER_SIZED_IDS = frozenset(i for i, c in ENV_IDS.items() if c.data.dataset in ("cifar10", "mnist"))
 
 #: The frozen-flow benchmark (infocnf_env.frozen): tolerance learning in isolation on FFJORD's
 #: 2-D toy densities, each flow trained to convergence on first use and cached.
@@ -99,6 +102,6 @@ for _id, _ode in ODE_IDS.items():
 
 __all__ = [
     "BenchmarkEnv", "BenchmarkReward", "DEFAULT_TOL_BOUNDS", "DataConfig", "ODEConfig", "ODETaskEnv", "ODE_IDS",
-    "PoolConfig", "ENV_IDS", "EnvConfig", "FROZEN_IDS", "FlowTask", "FrozenConfig",
+    "PAPER_SIZED_IDS", "PoolConfig", "ENV_IDS", "EnvConfig", "FROZEN_IDS", "FlowTask", "FrozenConfig",
     "FrozenFlowEnv", "OptimConfig", "RewardConfig", "SpaceConfig", "SpiralTask", "TASKS", "Task", "TrainingStepEnv",
 ]

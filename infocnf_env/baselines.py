@@ -29,7 +29,7 @@ at equal error are read off a baseline's tolerance front by log-log interpolatio
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch
 
 from infocnf_env.benchmark import BenchmarkEnv, Policy
 from infocnf_env.cache import cache_dir, cached
+from infocnf_env.progress import Progress, stderr
 
 
 @dataclass
@@ -58,17 +59,29 @@ def log_tol_grid(env: BenchmarkEnv, step: float = 0.5) -> list[float]:
 
 
 def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[str] | None = None,
-               first_step: float | None = None) -> GridTable:
+               first_step: float | None = None, *, log: Callable[[str], None] | None = stderr) -> GridTable:
     """Play every episode of ``splits`` (default: every pool of ``env``) at every constant
     tolerance of ``log_tols`` (and, in the ``tol_first_step`` mode, the constant ``first_step``:
-    a fraction of each step's span, default the whole span)."""
+    a fraction of each step's span, default the whole span); progress with the time left goes
+    to ``log`` (:mod:`infocnf_env.progress`)."""
     reward, nfe, error = {}, {}, {}
-    for split in (tuple(env.pools) if splits is None else splits):
-        cells = [[env.play(split, e, env.constant_action(10.0 ** t, first_step)) for t in log_tols]
-                 for e in range(len(env.pool(split)))]
+    splits = tuple(env.pools) if splits is None else tuple(splits)
+    episodes = sum(len(env.pool(split)) for split in splits)
+    progress = Progress("baseline grid", episodes * len(log_tols), "plays", log=log,
+                        start=f"the baselines' grid: {episodes} episodes ({', '.join(splits)}) x {len(log_tols)} "
+                              "constant tolerances")
+
+    def play(split: str, e: int, t: float) -> dict:
+        cell = env.play(split, e, env.constant_action(10.0 ** t, first_step))
+        progress.update()
+        return cell
+
+    for split in splits:
+        cells = [[play(split, e, t) for t in log_tols] for e in range(len(env.pool(split)))]
         reward[split] = np.array([[c["reward"] for c in row] for row in cells])
         nfe[split] = np.array([[c["nfe"] for c in row] for row in cells])
         error[split] = np.array([[c["error"] for c in row] for row in cells])
+    progress.finish()
     return GridTable(list(log_tols), reward, nfe, error)
 
 

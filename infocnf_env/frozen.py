@@ -33,7 +33,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +55,11 @@ from infocnf_env.benchmark import (
     replace_grouped,
 )
 from infocnf_env.cache import cache_dir, cached, check_writable
+from infocnf_env.checkpoint import atomic_save
 from infocnf_env.config import FROZEN_MAX_NUM_STEPS, SpaceConfig, check_positive_int
 from infocnf_env.episode import Feedback
 from infocnf_env.observation import NUM_STATS, ObservationEncoder
+from infocnf_env.progress import Progress, stderr
 
 __all__ = ["FrozenConfig", "FrozenFlowEnv", "cache_dir", "episode_pools", "toy_flow", "trained_toy_flow"]
 
@@ -212,58 +213,88 @@ def _build_flow(config: FrozenConfig, density: str) -> FlowModel:
                            max_num_steps=config.max_num_steps)
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def toy_flow(config: FrozenConfig, density: str | None = None, *,
-             log: Callable[[str], None] | None = _stderr) -> FlowModel:
+             log: Callable[[str], None] | None = stderr) -> FlowModel:
     """The trained flow of ``density`` (:func:`trained_toy_flow` without its training length)."""
     return trained_toy_flow(config, density, log=log)[0]
 
 
 def trained_toy_flow(config: FrozenConfig, density: str | None = None, *,
-                     log: Callable[[str], None] | None = _stderr) -> tuple[FlowModel, int]:
+                     log: Callable[[str], None] | None = stderr) -> tuple[FlowModel, int]:
     """The trained flow of ``density`` (default: the task's first; eval mode, frozen): from the
     cache, else trained and cached; with the number of iterations it was trained for.
 
     Training: Adam steps of maximum likelihood on batches of the density, every solve at 1e-5,
     ``train_iterations`` of them or until the loss plateaus (``config.plateau``), reported to
-    ``log`` (default: stderr) as it goes. The cache
-    folder is checked before the training starts; the file is written atomically, so an
-    interrupted training leaves no partial cache entry, and a file that does not load is
-    reported and the flow retrained.
+    ``log`` (default: stderr) as it goes, with the time left (:mod:`infocnf_env.progress`). The
+    cache folder is checked before the training starts; the file is written atomically, and a
+    file that does not load is reported and the flow retrained.
+
+    Resumable: every :data:`PARTIAL_EVERY` iterations the whole training state (weights, Adam,
+    the data stream's position, the noise generator, the plateau windows) goes to
+    ``<key>.partial.pt`` beside the cache entry (written atomically), so an interrupted
+    training (Ctrl-C, a kill) goes on from there on the next use, to exactly the weights of an
+    uninterrupted one (:func:`flows.train.fit`); the file is removed once the flow is cached.
     """
     density = config.densities[0] if density is None else density
     if density not in config.densities:
         raise ValueError(f"density {density!r} is not one of the task's densities {config.densities}")
     folder = cache_dir(config.cache)
     model = _build_flow(config, density)
+    path = folder / f"{config.flow_key(density)}.pt"
+    partial_path = path.with_name(path.stem + PARTIAL_SUFFIX)
     budget = (f"until its loss plateaus, at most {config.train_iterations} iterations" if config.plateau
               else f"{config.train_iterations} iterations")
 
     def train() -> dict[str, Any]:
-        if log is not None:
-            log(f"training the frozen {density} flow once ({budget}); it is cached in {folder}")
         data = load_dataset(density, "train", seed=config.flow_seed)
         stream = BatchStream(data, config.train_batch_size, seed=config.flow_seed)
-
-        def progress(step: int, loss: float, nfe: int) -> None:
-            if log is not None:
-                log(f"{density}: iteration {step}/{config.train_iterations}, loss {loss:.4f}, NFE {nfe}")
-
+        partial = _load_partial(partial_path, log)
+        done = 0 if partial is None else int(partial["step"])
+        resumed = "" if partial is None else f", going on from iteration {done} of an interrupted training"
+        progress = Progress(f"{density} flow", config.train_iterations, "iterations", done=done, log=log,
+                            start=f"training the frozen {density} flow once ({budget}{resumed}); it is cached in "
+                                  f"{folder}")
         result = fit(model, stream, config.train_iterations, tol=TRAIN_TOL, lr=config.train_lr,
-                     generator=torch.Generator().manual_seed(config.flow_seed), log=progress, until=config.plateau)
-        if log is not None and config.plateau is not None:
-            log(f"{density}: " + (f"the loss plateaued after {result.steps} iterations" if result.plateaued
-                                  else f"stopped at the cap of {result.steps} iterations before a plateau"))
+                     generator=torch.Generator().manual_seed(config.flow_seed), until=config.plateau, log_every=1,
+                     log=lambda step, loss, nfe: progress.update(step, f"loss {loss:.4f}, NFE {nfe}"),
+                     resume=partial, checkpoint=lambda state: atomic_save(state, partial_path),
+                     checkpoint_every=PARTIAL_EVERY)
+        ending = ""
+        if config.plateau is not None:
+            ending = (f"the loss plateaued after {result.steps} iterations" if result.plateaued
+                      else f"stopped at the cap of {result.steps} iterations before a plateau")
+        progress.finish(ending)
         return {"state_dict": model.state_dict(), "trained_steps": result.steps}
 
     check_writable(folder)
-    saved = cached(folder / f"{config.flow_key(density)}.pt", train, what="trained frozen flow", log=log)
+    saved = cached(path, train, what="trained frozen flow", log=log)
+    partial_path.unlink(missing_ok=True)
     model.load_state_dict(saved["state_dict"])
     model.eval().requires_grad_(False)
     return model, int(saved["trained_steps"])
+
+
+#: Iterations between two partial checkpoints of a frozen flow's training.
+PARTIAL_EVERY = 50
+#: Suffix of a partial training's file beside the cache entry (``<key>.partial.pt``).
+PARTIAL_SUFFIX = ".partial.pt"
+
+
+def _load_partial(path: Any, log: Callable[[str], None] | None) -> dict[str, Any] | None:
+    """The state of an interrupted training, ``None`` if there is none or it does not load."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError("not a training state")
+        return state
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        if log is not None:
+            log(f"partial training {str(path)!r} is unreadable ({type(err).__name__}); training from the start")
+        path.unlink(missing_ok=True)
+        return None
 
 
 @dataclass(frozen=True)
@@ -402,6 +433,10 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
         def build() -> dict[str, Any]:
             logpx: dict[str, list[torch.Tensor]] = {}
             nfe: dict[str, list[int]] = {}
+            total = sum(len(pool) for pool in self.pools.values())
+            progress = Progress("frozen-flow references", total, "episodes",
+                                start=f"solving the references of {total} pool episodes at {config.reference_tol:g} "
+                                      f"once; they are cached in {cache_dir(config.cache)}")
             for split, pool in self.pools.items():
                 logpx[split], nfe[split] = [], []
                 for episode in pool:
@@ -413,6 +448,8 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
                                           f"{config.reference_tol:g} ({err}); raise max_num_steps") from err
                     logpx[split].append(ref.logpx.detach())
                     nfe[split].append(ref.nfe_forward)
+                    progress.update()
+            progress.finish()
             return {"logpx": logpx, "nfe": nfe}
 
         saved = cached(cache_dir(config.cache) / f"{config.pool_key()}.pt", build, what="frozen-flow references")

@@ -59,6 +59,7 @@ from infocnf_env.benchmark import (
 from infocnf_env.cache import cache_dir, cached
 from infocnf_env.config import ODE_MAX_NUM_STEPS, SpaceConfig, check_positive_int
 from infocnf_env.episode import Feedback
+from infocnf_env.progress import Progress
 
 #: Bump when instances, references or their cache layout change, so stale files are not reused.
 CACHE_VERSION = 2
@@ -264,11 +265,22 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
     def _references(self) -> dict[str, list[torch.Tensor]]:
         config = self.config
 
-        def build() -> dict[str, list[torch.Tensor]]:
-            return {split: [reference_solution(inst, config.reference_method, config.reference_tol)
-                            for inst in episodes] for split, episodes in self.pools.items()}
-
         path = cache_dir(config.cache) / f"{config.pool_key()}.pt"
+
+        def build() -> dict[str, list[torch.Tensor]]:
+            total = sum(len(episodes) for episodes in self.pools.values())
+            progress = Progress("ODE references", total, "instances",
+                                start=f"solving the references of {total} ODE instances ({config.reference_method} at "
+                                      f"{config.reference_tol:g}) once; they are cached in {path.parent}")
+            out: dict[str, list[torch.Tensor]] = {}
+            for split, episodes in self.pools.items():
+                out[split] = []
+                for inst in episodes:
+                    out[split].append(reference_solution(inst, config.reference_method, config.reference_tol))
+                    progress.update()
+            progress.finish()
+            return out
+
         return cached(path, build, what="ODE references")
 
     # ------------------------------------------------------------------ the task's parts

@@ -1,22 +1,39 @@
-"""Torch's intra-op threads in forked worker processes.
+"""CPU threads: how many a run uses, and torch's intra-op threads in forked worker processes.
 
-``gymnasium.make_vec(id, vectorization_mode="async")`` builds one environment in the parent
-(to read its spaces) and then forks a worker per sub-environment. Once the parent has run a
-torch operation, its OpenMP thread pool exists; GNU OpenMP is not fork-safe, and the first
-parallel torch operation in a forked child waits forever for threads that were not copied.
-:func:`single_thread_after_fork` makes every child forked after ``import infocnf_env`` run
-torch on one thread, as torch's own ``DataLoader`` workers do; each sub-environment then
-runs in its own process anyway. Spawned children (``context="spawn"``) start afresh and are
-not affected.
+**The thread rule** (:func:`default_threads`). The bundled ids (digits, the 1-D mixture, the
+spirals, the frozen flows, the classical ODE tasks) run on one thread: their tensors are tiny
+(a digits block solves a batch of 128 8x8 images with 24-filter convolutions), so a second
+intra-op thread adds more synchronisation than work, and on a machine whose other cores are
+busy the threads wait for each other at every operation. The ``threads`` study measures
+this (iterations per second of the README's main job at 1 and 2 threads, idle and beside a
+busy process: ``python -m runs.reproduce threads``, ``runs/results/threads.json``). The
+CIFAR10 and MNIST ids (the paper's sizes: batch 900, 64-filter dynamics on 32x32 images) keep
+torch's own default, one thread per core: their operations are large enough to share; the
+study does not measure them (they are meant for a GPU). :func:`set_threads` applies a count to
+torch and to the BLAS pools of NumPy and SciPy (threadpoolctl) before anything is built.
+
+**Forked workers** (:func:`single_thread_after_fork`). ``gymnasium.make_vec(id,
+vectorization_mode="async")`` builds one environment in the parent (to read its spaces) and
+then forks a worker per sub-environment. Once the parent has run a torch operation, its OpenMP
+thread pool exists; GNU OpenMP is not fork-safe, and the first parallel torch operation in a
+forked child waits forever for threads that were not copied. :func:`single_thread_after_fork`
+makes every child forked after ``import infocnf_env`` run torch on one thread, as torch's own
+``DataLoader`` workers do; each sub-environment then runs in its own process anyway. Spawned
+children (``context="spawn"``) start afresh and are not affected.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 _registered = False
+#: The threadpoolctl limit in force (kept so that it is not garbage-collected mid-run).
+_blas_limit: Any = None
 
 
 def _one_thread() -> None:
@@ -29,3 +46,57 @@ def single_thread_after_fork() -> None:
     if not _registered and hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_one_thread)
         _registered = True
+
+
+def default_threads(env_id: str) -> int:
+    """The thread rule (module docstring): 1 for the bundled ids, torch's default (one per
+    core) for the CIFAR10 and MNIST ids; an id of no dataset counts as bundled."""
+    from infocnf_env import PAPER_SIZED_IDS
+
+    return torch_default_threads() if env_id in PAPER_SIZED_IDS else 1
+
+
+def torch_default_threads() -> int:
+    """The count torch starts with where nothing limits it: one per usable core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: Any, flag: str = "--threads") -> int:
+    """``threads`` as a positive int; one ``ValueError`` naming ``flag`` otherwise."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{flag} must be a positive integer, got {threads!r}")
+    return threads
+
+
+def set_threads(threads: int) -> int:
+    """Run torch's intra-op work and the BLAS pools of NumPy / SciPy on ``threads`` threads;
+    returns the torch count that was in force (to restore it)."""
+    global _blas_limit
+    check_threads(threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+
+    _blas_limit = threadpool_limits(limits=threads)
+    return previous
+
+
+@contextlib.contextmanager
+def using_threads(threads: int) -> Iterator[None]:
+    """:func:`set_threads` within the block; torch's count and the BLAS limits are restored after."""
+    global _blas_limit
+    check_threads(threads)
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    outer = _blas_limit
+    with threadpool_limits(limits=threads):
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+            _blas_limit = outer

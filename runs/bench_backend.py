@@ -29,7 +29,6 @@ Wall times depend on the load of the machine (the load average is recorded); NFE
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -42,12 +41,14 @@ from typing import Any
 import torch
 import torchdiffeq
 
+from agents.cli import command_parser
 from flows import BatchStream, build_model, load_dataset
 from flows.cnf_block import CNFBlock
 from flows.model import FlowModel
 from flows.ode import BACKENDS
 from flows.train import fit
 from infocnf_env import ENV_IDS
+from infocnf_env.threads import set_threads
 
 ENV_ID = "InfoCNF-Digits-v0"
 REFERENCE = ("torchdiffeq", 1e-5)
@@ -226,8 +227,7 @@ def print_table(points: list[Point]) -> None:
 
 
 def run(args: Args) -> dict[str, Any]:
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    previous_threads = set_threads(args.threads)
     try:
         start, load_at_start = time.perf_counter(), os.getloadavg()[0]
         skipped = {b: why for b in args.backends if (why := available(b)) is not None}
@@ -256,14 +256,12 @@ def run(args: Args) -> dict[str, Any]:
             "points": [asdict(p) for p in points],
         }
     finally:
-        torch.set_num_threads(previous_threads)
+        set_threads(previous_threads)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
     d = Args()
-    parser = argparse.ArgumentParser(
-        prog="python -m runs.bench_backend", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("runs.bench_backend", __doc__)
     parser.add_argument("--tols", type=float, nargs="+", default=list(d.tols), help="tolerances (default 1e-5 1e-3)")
     parser.add_argument("--backends", nargs="+", default=list(d.backends), help="candidates (default: all)")
     parser.add_argument("--batch", type=int, default=d.batch, help="digits batch size (default 128, the env's)")

@@ -40,7 +40,6 @@ ratio of the minimum times and of the median times. The JSON is rewritten after 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -55,12 +54,14 @@ import torch
 import torchdiffeq
 from torch import nn
 
+from agents.cli import command_parser
 from flows import build_model
 from flows.cnf_block import CNFBlock
 from flows.divergence import sample_noise
 from flows.model import FlowModel
 from flows.transforms import FlowState, Transform
 from infocnf_env import ENV_IDS
+from infocnf_env.threads import set_threads
 
 ENV_ID = "InfoCNF-CIFAR10-v0"
 DATA_SHAPE = (3, 32, 32)
@@ -217,7 +218,7 @@ def summarise(records: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("runs.bench_cifar", __doc__)
     parser.add_argument("--device", default="cpu", help="torch device (cuda for the GPU run)")
     parser.add_argument("--batch", type=int, default=4, help="batch size (the paper's: 900)")
     parser.add_argument("--tol", type=float, default=1e-5, help="tolerance of the measured passes")
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="a narrow 2-scale model, 2 rounds, 2 training steps")
     parser.add_argument("--out", default="runs/results/bench_cifar.json", help="JSON output path")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = torch.device(args.device)
     options = {k: v for k, v in ENV_IDS[ENV_ID].model.items()}
     if args.quick:

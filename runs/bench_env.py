@@ -10,7 +10,6 @@ iteration of each and their ratio (target <= 1.05).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -20,9 +19,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
+from agents.cli import command_parser
 from infocnf_env import TrainingStepEnv
+from infocnf_env.threads import set_threads
 
 
 def _env_iteration(env: gym.Env, action: np.ndarray) -> int:
@@ -49,8 +49,8 @@ def _plain_iteration(core: TrainingStepEnv, tol: float) -> int:
     return out.nfe_forward
 
 
-def bench(env_id: str, iterations: int, tol: float, repeats: int, env_kwargs: dict) -> dict:
-    torch.set_num_threads(2)
+def bench(env_id: str, iterations: int, tol: float, repeats: int, env_kwargs: dict, threads: int = 2) -> dict:
+    set_threads(threads)
     env = gym.make(env_id, **env_kwargs)
     core = env.unwrapped
     assert isinstance(core, TrainingStepEnv)
@@ -80,14 +80,16 @@ def bench(env_id: str, iterations: int, tol: float, repeats: int, env_kwargs: di
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("runs.bench_env", __doc__)
     parser.add_argument("--env", default="InfoCNF-Digits-v0")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads of both sides (default 2, the setting of the committed figure)")
     args = parser.parse_args(argv)
-    result = bench(args.env, args.iterations, args.tol, args.repeats, {})
+    result = bench(args.env, args.iterations, args.tol, args.repeats, {}, args.threads)
     print(f"{'env':<20} {'tol':>7} {'NFE/iter':>9} {'env s/iter':>11} {'plain s/iter':>13} {'ratio':>6} same NFE")
     print(f"{result['env_id']:<20} {result['tol']:>7.0e} {result['nfe_per_iter']:>9.1f} "
           f"{result['env_s_per_iter']:>11.4f} {result['plain_s_per_iter']:>13.4f} {result['ratio']:>6.3f} "

@@ -23,7 +23,6 @@ average is printed with the results: other processes on the machine inflate the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -38,12 +37,14 @@ import torch
 import torchdiffeq
 from torch import nn
 
+from agents.cli import command_parser
 from flows import BatchStream, build_model, load_dataset
 from flows.cnf_block import CNFBlock
 from flows.model import FlowModel, FlowOutput
 from flows.nets import conv_net, mlp_net
 from flows.train import fit
 from flows.transforms import FlowState, LogitTransform, Squeeze
+from infocnf_env.threads import set_threads
 
 BLOCK_TOL = 1e-5
 TRAIN_TOL = 1e-3
@@ -316,7 +317,7 @@ def _print_sweep_table(points: list[SweepPoint], train_loss: dict[str, float], t
 
 def run(batch: int, repeats: int, quick: bool, threads: int, hidden: int, sweep_hidden: int,
         train_steps: int, sweep_iterations: int) -> dict:
-    torch.set_num_threads(threads)
+    set_threads(threads)
     stream, x, y = _digits_batch(batch, seed=0)
     t_start = time.perf_counter()
     print(f"torch {torch.__version__}, torchdiffeq {torchdiffeq.__version__}, threads {torch.get_num_threads()}, "
@@ -353,7 +354,7 @@ def run(batch: int, repeats: int, quick: bool, threads: int, hidden: int, sweep_
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("runs.bench_flow", __doc__)
     parser.add_argument("--batch", type=int, default=64, help="digits batch size")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per block case (default 9, quick 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for both sides")

@@ -43,6 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.cli import command_parser
+from infocnf_env.threads import default_threads, set_threads
+
 #: Training images per epoch of real CIFAR10 (for the projection of the paper's 400 epochs).
 CIFAR10_TRAIN = 50_000
 PAPER_EPOCHS = 400
@@ -202,7 +205,7 @@ def _summary(args: argparse.Namespace, core, kwargs: dict, records: list[dict], 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("runs.bench_gpu", __doc__)
     parser.add_argument("--env", default="InfoCNF-CIFAR10-v0", help="registered id (CIFAR10 / MNIST ids)")
     parser.add_argument("--iterations", type=int, default=300, help="training iterations to time")
     parser.add_argument("--warmup", type=int, default=3, help="first iterations left out of the timing")
@@ -219,7 +222,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "runs/results"), "bench_gpu.json"),
                         help="where to write the results (default $OUT/bench_gpu.json or runs/results/)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: the rule of infocnf_env.threads for --env: torch's own, one per "
+                             "core, for the CIFAR10 and MNIST ids)")
     args = parser.parse_args(argv)
+    set_threads(args.threads or default_threads(args.env))
     if args.iterations < 1:
         parser.error("--iterations must be >= 1")
     if args.synthetic and "CIFAR10" not in args.env:

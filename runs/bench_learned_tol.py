@@ -2,9 +2,10 @@
 
     python -m runs.bench_learned_tol [--seeds 0 1 2] [--iterations 300] [--jobs 2]
 
-Runs ``agents.fixed --tol 1e-5`` and ``agents.reinforce`` (default settings) on
-``InfoCNF-Digits-v0`` for each seed (the seed also sets the flow's initial weights), each as
-its own process (one thread each when ``--jobs > 1``), and reports mean ± std over seeds of
+Runs ``agents.fixed --tol 1e-5`` and ``agents.reinforce`` (default settings, the paper's
+Gaussian gates: ``runs.matrix.with_paper_gates``) on ``InfoCNF-Digits-v0`` for each seed (the
+seed also sets the flow's initial weights), each as its own process (``--threads`` each:
+default 1 with ``--jobs > 1``, else 2), and reports mean ± std over seeds of
 the training NFE per iteration (forward + backward, averaged over training) and the test
 bits/dim and error at tol 1e-5.
 Writes ``runs/results/learned_vs_fixed.json``; run directories go under ``--workdir``.
@@ -12,9 +13,7 @@ Writes ``runs/results/learned_vs_fixed.json``; run directories go under ``--work
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -23,14 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from agents.cli import RUNS_ROOT, command_parser
+from runs.matrix import with_paper_gates
+
 
 def _run(agent: str, seed: int, iterations: int, workdir: Path, extra: list[str], threads: int) -> dict:
     out = workdir / f"{agent}__{seed}"
     cmd = [sys.executable, "-m", f"agents.{agent}", "--env", "InfoCNF-Digits-v0", "--seed", str(seed),
            "--iterations", str(iterations), "--eval-every", "0", "--out", str(out), "--no-progress",
-           "--no-tensorboard", "--env-kwargs", f"seed={seed}", *extra]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+           "--no-tensorboard", "--threads", str(threads), *with_paper_gates(agent, extra),
+           "--env-kwargs", f"seed={seed}"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "summary.json").read_text())
 
 
@@ -39,16 +41,18 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("runs.bench_learned_tol", __doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--workdir", default="runs/bench_learned_tol__runs")
+    parser.add_argument("--workdir", default=f"{RUNS_ROOT}/bench_learned_tol")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of each run (default: 1 with --jobs > 1, else 2)")
     parser.add_argument("--json", default="runs/results/learned_vs_fixed.json")
     parser.add_argument("--reinforce-args", nargs="*", default=[], help="extra flags for agents.reinforce")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
-    threads = 1 if args.jobs > 1 else 2
+    threads = args.threads or (1 if args.jobs > 1 else 2)
     jobs = [(agent, seed, extra) for seed in args.seeds
             for agent, extra in (("fixed", ["--tol", "1e-5"]), ("reinforce", args.reinforce_args))]
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -17,13 +17,13 @@ title, the files it needs and its place on the page, is in its module in ``runs/
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agents.cli import command_parser
 from runs.studies import MODULES, study_module
 from runs.tables import cell
 
@@ -415,7 +415,7 @@ def render(results: Path = RESULTS) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser("runs.docs", __doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the STUDY.json files")
     parser.add_argument("--out", type=Path, default=OUT, help="the page to write")
     mode = parser.add_mutually_exclusive_group()

@@ -45,6 +45,23 @@ POLICIES = {
     "td3": ("sb3", ["--algo", "td3"]),
 }
 
+#: The gates of the paper (Section 3: g_i ~ N(mu_i, sigma_i^2), clipped to the bounds by the
+#: env), which every committed study ran with; ``agents.reinforce``'s default is the squashed
+#: Gaussian, which cannot leave the bounds.
+PAPER_GATES = ("--gate-dist", "gaussian")
+
+
+def with_paper_gates(module: str, flags: tuple[str, ...] | list[str]) -> list[str]:
+    """``flags`` of an ``agents.<module>`` run, with :data:`PAPER_GATES` for a REINFORCE run that
+    does not choose its gates itself: the studies' runs reproduce the paper's Gaussian gates
+    (and their committed results) whatever the CLI's default. Not part of a run's cache key
+    (:mod:`runs.run_cache`): a run without ``--gate-dist`` has always meant these gates."""
+    flags = list(flags)
+    if module == "reinforce" and PAPER_GATES[0] not in flags:
+        return [*PAPER_GATES, *flags]
+    return flags
+
+
 #: ``--quick``: 4-filter dynamics, a few iterations, small batches.
 QUICK_REGIMES = {
     "small": {"batch_size": 32, "lr": 2e-3, "iterations": 4, "eval_every": 1,

@@ -15,7 +15,6 @@ helpers, titles, saving). Matplotlib with the Agg backend.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.cli import command_parser
 from runs.studies import MODULES, study_module
 
 #: Colours per arm, kept across figures.
@@ -137,8 +137,7 @@ def load_study(path: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from runs import run_curves
 
-    parser = argparse.ArgumentParser(prog="python -m runs.plots", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("runs.plots", __doc__)
     parser.add_argument("json", type=Path, nargs="?", default=None,
                         help="a study's JSON written by runs.reproduce (runs/results/STUDY.json), or a run directory")
     parser.add_argument("--compare", type=Path, nargs="+", default=None, metavar="RUN_DIR",

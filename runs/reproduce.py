@@ -27,6 +27,7 @@ run, how it maps to the paper and what it costs):
 ``tune-cnf``          the same on ``CNF-Frozen-Mixed-v0``
 ``benchmark``         the leaderboard: agents on ``ODE-Mixed-v0`` and ``CNF-Frozen-Mixed-v0`` against every
                       classical solver setting, the best of them and the oracles; co-training with every lever
+``threads``           the README's main job at 1 and 2 CPU threads, idle and beside a busy process
 =====================  ==========================================================================
 
 Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one seed) and writes
@@ -55,15 +56,13 @@ minute per study on one core; used by ``tests/test_reproduce.py``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from agents.cli import RUNS_ROOT
+from agents.cli import RUNS_ROOT, command_parser
+from infocnf_env.threads import using_threads
 from runs.aggregate import finite
 from runs.matrix import digits_regimes
 from runs.run_cache import Context
@@ -99,13 +98,9 @@ def run_study(study: str, *, seeds: int | None = None, quick: bool = False, jobs
     out = Path(out or ("runs/results/quick" if quick else "runs/results"))
     ctx = Context(study, quick, tuple(range(n_seeds)), jobs, threads, workdir, out, load_config(study, quick),
                   digits_regimes(quick))
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     start = time.perf_counter()
-    try:
+    with using_threads(threads):
         result = module.run(ctx)
-    finally:
-        torch.set_num_threads(previous_threads)
     regimes = ctx.regimes if getattr(module, "USES_DIGITS_REGIMES", True) else {}
     full = finite({"study": study, "quick": quick, "seeds": list(ctx.seeds), "config": ctx.config,
                    "regimes": regimes, "workdir": str(workdir), **result, "wall_s": time.perf_counter() - start})
@@ -114,13 +109,15 @@ def run_study(study: str, *, seeds: int | None = None, quick: bool = False, jobs
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("runs.reproduce", __doc__)
     parser.add_argument("study", choices=[*STUDIES, "all"], help="study to run ('all': every study in order)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="number of seeds 0..n-1 (default: the study's SEEDS, else 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test sizes (about a minute per study)")
     parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel (subprocesses, 1 thread each)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of in-process training and analysis")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of in-process training and analysis (torch and NumPy's BLAS; default 1: "
+                             "the studies' tensors are too small to share, infocnf_env.threads)")
     parser.add_argument("--workdir", default=None,
                         help=f"run directories and logs (default {RUNS_ROOT}/reproduce[/quick])")
     parser.add_argument("--out", default=None, help="JSON and PNG folder (default runs/results[/quick])")

@@ -5,7 +5,13 @@ A run is an :class:`Arm`: an agent CLI (``agents.fixed``, ``agents.reinforce``,
 ``WORKDIR/runs/`` ends with a hash of everything that affects training, so a finished run is
 reused by every study that needs it and an interrupted one is resumed from its checkpoint.
 The hash covers the flags, not the code: after changing an agent's defaults, pass the new
-value as a flag (or delete the run directories) to retrain.
+value as a flag (or delete the run directories) to retrain. Where a default changed after the
+committed results were made, the old value is passed as a flag to every run (REINFORCE's
+Gaussian gates: :func:`runs.matrix.with_paper_gates`), so those runs and their cache keys
+stay what they were.
+
+A run uses ``ctx.threads`` CPU threads in this process, one in a subprocess (``--jobs N``):
+``--threads`` is passed to the agent CLI (a resumed run may change it).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runs.matrix import DIGITS_TRAIN_SIZE, ENVS, POLICIES
+from runs.matrix import DIGITS_TRAIN_SIZE, ENVS, POLICIES, with_paper_gates
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,11 +81,11 @@ class Arm:
     def run_dir(self, runs_dir: Path) -> Path:
         return runs_dir / f"{self.label}__s{self.seed}__{self.key}"
 
-    def argv(self, run_dir: Path, resume: bool = False) -> list[str]:
+    def argv(self, run_dir: Path, resume: bool = False, threads: int = 1) -> list[str]:
         argv = ["--env", self.env, "--seed", str(self.seed), "--iterations", str(self.iterations),
                 "--eval-every", str(self.eval_every), "--checkpoint-every", "50", "--no-progress", "--no-tensorboard",
                 "--device", "cpu",  # the studies are CPU-sized and their committed figures were measured there
-                *self.agent_args]
+                "--threads", str(threads), *with_paper_gates(self.module, self.agent_args)]
         argv += ["--resume", str(run_dir)] if resume else ["--out", str(run_dir)]
         if self.env_kwargs and not resume:
             argv += ["--env-kwargs", *(f"{k}={v!r}" for k, v in self.env_kwargs)]
@@ -128,7 +134,7 @@ def _train(arm: Arm, ctx: Context, in_subprocess: bool) -> None:
     resume = (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists()
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)  # a run that died before its first checkpoint: start over
-    argv = arm.argv(run_dir, resume)
+    argv = arm.argv(run_dir, resume, threads=1 if in_subprocess else ctx.threads)
     log = ctx.workdir / "logs" / f"{run_dir.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -8,6 +8,12 @@ Panels, each drawn only when a run logged it: the training loss and bits/dim per
 backward NFE per iteration, log10 of each block's tolerance, the test error, and the episode
 reward. Iteration values are smoothed by a running mean over about 2% of the run (the raw
 values are faint behind it); nothing is read from TensorBoard or the checkpoint.
+
+One run: each block (an ODE task's segment) has its own colour in the tolerance panel.
+Several runs (``--compare``): each run has its own colour, named once in the figure's legend
+by what tells the runs apart (env, agent, seed; else ``run 1``, ``run 2``, ... with the
+directories listed under the figure); a panel's legend names its line styles (the series,
+and the blocks of the tolerance panel).
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from agents.run_dir import CONFIG, EVALS, METRICS
 
 #: File a single run's curves go to, inside the run directory.
 CURVES = "curves.png"
-#: Colours of compared runs, in order (matplotlib's tab10).
+#: Colours of compared runs, and of the blocks of one run, in order (matplotlib's tab10).
 RUN_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
                "tab:gray", "tab:olive", "tab:cyan")
+BLOCK_COLOURS = RUN_COLOURS
 
 
 @dataclass
@@ -119,8 +126,8 @@ PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
     ("reconstruction MSE", (("train", "recon_mse", "train"), ("test", "recon_mse", "test"))),
     ("episode reward", (("train", "reward", "train"),)),
 )
-#: Line styles of the series within a panel.
-STYLES = ("-", "--", ":")
+#: Line styles of the series within a panel (and of the blocks of compared runs).
+STYLES = ("-", "--", ":", "-.")
 
 
 def _has_panel(runs: Sequence[RunLog], title: str, series: tuple[tuple[str, str, str], ...]) -> bool:
@@ -130,27 +137,50 @@ def _has_panel(runs: Sequence[RunLog], title: str, series: tuple[tuple[str, str,
                for run in runs for source, key, _ in series)
 
 
-def draw(runs: Sequence[RunLog], path: str | Path, title: str | None = None) -> Path:
-    """Draw the curves of ``runs`` (one colour per run) into ``path`` (PNG); returns the path."""
+def short_labels(runs: Sequence[RunLog]) -> list[str]:
+    """A legend label per run: the settings that tell the runs apart (env, agent, seed), or
+    ``run 1``, ``run 2``, ... where those do not."""
+    def parts(run: RunLog) -> list[str]:
+        config = run.config
+        args = config.get("args") or {}
+        return [str(config.get("env", "?")), str(config.get("agent", "?")), f"seed {args.get('seed', '?')}"]
+
+    table = [parts(run) for run in runs]
+    differ = [i for i in range(3) if len({row[i] for row in table}) > 1]
+    labels = [", ".join(row[i] for i in differ) for row in table]
+    if not differ or len(set(labels)) < len(labels):
+        return [f"run {i + 1}" for i in range(len(runs))]
+    return labels
+
+
+def figure(runs: Sequence[RunLog], title: str | None = None) -> Any:
+    """The curves of ``runs`` as a matplotlib figure (:func:`draw` saves it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     panels = [(name, series) for name, series in PANELS if _has_panel(runs, name, series)]
     cols = 2 if len(panels) > 1 else 1
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 3.2 * rows), squeeze=False)
+    several = len(runs) > 1
+    labels = short_labels(runs) if several else []
+    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 3.2 * rows + (0.4 if several else 0.0)),
+                             squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (name, series) in zip(axes.flat, panels, strict=False):
+        keys: dict[str, Line2D] = {}  # the panel's legend: one entry per series (or block), in black
         for index, run in enumerate(runs):
             colour = RUN_COLOURS[index % len(RUN_COLOURS)]
-            prefix = f"{run.label}: " if len(runs) > 1 else ""
-            if not series:  # per-block tolerances
+            if not series:  # per-block tolerances: a colour per block, or a style per block of compared runs
                 for block, (xs, ys) in sorted(_block_tols(run).items()):
-                    style = STYLES[block % len(STYLES)]
-                    ax.plot(xs, smooth(ys), style, color=colour, lw=1.2, label=f"{prefix}block {block}")
+                    style = STYLES[block % len(STYLES)] if several else "-"
+                    block_colour = colour if several else BLOCK_COLOURS[block % len(BLOCK_COLOURS)]
+                    ax.plot(xs, smooth(ys), style, color=block_colour, lw=1.2, label=f"block {block}")
+                    keys.setdefault(f"block {block}", Line2D([], [], ls=style, color="black" if several
+                                                             else block_colour, lw=1.2))
                 continue
             for number, (source, key, label) in enumerate(series):
                 xs, ys = _series(run.metrics if source == "train" else run.evals, key)
@@ -158,22 +188,45 @@ def draw(runs: Sequence[RunLog], path: str | Path, title: str | None = None) -> 
                     continue
                 style = STYLES[number % len(STYLES)]
                 if source == "test":
-                    ax.plot(xs, ys, "o" + style, color=colour, ms=4, lw=0.8, label=prefix + label)
+                    ax.plot(xs, ys, "o" + style, color=colour, ms=4, lw=0.8, label=label)
+                    keys.setdefault(label, Line2D([], [], ls=style, marker="o", ms=4, lw=0.8,
+                                                  color="black" if several else colour))
                 else:
-                    if len(xs) > 1 and len(runs) == 1:
+                    if len(xs) > 1 and not several:
                         ax.plot(xs, ys, style, color=colour, lw=0.5, alpha=0.25)
-                    ax.plot(xs, smooth(ys), style, color=colour, lw=1.4, label=prefix + label)
+                    ax.plot(xs, smooth(ys), style, color=colour, lw=1.4, label=label)
+                    keys.setdefault(label, Line2D([], [], ls=style, lw=1.4, color="black" if several else colour))
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("iteration", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if keys:
+            ax.legend(list(keys.values()), list(keys), fontsize=7)
+    if several:
+        handles = [Line2D([], [], color=RUN_COLOURS[i % len(RUN_COLOURS)], lw=2) for i in range(len(runs))]
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(runs), 4), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, 0.965))
+        if labels[0].startswith("run 1"):
+            fig.text(0.01, 0.005, "; ".join(f"{label}: {run.path.name}" for label, run in zip(labels, runs,
+                                                                                          strict=True)), fontsize=6)
     if title is None:
         run = runs[0]
-        title = (f"{run.config.get('env', '?')}, {run.config.get('agent', '?')} ({run.path})" if len(runs) == 1
+        title = (f"{run.config.get('env', '?')}, {run.config.get('agent', '?')} ({run.path})" if not several
                  else f"{len(runs)} runs")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    if several:
+        fig.suptitle(title, fontsize=10, y=0.995)
+        fig.tight_layout(rect=(0, 0.02, 1, 0.93))
+    else:
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+def draw(runs: Sequence[RunLog], path: str | Path, title: str | None = None) -> Path:
+    """Draw the curves of ``runs`` (:func:`figure`) into ``path`` (PNG); returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(runs, title)
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -27,7 +27,6 @@ that fails to read (a, b) from an encoder that does not hold it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing
@@ -40,9 +39,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.cli import command_parser
 from flows.latent_ode import LatentODE, evaluate_latent_ode
 from flows.spirals import A_MEAN, B_MEAN, SpiralData, make_spirals
 from flows.train import fit
+from infocnf_env.threads import set_threads
 
 #: The two compared models: name -> LatentODE keyword arguments.
 MODELS = {"latent_ode": {"partitioned": False}, "latent_ode_partitioned": {"partitioned": True}}
@@ -189,12 +190,11 @@ def run(cfg: SpiralRunConfig, out_dir: Path, jobs: int = 1) -> dict:
     when above 1); write ``spirals.json`` and ``spirals.png``."""
     if jobs < 1:
         raise ValueError(f"jobs must be positive, got {jobs}")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    previous_threads = set_threads(cfg.threads)
     try:
         return _run(cfg, out_dir, jobs)
     finally:
-        torch.set_num_threads(previous_threads)
+        set_threads(previous_threads)
 
 
 def prior_mean_errors(data: SpiralData) -> dict:
@@ -227,7 +227,7 @@ def ab_probe_errors(model: LatentODE, train: SpiralData, test: SpiralData) -> di
 
 def _train_and_evaluate(name: str, seed: int, cfg: SpiralRunConfig) -> tuple[dict, dict]:
     """One model and seed: its test metrics and training info, and its trained weights."""
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     train = make_spirals(cfg.num_train, seed=cfg.data_seed, split="train")
     test = make_spirals(cfg.num_test, seed=cfg.data_seed, split="test")
     t0 = time.time()
@@ -279,12 +279,12 @@ def _run(cfg: SpiralRunConfig, out_dir: Path, jobs: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("runs.spirals", __doc__)
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. n-1)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 24, quick 2)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test sizes")
     parser.add_argument("--out", type=Path, default=Path("runs/results"), help="output folder")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (torch and NumPy's BLAS)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (subprocesses)")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.jobs < 1:

@@ -17,12 +17,12 @@ often the MAP start is within 5 grid steps of the true one.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
+from agents.cli import command_parser
 from flows.spirals import A_MEAN, A_STD, B_MEAN, B_STD, CENTRE_X, T_SPAN, T_START, make_spirals, spiral_angle
 
 
@@ -53,7 +53,7 @@ def map_estimates(obs: np.ndarray, direction: int, noise_std: float, length: int
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser("runs.spirals_ab_ceiling", __doc__.split("\n\n")[0])
     parser.add_argument("--num", type=int, default=400, help="test spirals (default 400)")
     parser.add_argument("--json", type=Path, default=Path("runs/results/spirals_ab_ceiling.json"))
     args = parser.parse_args(argv)

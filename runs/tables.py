@@ -11,12 +11,12 @@ results page, tables and prose, is written by ``python -m runs.docs`` (:mod:`run
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from agents.cli import command_parser
 from runs.studies import MODULES, study_module
 
 
@@ -60,7 +60,7 @@ def _pct(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser("runs.tables", __doc__.split("\n\n")[0])
     valid = tabled()
     parser.add_argument("studies", nargs="*", default=valid)
     parser.add_argument("--results", default="runs/results")

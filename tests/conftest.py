@@ -20,6 +20,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+    threadpool_limits(limits=1)  # a CLI run in this process (--threads) may have raised it
 
 
 @pytest.fixture

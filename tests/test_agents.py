@@ -411,7 +411,8 @@ def test_fixed_schedule_sets_per_block_tolerances(tmp_path):
 
 
 # ---------------------------------------------------------------------- resume
-RESUMABLE = {"fixed": (fixed.main, ["--tol", "1e-4"]), "reinforce": (reinforce.main, ["--gate-lr", "0.05"])}
+RESUMABLE = {"fixed": (fixed.main, ["--tol", "1e-4"]), "reinforce": (reinforce.main, ["--gate-lr", "0.05"]),
+             "reinforce-gaussian": (reinforce.main, ["--gate-lr", "0.05", "--gate-dist", "gaussian"])}
 
 
 def _without_wall_time(records: list[dict]) -> list[dict]:
@@ -538,6 +539,6 @@ def test_an_env_without_the_run_interface_is_refused_before_anything_is_written(
 
     if "ForeignCartPole-v0" not in gym.registry:
         gym.register("ForeignCartPole-v0", entry_point=lambda seed=0: CartPoleEnv())
-    with pytest.raises(ValueError, match="ForeignCartPole-v0 is not an environment of this project"):
+    with pytest.raises(ValueError, match="^'ForeignCartPole-v0' is not an InfoCNF id"):
         fixed.main(["--env", "ForeignCartPole-v0", "--iterations", "1", "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()

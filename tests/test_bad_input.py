@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import fixed, reinforce
+from agents import fixed, reinforce, sb3
 from agents.loop import run_cli
 from agents.runner import make_env
 from infocnf_env.checkpoint import CheckpointError
@@ -95,7 +95,20 @@ CASES = {
     "no data root": (_cli(fixed.main, "--env", "InfoCNF-CIFAR10-v0"), ValueError,
                      r"^dataset 'cifar10' needs a data root"),
     "negative iterations": (_cli(fixed.main, "--env", TOY, "--iterations", "-1"), ValueError,
-                            r"^--iterations must be >= 0, got -1$"),
+                            r"^--iterations must be >= 1 \(a run trains at least one iteration\), got -1$"),
+    "zero iterations": (_cli(reinforce.main, "--env", TOY, "--iterations", "0"), ValueError,
+                        r"^--iterations must be >= 1 \(a run trains at least one iteration\), got 0$"),
+    "an id of another package": (_cli(reinforce.main, "--env", "CartPole-v1"), ValueError,
+                                 r"^'CartPole-v1' is not an InfoCNF id; the InfoCNF ids \(README\.md\): "
+                                 r"InfoCNF-\{.*ODE-\{"),
+    "negative tolerance": (_cli(fixed.main, "--env", TOY, "--tol", "-1e-5"), ValueError,
+                           r"^--tol must be a positive finite tolerance, got -1e-05$"),
+    "negative schedule": (_cli(fixed.main, "--env", TOY, "--schedule", "1e-3", "-1e-4"), ValueError,
+                          r"^--schedule must be positive finite tolerances, got 0.001 -0.0001$"),
+    "negative policy lr": (_cli(sb3.main, "--env", TOY, "--policy-lr", "-1"), ValueError,
+                           r"^--policy-lr must be a positive number, got -1.0$"),
+    "zero threads": (_cli(fixed.main, "--env", TOY, "--threads", "0"), ValueError,
+                     r"^--threads must be a positive integer, got 0$"),
     "checkpoint of another model": (_checkpoint_of_another_model(), CheckpointError,
                                     r"^checkpoint was written for another model: model\.config\.hidden: 8 in the "
                                     r"checkpoint, 4 here$"),
@@ -127,3 +140,68 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys, case):
         assert exit_info.value.code == 2
         captured = capsys.readouterr()
         assert captured.err == f"error: {message}\n" and captured.out == ""
+
+
+#: Usage errors: (CLI module, argv, the error line's start).
+USAGE = {
+    "sb3 --algo dqn": ("agents.sb3", ["--algo", "dqn"],
+                       "error: argument --algo: invalid choice: 'dqn' (choose from 'ppo', 'sac', 'a2c', 'td3')"),
+    "reproduce nosuchstudy": ("runs.reproduce", ["nosuchstudy"],
+                              "error: argument study: invalid choice: 'nosuchstudy' (choose from 'digits-table', "),
+    "fixed --tol without a value": ("agents.fixed", ["--tol"], "error: argument --tol: expected one argument"),
+    "an unknown flag": ("agents.reinforce", ["--gate-lrr", "1"], "error: unrecognized arguments: --gate-lrr 1"),
+    "plots --nope": ("runs.plots", ["--nope"], "error: unrecognized arguments: --nope"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USAGE))
+def test_usage_errors_are_one_line_naming_the_choices(case, capsys):
+    import importlib
+
+    module, argv, start = USAGE[case]
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(start) and err.count("\n") == 1, err
+    assert err.rstrip().endswith(f"(python -m {module} --help lists every option)")
+
+
+RUNS_CLIS = ["reproduce", "plots", "tables", "docs", "bench_env", "bench_flow", "bench_gpu", "bench_backend",
+             "bench_cifar", "bench_learned_tol", "spirals", "spirals_ab_ceiling"]
+
+
+@pytest.mark.parametrize("name", [*(f"runs.{m}" for m in RUNS_CLIS),
+                                  *(f"agents.{m}" for m in ("fixed", "reinforce", "sb3", "evaluate"))])
+def test_usage_lines_name_the_module_to_run(name, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(name).main(["--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m {name} ")
+
+
+def test_a_negative_number_is_a_value_in_any_notation():
+    from agents.cli import parse_args
+
+    for text, value in (("-1e-5", -1e-5), ("-.5", -0.5), ("-2", -2.0), ("-1E+2", -100.0)):
+        assert parse_args(reinforce.Args, ["--init-mean", text]).init_mean == value
+    assert parse_args(fixed.Args, ["--schedule", "1e-3", "-1e-4"]).schedule == [1e-3, -1e-4]
+
+
+def test_the_resume_refusal_and_the_first_hour_page_name_the_same_changeable_flags(tmp_path):
+    from agents.resume import CHANGEABLE_FLAGS, CHANGEABLE_ON_RESUME
+
+    assert CHANGEABLE_FLAGS.split(", ") == [f"--{n}" for n in ("iterations", "progress", "device", "threads")]
+    assert CHANGEABLE_ON_RESUME == {"resume", *(f[2:] for f in CHANGEABLE_FLAGS.split(", "))}
+    page = (Path(__file__).resolve().parents[1] / "docs" / "first-hour.md").read_text()
+    text = " ".join(page.replace("`", "").split())
+    assert f"({CHANGEABLE_FLAGS.replace(', --threads', ' and --threads')} may change" in text
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"env": DIGITS, "agent": "fixed", "env_kwargs": {},
+                                                 "args": {"env": DIGITS, "seed": 0}}))
+    refusal = rf"--seed 3 differs from the run's 0; .* \(only {CHANGEABLE_FLAGS} may change\)$"
+    with pytest.raises(CheckpointError, match=refusal):
+        fixed.main(["--resume", str(run), "--seed", "3"])

@@ -50,6 +50,9 @@ def test_evaluate_scores_an_ode_run_against_its_baselines(tmp_path, cache, capsy
                                                      / gap)
     train = evaluate.main([str(tmp_path / "run"), "--pool", "train", "--grid-step", "2"])
     assert train["run"]["episodes"] == 2
+    for flag in (["--split", "train"], ["--batch-size", "50"], ["--tol", "1e-3"]):  # a flow run's flags
+        with pytest.raises(ValueError, match=f"^{flag[0]} applies to runs of a flow environment"):
+            evaluate.main([str(tmp_path / "run"), *flag])
 
 
 def test_evaluate_scores_a_frozen_flow_run(tmp_path, cache) -> None:

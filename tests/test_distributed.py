@@ -169,12 +169,30 @@ def test_sharded_stream_splits_the_global_batch():
         BatchStream(data, 4, rank=2, world_size=2)
 
 
-def test_sb3_refuses_to_run_under_torchrun(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_sb3_refuses_to_run_under_torchrun(tmp_path, monkeypatch, capsys, rank):
+    """One line on rank 0, nothing on the others, and the exit status of bad input on every rank."""
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("RANK", rank)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: sb3.main(["--out", str(tmp_path / "run"), "--no-progress"]))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: agents.sb3 runs in one process")
+    if rank == "0":
+        assert err.count("\n") == 1 and err.startswith("error: agents.sb3 runs in one process")
+    else:
+        assert err == ""
     assert not (tmp_path / "run").exists()
+
+
+def test_sb3_under_torchrun_fails_with_one_line_of_its_own(tmp_path):
+    """The launcher itself: the project's line once, no Python traceback from the workers, a
+    non-zero status (torchrun adds its own report of the failed workers)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "agents.sb3", "--out", str(tmp_path / "run"),
+                           "--no-progress"], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=120)
+    output = proc.stdout + proc.stderr
+    assert output.count("error: agents.sb3 runs in one process") == 1, output
+    assert "agents/" not in output.split("ChildFailedError")[0], output  # no frame of the project's code
+    assert proc.returncode != 0 and not (tmp_path / "run").exists()

@@ -110,12 +110,38 @@ def test_cli_takes_the_run_directory_before_or_after_the_options(runs, capsys):
         ev.Args(run_dir=run, split="train", batch_size=150)
 
 
+def _copy_without(run, tmp_path, name: str, replace: str | None = None):
+    """A copy of a finished run with ``name`` removed (or its text replaced by ``replace``)."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    if replace is None:
+        (copy / name).unlink()
+    else:
+        (copy / name).write_text(replace)
+    return copy
+
+
 @pytest.mark.parametrize("argv, match", [
     ([], "name a run directory"),
     (["{tmp}/nowhere"], "is not a finished run directory: config.json is missing"),
     (["{fixed}", "--batch-size", "0"], "--batch-size must be positive"),
+    (["{fixed}", "--pool", "test"], "--pool applies to runs of a benchmark task (ODE-*, CNF-Frozen-*) only; "),
+    (["{fixed}", "--grid-step", "1"], "--grid-step applies to runs of a benchmark task"),
+    (["{fixed}", "--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["{no_summary}"], "is not a finished run: it has no summary.json (stopped before its end?); finish it with "
+                       "python -m agents.fixed --resume "),
+    (["{bad_summary}"], "summary.json is unreadable (JSONDecodeError): the run's record is damaged"),
+    (["{bad_config}"], "config.json is not a run's config (ValueError): the run's record is damaged"),
 ])
 def test_cli_bad_input_is_one_line(argv, match, runs, tmp_path, capsys):
+    if "{no_summary}" in argv:
+        argv = [str(_copy_without(runs["fixed"], tmp_path, "summary.json"))]
+    elif "{bad_summary}" in argv:
+        argv = [str(_copy_without(runs["fixed"], tmp_path, "summary.json", replace='{"env": "InfoCNF-Dig'))]
+    elif "{bad_config}" in argv:
+        argv = [str(_copy_without(runs["fixed"], tmp_path, "config.json", replace="[1, 2]"))]
     argv = [a.format(tmp=tmp_path, fixed=runs["fixed"]) for a in argv]
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: ev.main(argv))

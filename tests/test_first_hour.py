@@ -305,12 +305,14 @@ def test_env_help_names_every_registered_family():
 
 
 # ---------------------------------------------------------------------- 8. python -m runs.plots RUN_DIR
-def _fake_run(path: Path, iterations: int = 40, offset: float = 0.0) -> Path:
+def _fake_run(path: Path, iterations: int = 40, offset: float = 0.0, env: str = DIGITS, agent: str = "reinforce",
+              tols: tuple[float, ...] = (1e-3, 1e-4, 1e-5)) -> Path:
     """A run directory as the runner writes it (config.json, metrics.jsonl, eval.jsonl)."""
     path.mkdir()
-    (path / "config.json").write_text(json.dumps({"env": DIGITS, "agent": "reinforce", "env_kwargs": {}}))
+    (path / "config.json").write_text(json.dumps({"env": env, "agent": agent, "env_kwargs": {},
+                                                  "args": {"seed": 0}}))
     lines = [json.dumps({"iteration": i, "loss": 5.0 - i / 20 + offset, "bits_per_dim": 3.0 - i / 40,
-                         "nfe_forward": 40 + i % 3, "nfe_backward": 38, "tols": [1e-3, 1e-4, 1e-5],
+                         "nfe_forward": 40 + i % 3, "nfe_backward": 38, "tols": list(tols),
                          "nfe_blocks": [14, 13, 13], "reward": -30.0 - offset, "error": 0.5})
              for i in range(1, iterations + 1)]
     (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
@@ -318,13 +320,13 @@ def _fake_run(path: Path, iterations: int = 40, offset: float = 0.0) -> Path:
     return path
 
 
-def _colour_pixels(png: Path, colour: str) -> int:
+def _colour_pixels(png: Path, colour: str, within: float = 0.02) -> int:
     import matplotlib.colors
     import matplotlib.image
 
     image = matplotlib.image.imread(str(png))[..., :3]
     target = np.array(matplotlib.colors.to_rgb(colour))
-    return int((np.abs(image - target).max(axis=-1) < 0.02).sum())
+    return int((np.abs(image - target).max(axis=-1) < within).sum())
 
 
 def test_plots_draws_one_runs_curves_beside_it(tmp_path, capsys):
@@ -348,6 +350,40 @@ def test_plots_compare_overlays_runs_in_their_own_colours(tmp_path, capsys):
     assert capsys.readouterr().out == f"wrote {out}\n"
     for colour in run_curves.RUN_COLOURS[:2]:
         assert _colour_pixels(out, colour) > 500, colour
+
+
+def test_plots_give_each_segment_of_one_run_its_own_colour(tmp_path):
+    """An ODE run's four segments: four colours in the tolerance panel, each drawn in the PNG."""
+    import matplotlib.colors
+    import matplotlib.pyplot as plt
+
+    run = _fake_run(tmp_path / "ode", env="ODE-Mixed-v0", tols=(1e-3, 1e-4, 1e-5, 1e-6))
+    fig = run_curves.figure([run_curves.read_run(run)])
+    ax = next(a for a in fig.axes if a.get_title() == "log10 tolerance per block")
+    colours = [matplotlib.colors.to_hex(line.get_color()) for line in ax.get_lines()]
+    plt.close(fig)
+    assert len(colours) == 4 and len(set(colours)) == 4
+    png = run_curves.plot_run(run)
+    for colour in run_curves.BLOCK_COLOURS[:4]:  # thin flat lines: antialiased, so a looser match
+        assert _colour_pixels(png, colour, within=0.15) > 300, colour
+    assert _colour_pixels(png, run_curves.BLOCK_COLOURS[4], within=0.15) == 0  # no fifth block
+
+
+def test_plots_compare_legends_name_runs_by_what_tells_them_apart(tmp_path):
+    import matplotlib.pyplot as plt
+
+    a = _fake_run(tmp_path / "ODE-Mixed-v0__reinforce__0__20261207-010101", env="ODE-Mixed-v0")
+    b = _fake_run(tmp_path / "ODE-Mixed-v0__sb3-ppo__0__20261207-020202", env="ODE-Mixed-v0", agent="sb3-ppo",
+                  offset=1.0)
+    runs = [run_curves.read_run(a), run_curves.read_run(b)]
+    fig = run_curves.figure(runs)
+    texts = [t.get_text() for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+             for t in legend.get_texts()]
+    plt.close(fig)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["reinforce", "sb3-ppo"]
+    assert all(len(t) <= 20 and "__" not in t for t in texts), texts
+    same = _fake_run(tmp_path / "again", env="ODE-Mixed-v0")  # a run like the first: numbered instead
+    assert run_curves.short_labels([runs[0], run_curves.read_run(same)]) == ["run 1", "run 2"]
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -151,7 +151,7 @@ def test_bench_gpu_cpu_smoke(tmp_path):
     from runs import bench_gpu
 
     path = tmp_path / "bench.json"
-    result = bench_gpu.main(["--device", "cpu", "--synthetic", "--iterations", "2", "--warmup", "0",
+    result = bench_gpu.main(["--device", "cpu", "--threads", "1", "--synthetic", "--iterations", "2", "--warmup", "0",
                              "--batch-size", "4", "--env-kwargs", "hidden=8", "--json", str(path), "--no-progress"])
     saved = json.loads(path.read_text())
     assert saved["iterations_done"] == 2 and saved["timed_iterations"] == 2
@@ -171,3 +171,40 @@ def test_bench_flow_quick_writes_the_sweep_with_warm_starts(tmp_path):
         assert 0 < point["nfe_forward_warm"] <= point["nfe_forward"]
         if point["tol"] <= 1e-4:  # both solves are accurate: the same density
             assert abs(point["bits_per_dim_warm"] - point["bits_per_dim"]) < 1e-3
+
+
+def test_the_threads_studys_busy_neighbour_runs_until_the_block_ends():
+    """The load of the ``threads`` study (its quick run leaves it out, to stay quick)."""
+    from runs.studies import threads
+
+    with threads.load("busy", 16) as proc:
+        assert proc is not None and proc.poll() is None  # running, busy
+    assert proc.poll() is not None  # stopped with the block
+    with threads.load("idle", 16) as none:
+        assert none is None
+
+
+def test_reinforce_arms_run_the_papers_gaussian_gates_without_changing_their_cache_key(tmp_path):
+    """The committed studies ran the paper's Gaussian gates: every REINFORCE run of runs/ passes
+    them (agents.reinforce's default is now the squashed gate), unless a run chooses its own."""
+    plain = Arm("x", "reinforce", "InfoCNF-Digits-v0", 0, 10, 0, ("--gate-lr", "0.03"), (("hidden", 4),))
+    argv = plain.argv(tmp_path / "run")
+    assert argv[argv.index("--gate-dist") + 1] == "gaussian" and argv.count("--gate-dist") == 1
+    assert "--gate-dist" not in plain.agent_args  # the cache key of the committed runs is what it was
+    own = Arm("x", "reinforce", "InfoCNF-Digits-v0", 0, 10, 0, ("--gate-dist", "squashed"), ())
+    argv = own.argv(tmp_path / "run")
+    assert argv[argv.index("--gate-dist") + 1] == "squashed" and argv.count("--gate-dist") == 1
+    assert "--gate-dist" not in Arm("x", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), ()).argv(tmp_path)
+    resumed = plain.argv(tmp_path / "run", resume=True, threads=2)
+    assert resumed[resumed.index("--threads") + 1] == "2" and "gaussian" in resumed
+
+
+def test_the_threads_study_times_the_iterations_after_the_warmup(tmp_path, monkeypatch):
+    from runs.studies import threads
+
+    walls = [10.0, 11.0, 13.0, 16.0, 20.0]  # cumulative wall time after each iteration
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i + 1, "wall_time": w}) + "\n"
+                                                    for i, w in enumerate(walls)))
+    assert threads._rate(tmp_path, warmup=2) == pytest.approx(3 / (20.0 - 11.0))  # iterations 3..5
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # only --threads decides a child's threads
+    assert not set(threads.THREAD_VARIABLES) & set(threads._child_env())

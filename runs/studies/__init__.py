@@ -60,6 +60,7 @@ MODULES = {
     "tune": "tune",
     "tune-cnf": "tune_cnf",
     "benchmark": "benchmark",
+    "threads": "threads",
 }
 
 
