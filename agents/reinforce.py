@@ -1,6 +1,6 @@
 """REINFORCE with one gate per ODE block: the paper's tolerance learning (Section 3, Eq. 6-7).
 
-    python -m agents.reinforce --env InfoCNF-Digits-v0          # a few minutes on 2 CPU cores
+    python -m agents.reinforce --env InfoCNF-Digits-v0
     python -m agents.reinforce --env InfoCNF-CIFAR10-v0 --env-kwargs data_root=DATA download=True
 
 The environment pays ``-(alpha / N) * NFE_i`` per block and ``-loss`` at the end, so the
@@ -21,7 +21,9 @@ ranks that reached block i, so gates, optimizer and baseline stay identical on e
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -29,10 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from agents.base import ActionPolicy, Agent
 from agents.cli import CommonArgs, arg, parse_args
 from agents.gates import DEFAULT_FIRST_STEP_INIT_MEAN, DEFAULT_INIT_MEAN, DEFAULT_INIT_STD, CNNGate, InitMean, MLPGate
 from agents.loop import run_agent, run_cli
-from agents.runner import Agent, resolve_args
+from agents.resume import resolve_args
+from infocnf_env.checkpoint import load_checkpoint
 from infocnf_env.distributed import average_gradients, broadcast_module, rank_seed
 
 
@@ -258,6 +262,30 @@ class ReinforceAgent(Agent):
         if self.critics is not None:
             self.critics.load_state_dict(state["critics"])
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+
+    @classmethod
+    def from_run(cls, run_dir: Path, env: Any) -> ReinforceAgent:
+        """The trained gates of the finished run in ``run_dir`` (built as the run built them, then
+        loaded from its checkpoint), for ``env`` (the run's task)."""
+        args = json.loads((Path(run_dir) / "config.json").read_text())["args"]
+        with torch.random.fork_rng():  # the constructor seeds the global RNG
+            gates = cls(env.observation_space, env.num_blocks, init_mean=args["init_mean"], init_std=args["init_std"],
+                        seed=args["seed"], action_dim=env.action_space.shape[0])
+        gates.load_state_dict(load_checkpoint(Path(run_dir) / "checkpoint.pt")["agent"])
+        return gates
+
+    @classmethod
+    def saved_policy(cls, run_dir: Path, env: Any) -> ActionPolicy:
+        """Each gate's mean: the run's deterministic choice for its block."""
+        gates = cls.from_run(run_dir, env)
+
+        @torch.no_grad()
+        def reinforce_policy(obs: Any, block: int) -> np.ndarray:
+            inp = torch.as_tensor(obs["features"] if isinstance(obs, dict) else obs, dtype=torch.float32)
+            mean, _ = gates.gates[block](inp)
+            return mean.reshape(-1).double().numpy()
+
+        return reinforce_policy
 
 
 @dataclasses.dataclass

@@ -229,7 +229,8 @@ def subprocess_env() -> dict[str, str]:
 def killed_after(monkeypatch: pytest.MonkeyPatch, main, argv: list[str], iteration: int) -> None:
     """Run ``main(argv)`` and kill it (as SIGKILL would) right after ``iteration`` is logged,
     before that iteration's checkpoint."""
-    from agents.runner import Run, episode_record
+    from agents.run_log import episode_record
+    from agents.runner import Run
 
     original = Run.after_episode
 
