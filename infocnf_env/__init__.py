@@ -59,8 +59,8 @@ ENV_IDS["InfoCNF-Toy1D-v0"] = EnvConfig.from_kwargs(dataset="toy1d", head="infoc
                                                     lr=3e-3, hidden=32, num_blocks=2, divergence="exact")
 #: Sec. 4.6: the LatentODE on bi-directional spirals, baseline ("cnf") and partitioned latent code
 #: ("infocnf"); the trajectory solve is cut into 2 time segments, one step each. The CPU-sized
-#: CPU-sized settings: 5,000 spirals, batches of 100, Adam lr 1e-2 (runs/spirals.py trains at
-#: Appendix E.3's lr 1e-3 for 24 epochs instead).
+#: settings: 5,000 spirals, batches of 100, Adam lr 1e-2 (runs/spirals.py trains at Appendix
+#: E.3's lr 1e-3 for 24 epochs instead).
 SPIRALS = EnvConfig.from_kwargs(dataset="spirals", arch="latent_ode", batch_size=100, lr=1e-2, segments=2)
 ENV_IDS["LatentODE-Spirals-v0"] = SPIRALS.replace(head="cnf")
 ENV_IDS["LatentODE-Partitioned-Spirals-v0"] = SPIRALS.replace(head="infocnf")
@@ -78,8 +78,8 @@ FROZEN_IDS: dict[str, FrozenConfig] = {
 #: The CNF task with room: episodes from all five densities' flows (a density one-hot in the
 #: observation), two stacked blocks (two decisions per episode, as the paper's gates make them),
 #: small episodes of 8 points (per-point difficulty is not averaged away), and flows trained for
-#: 800 iterations each: the five flows' first use then fits in about ten minutes on one core
-#: (the time is printed as they train), where training until the loss plateaus took close to an hour.
+#: a fixed 800 iterations each rather than until their loss plateaus, to keep their first use
+#: short (each flow's training is printed as it goes).
 FROZEN_IDS["CNF-Frozen-Mixed-v0"] = FrozenConfig(
     densities=("checkerboard", "pinwheel", "rings", "2spirals", "8gaussians"), hidden=32, num_blocks=2,
     train_iterations=800, batch_size=8,

@@ -45,12 +45,11 @@ iteration (forward + backward, the reference solves not included) over fixed 1e-
 ``reference_nfe_ratio``: the reference solves' NFE over the same; ``bpd_ratio``: test
 bits/dim at 1e-5 over fixed 1e-5's. Means over seeds of per-seed ratios.
 
-Cost (full): the ODE references and grids of 128 instances and the five frozen flows (trained
-once until their loss plateaus and cached, ~10 minutes each on a core), the schedule searches
-(~5 minutes), 5 agents x 2 tasks x 3 seeds x ``agent_episodes`` episodes (0.05-0.5 s each), the
-``variants`` (SAC and TD3 x 3 seeds x 2000 episodes, ~11 minutes each; PPO and A2C in the
-first-step mode, ~2 minutes each) and 6 digits runs of 300 iterations (~7 minutes each): about
-3 hours with ``--jobs 2``.
+Cost (full): each task's references, flows (trained once and cached) and baselines' grids, the
+schedule searches, every agent of ``agents`` on every task and seed for ``agent_episodes``
+episodes, the ``variants`` and the co-training runs; the committed result's ``wall_s``
+(``runs/results/benchmark.json``) is the time of the run that wrote it (runs found in the
+workdir's cache are not retrained).
 """
 
 from __future__ import annotations
