@@ -13,6 +13,7 @@ import pytest
 from flowkit import AnalyticTask
 from gymnasium.utils.env_checker import check_env
 
+from flows.ode import BlockStats, NFECounter
 from infocnf_env import baselines as B
 from infocnf_env.actions import BlockAction, action_space, check_bounds, parse_action
 from infocnf_env.benchmark import BenchmarkReward, PoolConfig
@@ -290,6 +291,15 @@ def test_the_step_record_prices_keeps_and_summarises_each_step() -> None:
                        "first_steps": pytest.approx([0.1, 0.01])}
     assert steps.observed_feedback(spaces)[1] == 0.0  # no accepted step: no step size to report
     assert "first_steps" not in steps.summary(SpaceConfig())
+
+
+def test_a_blocks_feedback_reports_its_last_step_as_a_fraction_of_its_span() -> None:
+    counter = NFECounter()
+    counter.forward, counter.last_step, counter.accepted, counter.rejected = 14, 0.125, 5, 2
+    feedback = Feedback.of_block(BlockStats(nfe=14, tol=1e-3, counter=counter, span=0.5))
+    assert feedback == Feedback(nfe=14, last_step=0.25, accepted=5, rejected=2, tol=1e-3)
+    counter.last_step = None
+    assert Feedback.of_block(BlockStats(nfe=14, tol=1e-3, counter=counter, span=0.5)).last_step is None
 
 
 # ---------------------------------------------------------------------------- baselines

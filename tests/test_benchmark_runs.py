@@ -168,3 +168,17 @@ def test_a_reinforce_policy_is_its_gates_means_from_the_checkpoint(tmp_path, cac
     assert means[0] != pytest.approx(-3.0, abs=1e-3)  # the gates moved from their start
     expected = env.score(lambda o, b: np.array([float(agent.gates[b](torch.as_tensor(o))[0].detach())]), "test")
     assert summary["test"]["reward"] == pytest.approx(expected["reward"])
+
+
+def test_a_fixed_first_step_run_is_scored_with_its_first_step(tmp_path, cache) -> None:
+    summary = fixed.main(["--env", "ODE-Mixed-v0", "--tol", "1e-5", "--first-step", "0.1", "--iterations", "1",
+                          "--out", str(tmp_path / "f"), "--no-progress", "--no-tensorboard", "--env-kwargs",
+                          *ODE_KWARGS, "action_mode='tol_first_step'", f"cache={cache!r}"])
+    env = ODETaskEnv(families=("vdp", "lorenz"), segments=2, train_pool_size=2, test_pool_size=2,
+                     reference_tol=1e-9, cache=cache, action_mode="tol_first_step")
+    policy = evaluate.load_action_policy(tmp_path / "f", env)
+    obs, _ = env.reset(options={"episode": 0})
+    assert [list(policy(obs, b)) for b in (0, 1)] == [pytest.approx([-5.0, -1.0])] * 2
+    expected = env.score(env.constant_action(1e-5, 0.1), "test")
+    assert summary["test"]["reward"] == pytest.approx(expected["reward"]) and summary["test"]["nfe"] == expected["nfe"]
+    assert expected["nfe"] != env.score(env.constant_action(1e-5, 1e-3), "test")["nfe"]  # the first step matters

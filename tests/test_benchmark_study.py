@@ -25,9 +25,11 @@ from runs.studies import load_config
 TASK = "Analytic-Leaderboard-v0"
 if TASK not in gym.registry:
     gym.register(TASK, entry_point=AnalyticTask)
-TRAIN = (0.1, 1.0, 30.0, 100.0, 1.0, 0.1)
-TEST = (1.0, 100.0, 0.1, 30.0, 100.0)
-#: Steps alike enough, and episodes different enough, that the oracle beats the best schedule.
+TRAIN = (0.1, 3.0, 0.1, 0.1, 3.0, 10.0)
+TEST = (10.0, 1.0, 3.0, 3.0, 100.0)
+#: Steps alike enough, and episodes different enough, that the oracle beats the best schedule;
+#: the pools differ enough that the training pool's best constant and schedule are not the test
+#: pool's.
 SHAPE = {"costs": (10.0, 20.0), "weights": (1e4, 3e3)}
 GRID = [-8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0]
 #: The hand-written runs: name -> (log10 tolerance of seed 0, of seed 1, first step), and their
@@ -52,7 +54,7 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The task's leaderboard as ``task_result`` computes it, with the context it ran in."""
     workdir = tmp_path_factory.mktemp("study")
     config = load_config("benchmark", True)
-    config.update(tasks={TASK: {"task_kwargs": {"train": list(TRAIN), "test": list(TEST), **SHAPE},
+    config.update(tasks={TASK: {"task_kwargs": {"train": TRAIN, "test": TEST, **SHAPE},
                                  "targets": THRESHOLDS}},
                   grid_step=1.0, schedule_grid_step=1.0, schedule_sweeps=1, first_step_grid=[-2.0, -1.0, 0.0],
                   contextual_neighbours=1, agents=list(AGENTS), agent_episodes=5)
@@ -90,7 +92,9 @@ def test_the_baselines_are_their_definitions(board: dict) -> None:
     assert rows["best_constant"]["nfe_mean"] == pytest.approx(_mean(env, "test", [best] * n, key=1))
     assert rows["best_constant"]["error_mean"] == pytest.approx(_mean(env, "test", [best] * n, key=2))
     assert result["best_constant_reward"] == pytest.approx(_mean(env, "test", [best] * n))
+    assert best != max(GRID, key=lambda t: _mean(env, "test", [t] * n))
     schedule = max(itertools.product(GRID, repeat=n), key=lambda s: _mean(env, "train", list(s)))
+    assert schedule != max(itertools.product(GRID, repeat=n), key=lambda s: _mean(env, "test", list(s)))
     assert rows["best_schedule"]["schedule"] == list(schedule) == result["best_schedule"]
     assert rows["best_schedule"]["reward_mean"] == pytest.approx(_mean(env, "test", list(schedule)))
     oracle = [max(env.by_hand(d, [t] * n)[0] for t in GRID) for d in env.pool("test")]
@@ -107,7 +111,7 @@ def test_the_baselines_are_their_definitions(board: dict) -> None:
                                 "nfe": pytest.approx(_mean(env, "test", [t] * n, key=1)),
                                 "error": pytest.approx(_mean(env, "test", [t] * n, key=2))} for t in GRID]
     assert result["pool_sizes"] == {"train": len(TRAIN), "test": len(TEST)}
-    assert result["families"] == ["easy", "hard"] and result["segments"] == n
+    assert result["families"] == ["hard", "easy"] and result["segments"] == n  # in order of appearance
 
 
 def test_room_and_gap_closed_are_measured_from_the_best_schedule(board: dict) -> None:
@@ -238,3 +242,98 @@ def test_agent_arms_carry_the_committed_flags_and_the_tasks_settings(tmp_path: P
     assert longer.iterations == 9 and dict(longer.env_kwargs)["action_mode"] == "tol_first_step"
     assert longer.key != arm.key and S.agent_arm(ctx, "ODE-Mixed-v0", kwargs, "ppo", 1).key == arm.key
     assert S.agent_arm(ctx, "ODE-Mixed-v0", kwargs, "reinforce", 0).module == "reinforce"
+
+
+# ---------------------------------------------------------------------------- the tune study
+def test_tune_chooses_each_agents_candidate_by_its_training_pool_reward(tmp_path: Path) -> None:
+    """Every candidate's runs are fixed-tolerance run directories written by hand, where the
+    study looks for its cached runs; the choice is recomputed from the training pool."""
+    from runs.studies import tune as T
+
+    grid = {"reinforce": {**T.GRID["reinforce"], "values": [1e-3, 3e-3, 1e-2]},
+            "ppo": {**T.GRID["ppo"], "values": [1e-4, 3e-4]}}
+    config = load_config("tune", True)
+    config.update(task=TASK, task_kwargs={"train": TRAIN, "test": TEST, **SHAPE}, agents=list(grid),
+                  grid=grid, agent_episodes=3)
+    ctx = Context("tune", True, (0, 1), 1, 1, tmp_path, tmp_path / "out", config, {})
+    env = AnalyticTask(train=TRAIN, test=TEST, **SHAPE)
+    # candidate k of an agent plays log10 tol -7 + 2k (seed 0) and -6 + 2k (seed 1)
+    tols = {(agent, value, seed): -7.0 + 2 * k + seed
+            for agent in grid for k, value in enumerate(grid[agent]["values"]) for seed in ctx.seeds}
+    for (agent, value, seed), log_tol in tols.items():
+        flags = T.candidate_flags(agent, grid[agent]["flag"], value, grid[agent]["default"])
+        run_dir = S.agent_arm(ctx, TASK, config["task_kwargs"], agent, seed, flags).run_dir(ctx.runs_dir)
+        _fixed_run(run_dir, log_tol, None, [-1.0])
+        (run_dir / "summary.json").write_text(json.dumps({"iterations": 3}))
+    result = T.run(ctx)
+    rows = {(r["agent"], r["value"]): r for r in result["rows"]}
+    assert len(rows) == 5
+    for agent in grid:
+        means = {}
+        for value in grid[agent]["values"]:
+            scores = [_mean(env, "train", [tols[(agent, value, s)]] * 2) for s in ctx.seeds]
+            row = rows[(agent, value)]
+            assert row["per_seed"] == pytest.approx(scores) and row["seeds"] == [0, 1]
+            assert row["train_reward_mean"] == pytest.approx(np.mean(scores))
+            assert row["train_reward_std"] == pytest.approx(np.std(scores, ddof=1))
+            assert row["is_default"] == (value == grid[agent]["default"])
+            means[value] = np.mean(scores)
+        best = max(means, key=means.get)
+        assert [v for v in grid[agent]["values"] if rows[(agent, v)]["chosen"]] == [best]
+        assert result["chosen"][TASK][agent] == {"value": best, "flags": rows[(agent, best)]["flags"]}
+    flags = rows[("reinforce", 1e-2)]["flags"]
+    assert flags.count("--gate-lr") == 1 and flags[flags.index("--gate-lr") + 1] == "0.01"
+    assert rows[("ppo", 1e-4)]["flags"][-2:] == ["--policy-lr", "0.0001"]
+    assert rows[("reinforce", 3e-3)]["flags"] == S.default_flags("reinforce")  # the leaderboard's own run
+
+
+# ---------------------------------------------------------------------------- the whole study
+def _summary(iterations: int, nfe: float, bits: float) -> dict:
+    """A finished digits run's ``summary.json`` with the figures the study reads."""
+    return {"iterations": iterations, "train_nfe_mean": nfe, "train_nfe_forward_mean": nfe / 2,
+            "train_nfe_backward_mean": nfe / 2, "train_nfe_reference_mean": 0.1 * nfe, "wall_s": 1.0,
+            "mean_log10_tol_last": -3.0, "solver_failures": 0,
+            "test": {"bits_per_dim": bits, "marginal_bits_per_dim": bits, "nfe": nfe}}
+
+
+@pytest.mark.parametrize("bits, met", [(1.95, False), (2.01, True), (2.05, False)])
+def test_the_study_gathers_its_tasks_and_the_co_training_verdict(tmp_path: Path, bits: float, met: bool) -> None:
+    """``run`` over hand-written runs: the leaderboard agents' (fixed-tolerance directories where
+    the study looks for its REINFORCE and PPO runs) and the co-training runs' (summaries of
+    digits runs, fixed 1e-5 at 100 NFE and 2.0 bits/dim, REINFORCE at 40 NFE and ``bits``)."""
+    from runs.matrix import digits_regimes
+
+    config = load_config("benchmark", True)
+    kwargs = {"train": TRAIN, "test": TEST, **SHAPE}
+    config.update(tasks={TASK: {"task_kwargs": kwargs, "targets": THRESHOLDS}}, agents=["reinforce", "ppo"],
+                  variants={}, grid_step=1.0, schedule_grid_step=1.0, first_step_grid=[-1.0], contextual_neighbours=1,
+                  agent_episodes=2, cotrain_targets={"nfe_ratio": 0.45, "bpd_tol": 0.01})
+    ctx = Context("benchmark", True, (0, 1), 1, 1, tmp_path, tmp_path / "out", config, digits_regimes(True))
+    for agent, log_tol in (("reinforce", -4.0), ("ppo", -3.0)):
+        for seed in ctx.seeds:
+            run_dir = S.agent_arm(ctx, TASK, kwargs, agent, seed).run_dir(ctx.runs_dir)
+            _fixed_run(run_dir, log_tol, None, [-2.0, -1.0])
+            (run_dir / "summary.json").write_text(json.dumps({"iterations": 2}))
+    for seed in ctx.seeds:
+        for name, nfe, bpd in (("fixed", 100.0, 2.0), ("reinforce", 40.0, bits)):
+            arm = S.cotrain_arm(ctx, name, seed)
+            run_dir = arm.run_dir(ctx.runs_dir)
+            run_dir.mkdir(parents=True)
+            (run_dir / "summary.json").write_text(json.dumps(_summary(arm.iterations, nfe, bpd)))
+            (run_dir / "metrics.jsonl").write_text("".join(
+                json.dumps({"iteration": i + 1, "nfe_forward": 20, "tols": [1e-3, 1e-4], "first_steps": [0.1, 0.1],
+                            "loss_gap": -0.01 * (i + 1)}) + "\n" for i in range(arm.iterations)))
+    result = S.run(ctx)
+    (task,) = result["tasks"]
+    assert "rows" not in task and task["task"] == TASK
+    assert [r["agent"] for r in result["rows"]][-2:] == ["reinforce", "ppo"]
+    verdict = result["targets"]["tasks"][0]
+    assert verdict == S.task_verdict({**task, "rows": result["rows"]}, ["reinforce", "ppo"], THRESHOLDS)
+    assert verdict["best_agent"] == max(("reinforce", "ppo"), key=lambda a: next(
+        r["reward_mean"] for r in result["rows"] if r["agent"] == a))
+    (c,) = result["cotrain"]
+    assert c["nfe_ratio"] == pytest.approx(0.4) and c["reference_nfe_ratio"] == pytest.approx(0.04)
+    assert c["bpd_ratio"] == pytest.approx(bits / 2.0)
+    assert c["per_seed"][0]["log10_tol_last"] == pytest.approx(-3.5)
+    assert c["per_seed"][0]["abs_loss_gap_last"] == pytest.approx(0.04)  # the last 10% of the 4 iterations
+    assert result["targets"]["cotrain"]["met"] is met

@@ -142,6 +142,17 @@ def test_unseeded_ode_envs_draw_differently_and_seeded_ones_alike(ode: ODETaskEn
     assert draws(seed=4) == draws(seed=4) != draws(seed=5)
 
 
+def test_frozen_pools_take_densities_in_turn_and_variants_round_by_round(frozen: FrozenFlowEnv) -> None:
+    densities, variants = frozen.config.densities, frozen.config.variants
+    for split in ("train", "test"):
+        pool = frozen.pool(split)
+        assert [e.density for e in pool] == [densities[i % 2] for i in range(len(pool))]
+        assert [e.variant for e in pool] == [variants[(i // 2) % len(variants)] for i in range(len(pool))]
+        assert [e.index for e in pool] == list(range(len(pool)))
+        for e in pool:
+            assert e.x.shape == (TINY_FROZEN["batch_size"], 2) and (e.region >= 0) == (e.variant == "region")
+
+
 def test_a_frozen_observation_holds_the_block_and_the_density(frozen: FrozenFlowEnv) -> None:
     for index, density in ((0, "checkerboard"), (1, "8gaussians")):
         obs, info = frozen.reset(options={"episode": index, "split": "test"})

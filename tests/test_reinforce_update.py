@@ -71,7 +71,7 @@ def _assert_params(agent: ReinforceAgent, expected: list[torch.Tensor]) -> None:
 REWARDS = [[-3.0, -5.0, -20.0], [-1.0, -4.0, -30.0], [-2.0, -2.0, -10.0]]
 
 
-@pytest.mark.parametrize("gamma, entropy", [(1.0, 0.0), (0.5, 0.0), (1.0, 3.0)])
+@pytest.mark.parametrize("gamma, entropy", [(1.0, 0.0), (0.5, 0.0), (1.0, 1000.0)])
 def test_without_a_baseline_the_gates_step_along_the_returns_to_go(gamma: float, entropy: float) -> None:
     agent = ReinforceAgent(SPACE, BLOCKS, gamma=gamma, lr=LR, baseline_momentum=None, hidden=8, seed=0,
                            entropy=entropy)
@@ -80,6 +80,9 @@ def test_without_a_baseline_the_gates_step_along_the_returns_to_go(gamma: float,
     returns = _returns(REWARDS[0], gamma)
     assert stats["advantage"] == pytest.approx(returns.mean(), rel=1e-6)
     _assert_params(agent, _stepped(agent, actions, returns, before=before, entropy=entropy))
+    if entropy:  # a large bonus: every gate's spread grows
+        for gate, old in zip(agent.gates, before[0], strict=True):
+            assert float(gate.head.linear.bias[1]) > float(old.head.linear.bias[1])
 
 
 def test_the_moving_average_baseline_is_subtracted_block_by_block() -> None:
@@ -165,3 +168,18 @@ def test_the_first_step_entry_has_its_own_gaussian() -> None:
     assert action.tolist() == pytest.approx([-4.0 + 0.5 * float(noise[0]), -1.0 + 0.5 * float(noise[1])], rel=1e-6)
     with pytest.raises(ValueError, match="action_dim"):
         ReinforceAgent(SPACE, BLOCKS, action_dim=3)
+
+
+@pytest.mark.parametrize("flags, critics, baseline", [([], False, True), (["--value-baseline"], True, True),
+                                                      (["--no-baseline"], False, False)])
+def test_the_cli_builds_the_agent_its_flags_ask_for(tmp_path, flags: list[str], critics: bool,
+                                                    baseline: bool) -> None:
+    from agents import reinforce
+    from infocnf_env.checkpoint import load_checkpoint
+
+    reinforce.main(["--env", "ODE-Mixed-v0", "--iterations", "1", "--out", str(tmp_path / "r"), "--no-progress",
+                    "--no-tensorboard", *flags, "--env-kwargs", "families=('vdp',)", "segments=2",
+                    "train_pool_size=1", "test_pool_size=1", "reference_tol=1e-9", f"cache={str(tmp_path)!r}"])
+    state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")["agent"]
+    assert ("critics" in state) == critics
+    assert bool(state["baseline_ready"].all()) == baseline  # the moving average is kept only with a baseline
