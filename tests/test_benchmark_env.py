@@ -252,7 +252,7 @@ def test_actions_are_read_within_their_bounds_in_both_modes() -> None:
     assert (both.tol, both.first_step) == (pytest.approx(1e-3), pytest.approx(1e-3))
     assert parse_action([-3.0, 0.5], "tol_first_step", (-8.0, -2.0), (-3.0, -1.0)).first_step == pytest.approx(0.1)
     for bad, message in (([-3.0, -2.0], "shape"), ([math.nan], "finite"), (None, "a number"), ("x", "a number"),
-                         ([[-3.0, -1.0]], "shape")):
+                         ([[-3.0, -1.0]], "shape"), (True, "a number"), (np.array([False]), "a number")):
         with pytest.raises(ValueError, match=message):
             parse_action(bad, "tol", (-8.0, -2.0))
     with pytest.raises(ValueError, match="shape"):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -150,11 +151,12 @@ def test_a_reinforce_policy_is_its_gates_means_from_the_checkpoint(tmp_path, cac
     from agents.reinforce import ReinforceAgent
     from infocnf_env.checkpoint import load_checkpoint
 
-    summary = reinforce.main(["--env", "ODE-Mixed-v0", "--iterations", "3", "--gate-lr", "0.5", "--out",
-                              str(tmp_path / "r"), "--no-progress", "--no-tensorboard", "--env-kwargs", *ODE_KWARGS,
-                              f"cache={cache!r}"])
+    summary = reinforce.main(["--env", "ODE-Mixed-v0", "--iterations", "3", "--gate-lr", "0.5", "--init-mean", "-5.5",
+                              "--out", str(tmp_path / "r"), "--no-progress", "--no-tensorboard", "--env-kwargs",
+                              *ODE_KWARGS, f"cache={cache!r}"])
     env = _ode_env(cache)
-    agent = ReinforceAgent(env.observation_space, env.num_blocks, seed=123)
+    # the gates' initial mean is an offset the checkpoint does not hold: it comes from the run's flags
+    agent = ReinforceAgent(env.observation_space, env.num_blocks, seed=123, init_mean=-5.5)
     agent.load_state_dict(load_checkpoint(tmp_path / "r" / "checkpoint.pt")["agent"])
     policy = evaluate.load_action_policy(tmp_path / "r", env)
     obs, _ = env.reset(options={"episode": 1, "split": "test"})
@@ -165,7 +167,7 @@ def test_a_reinforce_policy_is_its_gates_means_from_the_checkpoint(tmp_path, cac
             mean = float(agent.gates[block](torch.as_tensor(obs))[0])
         assert float(policy(obs, block)[0]) == pytest.approx(mean, rel=1e-6)
         means.append(mean)
-    assert means[0] != pytest.approx(-3.0, abs=1e-3)  # the gates moved from their start
+    assert means[0] != pytest.approx(-5.5, abs=1e-3)  # the gates moved from their start
     expected = env.score(lambda o, b: np.array([float(agent.gates[b](torch.as_tensor(o))[0].detach())]), "test")
     assert summary["test"]["reward"] == pytest.approx(expected["reward"])
 
@@ -182,3 +184,25 @@ def test_a_fixed_first_step_run_is_scored_with_its_first_step(tmp_path, cache) -
     expected = env.score(env.constant_action(1e-5, 0.1), "test")
     assert summary["test"]["reward"] == pytest.approx(expected["reward"]) and summary["test"]["nfe"] == expected["nfe"]
     assert expected["nfe"] != env.score(env.constant_action(1e-5, 1e-3), "test")["nfe"]  # the first step matters
+
+
+def test_sb3_units_are_clipped_to_the_unit_interval_and_mapped_onto_the_bounds() -> None:
+    from agents.sb3 import EnvUnitsPolicy
+
+    policy = EnvUnitsPolicy(None, [-9.0, -3.0], [-2.0, 0.0])
+    np.testing.assert_allclose(policy.to_env_units([-1.0, 1.0]), [-9.0, 0.0])
+    np.testing.assert_allclose(policy.to_env_units([0.0, -0.5]), [-5.5, -2.25])
+    np.testing.assert_allclose(policy.to_env_units([-3.0, 7.0]), [-9.0, 0.0])  # outside [-1, 1]: the bounds
+
+
+def test_sb3_trains_on_actions_in_the_unit_interval(cache) -> None:
+    """The training env maps -1 and 1 onto the action bounds, as the scorer's units assume."""
+    from agents.sb3 import training_envs
+
+    env = _ode_env(cache)
+    venv = training_envs([env])
+    low, high = env.spaces.tol_bounds
+    for unit, log_tol in ((-1.0, low), (1.0, high), (0.0, (low + high) / 2)):
+        venv.reset()
+        *_, infos = venv.step(np.array([[unit]], dtype=np.float32))
+        assert math.log10(infos[0]["tol"]) == pytest.approx(log_tol, abs=1e-5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import gymnasium as gym
@@ -337,3 +338,18 @@ def test_the_study_gathers_its_tasks_and_the_co_training_verdict(tmp_path: Path,
     assert c["per_seed"][0]["log10_tol_last"] == pytest.approx(-3.5)
     assert c["per_seed"][0]["abs_loss_gap_last"] == pytest.approx(0.04)  # the last 10% of the 4 iterations
     assert result["targets"]["cotrain"]["met"] is met
+
+
+def test_a_task_without_room_has_no_gap_to_close(tmp_path: Path) -> None:
+    """Identical episodes of identical steps: the oracle, the best constant and the best schedule
+    are one tolerance, and there is no gap, not a closed one."""
+    config = load_config("benchmark", True)
+    flat = {"train": (3.0,) * 3, "test": (3.0,) * 2, "costs": (10.0, 10.0), "weights": (1e4, 1e4)}
+    config.update(tasks={TASK: {"task_kwargs": flat, "targets": THRESHOLDS}}, grid_step=1.0, schedule_grid_step=1.0,
+                  first_step_grid=[-1.0], contextual_neighbours=1)
+    ctx = Context("benchmark", True, (0,), 1, 1, tmp_path, tmp_path / "out", config, {})
+    result = S.task_result(ctx, TASK, {})
+    rows = {r["agent"]: r for r in result["rows"]}
+    assert result["gap_fraction"] == 0.0 and rows["oracle"]["reward_mean"] == rows["best_schedule"]["reward_mean"]
+    assert rows["oracle"]["gap_closed"] is None
+    assert all(math.isnan(r["gap_closed"]) for name, r in rows.items() if name != "oracle")

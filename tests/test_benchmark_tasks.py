@@ -13,10 +13,12 @@ from flowkit import TINY_FROZEN, TINY_ODE
 
 from flows.ivp import FAMILIES, MAX_DIM, IVPDynamics, relative_error
 from flows.ode import NFECounter, solve
+from flows.toy_densities import TOY_DENSITIES
 from infocnf_env import ODETaskEnv
 from infocnf_env import baselines as B
-from infocnf_env.frozen import FrozenFlowEnv
-from infocnf_env.ode_env import reference_solution
+from infocnf_env.benchmark import PoolConfig
+from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv, episode_pools
+from infocnf_env.ode_env import ODEConfig, reference_solution
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +135,13 @@ def test_unseeded_frozen_envs_draw_differently_and_seeded_ones_alike(frozen: Fro
     assert draws(seed=4) == draws(seed=4) != draws(seed=5)
 
 
+@pytest.mark.parametrize("tol", [1e-6, 1e-5, 0.0, -1e-9])
+def test_an_ode_reference_must_be_tighter_than_every_action(tol: float) -> None:
+    with pytest.raises(ValueError, match="reference_tol must be in"):
+        ODEConfig(reference_tol=tol)
+    ODEConfig(reference_tol=9e-7)
+
+
 def test_unseeded_ode_envs_draw_differently_and_seeded_ones_alike(ode: ODETaskEnv) -> None:
     def draws(**more: object) -> list[int]:
         env = ODETaskEnv(**TINY_ODE, cache=ode.config.cache, **more)
@@ -151,6 +160,23 @@ def test_frozen_pools_take_densities_in_turn_and_variants_round_by_round(frozen:
         assert [e.index for e in pool] == list(range(len(pool)))
         for e in pool:
             assert e.x.shape == (TINY_FROZEN["batch_size"], 2) and (e.region >= 0) == (e.variant == "region")
+
+
+@pytest.mark.parametrize("densities", [("2spirals",), ("rings", "2spirals")])
+def test_region_episodes_take_the_regions_in_turn_and_no_point_serves_twice(densities: tuple[str, ...]) -> None:
+    """More region episodes than regions: each density's regions come round in turn, and no point
+    is in two episodes, within a pool or across the two."""
+    config = FrozenConfig(densities=densities, variants=("region", "noise:0.5"), batch_size=32,
+                          pools=PoolConfig(train_pool_size=12, test_pool_size=12))
+    pools = episode_pools(config)
+    for density in densities:
+        regions = [e.region for split in ("train", "test") for e in pools[split]
+                   if e.density == density and e.variant == "region"]
+        count = TOY_DENSITIES[density][1]
+        assert len(regions) > count and regions == [i % count for i in range(len(regions))]
+    points = [tuple(p) for split in ("train", "test") for e in pools[split] if e.variant == "region"
+              for p in e.x.tolist()]
+    assert len(points) == len(set(points))
 
 
 def test_a_frozen_observation_holds_the_block_and_the_density(frozen: FrozenFlowEnv) -> None:

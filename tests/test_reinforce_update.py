@@ -85,6 +85,24 @@ def test_without_a_baseline_the_gates_step_along_the_returns_to_go(gamma: float,
             assert float(gate.head.linear.bias[1]) > float(old.head.linear.bias[1])
 
 
+def test_a_two_entry_action_steps_along_its_joint_log_density() -> None:
+    """The tol_first_step mode: each entry a Gaussian, the log-density of the action their sum."""
+    agent = ReinforceAgent(SPACE, BLOCKS, gamma=1.0, lr=LR, baseline_momentum=None, hidden=8, seed=0, action_dim=2)
+    gates = copy.deepcopy(agent.gates)
+    actions, stats = _play(agent, REWARDS[0])
+    assert all(a.shape == (2,) for a in actions)
+    # the gradient itself (Adam's first step would not see a uniform scale): by hand on a copy
+    loss = torch.zeros(())
+    for block, (action, advantage) in enumerate(zip(actions, _returns(REWARDS[0], 1.0), strict=True)):
+        mean, log_std = gates[block](torch.as_tensor(_obs(block, 0)))
+        log_density = torch.distributions.Normal(mean, log_std.exp()).log_prob(torch.as_tensor(action)).sum()
+        loss = loss - log_density * float(advantage)
+    loss.backward()
+    for got, want in zip(agent.gates.parameters(), gates.parameters(), strict=True):
+        if want.grad is not None:
+            torch.testing.assert_close(got.grad, want.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_the_moving_average_baseline_is_subtracted_block_by_block() -> None:
     momentum = 0.8
     agent = ReinforceAgent(SPACE, BLOCKS, gamma=1.0, lr=LR, baseline_momentum=momentum, hidden=8, seed=0)
