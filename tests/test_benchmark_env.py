@@ -31,6 +31,15 @@ def test_the_analytic_task_passes_the_env_checker() -> None:
     check_env(AnalyticTask(), skip_render_check=True)
 
 
+def test_without_feedback_an_observation_is_the_tasks_features_alone() -> None:
+    env = AnalyticTask(feedback=False)
+    assert env.observation_space.shape == (env.num_blocks + 1,)
+    obs, _ = env.reset(options={"episode": 0})
+    assert obs.shape == (env.num_blocks + 1,)
+    check_env(env, skip_render_check=True)
+    assert AnalyticTask().observation_space.shape == (env.num_blocks + 1 + NUM_FEEDBACK,)
+
+
 def test_reset_draws_every_training_episode_about_equally_often() -> None:
     env = AnalyticTask(train=(1.0, 2.0, 3.0, 4.0, 5.0))
     env.reset(seed=0)
@@ -89,6 +98,7 @@ def test_an_episode_pays_the_nfe_per_step_and_the_error_at_the_end() -> None:
     assert last["nfe_blocks"] == nfes and last["nfe_forward"] == sum(nfes) and last["nfe_backward"] == 0
     assert last["tols"] == pytest.approx([1e-3, 1e-5]) and last["error"] == pytest.approx(error)
     assert [i["block"] for i in infos] == [0, 1] and [i["nfe"] for i in infos] == nfes
+    assert [i["rejected"] for i in infos] == [1, 1]  # the analytic solver rejects one step per solve
     assert all(i["index"] == 1 and i["split"] == "train" for i in infos)
     assert "error" not in infos[0] and "first_steps" not in last
     assert (env.iteration, env.solver_failures) == (1, 0)
@@ -257,6 +267,9 @@ def test_actions_are_read_within_their_bounds_in_both_modes() -> None:
             parse_action(bad, "tol", (-8.0, -2.0))
     with pytest.raises(ValueError, match="shape"):
         parse_action([-3.0], "tol_first_step", (-8.0, -2.0))
+    for bad in ([math.nan, -1.0], [-3.0, math.inf]):
+        with pytest.raises(ValueError, match="finite"):
+            parse_action(bad, "tol_first_step", (-8.0, -2.0))
 
 
 def test_action_spaces_and_bounds() -> None:
@@ -417,3 +430,34 @@ def test_gap_closed_and_the_saving_follow_their_definitions() -> None:
     assert B.saving_at_equal_error(table, nfe=60.0, error=1.9e-5) == pytest.approx(1 - 60.0 / 110.0)
     assert B.saving_at_equal_error(table, nfe=60.0, error=1.0) == pytest.approx(1 - 60.0 / 55.0)
     assert B.saving_at_equal_error(table, nfe=60.0, error=1e-6) is None
+
+
+class _Levelled(AnalyticTask):
+    """The analytic task with one more observation feature: one of three levels over the
+    episodes, times ``scale``."""
+
+    scale = 1.0
+
+    def _setup_spaces(self, task_features: int) -> None:
+        super()._setup_spaces(task_features + 1)
+
+    def _observe(self, play) -> np.ndarray:
+        obs = super()._observe(play)
+        return np.concatenate([obs, [self.scale * (play.index % 3)]]).astype(np.float32)
+
+
+class _Stretched(_Levelled):
+    scale = 1e4
+
+
+def test_the_contextual_regressor_weighs_each_feature_by_its_own_spread() -> None:
+    """Features are standardised one by one, so the regressor does not depend on a feature's
+    units: the level feature in units ten thousand times smaller changes no prediction."""
+    pools = dict(train=(0.1, 1.0, 30.0, 1000.0, 0.1, 1.0, 30.0, 1000.0, 0.1, 3.0), test=(30.0, 0.1, 1000.0, 3.0))
+    predictions = []
+    for kind in (_Levelled, _Stretched):
+        task = kind(**pools)
+        policy = B.fit_contextual(task, B.grid_table(task, GRID), neighbours=3)
+        predictions.append([float(policy(task.reset(options={"episode": e, "split": split})[0], 0)[0])
+                            for split in ("train", "test") for e in range(len(task.pool(split)))])
+    assert predictions[0] == pytest.approx(predictions[1])

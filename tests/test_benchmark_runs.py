@@ -80,6 +80,7 @@ def test_sb3_trains_on_a_multi_step_task_with_normalised_rewards(tmp_path, cache
     assert summary["iterations"] == 3 and summary["test"]["episodes"] == 2
     rewards = [json.loads(line)["reward"] for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
     assert all(r < -10 for r in rewards)  # the env's own rewards (NFE in the tens), not normalised ones
+    assert len(rewards) == 3  # one line per episode, no more than --iterations
 
 
 # ---------------------------------------------------------------------------- the policies runs are scored with

@@ -179,6 +179,41 @@ def test_region_episodes_take_the_regions_in_turn_and_no_point_serves_twice(dens
     assert len(points) == len(set(points))
 
 
+def test_the_scale_variant_scales_the_points(cache: str) -> None:
+    """Points of a ``scale:S`` episode are the density's points times S: centred where the
+    density is (the toy densities are centred at 0), spread S times as far."""
+    config = FrozenConfig(densities=("8gaussians",), variants=("noise:0.01", "scale:3"), batch_size=64,
+                          pools=PoolConfig(train_pool_size=8, test_pool_size=2))
+    pools = episode_pools(config)
+    plain = [e.x for e in pools["train"] if e.variant == "noise:0.01"]
+    scaled = [e.x for e in pools["train"] if e.variant == "scale:3"]
+    assert float(torch.cat(scaled).mean(0).norm()) < 1.0
+    ratio = float(torch.cat(scaled).norm(dim=1).mean() / torch.cat(plain).norm(dim=1).mean())
+    assert ratio == pytest.approx(3.0, rel=0.1)
+
+
+def test_a_frozen_first_step_reaches_the_solver(frozen: FrozenFlowEnv, cache: str) -> None:
+    env = gym.make("CNF-Frozen-Mixed-v0", **{**TINY_FROZEN, "densities": ("checkerboard", "8gaussians")},
+                   num_blocks=2, cache=cache, action_mode="tol_first_step").unwrapped
+    small = env.play("test", 0, [np.array([-5.0, -3.0])])
+    whole = env.play("test", 0, [np.array([-5.0, 0.0])])
+    assert small["nfe"] != whole["nfe"]
+    state = env.models["checkerboard"].start(env.pool("test")[0].x)
+    with torch.no_grad():
+        for _ in range(2):
+            state, stats = env.models["checkerboard"].advance(state, 1e-5, first_step=1e-3)
+            small["nfe"] -= stats.nfe
+    assert small["nfe"] == 0  # the env's solves are those of the blocks run by hand with that first step
+
+
+def test_a_tasks_default_flow_is_its_first_densitys(frozen: FrozenFlowEnv) -> None:
+    from infocnf_env.frozen import toy_flow
+
+    flow = toy_flow(frozen.config, log=None)
+    for a, b in zip(flow.state_dict().values(), frozen.models["checkerboard"].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_a_frozen_observation_holds_the_block_and_the_density(frozen: FrozenFlowEnv) -> None:
     for index, density in ((0, "checkerboard"), (1, "8gaussians")):
         obs, info = frozen.reset(options={"episode": index, "split": "test"})

@@ -91,6 +91,7 @@ def test_a_two_entry_action_steps_along_its_joint_log_density() -> None:
     gates = copy.deepcopy(agent.gates)
     actions, stats = _play(agent, REWARDS[0])
     assert all(a.shape == (2,) for a in actions)
+    assert stats["gate_mean"] == pytest.approx(-3.0) and stats["gate_std"] == pytest.approx(0.5)  # the tolerance's
     # the gradient itself (Adam's first step would not see a uniform scale): by hand on a copy
     loss = torch.zeros(())
     for block, (action, advantage) in enumerate(zip(actions, _returns(REWARDS[0], 1.0), strict=True)):
