@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+#: A run's deterministic policy as a benchmark env plays it: (observation, block) -> the whole action.
+ActionPolicy = Callable[[Any, int], np.ndarray]
 
 
 class Agent:
@@ -15,7 +20,15 @@ class Agent:
     :meth:`end_episode`, which :func:`run_episodes` calls; an agent that drives the env itself
     (SB3) implements only the state methods. The multi-process hooks default to "nothing
     differs between ranks"; an agent with its own randomness or weights overrides them.
+    :meth:`saved_policy` reads a finished run's deterministic policy back from its files.
     """
+
+    @classmethod
+    def saved_policy(cls, run_dir: Path, env: Any) -> ActionPolicy:
+        """The deterministic policy of the finished run in ``run_dir``, read back from its
+        ``config.json`` and checkpoint, returning ``env``'s whole action: what a run's summary
+        scores on a benchmark task, and what ``agents.evaluate.load_action_policy`` returns."""
+        raise NotImplementedError(f"{cls.__name__} has no deterministic policy to read back")
 
     def act(self, obs: Any) -> np.ndarray:
         """log10 of the tolerance for the block whose observation is ``obs``."""

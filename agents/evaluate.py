@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.base import ActionPolicy, Agent
 from agents.cli import arg, parse_args
 from agents.loop import run_cli
 from flows import EVAL_TOL, FlowModel, FlowState, evaluate, iterate_batches
@@ -76,27 +77,9 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     return LoadedRun(run_dir, config, gym.make(config["env"], **kwargs).unwrapped)
 
 
-def _load_gates(run_dir: Path, config: dict, env: Any) -> Any:
-    """A REINFORCE run's trained gates (an ``agents.reinforce.ReinforceAgent``)."""
-    from agents.reinforce import ADDED_FLAGS, ReinforceAgent
-    from infocnf_env.checkpoint import load_checkpoint
-
-    args = {**ADDED_FLAGS, **config["args"]}
-    with torch.random.fork_rng():  # the constructor seeds the global RNG
-        gates = ReinforceAgent(env.observation_space, env.num_blocks, init_mean=args["init_mean"],
-                               init_std=args["init_std"], seed=args["seed"], action_dim=env.action_space.shape[0],
-                               gate_dist=args["gate_dist"],
-                               action_bounds=(env.action_space.low.tolist(), env.action_space.high.tolist()))
-    gates.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
-    return gates
-
-
-#: A run's deterministic policy as the env sees it: (observation, block) -> the whole action.
-ActionPolicy = Callable[[Any, int], np.ndarray]
-
-
 def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
-    """The deterministic policy of a finished run, returning the env's whole action.
+    """The deterministic policy of a finished run, returning the env's whole action
+    (:meth:`agents.base.Agent.saved_policy` of the run's agent).
 
     fixed: its tolerance (or per-block schedule) and first step. REINFORCE: each gate's
     deterministic action (the Gaussian's mean; a squashed gate's median, inside the bounds).
@@ -104,27 +87,24 @@ def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
     bounds, as ``RescaleAction`` does during training.
     """
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    agent = config["agent"]
+    agent = json.loads((run_dir / "config.json").read_text())["agent"]
+    return agent_class(agent).saved_policy(run_dir, env)
+
+
+def agent_class(agent: str) -> type[Agent]:
+    """The class of the agent named ``agent`` in a run's ``config.json``."""
     if agent == "fixed":
-        tols = config.get("schedule") or [config["tol"]]
-        first_step = config.get("first_step")
-        tail = [] if first_step is None else [math.log10(first_step)]
-        return lambda obs, block: np.array([math.log10(tols[min(block, len(tols) - 1)]), *tail])
+        from agents.fixed import FixedAgent
+
+        return FixedAgent
     if agent == "reinforce":
-        gates = _load_gates(run_dir, config, env)
+        from agents.reinforce import ReinforceAgent
 
-        return lambda obs, block: gates.policy(obs, block)[0].double().numpy()
+        return ReinforceAgent
     if agent.startswith("sb3-"):
-        from agents.sb3 import load_policy as load_sb3_policy
+        from agents.sb3 import SB3Agent
 
-        sb3 = load_sb3_policy(run_dir)
-
-        def sb3_policy(obs: Any, block: int) -> np.ndarray:
-            action, _ = sb3.model.predict(obs, deterministic=True)
-            return sb3.to_env_units(np.asarray(action).reshape(-1))
-
-        return sb3_policy
+        return SB3Agent
     raise ValueError(f"no policy loader for agent {agent!r}")
 
 
@@ -133,7 +113,9 @@ def load_policy(run_dir: str | Path, env: Any) -> Policy:
     (:func:`load_action_policy`'s first entry) and, for REINFORCE, the gate's std."""
     config = json.loads((Path(run_dir) / "config.json").read_text())
     if config["agent"] == "reinforce":
-        gates = _load_gates(Path(run_dir), config, env)
+        from agents.reinforce import ReinforceAgent
+
+        gates = ReinforceAgent.from_run(Path(run_dir), env)
 
         def gate_policy(obs: Any, block: int) -> tuple[float, float]:
             action, spread = gates.policy(obs, block)

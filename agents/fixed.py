@@ -7,14 +7,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agents.base import ActionPolicy, Agent
 from agents.cli import CommonArgs, arg, parse_args
 from agents.loop import run_agent, run_cli
-from agents.runner import Agent, resolve_args
+from agents.resume import resolve_args
 from flows import EVAL_TOL
 
 
@@ -55,6 +58,15 @@ class FixedAgent(Agent):
     def load_state_dict(self, state: dict) -> None:
         self.log_tols = list(state["log_tols"])
         self.log_first_step = state.get("log_first_step")
+
+    @classmethod
+    def saved_policy(cls, run_dir: Path, env: Any) -> ActionPolicy:
+        """The run's tolerance (or per-block schedule) and first step, from its ``config.json``."""
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+        tols = config.get("schedule") or [config["tol"]]
+        first_step = config.get("first_step")
+        tail = [] if first_step is None else [math.log10(first_step)]
+        return lambda obs, block: np.array([math.log10(tols[min(block, len(tols) - 1)]), *tail])
 
 
 def make_fixed_agent(env: Any, tol: float, schedule: list[float], first_step: float | None) -> FixedAgent:

@@ -1,6 +1,6 @@
 """REINFORCE with one gate per ODE block: the paper's tolerance learning (Section 3, Eq. 6-7).
 
-    python -m agents.reinforce --env InfoCNF-Digits-v0          # a few minutes on 2 CPU cores
+    python -m agents.reinforce --env InfoCNF-Digits-v0
     python -m agents.reinforce --env InfoCNF-CIFAR10-v0 --env-kwargs data_root=DATA download=True
 
 The environment pays ``-(alpha / N) * NFE_i`` per block and ``-loss`` at the end, so the
@@ -21,8 +21,10 @@ ranks that reached block i, so gates, optimizer and baseline stay identical on e
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agents.base import ActionPolicy, Agent
 from agents.cli import CommonArgs, arg, parse_args
 from agents.gates import (
     DEFAULT_FIRST_STEP_INIT_MEAN,
@@ -43,8 +46,9 @@ from agents.gates import (
     SquashedGaussian,
 )
 from agents.loop import run_agent, run_cli
-from agents.runner import Agent, resolve_args
+from agents.resume import resolve_args
 from infocnf_env import PAPER_SIZED_IDS
+from infocnf_env.checkpoint import load_checkpoint
 from infocnf_env.distributed import average_gradients, broadcast_module, rank_seed
 
 
@@ -322,6 +326,30 @@ class ReinforceAgent(Agent):
         if self.critics is not None:
             self.critics.load_state_dict(state["critics"])
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+
+    @classmethod
+    def from_run(cls, run_dir: Path, env: Any) -> ReinforceAgent:
+        """The trained gates of the finished run in ``run_dir`` (built as the run built them, then
+        loaded from its checkpoint), for ``env`` (the run's task)."""
+        args = {**ADDED_FLAGS, **json.loads((Path(run_dir) / "config.json").read_text())["args"]}
+        with torch.random.fork_rng():  # the constructor seeds the global RNG
+            gates = cls(env.observation_space, env.num_blocks, init_mean=args["init_mean"], init_std=args["init_std"],
+                        seed=args["seed"], action_dim=env.action_space.shape[0], gate_dist=args["gate_dist"],
+                        action_bounds=(env.action_space.low.tolist(), env.action_space.high.tolist()))
+        gates.load_state_dict(load_checkpoint(Path(run_dir) / "checkpoint.pt")["agent"])
+        return gates
+
+    @classmethod
+    def saved_policy(cls, run_dir: Path, env: Any) -> ActionPolicy:
+        """Each gate's deterministic action (:meth:`policy`: the Gaussian's mean, a squashed gate's
+        median inside the bounds): the run's choice for its block."""
+        gates = cls.from_run(run_dir, env)
+
+        @torch.no_grad()
+        def reinforce_policy(obs: Any, block: int) -> np.ndarray:
+            return gates.policy(obs, block)[0].reshape(-1).double().numpy()
+
+        return reinforce_policy
 
 
 @dataclasses.dataclass

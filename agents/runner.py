@@ -30,7 +30,7 @@ from agents import distributed
 from agents.base import Agent
 from agents.cli import RUNS_ROOT, CommonArgs, parse_env_kwargs
 from agents.envs import check_env_id, env_has_device, make_env, resolve_device
-from agents.resume import check_common_args, resolve_args
+from agents.resume import check_common_args
 from agents.run_dir import (
     CHECKPOINT,
     CONFIG,
@@ -46,16 +46,12 @@ from agents.run_dir import (
     truncate_jsonl,
     write_json,
 )
-from agents.run_log import METRIC_KEYS, RunLogger, episode_record, mean_or_none, print_summary
+from agents.run_log import RunLogger, episode_record, mean_or_none, print_summary
 from flows import EVAL_TOL, SolverError
 from infocnf_env.benchmark import BenchmarkEnv
 from infocnf_env.cache import on_first_use
 from infocnf_env.checkpoint import CheckpointError, save_checkpoint
 from infocnf_env.threads import default_threads, set_threads
-
-__all__ = ["Agent", "METRIC_KEYS", "Run", "RunInterrupted", "env_has_device", "episode_record", "make_env",
-           "opened_run_dir", "resolve_args"]
-
 
 #: The run directory this process has opened (``None``: none yet), for the message of an interrupt.
 _OPENED_RUN_DIR: Path | None = None
@@ -412,9 +408,7 @@ class Run:
         test = self.evaluate(None) if self.is_main_rank and not benchmark else None
         self.checkpoint(agent)
         if isinstance(env, BenchmarkEnv):
-            from agents.evaluate import load_action_policy  # agents.evaluate builds on this module
-
-            test = {"policy": "own, test pool", **env.score(load_action_policy(self.run_dir, env), "test")}
+            test = {"policy": "own, test pool", **env.score(type(agent).saved_policy(self.run_dir, env), "test")}
         if not self.is_main_rank:
             self.close()
             return {"rank": distributed.rank(), "iterations": self.iteration, "checksum": self.checksum(agent)}

@@ -63,9 +63,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from tqdm import tqdm
 
 from agents import distributed
+from agents.base import ActionPolicy, Agent
 from agents.cli import CommonArgs, arg, parse_args, parse_kwargs
+from agents.envs import make_env
 from agents.loop import run_cli
-from agents.runner import Agent, Run, make_env, resolve_args
+from agents.resume import resolve_args
+from agents.runner import Run
 from infocnf_env.checkpoint import CheckpointError, atomic_write
 
 ALGOS = ("ppo", "sac", "a2c", "td3")
@@ -253,6 +256,18 @@ class SB3Agent(Agent):
             rms = state["return_rms"]
             normalizer.ret_rms.mean, normalizer.ret_rms.var = np.float64(rms["mean"]), np.float64(rms["var"])
             normalizer.ret_rms.count = rms["count"]
+
+    @classmethod
+    def saved_policy(cls, run_dir: Path, env: Any) -> ActionPolicy:
+        """``predict(deterministic=True)`` of the exported model, rescaled entry by entry from
+        [-1, 1] to the action bounds, as ``RescaleAction`` does during training (:func:`load_policy`)."""
+        sb3 = load_policy(run_dir)
+
+        def sb3_policy(obs: Any, block: int) -> np.ndarray:
+            action, _ = sb3.model.predict(obs, deterministic=True)
+            return sb3.to_env_units(np.asarray(action).reshape(-1))
+
+        return sb3_policy
 
 
 def saved_n_envs(checkpoint: dict) -> int:

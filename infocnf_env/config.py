@@ -34,8 +34,7 @@ DEFAULT_TOL_BOUNDS = (-8.0, -2.0)
 #: Step caps per ODE solve unless ``max_num_steps`` is given, for every env in one place. A cap
 #: is a safety net, not a budget: a runaway solve (a policy's or a trained model's dynamics gone
 #: stiff) truncates the episode instead of stalling the run. Each cap is meant to sit far above
-#: what the tightest allowed tolerance needs on its env's problems (measured on ``ODE-Mixed-v0``:
-#: no segment of its training pool takes more than about 150 steps at 1e-9).
+#: what the tightest allowed tolerance needs on its env's problems.
 #: The library's own defaults are outside the envs: ``flows`` caps no flow solve (``None``) and
 #: the LatentODE class at 10000.
 #:

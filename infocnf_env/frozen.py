@@ -10,10 +10,10 @@ absolute difference of log p(x) (nats) from a tight reference solve of the same 
 The flows: FFJORD's 2-D toy densities (:mod:`flows.toy_densities`), ``num_blocks`` stacked CNF
 blocks with the exact divergence and MLP dynamics of ``hidden`` units, trained by maximum
 likelihood at tolerance 1e-5 on first use (:func:`toy_flow`, :func:`flows.train.fit`) and cached
-in the user cache directory (:func:`cache_dir`); nothing is downloaded or committed. Training
-runs ``train_iterations`` iterations, or, with ``plateau`` set, until the loss stops falling
-(:class:`flows.train.Plateau`) with ``train_iterations`` as the cap. A task of several densities
-(``densities``, e.g. ``CNF-Frozen-Mixed-v0``) holds one flow per density.
+in the user cache directory (:func:`infocnf_env.cache.cache_dir`); nothing is downloaded or
+committed. Training runs ``train_iterations`` iterations, or, with ``plateau`` set, until the
+loss stops falling (:class:`flows.train.Plateau`) with ``train_iterations`` as the cap. A task
+of several densities (``densities``, e.g. ``CNF-Frozen-Mixed-v0``) holds one flow per density.
 
 The episodes: ``train_pool_size`` and ``test_pool_size`` batches of ``batch_size`` points,
 drawn once from ``pool_seed`` (the test batches continue the same draw: disjoint points).
@@ -61,7 +61,7 @@ from infocnf_env.episode import Feedback
 from infocnf_env.observation import NUM_STATS, ObservationEncoder
 from infocnf_env.progress import Progress, stderr
 
-__all__ = ["FrozenConfig", "FrozenFlowEnv", "cache_dir", "episode_pools", "toy_flow", "trained_toy_flow"]
+__all__ = ["FrozenConfig", "FrozenFlowEnv", "episode_pools", "toy_flow", "trained_toy_flow"]
 
 #: Tolerance the frozen flows are trained at (the paper's evaluation tolerance).
 TRAIN_TOL = 1e-5
@@ -86,8 +86,7 @@ class FrozenConfig:
         train_iterations, train_batch_size, train_lr: maximum-likelihood training of the flow
             (Adam, every solve at 1e-5); ``train_iterations`` is the cap when ``plateau`` is set.
         plateau: train until the loss stops falling (:class:`flows.train.Plateau`); ``None``: a
-            fixed ``train_iterations`` (the single-density ids, whose committed figures come
-            from 1500 iterations).
+            fixed ``train_iterations``.
         flow_seed: seed of the flow's initial weights and training data order.
         batch_size: inputs per episode.
         variants: the input variants of the pools (module docstring), taken in turn.
@@ -100,7 +99,8 @@ class FrozenConfig:
         pools: the train and test pools (``train_pool_size``, ``test_pool_size``, ``pool_seed``).
         reward: :class:`~infocnf_env.benchmark.BenchmarkReward` in its linear form: block i
             pays ``-(alpha / N) * nfe_i``, the last block ``-error_weight * error`` (nats). The
-            default weight is 3000: one NFE is worth 3.3e-4 nats of mean log-density error.
+            default weight is 3000 (one NFE is worth 1/3000 nats); docs/environment.md argues it
+            from ``runs/results/benchmark.json``.
         spaces: the action (default bounds ``(-8, 0)``; ``action_mode``, ``first_step_bounds``)
             and the observation (``vector`` only).
         cache: folder of the cached flow and references (``None``: ``infocnf_env.cache.cache_dir()``).

@@ -271,7 +271,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--threads", type=int, default=d.threads, help="torch.set_num_threads (default 1)")
     parser.add_argument("--out", default=d.out, help=f"JSON output (default {DEFAULT_OUT})")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run of a few seconds: batch 16, hidden 8, no training, 1 repeat, no compile")
+                        help="smoke run: batch 16, hidden 8, no training, 1 repeat, no compile")
     ns = parser.parse_args(argv)
     for name in ("batch", "repeats", "threads"):
         if getattr(ns, name) < 1:

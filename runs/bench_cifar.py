@@ -1,8 +1,8 @@
 """Side by side: the CIFAR10 ids' flow against a minimal torchdiffeq multiscale CNF, adjoint on both.
 
-    python -m runs.bench_cifar                                   # CPU, batch 4 (35 minutes on a busy 2-core machine)
+    python -m runs.bench_cifar                                   # CPU, batch 4
     python -m runs.bench_cifar --device cuda --batch 900 --out runs/results/bench_cifar_gpu.json
-    python -m runs.bench_cifar --quick                           # smoke test (narrow model, seconds)
+    python -m runs.bench_cifar --quick                           # smoke test (narrow model)
 
 The model is the one ``InfoCNF-CIFAR10-v0`` builds (``infocnf_env.ENV_IDS``: 4 scales, 14 CNF
 blocks of c+1 -> 64 -> 64 -> 64 -> c conv dynamics, dopri5, Rademacher noise, adjoint, a learned

@@ -5,7 +5,7 @@
     python -m runs.bench_gpu --policy reinforce --synthetic           # with the paper's CNN gates
     python -m runs.bench_gpu --env InfoCNF-CIFAR10-LargeBatch-v0 --synthetic --iterations 20
     python -m runs.bench_gpu --device cpu --synthetic --iterations 2 --batch-size 4 \\
-        --env-kwargs hidden=8                                         # CPU smoke test (~1 min)
+        --env-kwargs hidden=8                                         # CPU smoke test
 
 Runs ``--iterations`` training iterations of ``--env`` (default ``InfoCNF-CIFAR10-v0``: the
 paper's model and recipe, batch 900, adjoint) with every block at tolerance 1e-5

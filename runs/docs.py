@@ -355,15 +355,13 @@ evaluations here, and the learned end times cost {extra:.0f} adjoint evaluations
 {b['num_blocks']} blocks (one per block); the machine's load average was {b['load_avg']:.1f}, so single times are \
 noisy. Random data and {b['train_iterations']} steps leave the dynamics \
 close to their initialisation, where a warm-started block needs few steps, so these are not a trained flow's \
-ratios; the GPU run (`--device cuda --batch 900`, more `--train-iterations`) is still to be made.
+ratios.
 
 """ + "\n".join(lines))
     parts.append("""\
-**Not quoted here**: `python -m runs.bench_gpu` prints its figures but commits no result file. The CIFAR10 \
-benchmark (`python -m runs.bench_gpu --synthetic`) and the Table 1/2
-recipes in `runs/gpu_recipes.md` have run on CPU only, on tiny settings and fake data (in the
-tests), so their GPU cost is unknown: the benchmark's `projected_hours_400_epochs_at_this_speed`
-is the number to measure first.""")
+**Not quoted here**: `python -m runs.bench_gpu` (the CIFAR10 benchmark, its \
+`projected_hours_400_epochs_at_this_speed`) and the Table 1/2 recipes in `runs/gpu_recipes.md` commit no \
+result file, so this page, which quotes committed result files only, holds no GPU figure.""")
     return "\n\n".join(parts)
 
 

@@ -50,8 +50,8 @@ training regimes) is :mod:`runs.matrix`; the mean ± std and curve aggregation i
 :mod:`runs.aggregate`; the helpers the studies share are :mod:`runs.studies.common`; this
 module is the driver.
 
-``--quick``: 4-filter dynamics, 2-5 iterations, one seed, few evaluation batches: about a
-minute per study on one core; used by ``tests/test_reproduce.py``.
+``--quick``: 4-filter dynamics, 2-5 iterations, one seed, few evaluation batches: the smoke
+test of every study, used by ``tests/test_reproduce.py``.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("study", choices=[*STUDIES, "all"], help="study to run ('all': every study in order)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="number of seeds 0..n-1 (default: the study's SEEDS, else 3; 1 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke-test sizes (about a minute per study)")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke-test sizes")
     parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel (subprocesses, 1 thread each)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads of in-process training and analysis (torch and NumPy's BLAS; default 1: "

@@ -13,9 +13,8 @@ Defaults follow Appendix E.3 in optimiser and learning rate (Adam, 1e-3) and cut
 the CPU: 5,000 training spirals, 24 epochs of batches of 100 (1,200 Adam steps; the paper runs
 20,000 epochs), training solves at tolerance 1e-3, 5,000 test spirals. Each seed's row keeps
 its per-epoch mean training loss (``epoch_losses``) to show how far training has converged.
-A run takes 4-6 minutes of one core (``train_seconds`` in ``spirals.json``: 256-353 s for
-the runs that had a core to themselves; two committed baseline runs waited at low priority
-behind another study and show ~5,400 s); ``--jobs 2`` runs two at a time. ``--quick``: 200
+Each run's training time is its ``train_seconds`` in ``spirals.json`` (longer for runs that
+shared their core with other work); ``--jobs 2`` runs two at a time. ``--quick``: 200
 training / 100 test spirals, 2 epochs of batches of 50.
 
 The partitioned model's row adds ``ab_error`` (its (a, b) head's mean absolute error,

@@ -7,8 +7,11 @@ path), so that a size is chosen once and a helper has one definition.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,7 +20,11 @@ import pytest
 import torch
 from torch import nn
 
-from flows import BatchStream, build_model, load_dataset
+from flows import BatchStream, SolverError, build_model, load_dataset
+from infocnf_env.actions import BlockAction
+from infocnf_env.benchmark import BenchmarkEnv, BenchmarkReward, Playthrough, replace_grouped
+from infocnf_env.config import SpaceConfig
+from infocnf_env.episode import Feedback
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,6 +69,93 @@ def run_episode(env: gym.Env, actions: tuple[float, ...], seed: int | None = Non
         if step[2] or step[3]:
             break
     return trace
+
+
+# ---------------------------------------------------------------------- an analytic benchmark task
+@dataclass(frozen=True)
+class AnalyticConfig:
+    """An :class:`AnalyticTask`: its pools, per-step costs, reward and spaces (no ODE solve).
+
+    Step k of an episode of difficulty ``c`` solved at ``tol`` (first step ``f``, a fraction of
+    the step) costs ``round(s * costs[k] * tol ** -0.2)`` NFE (``s`` 1, times 0.8 with
+    ``backend="torchode-pi"``, times 1.5 with ``method="bosh3"``), plus ``round(10 * |log10 f + 1|)``
+    when the action holds a first step (best at ``f = 0.1``); its error is ``c * weights[k] * tol``,
+    summed over the steps. A step fails (``SolverError``) where ``tol`` is below ``fail_below``. Episodes of difficulty
+    below 10 are of the family ``easy``, the others ``hard``.
+    """
+
+    train: tuple[float, ...] = (1.0, 30.0, 1.0, 30.0)
+    test: tuple[float, ...] = (1.0, 30.0, 1.0, 30.0)
+    costs: tuple[float, ...] = (10.0, 40.0)
+    weights: tuple[float, ...] = (3e4, 1e3)
+    fail_below: float = 0.0
+    backend: str = "torchdiffeq"
+    method: str = "dopri5"
+    reward: BenchmarkReward = field(default_factory=lambda: BenchmarkReward(error_weight=1.0))
+    spaces: SpaceConfig = field(default_factory=lambda: SpaceConfig(tol_bounds=(-8.0, -1.0), feedback=True))
+    cache: str | None = None
+    seed: int | None = None
+
+    def pool_key(self) -> str:
+        return "analytic-" + hashlib.sha1(json.dumps([self.train, self.test]).encode()).hexdigest()[:10]
+
+
+class AnalyticTask(BenchmarkEnv[float]):
+    """A :class:`~infocnf_env.benchmark.BenchmarkEnv` whose solves are formulas
+    (:class:`AnalyticConfig`): every figure of an episode can be computed by hand, and thousands
+    of episodes cost a second. Observation: the step one-hot, log10 of the difficulty, feedback."""
+
+    error_unit = "summed error"
+
+    def __init__(self, config: AnalyticConfig | None = None, **overrides: object):
+        super().__init__()
+        self.config = config = replace_grouped(config or AnalyticConfig(), {"reward": BenchmarkReward,
+                                                                             "spaces": SpaceConfig},
+                                               "analytic-task", **overrides)
+        self.spaces, self.reward_config = config.spaces, config.reward
+        self.num_blocks = len(config.costs)
+        self.pools = {"train": list(config.train), "test": list(config.test)}
+        self._setup_spaces(self.num_blocks + 1)
+        if config.seed is not None:
+            self.np_random, _ = gym.utils.seeding.np_random(config.seed)
+
+    def step_nfe(self, step: int, tol: float, first_step: float | None = None) -> int:
+        """The NFE of step ``step`` at ``tol`` (and ``first_step``), by the formula."""
+        extra = 0 if first_step is None else round(10 * abs(math.log10(first_step) + 1))
+        scale = (0.8 if self.config.backend == "torchode-pi" else 1.0) * (1.5 if self.config.method == "bosh3" else 1.0)
+        return round(scale * self.config.costs[step] * tol ** -0.2) + extra
+
+    def by_hand(self, difficulty: float, log_tols: list[float],
+                first_step: float | None = None) -> tuple[float, float, float]:
+        """(reward, NFE, error) of an episode of ``difficulty`` played with one log10 tolerance per
+        step (and one first step), from the formulas, not through the env's step."""
+        reward = self.config.reward
+        tols = [10.0 ** t for t in log_tols]
+        nfes = [self.step_nfe(k, tol, first_step) for k, tol in enumerate(tols)]
+        error = sum(difficulty * w * tol for w, tol in zip(self.config.weights, tols, strict=True))
+        total = -sum(reward.alpha / len(tols) * n for n in nfes) - reward.error_weight * error
+        return total, float(sum(nfes)), error
+
+    def _start(self, episode: float) -> float:
+        return 0.0
+
+    def _advance(self, play: Playthrough[float], action: BlockAction) -> tuple[float, Feedback]:
+        if action.tol < self.config.fail_below:
+            raise SolverError(f"tolerance {action.tol:g} below {self.config.fail_below:g}")
+        step = play.steps.block
+        nfe = self.step_nfe(step, action.tol, action.first_step)
+        return play.state + play.episode * self.config.weights[step] * action.tol, Feedback(nfe, 0.5, 3, 1, action.tol)
+
+    def _error(self, play: Playthrough[float]) -> float:
+        return float(play.state)
+
+    def _observe(self, play: Playthrough[float]) -> np.ndarray:
+        block = np.zeros(self.num_blocks, dtype=np.float32)
+        block[play.steps.block] = 1.0
+        return np.concatenate([block, [math.log10(play.episode)], self._feedback(play)]).astype(np.float32)
+
+    def family_of(self, split: str, index: int) -> str:
+        return "easy" if self.pool(split)[index] < 10 else "hard"
 
 
 # ---------------------------------------------------------------------- digits flows
@@ -136,7 +230,8 @@ def subprocess_env() -> dict[str, str]:
 def killed_after(monkeypatch: pytest.MonkeyPatch, main, argv: list[str], iteration: int) -> None:
     """Run ``main(argv)`` and kill it (as SIGKILL would) right after ``iteration`` is logged,
     before that iteration's checkpoint."""
-    from agents.runner import Run, episode_record
+    from agents.run_log import episode_record
+    from agents.runner import Run
 
     original = Run.after_episode
 

@@ -17,10 +17,12 @@ from stable_baselines3.common.logger import Logger
 
 import infocnf_env  # noqa: F401  (registers the ids)
 from agents import fixed, reinforce, sb3
+from agents.envs import make_env
 from agents.gates import DEFAULT_INIT_MEAN, DEFAULT_INIT_STD
 from agents.loop import run_cli
 from agents.reinforce import ReinforceAgent
-from agents.runner import METRIC_KEYS, Run, make_env
+from agents.run_log import METRIC_KEYS
+from agents.runner import Run
 from infocnf_env.checkpoint import CheckpointError, load_checkpoint
 
 ENV_ID = DIGITS_ID
@@ -105,9 +107,7 @@ def test_reinforce_moves_the_gates_toward_the_cheapest_tolerance():
     around the gates' initial 1e-3). gamma = 0 gives each gate its own block's cost as the
     return (less noise than the returns-to-go of the other blocks).
 
-    30 episodes (about 1.5 s). The margins hold for every agent seed 0..9 (greedy NFE 60 -> 42 or
-    48, optimum 42; mean tolerance up by 0.73 to 1.0 of the 1 decade there is to gain); a learner
-    with lr 0 or a flipped gradient sign fails them.
+    30 episodes; a learner with lr 0 or a flipped gradient sign fails the margins.
     """
     env = gym.make(ENV_ID, train_flow=False, alpha=3.0, loss_weight=0.0, **TINY)
     generator = torch.Generator().manual_seed(0)
@@ -245,7 +245,7 @@ class _OneStepTolerance(gym.Env):
         return self.obs.copy(), -((log_tol - self.target) ** 2), True, False, {}
 
 
-#: SB3 steps (= episodes) per algorithm: about 0.3 s on-policy, 2-3 s off-policy on one core.
+#: SB3 steps (= episodes) per algorithm.
 KNOWN_OPTIMUM_STEPS = {"ppo": 400, "a2c": 400, "sac": 500, "td3": 300}
 
 

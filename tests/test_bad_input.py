@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from agents import fixed, reinforce, sb3
+from agents.envs import make_env
 from agents.loop import run_cli
-from agents.runner import make_env
 from infocnf_env.checkpoint import CheckpointError
 
 DIGITS = "InfoCNF-Digits-v0"

@@ -21,8 +21,8 @@ from flowkit import REPO, read_jsonl, subprocess_env
 
 from agents import fixed, reinforce, sb3
 from agents.cli import parse_env_kwargs
+from agents.envs import make_env
 from agents.loop import run_cli
-from agents.runner import make_env
 from flows import BatchStream, SolverError, load_dataset
 from infocnf_env.checkpoint import load_checkpoint
 

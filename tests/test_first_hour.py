@@ -149,7 +149,7 @@ def test_device_flag_reaches_the_env_and_the_summary(tmp_path):
 
 def test_an_env_without_a_device_setting_runs_on_the_cpu(tmp_path):
     """The frozen benchmark's config has no device: the runner does not pass one."""
-    from agents.runner import env_has_device
+    from agents.envs import env_has_device
 
     assert env_has_device(DIGITS) and env_has_device(f"infocnf_env:{DIGITS}") and not env_has_device("Nope-v0")
     frozen = "CNF-Frozen-8Gaussians-v0"

@@ -1,10 +1,13 @@
-"""The ``runs`` package imports without cycles, function-level imports included.
+"""The project's four packages import without cycles, function-level imports included, and
+point one way: ``runs -> agents -> infocnf_env -> flows`` (docs/design.md).
 
-The graph is read from the source with ``ast``: every ``import runs.x`` and ``from runs.x
-import y`` (or a relative one) anywhere in a module, at module level or inside a function,
-is an edge to ``runs.x`` (to ``runs.x.y`` where that is a module) and to the packages above
-it, whose ``__init__`` runs first. The studies are reached by name through
-``runs.studies.study_module`` at call time; that registry is not an import and is no edge.
+The graph is read from the source with ``ast``: every ``import a.x`` and ``from a.x import y``
+(or a relative one) anywhere in a module, at module level or inside a function, is an edge to
+``a.x`` (to ``a.x.y`` where that is a module) and to the packages above it, whose ``__init__``
+runs first; a package that holds the importing module is no edge (its ``__init__`` has started
+before the module runs), unless the module imports names from it (``from a import y``). The
+studies are reached by name through ``runs.studies.study_module`` at call time; that registry
+is not an import and is no edge.
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_graph(package: str, root: Path = ROOT) -> dict[str, set[str]]:
-    """``module -> modules of the package it imports`` (module and function level, parent packages too)."""
-    paths = {module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
+PACKAGES = ("flows", "infocnf_env", "agents", "runs")
+
+
+def import_graph(*packages: str, root: Path = ROOT) -> dict[str, set[str]]:
+    """``module -> modules of the packages it imports`` (module and function level, the packages
+    above an imported module too, except those that hold the importing module)."""
+    paths = {module_name(p, root): p for package in packages for p in sorted((root / package).rglob("*.py"))}
     graph: dict[str, set[str]] = {name: set() for name in paths}
     for name, path in paths.items():
         is_package = path.name == "__init__.py"
@@ -43,7 +50,8 @@ def import_graph(package: str, root: Path = ROOT) -> dict[str, set[str]]:
                 parts = target.split(".")
                 for i in range(1, len(parts) + 1):  # the module and every package above it
                     prefix = ".".join(parts[:i])
-                    if prefix in paths and prefix != name:
+                    holds_name = name.startswith(prefix + ".")
+                    if prefix in paths and prefix != name and (prefix == target or not holds_name):
                         graph[name].add(prefix)
     return graph
 
@@ -83,23 +91,43 @@ def test_import_graph_sees_function_level_relative_and_parent_package_imports(tm
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "a.py").write_text("def f():\n    from pkg.sub import b\n")
     (pkg / "sub" / "b.py").write_text("from .. import a\nimport json\n")
-    graph = import_graph("pkg", tmp_path)
-    assert graph["pkg.a"] == {"pkg", "pkg.sub", "pkg.sub.b"}
-    assert graph["pkg.sub.b"] == {"pkg", "pkg.a"}
-    assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.a"]
-
-
-def test_runs_imports_are_acyclic():
-    graph = import_graph("runs")
-    assert "runs.studies.digits_table" in graph and "runs.matrix" in graph["runs.run_cache"]
+    (pkg / "c.py").write_text("from pkg import NAME\n")  # a name of pkg/__init__.py: an edge to it
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "__init__.py").write_text("")
+    (other / "d.py").write_text("import pkg.sub.b\n")
+    graph = import_graph("pkg", "other", root=tmp_path)
+    assert graph["pkg.a"] == {"pkg.sub", "pkg.sub.b"}  # pkg holds pkg.a: its __init__ runs first anyway
+    assert graph["pkg.sub.b"] == {"pkg.a"}
+    assert graph["pkg.c"] == {"pkg"}
+    assert graph["other.d"] == {"pkg", "pkg.sub", "pkg.sub.b"}
     cycle = find_cycle(graph)
-    assert cycle is None, f"import cycle in runs/: {' -> '.join(cycle or [])}"
+    assert cycle is not None and cycle[0] == cycle[-1] and set(cycle) == {"pkg.a", "pkg.sub.b"}
+
+
+def test_the_packages_import_without_a_cycle():
+    graph = import_graph(*PACKAGES)
+    assert "runs.studies.digits_table" in graph and "runs.matrix" in graph["runs.run_cache"]
+    assert "agents.runner" in graph["agents.loop"] and "flows.ode" in graph["infocnf_env.ode_env"]
+    cycle = find_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
+
+
+def test_imports_point_one_way():
+    """``flows`` imports none of the others, ``infocnf_env`` never ``agents`` or ``runs``, and
+    nothing imports ``runs``."""
+    graph = import_graph(*PACKAGES)
+    for module, targets in graph.items():
+        package = module.split(".")[0]
+        below = PACKAGES[: PACKAGES.index(package) + 1]
+        upward = sorted(t for t in targets if t.split(".")[0] not in below)
+        assert not upward, f"{module} imports {', '.join(upward)}"
 
 
 @pytest.mark.parametrize("shared", ["runs.matrix", "runs.run_cache", "runs.aggregate", "runs.studies"])
 def test_shared_infrastructure_imports_no_study(shared):
     """The run matrix, cache, aggregation and registry never import a study module (studies import them)."""
-    graph = import_graph("runs")
+    graph = import_graph(*PACKAGES)
     seen, todo = set(), [shared]
     while todo:
         for nxt in graph[todo.pop()] - seen:

@@ -102,6 +102,15 @@ def test_sb3_n_envs_logs_each_episode_of_every_env_once(tmp_path):
     _check_env_states(run_dir, 2, metrics)
 
 
+def test_sb3_n_envs_stops_logging_at_the_iterations_asked_for(tmp_path):
+    """Two envs end their episodes together; with an odd --iterations the second one's episode
+    of the last step is past the total and is not logged."""
+    run_dir = tmp_path / "run"
+    summary = sb3.main(cli(run_dir, *PPO, "--n-envs", "2", iterations=3))
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["iteration"] for m in metrics] == [1, 2, 3] and summary["iterations"] == 3
+
+
 def test_sb3_n_envs_resume_continues_to_the_total_and_keeps_its_n_envs(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
     killed_after(monkeypatch, sb3.main, cli(run_dir, *PPO, "--n-envs", "2", "--checkpoint-every", "2",

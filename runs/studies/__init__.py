@@ -3,7 +3,7 @@
 A study is one module: everything about it lives in ``runs/studies/<name>.py``, and adding a
 study is that file plus its line in :data:`MODULES`. The module holds
 
-* ``CONFIG``: the full, CPU-sized setting (about an hour per study on 2 cores);
+* ``CONFIG``: the full, CPU-sized setting (the docstring's "Cost" says what it runs);
 * ``QUICK``: overrides for ``--quick``, the smoke-test setting used by
   ``tests/test_reproduce.py``, merged into ``CONFIG`` key by key (nested dicts recursively);
 * ``ROW_KEYS``: the keys every row of the study's ``rows`` holds (``*_mean`` keys come with

@@ -414,8 +414,9 @@ def task_result(ctx: Context, task: str, arms: dict, tables: dict[str, Any], bes
             o = oracle_split[split]
             rows.append({"task": task, "split": split, "agent": name, "reward_mean": o["reward"], "reward_std": 0.0,
                          "nfe_mean": o["nfe"], "nfe_std": 0.0, "error_mean": o["error"], "error_std": 0.0,
-                         "error_median": o["error_median"], "gap_closed": B.gap_closed(o["reward"], floor[split],
-                                                                          oracle[split]["reward"]),
+                         "error_median": o["error_median"],
+                         "gap_closed": (None if name == "oracle" and not oracle[split]["reward"] > floor[split]
+                                        else B.gap_closed(o["reward"], floor[split], oracle[split]["reward"])),
                          "gap_closed_vs_constant": None,
                          "vs_classical": ratio(o["reward"] - classical_reward[split], abs(classical_reward[split])),
                          "nfe_saving_at_equal_error": B.saving_on_front(table, o["nfe"], o["error"], split),

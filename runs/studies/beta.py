@@ -22,9 +22,9 @@ study), and test metrics are computed once, at the end (no evaluation curve). Th
 authors' recipe (four-layer dynamics, learned end time) is left at the digits defaults, so
 the heads and beta are the only changes against ``digits-table``.
 
-Cost (full): 36 runs (2 models x (4 + 2) betas x 3 seeds) of 230-490 s each, plus ~10 s of
-probing each; the committed result took 63 min with ``--jobs 2`` (``wall_s``) on a 2-core
-machine that also ran ``runs.spirals`` at low priority.
+Cost (full): 2 models x (4 + 2) betas x 3 seeds training runs, and the probes of each; the
+committed result's ``wall_s`` (``runs/results/beta.json``) is the time of the run that wrote it
+(runs found in the workdir's cache are not retrained).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ regimes, from their ``eval.jsonl`` (test metrics at tol 1e-5 every ``eval_every`
 and ``metrics.jsonl`` (training NFE, forward + backward, averaged between evaluations).
 Mean ± std over seeds against epochs (examples seen / 1,497).
 
-Cost (full): nothing beyond the digits-table runs (trained on demand: ~50 min with --jobs 2).
+Cost (full): nothing beyond the digits-table runs (trained on demand).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ tolerances (REINFORCE gates, ``agents.reinforce`` defaults) in two regimes:
   dropped; 3.9x the small batch) with the learning rate scaled by the same factor, 3.9x to
   7.8e-3. The paper goes from batch 900 / lr 1e-3 to batch 8,000 / lr 1e-2 on CIFAR10
   (Section 4.1): lr x10 for batch x8.9, the linear scaling rule it cites. A literal 10x
-  (lr 2e-2) diverged in hand-run trials here (no committed result); set ``"lr": 2e-2`` in
+  (lr 2e-2) is not among the committed runs; set ``"lr": 2e-2`` in
   :data:`runs.matrix.REGIMES` to run it.
 
 The regimes (and their ``--quick`` versions) live in :mod:`runs.matrix`, shared with every
@@ -17,7 +17,7 @@ study that trains a digits flow.
 Budget: every arm of a regime trains for the same number of iterations. Across regimes the
 budget is the same number of *epochs* (examples seen), as in the paper (400 epochs for both
 batch sizes): 300 iterations of 128 = 77 iterations of 499 = 25.7 epochs. (Equal iterations
-would make the large-batch arms 3.9x as expensive: ~2.4 extra CPU-hours.) The learning
+would make the large-batch arms 3.9x as expensive.) The learning
 rate drops 10x at the paper's point of training: 62.5% for small batches (epoch 250 of 400),
 30% for large batches (epoch 120 of 400).
 
@@ -25,10 +25,8 @@ Columns: test error, test bits/dim (conditional and marginal) at tol 1e-5, train
 iteration (forward + backward, averaged over training), wall time. Test metrics are also
 logged every ``eval_every`` iterations for the ``curves`` study.
 
-Cost (full), measured on one core (first 10 iterations; NFE and so time per iteration grow
-~15% over a run): small batch 1.0 s/iteration, large batch 4.0 s/iteration, so 9 runs x 300
-x ~1.1 s + 9 runs x 77 x ~4.3 s = ~6,000 CPU-seconds: ~50 min with ``--jobs 2`` on an idle
-2-core machine, proportionally longer when other work shares it.
+Cost (full): 9 runs of each regime (3 arms x 3 seeds); each run's time is its ``wall_s`` in the
+result's rows (``runs/results/digits-table.json``), the whole study's the top-level ``wall_s``.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ same split evaluated at tol 1e-5. The paper finds no change at batch sizes up to
 training batch and worse metrics at 4-9x; here ``train`` goes up to the whole training set
 (1,497 = 11.7x the training batch of 128).
 
-Cost (full): ~40 s per seed on a 10-iteration flow, ~1-2 min on a trained one (batch
-size 1 is 300 single-image passes); plus the digits-table REINFORCE runs if absent.
+Cost (full): evaluation only (batch size 1 is one pass per image), plus the digits-table
+REINFORCE runs if absent; the committed result's ``wall_s`` (``runs/results/eval-batch.json``)
+is the time of the run that wrote it (runs found in the workdir's cache are not retrained).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ Hutchinson noise. ``excess_bits_per_dim`` is bits/dim at the policy's tolerances
 bits/dim at 1e-5: negative values mean the policy's loose tolerances make the model *look*
 better than it is (solver error), which the bounds (-8, -2) limit.
 
-Cost (full): 15 runs of 300 forward-only episodes (0.45-0.65 s each on one core): ~2,500
-CPU-seconds plus ~15 s of evaluation per seed, ~20-25 min with ``--jobs 2`` (plus the 3
-pre-training runs, ~17 CPU-minutes, if absent).
+Cost (full): a run of forward-only episodes per policy and seed, and an evaluation per seed
+(plus the pre-training runs if absent); the committed result's ``wall_s``
+(``runs/results/frozen.json``) is the time of the run that wrote it (runs found in the workdir's
+cache are not retrained).
 """
 
 from __future__ import annotations

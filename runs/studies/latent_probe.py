@@ -19,9 +19,10 @@ training. The same slices are probed on CCNF for reference, though CCNF's prior 
 all of z. A probe beating the model's own classifier on the same slice means that
 classifier is under-trained, not that the representation lacks the class.
 
-Cost (full): ~10 s of analysis per run (18 runs: 2 models x 3 regimes x 3 seeds), plus
-training the 6 ``large-long`` runs (154 iterations at ~4.3 s: ~4,000 CPU-seconds, ~35 min
-with ``--jobs 2``) and the digits-table runs if absent.
+Cost (full): the probes of 2 models x 3 regimes x 3 seeds runs, the training of the
+``large-long`` runs and the digits-table runs if absent; the committed result's ``wall_s``
+(``runs/results/latent-probe.json``) is the time of the run that wrote it (runs found in the
+workdir's cache are not retrained).
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ same iterations for every arm. Reports training NFE per iteration, test
 bits/dim and error at 1e-5, and the final mean log10 tolerance. The fixed and REINFORCE
 arms are the digits-table ones (shared runs).
 
-Cost (full): 15 new runs (5 SB3 arms x 3 seeds) of 300 iterations at ~1.2
-s/iteration (one core; SB3-SAC measured): ~5,500 CPU-seconds, ~50 min with ``--jobs 2``
-(plus the 6 shared digits-table runs, ~35 CPU-minutes, if absent).
+Cost (full): a training run per SB3 arm and seed (plus the shared digits-table runs if absent);
+the committed result's ``wall_s`` (``runs/results/policies.json``) is the time of the run that
+wrote it (runs found in the workdir's cache are not retrained).
 """
 
 from __future__ import annotations

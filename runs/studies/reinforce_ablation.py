@@ -8,11 +8,12 @@ bounds can be. Every variant is compared with the ``digits-table`` fixed-1e-5 ar
 runs): training NFE ratio and test bits/dim at 1e-5. The default variant and the fixed arm
 are the digits-table runs (shared).
 
-Settings tried outside this study (single seed unless noted): alpha 0.1 and 0.3 learned too
-slowly; gate lr 3e-2 looked unstable; gate init mean -5 gave 0.83x (3 seeds, ``runs/bench_learned_tol.py``).
+A gate init mean of -5, outside this study: ``nfe_ratio`` in
+``runs/results/learned_vs_fixed__init_mean-5.json`` (written by ``runs/bench_learned_tol.py``).
 
-Cost (full): 18 new runs (6 variants x 3 seeds) of 300 iterations at 0.6-1.1 s/iteration on
-one core: ~4,200 CPU-seconds, ~35 min with ``--jobs 2``.
+Cost (full): a training run per variant and seed; the committed result's ``wall_s``
+(``runs/results/reinforce-ablation.json``) is the time of the run that wrote it (runs found in
+the workdir's cache are not retrained).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ regression fitted on the digits training split, its test accuracy is in the JSON
 the conditioning class, and ``self_consistency``, the fraction the model's own classifier
 q_theta assigns to it (after encoding the samples at 1e-5).
 
-Cost (full): analysis only, seconds per seed (plus the digits-table runs if absent).
+Cost (full): analysis only (plus the digits-table runs if absent).
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ Rows, each a mean over seeds against the ``fixed`` arm of the same seeds: ``nfe_
 ``test_nfe_ratio`` (NFE of a test batch at 1e-5; warm-started arms start it from their
 trained steps). ``targets`` checks the figures asked of these levers.
 
-Cost (full): 18 runs + 2 extra sweep runs of 300 iterations at ~1-1.5 s/iteration on
-one core: about an hour with ``--jobs 2``. The same levers on the adjoint path are the
+Cost (full): a training run per arm and seed, plus the sweep's runs; the committed result's
+``wall_s`` (``runs/results/speed.json``) is the time of the run that wrote it (runs found in the
+workdir's cache are not retrained). The same levers on the adjoint path are the
 ``speed-adjoint`` study (:mod:`runs.studies.speed_adjoint`).
 """
 

@@ -21,8 +21,9 @@ against ``adjoint-fixed`` of the same seed; ``nfe_backward_ratio`` is the adjoin
 ``targets``: the seminorm's backward NFE at most 0.6x the full norm's with test bits/dim within
 0.1%; every lever on, training wall time at most 0.35x with bits/dim within 1%.
 
-Cost (full): 12 runs of 300 iterations, an adjoint solve per block in each: about two hours
-with ``--jobs 2`` on 2 cores.
+Cost (full): a training run per arm and seed, an adjoint solve per block in each; the committed
+result's ``wall_s`` (``runs/results/speed-adjoint.json``) is the time of the run that wrote it
+(runs found in the workdir's cache are not retrained).
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ block, and the tolerance each gate chooses (its mean, the deterministic output) 
 The same figure also shows the tolerances the gates sampled during the last quarter of
 training (``training_log``). The paper finds similar distributions on train and test.
 
-Cost (full): analysis only, ~25-40 s per seed (plus the 3 digits-table REINFORCE runs,
-~18 CPU-minutes, if absent).
+Cost (full): analysis only (plus the digits-table REINFORCE runs if absent).
 """
 
 from __future__ import annotations

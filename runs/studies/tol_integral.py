@@ -10,11 +10,11 @@ also computed at the gates' own tolerances (Appendix D reports an error of 0.000
 
 ``dtype``: the precision the sweep runs the trained model in. float32 is what training and
 evaluation use; "float64" separates solver error from float32 round-off at the tightest
-tolerances (on a 100-iteration model both gave the same curve: |integral - 1| ~1e-7 at
-1e-8, ~4e-5 at 1e-5, ~6e-3 at 1e-1).
+tolerances.
 
-Cost (full): 6 runs of 1,000 iterations at ~0.09 s/iteration (one core) plus the sweep
-(~0.1-0.4 s per tolerance): ~10 CPU-minutes, ~5 min with ``--jobs 2``.
+Cost (full): a training run per model and seed, and the sweep; the committed result's ``wall_s``
+(``runs/results/tol-integral.json``) is the time of the run that wrote it (runs found in the
+workdir's cache are not retrained).
 """
 
 from __future__ import annotations

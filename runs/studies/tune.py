@@ -16,10 +16,11 @@ candidate's runs on the tuning seeds are reused by the leaderboard.
 Rows: ``task``, ``agent``, ``flag``, ``value``, ``is_default``, ``train_reward_mean`` / ``_std``
 (over seeds), ``chosen``, ``seeds``, ``per_seed``, ``run_dirs``.
 
-Run as ``python -m runs.reproduce tune --jobs 2``, on ``SEEDS`` = 2 seeds (REINFORCE's scores
-vary by tens of reward between seeds, so one seed would choose on noise). Cost (full): 5 agents
-x 3 candidates x 2 seeds x 500 episodes (0.1-0.5 s each), the default candidates' runs shared
-with the leaderboard: about half an hour with ``--jobs 2``.
+Run as ``python -m runs.reproduce tune --jobs 2``, on ``SEEDS`` seeds (a candidate's scores vary
+between seeds, ``per_seed`` in the result: one seed would choose on noise). Cost (full): a run
+per agent, candidate and seed, the default candidates' runs shared with the leaderboard; the
+committed result's ``wall_s`` (``runs/results/tune.json``) is the time of the run that wrote it
+(runs found in the workdir's cache are not retrained).
 """
 
 from __future__ import annotations

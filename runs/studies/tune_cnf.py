@@ -6,9 +6,10 @@ shared with the ``benchmark`` study's leaderboard), from the flags the task's un
 held: the default flags with REINFORCE's initial mean in the middle of the task's bounds (-4
 of (-8, 0)).
 
-Run as ``python -m runs.reproduce tune-cnf --jobs 2`` (2 seeds, ``SEEDS``). Cost (full): 5
-agents x 2 new candidates x 2 seeds x 500 episodes of two blocks (~0.1-0.3 s each): about 20
-minutes with ``--jobs 2``.
+Run as ``python -m runs.reproduce tune-cnf --jobs 2`` (``SEEDS`` seeds). Cost (full): the runs
+of the candidates the leaderboard does not share; the committed result's ``wall_s``
+(``runs/results/tune-cnf.json``) is the time of the run that wrote it (runs found in the
+workdir's cache are not retrained).
 """
 
 from __future__ import annotations

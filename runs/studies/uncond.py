@@ -5,8 +5,9 @@ fixed tolerance 1e-5 and with REINFORCE gates; test bits/dim at 1e-5 and trainin
 iteration, as final numbers (mean ± std over seeds) and as curves over training. The paper
 reports equal NLLs (3.37 bits/dim on CIFAR10) and 15% fewer NFEs with learned tolerances.
 
-Cost (full): 6 runs of 300 iterations at ~1.0-1.1 s/iteration (one core): ~2,000
-CPU-seconds, ~17 min with ``--jobs 2``.
+Cost (full): a training run per arm and seed; the committed result's ``wall_s``
+(``runs/results/uncond.json``) is the time of the run that wrote it (runs found in the workdir's
+cache are not retrained).
 """
 
 from __future__ import annotations
