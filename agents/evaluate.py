@@ -288,7 +288,8 @@ def _refuse(args: Args, names: tuple[str, ...], what: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from infocnf_env.threads import check_threads, default_threads, set_threads
+    from infocnf_env import default_threads
+    from infocnf_env.threads import check_threads, set_threads
 
     args = parse_args(Args, argv, description=__doc__)
     if not args.run_dir:

@@ -48,10 +48,11 @@ from agents.run_dir import (
 )
 from agents.run_log import RunLogger, episode_record, mean_or_none, print_summary
 from flows import EVAL_TOL, SolverError
+from infocnf_env import default_threads
 from infocnf_env.benchmark import BenchmarkEnv
 from infocnf_env.cache import on_first_use
 from infocnf_env.checkpoint import CheckpointError, save_checkpoint
-from infocnf_env.threads import default_threads, set_threads
+from infocnf_env.threads import set_threads
 
 #: The run directory this process has opened (``None``: none yet), for the message of an interrupt.
 _OPENED_RUN_DIR: Path | None = None

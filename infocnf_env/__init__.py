@@ -22,7 +22,7 @@ from infocnf_env.frozen import FrozenConfig, FrozenFlowEnv
 from infocnf_env.ode_env import ODEConfig, ODETaskEnv
 from infocnf_env.spiral_task import SpiralTask
 from infocnf_env.tasks import FlowTask, Task
-from infocnf_env.threads import single_thread_after_fork
+from infocnf_env.threads import single_thread_after_fork, torch_default_threads
 from infocnf_env.training_env import TASKS, TrainingStepEnv
 
 TASKS["spirals"] = SpiralTask
@@ -72,6 +72,12 @@ for _id, _config in ENV_IDS.items():
 #: torch's own thread count (``infocnf_env.threads``).
 PAPER_SIZED_IDS = frozenset(i for i, c in ENV_IDS.items() if c.data.dataset in ("cifar10", "mnist"))
 
+
+def default_threads(env_id: str) -> int:
+    """The thread rule (``infocnf_env.threads``): 1 for the bundled ids, torch's default (one per
+    core) for the CIFAR10 and MNIST ids; an id of no dataset counts as bundled."""
+    return torch_default_threads() if env_id in PAPER_SIZED_IDS else 1
+
 #: The frozen-flow benchmark (infocnf_env.frozen): tolerance learning in isolation on FFJORD's
 #: 2-D toy densities, each flow trained to convergence on first use and cached.
 FROZEN_IDS: dict[str, FrozenConfig] = {
@@ -108,4 +114,5 @@ __all__ = [
     "BenchmarkEnv", "BenchmarkReward", "DEFAULT_TOL_BOUNDS", "DataConfig", "ODEConfig", "ODETaskEnv", "ODE_IDS",
     "PAPER_SIZED_IDS", "PoolConfig", "ENV_IDS", "EnvConfig", "FROZEN_IDS", "FlowTask", "FrozenConfig",
     "FrozenFlowEnv", "OptimConfig", "RewardConfig", "SpaceConfig", "SpiralTask", "TASKS", "Task", "TrainingStepEnv",
+    "default_threads",
 ]

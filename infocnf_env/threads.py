@@ -1,6 +1,7 @@
 """CPU threads: how many a run uses, and torch's intra-op threads in forked worker processes.
 
-**The thread rule** (:func:`default_threads`). The bundled ids (digits, the 1-D mixture, the
+**The thread rule** (:func:`infocnf_env.default_threads`, next to the
+registry it reads). The bundled ids (digits, the 1-D mixture, the
 spirals, the frozen flows, the classical ODE tasks) run on one thread: their tensors are tiny
 (a digits block solves a batch of 128 8x8 images with 24-filter convolutions), so a second
 intra-op thread adds more synchronisation than work, and on a machine whose other cores are
@@ -46,14 +47,6 @@ def single_thread_after_fork() -> None:
     if not _registered and hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_one_thread)
         _registered = True
-
-
-def default_threads(env_id: str) -> int:
-    """The thread rule (module docstring): 1 for the bundled ids, torch's default (one per
-    core) for the CIFAR10 and MNIST ids; an id of no dataset counts as bundled."""
-    from infocnf_env import PAPER_SIZED_IDS
-
-    return torch_default_threads() if env_id in PAPER_SIZED_IDS else 1
 
 
 def torch_default_threads() -> int:

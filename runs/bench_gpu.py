@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from agents.cli import command_parser
-from infocnf_env.threads import default_threads, set_threads
+from infocnf_env import default_threads
+from infocnf_env.threads import set_threads
 
 #: Training images per epoch of real CIFAR10 (for the projection of the paper's 400 epochs).
 CIFAR10_TRAIN = 50_000

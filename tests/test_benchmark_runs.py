@@ -160,19 +160,25 @@ def test_a_reinforce_policy_is_its_gates_means_from_the_checkpoint(tmp_path, cac
                               *ODE_KWARGS, f"cache={cache!r}"])
     env = _ode_env(cache)
     # the gates' initial mean is an offset the checkpoint does not hold: it comes from the run's flags
-    agent = ReinforceAgent(env.observation_space, env.num_blocks, seed=123, init_mean=-5.5)
+    low, high = float(env.action_space.low[0]), float(env.action_space.high[0])
+    agent = ReinforceAgent(env.observation_space, env.num_blocks, seed=123, init_mean=-5.5, gate_dist="squashed",
+                           action_bounds=([low], [high]))
     agent.load_state_dict(load_checkpoint(tmp_path / "r" / "checkpoint.pt")["agent"])
     policy = evaluate.load_action_policy(tmp_path / "r", env)
+
+    def median(o: np.ndarray, b: int) -> float:  # the squashed gate's median: its mean through the tanh
+        with torch.no_grad():
+            mean = float(agent.gates[b](torch.as_tensor(o))[0])
+        return low + (high - low) / 2 * (np.tanh(mean) + 1)
+
     obs, _ = env.reset(options={"episode": 1, "split": "test"})
-    means = []
+    actions = []
     for block in range(env.num_blocks):
         obs[:env.num_blocks] = np.eye(env.num_blocks)[block]
-        with torch.no_grad():
-            mean = float(agent.gates[block](torch.as_tensor(obs))[0])
-        assert float(policy(obs, block)[0]) == pytest.approx(mean, rel=1e-6)
-        means.append(mean)
-    assert means[0] != pytest.approx(-5.5, abs=1e-3)  # the gates moved from their start
-    expected = env.score(lambda o, b: np.array([float(agent.gates[b](torch.as_tensor(o))[0].detach())]), "test")
+        assert float(policy(obs, block)[0]) == pytest.approx(median(obs, block), rel=1e-6)
+        actions.append(median(obs, block))
+    assert actions[0] != pytest.approx(-5.5, abs=1e-3)  # the gates moved from their initial median
+    expected = env.score(lambda o, b: np.array([median(o, b)]), "test")
     assert summary["test"]["reward"] == pytest.approx(expected["reward"])
 
 

@@ -16,7 +16,7 @@ from agents.loop import run_cli
 from flows import build_model
 from flows.data import BatchStream, load_dataset
 from flows.train import Plateau, fit
-from infocnf_env import frozen, threads
+from infocnf_env import default_threads, frozen, threads
 from infocnf_env.frozen import FrozenConfig, trained_toy_flow
 from infocnf_env.progress import Progress, duration
 
@@ -218,10 +218,10 @@ def test_threads_are_set_before_the_env_is_built_and_recorded(tmp_path, monkeypa
 
 
 def test_the_thread_rule_keeps_torchs_count_for_the_papers_ids():
-    assert threads.default_threads("InfoCNF-CIFAR10-v0") == threads.torch_default_threads()
-    assert threads.default_threads("CCNF-MNIST-v0") == threads.torch_default_threads()
+    assert default_threads("InfoCNF-CIFAR10-v0") == threads.torch_default_threads()
+    assert default_threads("CCNF-MNIST-v0") == threads.torch_default_threads()
     for env_id in ("InfoCNF-Digits-v0", "ODE-Mixed-v0", "CNF-Frozen-Mixed-v0", "LatentODE-Spirals-v0"):
-        assert threads.default_threads(env_id) == 1
+        assert default_threads(env_id) == 1
 
 
 def test_evaluate_sets_the_thread_rule_of_the_runs_env(tmp_path, monkeypatch):

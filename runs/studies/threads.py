@@ -14,7 +14,7 @@ a shared machine), all in one run so that the conditions are the same:
   the final test pass: what a user waits for). ``targets``: under ``main_job_target_s`` (6
   minutes).
 
-The thread rule the CLIs follow (``infocnf_env.threads.default_threads``: one thread for the
+The thread rule the CLIs follow (``infocnf_env.default_threads``: one thread for the
 bundled ids) is what the rows test: ``rule`` names the fastest thread count idle and busy.
 Every child process gets its thread count from ``--threads`` alone (``OMP_NUM_THREADS`` and
 the BLAS variables are removed from its environment).
