@@ -152,5 +152,5 @@ STUDY = Study(
     columns=COLUMNS,
     plot=plot,
     page=Page("Which agent should choose the tolerances?", order=110, render=section,
-              needs=("policies", "reinforce-ablation")),
+              needs=("policies", "reinforce-ablation", "tol-hist")),
 )
