@@ -25,7 +25,7 @@ from pathlib import Path
 from agents.cli import command_parser
 from runs.format import cell_text, eval_tol, num_blocks, per_seed, rng, row
 from runs.studies import registry
-from runs.study import Res, Study
+from runs.study import Res, Result, Study
 
 RESULTS = Path("runs/results")
 OUT = Path("docs/results.md")
@@ -34,7 +34,7 @@ OUT = Path("docs/results.md")
 # ----------------------------------------------------------------------------- the page's head
 
 
-def backward_nfe(d: Res) -> str:
+def backward_nfe(d: Result) -> str:
     """Which backward NFE the training NFE holds (the studies' ``env_kwargs`` may turn on the adjoint)."""
     see = "([what NFE counts](flows.md#nfe-what-is-counted))"
     if any(r["env_kwargs"].get("adjoint") for r in d["regimes"].values()):

@@ -13,7 +13,7 @@ a JSON-shaped dict; the driver adds the :class:`CommonFields` and writes
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -105,7 +105,7 @@ class Study:
     page: Page
     quick: Mapping[str, Any] = field(default_factory=dict)
     row_keys: tuple[str, ...] = ()
-    columns: tuple[Column, ...] = ()
+    columns: Sequence[Column] = ()
     plot: Callable[[Result, Path], None] | None = None
     seeds: int = 3
     nullable_keys: tuple[str, ...] = ()
