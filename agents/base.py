@@ -11,6 +11,8 @@ import torch
 
 #: A run's deterministic policy as a benchmark env plays it: (observation, block) -> the whole action.
 ActionPolicy = Callable[[Any, int], np.ndarray]
+#: A tolerance policy for analysis: (observation, block) -> (log10 tol, the policy's std in log10 units).
+TolerancePolicy = Callable[[Any, int], tuple[float, float]]
 
 
 class Agent:
@@ -29,6 +31,13 @@ class Agent:
         ``config.json`` and checkpoint, returning ``env``'s whole action: what a run's summary
         scores on a benchmark task, and what ``agents.evaluate.load_action_policy`` returns."""
         raise NotImplementedError(f"{cls.__name__} has no deterministic policy to read back")
+
+    @classmethod
+    def saved_tolerance_policy(cls, run_dir: Path, env: Any) -> TolerancePolicy:
+        """:meth:`saved_policy`'s log10 tolerance (the action's first entry), with the policy's
+        std in log10 units (0 here: a deterministic agent; a stochastic one overrides it)."""
+        action = cls.saved_policy(run_dir, env)
+        return lambda obs, block: (float(action(obs, block)[0]), 0.0)
 
     def act(self, obs: Any) -> np.ndarray:
         """log10 of the tolerance for the block whose observation is ``obs``."""

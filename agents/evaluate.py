@@ -40,13 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import ActionPolicy, Agent
+from agents import registry
+from agents.base import ActionPolicy, TolerancePolicy
 from agents.cli import arg, parse_args
 from agents.loop import run_cli
 from flows import EVAL_TOL, FlowModel, FlowState, evaluate, iterate_batches
-
-#: A tolerance policy for analysis: (observation, block) -> (log10 tol, policy std in log10 units).
-Policy = Callable[[Any, int], tuple[float, float]]
 
 
 @dataclasses.dataclass
@@ -79,7 +77,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
 
 def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
     """The deterministic policy of a finished run, returning the env's whole action
-    (:meth:`agents.base.Agent.saved_policy` of the run's agent).
+    (:meth:`agents.base.Agent.saved_policy` of the run's agent, :mod:`agents.registry`).
 
     fixed: its tolerance (or per-block schedule) and first step. REINFORCE: each gate's
     deterministic action (the Gaussian's mean; a squashed gate's median, inside the bounds).
@@ -88,42 +86,15 @@ def load_action_policy(run_dir: str | Path, env: Any) -> ActionPolicy:
     """
     run_dir = Path(run_dir)
     agent = json.loads((run_dir / "config.json").read_text())["agent"]
-    return agent_class(agent).saved_policy(run_dir, env)
+    return registry.of_run(agent).agent_class().saved_policy(run_dir, env)
 
 
-def agent_class(agent: str) -> type[Agent]:
-    """The class of the agent named ``agent`` in a run's ``config.json``."""
-    if agent == "fixed":
-        from agents.fixed import FixedAgent
-
-        return FixedAgent
-    if agent == "reinforce":
-        from agents.reinforce import ReinforceAgent
-
-        return ReinforceAgent
-    if agent.startswith("sb3-"):
-        from agents.sb3 import SB3Agent
-
-        return SB3Agent
-    raise ValueError(f"no policy loader for agent {agent!r}")
-
-
-def load_policy(run_dir: str | Path, env: Any) -> Policy:
+def load_policy(run_dir: str | Path, env: Any) -> TolerancePolicy:
     """The deterministic tolerance policy of a finished run: log10 of each block's tolerance
-    (:func:`load_action_policy`'s first entry) and, for REINFORCE, the gate's std."""
-    config = json.loads((Path(run_dir) / "config.json").read_text())
-    if config["agent"] == "reinforce":
-        from agents.reinforce import ReinforceAgent
-
-        gates = ReinforceAgent.from_run(Path(run_dir), env)
-
-        def gate_policy(obs: Any, block: int) -> tuple[float, float]:
-            action, spread = gates.policy(obs, block)
-            return float(action[0]), float(spread[0])
-
-        return gate_policy
-    action = load_action_policy(run_dir, env)
-    return lambda obs, block: (float(action(obs, block)[0]), 0.0)
+    (:func:`load_action_policy`'s first entry) and, for REINFORCE, the gate's std
+    (:meth:`agents.base.Agent.saved_tolerance_policy` of the run's agent)."""
+    agent = json.loads((Path(run_dir) / "config.json").read_text())["agent"]
+    return registry.of_run(agent).agent_class().saved_tolerance_policy(Path(run_dir), env)
 
 
 @dataclasses.dataclass
@@ -134,7 +105,8 @@ class ToleranceTrace:
     stds: list[list[float]] = dataclasses.field(default_factory=list)
 
 
-def policy_tolerance(env: Any, policy: Policy, trace: ToleranceTrace | None = None) -> Callable[[FlowState], float]:
+def policy_tolerance(env: Any, policy: TolerancePolicy,
+                     trace: ToleranceTrace | None = None) -> Callable[[FlowState], float]:
     """``policy`` as a tolerance function of ``FlowModel.forward`` / ``flows.evaluate``.
 
     Before each block the env's observation encoder turns the block's input into the
@@ -159,7 +131,7 @@ def policy_tolerance(env: Any, policy: Policy, trace: ToleranceTrace | None = No
     return tolerance
 
 
-def evaluate_policy(env: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], policy: Policy,
+def evaluate_policy(env: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], policy: TolerancePolicy,
                     seed: int = 0) -> dict:
     """``flows.evaluate`` with each block's tolerance chosen by ``policy`` for each batch.
 
@@ -259,7 +231,7 @@ def finished_run_config(run_dir: str | Path) -> dict:
         raise ValueError(f"{config_path} is not a run's config ({type(err).__name__}): the run's record is "
                          "damaged") from None
     if not summary_path.is_file():
-        script = f"agents.{str(config['agent']).split('-')[0]}"
+        script = registry.of_run(str(config["agent"])).module
         raise ValueError(f"{run_dir} is not a finished run: it has no summary.json (stopped before its end?); "
                          f"finish it with python -m {script} --resume {run_dir}")
     try:

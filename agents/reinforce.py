@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.base import ActionPolicy, Agent
+from agents.base import ActionPolicy, Agent, TolerancePolicy
 from agents.cli import CommonArgs, arg, parse_args
 from agents.gates import (
     DEFAULT_FIRST_STEP_INIT_MEAN,
@@ -350,6 +350,17 @@ class ReinforceAgent(Agent):
             return gates.policy(obs, block)[0].reshape(-1).double().numpy()
 
         return reinforce_policy
+
+    @classmethod
+    def saved_tolerance_policy(cls, run_dir: Path, env: Any) -> TolerancePolicy:
+        """Each gate's log10 tolerance (its deterministic action's first entry) and its std."""
+        gates = cls.from_run(run_dir, env)
+
+        def gate_policy(obs: Any, block: int) -> tuple[float, float]:
+            action, spread = gates.policy(obs, block)
+            return float(action[0]), float(spread[0])
+
+        return gate_policy
 
 
 @dataclasses.dataclass

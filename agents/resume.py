@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agents import registry
 from agents.cli import CommonArgs
 from agents.envs import env_id
 from agents.run_dir import read_config
@@ -46,16 +47,17 @@ def resolve_args(args: A, family: str, added: dict[str, Any] | None = None) -> A
     A resumed run takes its arguments from its ``config.json``. A flag given on this command
     line must equal the run's value, except those in :data:`CHANGEABLE_ON_RESUME` (recorded in
     the config when they change); anything else would silently change the run, so it is
-    refused. ``family`` is the CLI (``fixed``, ``reinforce``, ``sb3``): a run of another CLI
-    is refused. ``added``: flags the CLI gained after runs were first written, with the value
-    those runs had; a config that lacks one means that value.
+    refused. ``family`` is the CLI (``fixed``, ``reinforce``, ``sb3``): a run of an agent that
+    another CLI trains (:mod:`agents.registry`) is refused. ``added``: flags the CLI gained after
+    runs were first written, with the value those runs had; a config that lacks one means that
+    value.
     """
     args = dataclasses.replace(args, env=env_id(args.env))
     if not args.resume:
         return args
     saved = read_config(Path(args.resume))
     where, given = repr(args.resume), args.explicit
-    if saved["agent"].split("-")[0] != family or ("env" in given and saved["env"] != args.env):
+    if registry.trainer_of(saved["agent"]) != family or ("env" in given and saved["env"] != args.env):
         env = args.env if "env" in given else saved["env"]
         raise CheckpointError(f"--resume {where} is a run of {saved['agent']} on {saved['env']}, "
                               f"not {family} on {env}")

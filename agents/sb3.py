@@ -62,7 +62,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from tqdm import tqdm
 
-from agents import distributed
+from agents import distributed, registry
 from agents.base import ActionPolicy, Agent
 from agents.cli import CommonArgs, arg, parse_args, parse_kwargs
 from agents.envs import make_env
@@ -127,7 +127,7 @@ def load_policy(run_dir: str | Path, device: str = "cpu") -> EnvUnitsPolicy:
         if not path.exists():
             raise FileNotFoundError(f"{run_dir} is not a run directory of agents.sb3: {path.name} is missing")
     config = json.loads(config_path.read_text())
-    if not str(config.get("agent", "")).startswith("sb3-"):
+    if registry.trainer_of(str(config.get("agent", ""))) != "sb3":
         raise ValueError(f"{run_dir} is a run of {config.get('agent')!r}, not of agents.sb3")
     model = algo_class(config["algo"]).load(export, device=device)
     rescale = getattr(model, RESCALE_ATTR, None)
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--policy-lr must be a positive number, got {args.policy_lr}")
     cls = algo_class(args.algo)
     overrides = algo_overrides(cls, args.algo_kwargs)
-    run = Run(f"sb3-{args.algo}", args, {"algo": args.algo})
+    run = Run(registry.get(args.algo).run_name, args, {"algo": args.algo})
     try:
         return _train(run, args, cls, overrides)
     finally:

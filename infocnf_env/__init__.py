@@ -60,7 +60,7 @@ ENV_IDS["InfoCNF-Toy1D-v0"] = EnvConfig.from_kwargs(dataset="toy1d", head="infoc
                                                     lr=3e-3, hidden=32, num_blocks=2, divergence="exact")
 #: Sec. 4.6: the LatentODE on bi-directional spirals, baseline ("cnf") and partitioned latent code
 #: ("infocnf"); the trajectory solve is cut into 2 time segments, one step each. The CPU-sized
-#: settings: 5,000 spirals, batches of 100, Adam lr 1e-2 (runs/spirals.py trains at Appendix
+#: settings: 5,000 spirals, batches of 100, Adam lr 1e-2 (runs/studies/spirals.py trains at Appendix
 #: E.3's lr 1e-3 for 24 epochs instead).
 SPIRALS = EnvConfig.from_kwargs(dataset="spirals", arch="latent_ode", batch_size=100, lr=1e-2, segments=2)
 ENV_IDS["LatentODE-Spirals-v0"] = SPIRALS.replace(head="cnf")

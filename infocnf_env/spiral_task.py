@@ -19,7 +19,7 @@ segment; the last step decodes, computes the loss and trains the model. Everythi
 * :meth:`SpiralTask.evaluate`: see its docstring.
 
 Data: :func:`flows.spirals.make_spirals` with a fixed ``data_seed`` (the env's ``seed`` sets the
-initial weights, the batch order and the posterior noise, as in ``runs/spirals.py``).
+initial weights, the batch order and the posterior noise, as in ``runs/studies/spirals.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ HEADS = {"cnf": False, "infocnf": True}
 MODEL_OPTIONS = ("latent_dim", "sup_dim", "rnn_hidden", "dyn_hidden", "dec_hidden", "encoder", "obs_std",
                  "obs_scale", "beta", "solver", "adjoint", "adjoint_norm", "max_num_steps", "segments")
 #: Keywords of :func:`make_spirals` an env may override, with their defaults (App. E.1,
-#: ``runs/spirals.py``).
+#: ``runs/studies/spirals.py``).
 DATA_OPTIONS = dict(num_train=5000, num_test=5000, length=1000, window=200, extrap=100, noise_std=0.3, data_seed=0)
 DEFAULT_SEGMENTS = 2
 

@@ -1,15 +1,18 @@
 """The digits run matrix shared by the studies, :mod:`runs.run_cache` and :mod:`runs.aggregate`.
 
-Environment ids per model head, tolerance policies (agent module and flags) and the digits
+Environment ids per model head, tolerance policies (agent and flags) and the digits
 training regimes (``small`` / ``large`` batch, set out in :mod:`runs.studies.digits_table`).
 Every study that trains a digits flow draws its runs from here, so a run is cached once and
-reused by all of them. This module imports no study (and nothing of torch), so the driver,
-the run cache and the aggregation can use it without loading a study.
+reused by all of them. This module imports no study (and nothing of torch: the agent registry
+names the agents' code without importing it), so the driver, the run cache and the
+aggregation can use it without loading a study.
 """
 
 from __future__ import annotations
 
 import copy
+
+from agents import registry
 
 #: Training examples of the bundled digits split (the epoch length of the learning-rate schedule).
 DIGITS_TRAIN_SIZE = 1497
@@ -29,21 +32,29 @@ REGIMES = {
                    "lr_decay_at": 0.3, "lr_decay": 0.1, "env_kwargs": {}},
 }
 
-#: Tolerance policies: name -> (agent module, flags). ``fixed`` is the paper's 1e-5 baseline.
-POLICIES = {
+#: Tolerance policies: name -> (agent of :mod:`agents.registry`, the policy's flags beyond those
+#: that select the agent on its trainer's CLI). ``fixed`` is the paper's 1e-5 baseline.
+POLICIES: dict[str, tuple[str, list[str]]] = {
     "fixed": ("fixed", ["--tol", "1e-5"]),
     "reinforce": ("reinforce", []),
-    "ppo": ("sb3", ["--algo", "ppo", "--init-std", "0.5"]),
-    "sac": ("sb3", ["--algo", "sac"]),
+    "ppo": ("ppo", ["--init-std", "0.5"]),
+    "sac": ("sac", []),
     # A2C updating after every episode on raw returns (it drifts to tight tolerances) and with
     # 4 episodes per update and normalised advantages (the ``agents.sb3`` default); the flags
     # pin both, 3 blocks per episode on digits.
-    "a2c": ("sb3", ["--algo", "a2c", "--init-std", "0.5", "--algo-kwargs", "n_steps=3",
-                    "normalize_advantage=False"]),
-    "a2c-normadv": ("sb3", ["--algo", "a2c", "--init-std", "0.5", "--algo-kwargs", "n_steps=12",
-                            "normalize_advantage=True"]),
-    "td3": ("sb3", ["--algo", "td3"]),
+    "a2c": ("a2c", ["--init-std", "0.5", "--algo-kwargs", "n_steps=3", "normalize_advantage=False"]),
+    "a2c-normadv": ("a2c", ["--init-std", "0.5", "--algo-kwargs", "n_steps=12", "normalize_advantage=True"]),
+    "td3": ("td3", []),
 }
+
+
+def policy_agent_args(policy: str, flags: list[str] | None = None) -> tuple[str, list[str]]:
+    """The trainer module and the flags of a run of ``policy``: the agent's selector, then the
+    policy's flags (or ``flags`` in their place)."""
+    agent_name, own = POLICIES[policy]
+    agent = registry.get(agent_name)
+    return agent.trainer, [*agent.selector, *(own if flags is None else flags)]
+
 
 #: The gates of the paper (Section 3: g_i ~ N(mu_i, sigma_i^2), clipped to the bounds by the
 #: env), which every committed study ran with; ``agents.reinforce``'s default is the squashed

@@ -32,14 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runs.matrix import DIGITS_TRAIN_SIZE, ENVS, POLICIES, with_paper_gates
+from runs.matrix import DIGITS_TRAIN_SIZE, ENVS, policy_agent_args, with_paper_gates
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
 class Context:
-    """Settings of one ``reproduce`` invocation."""
+    """Settings of one study's run (:func:`runs.reproduce.run_study`).
+
+    ``out`` is the results folder; ``result_path`` the file the driver writes the result to
+    (a study that rewrites its JSON while it runs writes there too), ``None`` outside the driver.
+    """
 
     study: str
     quick: bool
@@ -50,6 +54,7 @@ class Context:
     out: Path
     config: dict
     regimes: dict
+    result_path: Path | None = None
 
     @property
     def runs_dir(self) -> Path:
@@ -106,11 +111,11 @@ def digits_arm(ctx: Context, model: str, policy: str, regime: str, seed: int, *,
                extra_env: dict | None = None, flags: list[str] | None = None) -> Arm:
     """A digits training run of ``model`` with ``policy`` in one of the digits regimes (:mod:`runs.matrix`).
 
-    ``flags`` replace the policy's own agent flags; ``extra_env`` adds environment kwargs.
+    ``flags`` replace the policy's own flags (the agent's selector, ``--algo`` of an SB3 policy,
+    stays); ``extra_env`` adds environment kwargs.
     """
     r = ctx.regimes[regime]
-    module, policy_flags = POLICIES[policy]
-    flags = policy_flags if flags is None else flags
+    module, flags = policy_agent_args(policy, flags)
     kwargs = {"batch_size": r["batch_size"], "lr": r["lr"], **r["env_kwargs"]}
     milestones = _lr_milestones(r)
     if milestones:

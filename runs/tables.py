@@ -4,20 +4,20 @@
     python -m runs.tables digits-table policies --results runs/results
 
 Each table is read from ``STUDY.json`` as written by :mod:`runs.reproduce` (mean ± std over
-the seeds); nothing is typed by hand. Its columns are the study module's ``COLUMNS``
-(:mod:`runs.studies`). Studies whose file is absent are skipped. The whole
+the seeds); nothing is typed by hand. Its columns are the study's ``columns``
+(:class:`runs.study.Study`). Studies whose file is absent are skipped. The whole
 results page, tables and prose, is written by ``python -m runs.docs`` (:mod:`runs.docs`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from agents.cli import command_parser
-from runs.studies import MODULES, study_module
+from runs.format import rel_pct
+from runs.studies import registry, study
 
 
 def cell(row: dict, key: str, digits: int) -> str:
@@ -32,31 +32,27 @@ def cell(row: dict, key: str, digits: int) -> str:
     if value is None:
         return "—"
     if "rel_diff" in key:  # a relative difference, shown in percent
-        return _pct(value)
+        return rel_pct(value)
     if isinstance(value, float):
         return f"{value:.{digits}g}" if key == "tol" else f"{value:.{digits}f}"
     return str(value)
 
 
 def tabled() -> list[str]:
-    """The studies that have a table (a ``COLUMNS``), in :data:`runs.studies.MODULES` order."""
-    return [s for s in MODULES if hasattr(study_module(s), "COLUMNS")]
+    """The studies that have a table (``columns``), in registry order."""
+    return [name for name, s in registry().items() if s.columns]
 
 
-def table(result: dict, study: str) -> str:
-    """The study's rows (and the lists its ``TABLE_EXTRA`` names) as a markdown table."""
-    module = study_module(study)
-    columns = module.COLUMNS
+def table(result: dict, name: str) -> str:
+    """The study's rows (and the lists its ``table_extra`` names) as a markdown table."""
+    s = study(name)
+    columns = s.columns
     rows: list[dict[str, Any]] = list(result["rows"])
-    for key in getattr(module, "TABLE_EXTRA", ()):
+    for key in s.table_extra:
         rows += result.get(key, [])
     lines = ["| " + " | ".join(c[0] for c in columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(cell(r, key, d) for _, key, d in columns) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def _pct(value: float | None) -> str:
-    return "nan" if value is None or not math.isfinite(value) else f"{100 * value:+.2f}%"
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -69,13 +65,13 @@ def main(argv: list[str] | None = None) -> str:
     if unknown:
         parser.error(f"no table for {', '.join(unknown)}; valid: {', '.join(valid)}")
     blocks = []
-    for study in args.studies:
-        path = Path(args.results) / f"{study}.json"
+    for name in args.studies:
+        path = Path(args.results) / f"{study(name).stem}.json"
         if not path.exists():
             continue
         result = json.loads(path.read_text())
-        block = f"### {study}\n\n{table(result, study)}"
-        notes = getattr(study_module(study), "table_notes", None)
+        block = f"### {name}\n\n{table(result, name)}"
+        notes = study(name).table_notes
         if notes is not None:
             block += "\n\n" + notes(result)
         blocks.append(block)

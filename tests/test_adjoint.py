@@ -251,20 +251,3 @@ def test_env_checkpoints_carry_the_adjoint_steps(tmp_path):
     restored = make()
     restored.unwrapped.load(tmp_path / "ckpt.pt")
     assert restored.unwrapped.model.solver_state()["backward_steps"] == steps
-
-
-# ---------------------------------------------------------------------------- the side-by-side benchmark
-
-
-def test_bench_cifar_quick_compares_the_same_ode(tmp_path):
-    """The FFJORD-style baseline integrates the model's own dynamics with the same noise: every
-    arm that starts its solves from the initial-step heuristic takes the same forward evaluations."""
-    from runs import bench_cifar
-
-    path = tmp_path / "bench.json"
-    result = bench_cifar.main(["--quick", "--batch", "1", "--rounds", "1", "--train-iterations", "0",
-                               "--out", str(path)])
-    assert path.exists() and set(result["ratios_to_ffjord"]) == set(bench_cifar.ARMS) - {"ffjord"}
-    forward = {name: arm["nfe_forward"][0] for name, arm in result["arms"].items() if name != "seminorm_warm"}
-    assert len(set(forward.values())) == 1 and forward["ffjord"] > 0, forward
-    assert all(arm["nfe_backward"][0] > 0 for arm in result["arms"].values())

@@ -16,7 +16,7 @@ from gymnasium.wrappers import RescaleAction
 from stable_baselines3.common.logger import Logger
 
 import infocnf_env  # noqa: F401  (registers the ids)
-from agents import fixed, reinforce, sb3
+from agents import fixed, registry, reinforce, sb3
 from agents.envs import make_env
 from agents.gates import DEFAULT_INIT_MEAN, DEFAULT_INIT_STD
 from agents.loop import run_cli
@@ -342,11 +342,17 @@ def _check_run_dir(run_dir: Path, agent: str, extra_metric_keys: set[str] = froz
     return metrics
 
 
+def _registered_agent(run_dir: Path) -> registry.AgentEntry:
+    """The registry's entry of the agent a run records (agents.registry)."""
+    return registry.of_run(json.loads((run_dir / "config.json").read_text())["agent"])
+
+
 def test_fixed_cli_end_to_end(tmp_path):
     run_dir = tmp_path / "fixed"
     summary = fixed.main(cli_args(run_dir, "--eval-every", "1", "--tol", "1e-4", tensorboard=True))
     assert summary["iterations"] == 2
     metrics = _check_run_dir(run_dir, "fixed")
+    assert _registered_agent(run_dir) is registry.get("fixed")
     assert all(m["tols"] == [pytest.approx(1e-4, rel=1e-6)] * 3 for m in metrics)
 
 
@@ -354,6 +360,7 @@ def test_reinforce_cli_end_to_end(tmp_path):
     run_dir = tmp_path / "reinforce"
     reinforce.main(cli_args(run_dir, "--eval-every", "1", tensorboard=True))
     _check_run_dir(run_dir, "reinforce", {"gate_mean", "gate_std", "advantage"})
+    assert _registered_agent(run_dir) is registry.get("reinforce")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["env_kwargs"]["obs_mode"] == "vector"  # --gate auto on digits: MLP gates
     assert {"gates", "optimizer", "generator"} <= set(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
@@ -366,6 +373,7 @@ def test_sb3_ppo_cli_end_to_end(tmp_path, monkeypatch):
     run_dir = tmp_path / "ppo"
     sb3.main(cli_args(run_dir, "--algo", "ppo", "--eval-every", "1", tensorboard=True))
     _check_run_dir(run_dir, "sb3-ppo")
+    assert _registered_agent(run_dir) is registry.get("ppo")
     assert (run_dir / "sb3_model.zip").stat().st_size > 0
     assert not list(temp.iterdir()), "SB3 must not leave logger folders in the temp directory"
 

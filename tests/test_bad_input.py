@@ -167,8 +167,7 @@ def test_usage_errors_are_one_line_naming_the_choices(case, capsys):
     assert err.rstrip().endswith(f"(python -m {module} --help lists every option)")
 
 
-RUNS_CLIS = ["reproduce", "plots", "tables", "docs", "bench_env", "bench_flow", "bench_gpu", "bench_backend",
-             "bench_cifar", "bench_learned_tol", "spirals", "spirals_ab_ceiling"]
+RUNS_CLIS = ["reproduce", "plots", "tables", "docs", "bench_gpu"]
 
 
 @pytest.mark.parametrize("name", [*(f"runs.{m}" for m in RUNS_CLIS),

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from flowkit import AnalyticTask
 
+from agents.registry import agent_flags, default_flags
 from runs.run_cache import Arm, Context
 from runs.studies import benchmark as S
 from runs.studies import load_config
@@ -325,7 +326,7 @@ def test_agent_arms_carry_the_committed_flags_and_the_tasks_settings(tmp_path: P
     kwargs = {"families": ["vdp"], "segments": 2}
     arm = S.agent_arm(ctx, "ODE-Mixed-v0", kwargs, "ppo", 1)
     assert arm.module == "sb3" and arm.seed == 1 and arm.iterations == ctx.config["agent_episodes"]
-    assert list(arm.agent_args) == S.agent_flags("ODE-Mixed-v0", "ppo")
+    assert list(arm.agent_args) == agent_flags("ODE-Mixed-v0", "ppo")
     env_kwargs = dict(arm.env_kwargs)
     assert env_kwargs["families"] == ("vdp",) and env_kwargs["cache"] == str(tmp_path / "task-cache")
     longer = S.agent_arm(ctx, "ODE-Mixed-v0", kwargs, "ppo", 1, episodes=9, action_mode="tol_first_step")
@@ -374,7 +375,7 @@ def test_tune_chooses_each_agents_candidate_by_its_training_pool_reward(tmp_path
     flags = rows[("reinforce", 1e-2)]["flags"]
     assert flags.count("--gate-lr") == 1 and flags[flags.index("--gate-lr") + 1] == "0.01"
     assert rows[("ppo", 1e-4)]["flags"][-2:] == ["--policy-lr", "0.0001"]
-    assert rows[("reinforce", 3e-3)]["flags"] == S.default_flags("reinforce")  # the leaderboard's own run
+    assert rows[("reinforce", 3e-3)]["flags"] == default_flags("reinforce")  # the leaderboard's own run
 
 
 # ---------------------------------------------------------------------------- the whole study

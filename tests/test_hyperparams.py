@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from agents.registry import agent_flags, default_flags
 from agents.sb3 import algo_class, default_algo_kwargs
-from runs.studies.benchmark import agent_flags, default_flags
-from runs.studies.tune import GRID, SEEDS, base_flags, candidate_flags
+from runs.studies.tune import GRID, STUDY, base_flags, candidate_flags
 from runs.studies.tune_cnf import CONFIG as CNF_CONFIG
 
 RESULTS = Path(__file__).resolve().parents[1] / "runs" / "results"
@@ -45,7 +45,7 @@ def test_committed_flags_are_the_tune_studys_choice(study):
     if not path.exists():
         pytest.skip(f"no committed {study} result")
     result = json.loads(path.read_text())
-    assert len(result["seeds"]) == SEEDS  # what `python -m runs.reproduce tune` runs without --seeds
+    assert len(result["seeds"]) == STUDY.seeds  # what `python -m runs.reproduce tune` runs without --seeds
     for task, chosen in result["chosen"].items():
         for agent, choice in chosen.items():
             assert agent_flags(task, agent) == choice["flags"], (task, agent)

@@ -6,7 +6,7 @@ The graph is read from the source with ``ast``: every ``import a.x`` and ``from 
 ``a.x`` (to ``a.x.y`` where that is a module) and to the packages above it, whose ``__init__``
 runs first; a package that holds the importing module is no edge (its ``__init__`` has started
 before the module runs), unless the module imports names from it (``from a import y``). The
-studies are reached by name through ``runs.studies.study_module`` at call time; that registry
+studies are reached by name through the registry (``runs.studies.registry``) at call time; that
 is not an import and is no edge.
 """
 

@@ -7,7 +7,6 @@ to an independent count of the dynamics network's calls, backward NFE equal to t
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -149,25 +148,6 @@ def test_torchode_missing_is_a_clear_error(monkeypatch):
     with pytest.raises(ImportError, match=r"infocnf-gym\[torchode\]"):
         solve(_Linear(counter), (torch.ones(2, 3), torch.zeros(2)), torch.tensor([0.0, 1.0]), counter,
               tol=1e-5, backend="torchode")
-
-
-# ---------------------------------------------------------------------------- benchmark
-def test_bench_backend_quick(tmp_path):
-    from runs import bench_backend
-
-    threads = torch.get_num_threads()
-    path = tmp_path / "bench.json"
-    result = bench_backend.main(["--quick", "--out", str(path)])
-    assert torch.get_num_threads() == threads
-    saved = json.loads(path.read_text())
-    assert saved["machine"]["threads"] == 1 and saved["machine"]["torch"] == torch.__version__
-    points = {(p["backend"], p["tol"]): p for p in result["points"]}
-    ref = points[("torchdiffeq", 1e-5)]
-    assert ref["bpd_gap"] == 0.0 and ref["error"] is None
-    assert ref["nfe_forward"] > 0 and ref["nfe_backward"] > 0 and ref["train_s"] > 0 and ref["s_per_nfe"] > 0
-    assert {tol for _, tol in points} == {1e-5, 1e-3}
-    if ("torchode", 1e-5) in points:
-        assert points[("torchode", 1e-5)]["nfe_forward"] == ref["nfe_forward"]
 
 
 class _Relaxation(nn.Module):

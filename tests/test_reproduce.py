@@ -1,20 +1,22 @@
-"""runs.reproduce: every study in --quick mode writes a JSON of the documented schema and a PNG.
+"""runs.reproduce: every study in --quick mode writes a JSON of the documented schema and its figure.
 
 The studies share one workdir (module-scoped), so ``digits-table`` trains the quick digits
-flows once and the studies after it reuse them, as they do in a real reproduction.
+flows once and the studies after it reuse them, as they do in a real reproduction; the tests
+after the smoke runs read their quick results (running a study only where its result is absent).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from runs import reproduce
-from runs.reproduce import ROW_KEYS, STUDIES
+from runs.reproduce import STUDIES
 from runs.run_cache import Arm
-from runs.studies import study_module
+from runs.studies import study
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +37,13 @@ def _numbers(obj, path=""):
         yield path, obj
 
 
-def test_every_study_has_a_config_schema_plot_table_and_section():
-    assert set(STUDIES) == set(ROW_KEYS) == set(reproduce.RUNNERS)
-    for study in STUDIES:
-        full, quick = reproduce.load_config(study, False), reproduce.load_config(study, True)
-        assert isinstance(full, dict) and isinstance(quick, dict)
-        module = study_module(study)
-        assert callable(module.plot) and callable(module.section), study
-        assert isinstance(module.TITLE, str) and isinstance(module.PAGE_ORDER, int), study
-        assert study in module.NEEDS, f"{study}'s section does not need its own result"
-        if study != "curves":  # its rows are series: no table
-            assert all(len(c) == 3 for c in module.COLUMNS), study
+def quick_result(name: str, dirs) -> dict:
+    """Study ``name``'s quick result in the module's folder (run here if the smoke test has not)."""
+    workdir, out = dirs
+    path = out / f"{study(name).stem}.json"
+    if not path.exists():
+        reproduce.run_study(name, quick=True, workdir=workdir, out=out)
+    return json.loads(path.read_text())
 
 
 def test_unknown_study_is_one_clear_error(dirs):
@@ -53,35 +51,41 @@ def test_unknown_study_is_one_clear_error(dirs):
         reproduce.run_study("table-9", quick=True, workdir=dirs[0], out=dirs[1])
 
 
-@pytest.mark.parametrize("study", STUDIES)  # digits-table first: the later studies reuse its runs
-def test_quick_study_writes_schema_and_plot(study, dirs):
+@pytest.mark.parametrize("name", STUDIES)  # digits-table first: the later studies reuse its runs
+def test_quick_study_writes_schema_and_plot(name, dirs):
     workdir, out = dirs
-    reproduce.run_study(study, quick=True, workdir=workdir, out=out)
-    result = json.loads((out / f"{study}.json").read_text())
-    for key in ("study", "quick", "seeds", "config", "rows", "plots", "wall_s"):
+    s = study(name)
+    reproduce.run_study(name, quick=True, workdir=workdir, out=out)
+    result = json.loads((out / f"{s.stem}.json").read_text())
+    for key in ("study", "quick", "seeds", "config", "regimes", "workdir", "rows", "plots", "wall_s"):
         assert key in result, key
-    assert result["study"] == study and result["quick"] is True and result["seeds"] == [0]
-    assert result["rows"], "no rows"
-    for row in result["rows"]:
-        missing = [k for k in ROW_KEYS[study] if k not in row]
-        assert not missing, f"row {row.get('policy', row.get('split'))} lacks {missing}"
-        assert all(f"{k[:-5]}_std" in row for k in row if k.endswith("_mean"))
-    nullable = getattr(study_module(study), "NULLABLE_KEYS", ())  # documented by the study
+    assert result["study"] == name and result["quick"] is True and result["seeds"] == [0]
+    assert bool(result["regimes"]) == s.uses_digits_regimes
+    if s.row_keys:
+        assert result["rows"], "no rows"
+        for row in result["rows"]:
+            missing = [k for k in s.row_keys if k not in row]
+            assert not missing, f"row {row.get('policy', row.get('split'))} lacks {missing}"
+            assert all(f"{k[:-5]}_std" in row for k in row if k.endswith("_mean"))
     for path, value in _numbers({k: v for k, v in result.items() if k != "config"}):
-        assert value is not None or path.rsplit(".", 1)[-1] in nullable, f"null at {path}"
+        assert value is not None or path.rsplit(".", 1)[-1] in s.nullable_keys, f"null at {path}"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             assert math.isfinite(value), f"non-finite {value} at {path}"
-    for name in result["plots"]:
-        png = out / name
+    assert bool(result["plots"]) == (s.plot is not None or name == "spirals")  # spirals draws from its models
+    for png_name in result["plots"]:
+        png = out / png_name
         assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert s.page.render({**_committed(s.page.needs), s.stem: result})  # its section reads what its run writes
+
+
+def _committed(stems: tuple[str, ...]) -> dict:
+    """The committed results a section reads beside its own."""
+    root = Path(__file__).resolve().parents[1] / "runs" / "results"
+    return {stem: json.loads((root / f"{stem}.json").read_text()) for stem in stems if (root / f"{stem}.json").exists()}
 
 
 def test_digits_table_rows_and_targets(dirs):
-    workdir, out = dirs
-    path = out / "digits-table.json"
-    if not path.exists():
-        reproduce.run_study("digits-table", quick=True, workdir=workdir, out=out)
-    result = json.loads(path.read_text())
+    result = quick_result("digits-table", dirs)
     arms = {(r["model"], r["policy"], r["batch"]) for r in result["rows"]}
     assert arms == {(m, p, b) for m, p in (("ccnf", "fixed"), ("infocnf", "fixed"), ("infocnf", "reinforce"))
                     for b in ("small", "large")}
@@ -98,11 +102,8 @@ def test_beta_study_reaches_cifar10_supervision_and_compares_like_for_like(dirs)
     assert set(betas) == {"small", "large"} and len(betas["small"]) >= 4
     for values in betas.values():
         assert min(values) == 0.5 and beta.supervision_ratio(max(values), 64) == pytest.approx(1065, rel=0.01)
-    workdir, out = dirs
-    path = out / "beta.json"
-    if not path.exists():
-        reproduce.run_study("beta", quick=True, workdir=workdir, out=out)
-    result = json.loads(path.read_text())
+    workdir, _ = dirs
+    result = quick_result("beta", dirs)
     assert 0 < result["pixel_probe_error"] < 0.5
     rows = {(r["model"], r["batch"], r["beta"]): r for r in result["rows"]}
     for c in result["comparisons"]:
@@ -118,15 +119,16 @@ def test_tables_render_every_quick_result(dirs):
     from runs import tables
 
     out = dirs[1]
-    for study in STUDIES:  # the ones the quick tests above have written
-        if study == "curves" or not (out / f"{study}.json").exists():
+    for name in tables.tabled():  # the ones the quick tests above have written
+        s = study(name)
+        if not (out / f"{s.stem}.json").exists():
             continue
-        result = json.loads((out / f"{study}.json").read_text())
-        text = tables.table(result, study)
+        result = json.loads((out / f"{s.stem}.json").read_text())
+        text = tables.table(result, name)
         lines = text.splitlines()
-        assert len(lines) == 2 + len(result["rows"]) + len(result.get("front", [])), study
-        assert all(line.count("|") == len(study_module(study).COLUMNS) + 1 for line in lines), study
-        assert "nan" not in text.lower(), study
+        assert len(lines) == 2 + len(result["rows"]) + sum(len(result.get(k, [])) for k in s.table_extra), name
+        assert all(line.count("|") == len(s.columns) + 1 for line in lines), name
+        assert "nan" not in text.lower(), name
     printed = tables.main(["digits-table", "--results", str(out)])
     assert printed.startswith("### digits-table") and "small batch: learned NFE" in printed
 
@@ -146,31 +148,75 @@ def test_arm_key_changes_with_training_settings():
         assert Arm(**{**arm.__dict__, **changed}).key != arm.key
 
 
-def test_bench_gpu_cpu_smoke(tmp_path):
-    """The prepared GPU benchmark runs on CPU with synthetic CIFAR10 and writes its JSON."""
+def test_bench_gpu_command_line_sets_the_studys_config(tmp_path):
+    """The GPU command line runs the bench-gpu study on CPU with synthetic CIFAR10 and writes its JSON."""
     from runs import bench_gpu
 
     path = tmp_path / "bench.json"
     result = bench_gpu.main(["--device", "cpu", "--threads", "1", "--synthetic", "--iterations", "2", "--warmup", "0",
                              "--batch-size", "4", "--env-kwargs", "hidden=8", "--json", str(path), "--no-progress"])
     saved = json.loads(path.read_text())
+    assert saved["study"] == "bench-gpu" and saved["config"]["env_kwargs"] == {"hidden": 8}
     assert saved["iterations_done"] == 2 and saved["timed_iterations"] == 2
     for key in ("seconds_per_iteration_median", "nfe_forward_mean", "nfe_backward_mean"):
         assert math.isfinite(result[key]) and result[key] > 0
 
 
-def test_bench_flow_quick_writes_the_sweep_with_warm_starts(tmp_path):
-    """NFE against the tolerance, with the heuristic start and warm-started, and the per-NFE cost."""
-    from runs import bench_flow
+def test_bench_gpu_refuses_settings_that_cannot_run(capsys):
+    from runs import bench_gpu
 
-    path = tmp_path / "bench_flow.json"
-    bench_flow.main(["--quick", "--threads", "1", "--json", str(path)])
-    saved = json.loads(path.read_text())
+    with pytest.raises(SystemExit):
+        bench_gpu.main(["--synthetic", "--env", "InfoCNF-MNIST-v0"])
+    assert "--synthetic writes CIFAR10-format data" in capsys.readouterr().err
+
+
+def test_bench_flow_quick_writes_the_sweep_with_warm_starts(dirs):
+    """NFE against the tolerance, with the heuristic start and warm-started, and the per-NFE cost."""
+    saved = quick_result("bench-flow", dirs)
     assert saved["block_cost"] and all(c["nfe_ours"] == c["nfe_minimal"] for c in saved["block_cost"])
     for point in saved["tolerance_sweep"]:
         assert 0 < point["nfe_forward_warm"] <= point["nfe_forward"]
         if point["tol"] <= 1e-4:  # both solves are accurate: the same density
             assert abs(point["bits_per_dim_warm"] - point["bits_per_dim"]) < 1e-3
+
+
+def test_bench_cifar_quick_compares_the_same_ode(dirs):
+    """The FFJORD-style baseline integrates the model's own dynamics with the same noise: every
+    arm that starts its solves from the initial-step heuristic takes the same forward evaluations."""
+    from runs.studies import bench_cifar
+
+    result = quick_result("bench-cifar", dirs)
+    assert set(result["ratios_to_ffjord"]) == set(bench_cifar.ARMS) - {"ffjord"}
+    forward = {name: arm["nfe_forward"][0] for name, arm in result["arms"].items() if name != "seminorm_warm"}
+    assert len(set(forward.values())) == 1 and forward["ffjord"] > 0, forward
+    assert all(arm["nfe_backward"][0] > 0 for arm in result["arms"].values())
+
+
+def test_bench_backend_quick(dirs):
+    import torch
+
+    threads = torch.get_num_threads()
+    result = quick_result("bench-backend", dirs)
+    assert torch.get_num_threads() == threads
+    assert result["machine"]["threads"] == 1 and result["machine"]["torch"] == torch.__version__
+    points = {(p["backend"], p["tol"]): p for p in result["points"]}
+    ref = points[("torchdiffeq", 1e-5)]
+    assert ref["bpd_gap"] == 0.0 and ref["error"] is None
+    assert ref["nfe_forward"] > 0 and ref["nfe_backward"] > 0 and ref["train_s"] > 0 and ref["s_per_nfe"] > 0
+    assert {tol for _, tol in points} == {1e-5, 1e-3}
+    if ("torchode", 1e-5) in points:
+        assert points[("torchode", 1e-5)]["nfe_forward"] == ref["nfe_forward"]
+
+
+def test_learned_vs_fixed_quick_compares_the_two_arms_of_each_seed(dirs):
+    result = quick_result("learned-vs-fixed", dirs)
+    rows = result["rows"]
+    assert set(rows) == {"fixed", "reinforce"} and rows["fixed"]["seeds"] == rows["reinforce"]["seeds"] == [0]
+    assert result["nfe_ratio"] == pytest.approx(rows["reinforce"]["nfe_mean"] / rows["fixed"]["nfe_mean"])
+    assert rows["fixed"]["mean_log10_tol_last"] == pytest.approx(-5.0)  # fixed 1e-5 on every block
+    runs = {json.loads((dirs[0] / "runs" / d / "config.json").read_text())["agent"]
+            for d in [p.name for p in (dirs[0] / "runs").iterdir() if p.name.startswith("learned-vs-fixed")]}
+    assert runs == {"fixed", "reinforce"}
 
 
 def test_the_threads_studys_busy_neighbour_runs_until_the_block_ends():

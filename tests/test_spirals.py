@@ -1,4 +1,4 @@
-"""Spiral data (App. E.1), the (partitioned) LatentODE (Sec. 4.6, App. E.2) and runs.spirals."""
+"""Spiral data (App. E.1), the (partitioned) LatentODE (Sec. 4.6, App. E.2) and the spirals study."""
 
 from __future__ import annotations
 
@@ -186,10 +186,10 @@ def test_sample_extrapolate_and_evaluate(data):
 
 
 # ---------------------------------------------------------------------- driver
-def test_runs_spirals_quick(tmp_path):
-    from runs.spirals import main
+def test_the_spirals_study_quick_with_runs_in_subprocesses(tmp_path):
+    from runs.reproduce import run_study
 
-    main(["--quick", "--seeds", "1", "--jobs", "2", "--out", str(tmp_path)])
+    run_study("spirals", quick=True, seeds=1, jobs=2, workdir=tmp_path / "work", out=tmp_path)
     result = json.loads((tmp_path / "spirals.json").read_text())
     assert result["config"]["epochs"] == 2 and result["config"]["eval_tol"] == 1e-5
     rows = {row["model"]: row for row in result["rows"]}
@@ -211,7 +211,7 @@ def test_runs_spirals_quick(tmp_path):
 
 
 def test_ab_probe_tells_an_encoder_that_holds_a_b_from_one_that_does_not():
-    from runs.spirals import ab_probe_errors, prior_mean_errors
+    from runs.studies.spirals import ab_probe_errors, prior_mean_errors
 
     class Encoder(torch.nn.Module):
         """``encode`` reads z_t0 from the first observation: here, a linear image of (a, b) or noise."""

@@ -1,85 +1,116 @@
-"""The studies of ``python -m runs.reproduce STUDY``, one module each.
+"""The studies of ``python -m runs.reproduce STUDY``: the registry, built once from :data:`MODULES`.
 
-A study is one module: everything about it lives in ``runs/studies/<name>.py``, and adding a
-study is that file plus its line in :data:`MODULES`. The module holds
-
-* ``CONFIG``: the full, CPU-sized setting (the docstring's "Cost" says what it runs);
-* ``QUICK``: overrides for ``--quick``, the smoke-test setting used by
-  ``tests/test_reproduce.py``, merged into ``CONFIG`` key by key (nested dicts recursively);
-* ``ROW_KEYS``: the keys every row of the study's ``rows`` holds (``*_mean`` keys come with
-  ``*_std``);
-* ``run(ctx) -> dict``: runs the study for a :class:`runs.run_cache.Context` and returns
-  ``rows`` plus any study-specific entries; the driver adds the common ones;
-* ``COLUMNS``: its table, ``(header, row key or key_mean stem, digits)`` per column, printed by
-  :mod:`runs.tables` (``curves`` has none: its rows are series);
-* ``plot(result, path)``: its figure, drawn from the result dict alone (:mod:`runs.plots`);
-* ``TITLE``, ``NEEDS``, ``PAGE_ORDER`` and ``section(res) -> str``: its section of
-  docs/results.md (:mod:`runs.docs`): the heading, the result files the section needs (it is
-  left out without them), its place on the page (sections in ascending ``PAGE_ORDER``; the
-  page order is not the order of :data:`MODULES`) and the markdown under the heading, built
-  from ``res``, every result file by stem.
-
-Optional: ``SEEDS``, the study's number of seeds when ``--seeds`` is not given (3 otherwise);
-``USES_DIGITS_REGIMES = False`` for a study that trains no digits flow (its JSON
-leaves the digits regimes out); ``NULLABLE_KEYS``, result keys that may be ``null``;
-``TABLE_EXTRA``, result lists printed below ``rows`` in the table; ``table_notes(result)``,
-lines :mod:`runs.tables` prints under the table.
+A study is one module of this package that defines ``STUDY``, a :class:`runs.study.Study`
+holding everything about it (config, quick overrides, row keys, ``run``, table columns, figure,
+results-page section, seeds, ...). Adding a study is that module and its line in
+:data:`MODULES`. :func:`registry` imports the listed modules by name, the first time it is
+asked, and checks that each defines one study under a name and a result file no other study
+has.
 
 The shared pieces are imported by the studies, never the other way round: the digits run
 matrix (environment ids, policies, training regimes) is :mod:`runs.matrix`, helpers of the
-runs are :mod:`runs.studies.common`, formatters and facts shared by several sections are in
-:mod:`runs.docs`, plot helpers in :mod:`runs.plots`, table cells in :mod:`runs.tables`. Those
-modules reach a study through :func:`study_module` (by name, at call time), so no import
-cycle runs through them. This package module stays light (no torch): it only names the
-studies and loads their configs.
+runs are :mod:`runs.studies.common`, the results page's formatters and the facts several
+sections share are :mod:`runs.format`, the figures' helpers :mod:`runs.figures`, table cells
+:mod:`runs.tables`. Those reach a study only through this registry, by name at call time, so
+no import cycle runs through them; this module itself stays light (no torch) until asked.
+
+``python -m runs.studies`` prints the study table of ``runs/reproduce.py``'s docstring, as the
+registry gives it (a test checks the two agree).
 """
 
 from __future__ import annotations
 
-import copy
+import functools
 import importlib
-from types import ModuleType
+from typing import Any
 
-#: study name (the CLI argument) -> module in this package.
-MODULES = {
-    "digits-table": "digits_table",
-    "uncond": "uncond",
-    "tol-integral": "tol_integral",
-    "tol-hist": "tol_hist",
-    "curves": "curves",
-    "eval-batch": "eval_batch",
-    "policies": "policies",
-    "frozen": "frozen",
-    "samples": "samples",
-    "reinforce-ablation": "reinforce_ablation",
-    "latent-probe": "latent_probe",
-    "speed": "speed",
-    "speed-adjoint": "speed_adjoint",
-    "speed-classical": "speed_classical",
-    "beta": "beta",
-    "tune": "tune",
-    "tune-cnf": "tune_cnf",
-    "benchmark": "benchmark",
-    "threads": "threads",
-}
+from runs.study import Study
 
-
-def study_module(study: str) -> ModuleType:
-    """The module of ``study``; a ``ValueError`` naming the valid studies for an unknown one."""
-    if study not in MODULES:
-        raise ValueError(f"unknown study {study!r}; valid: {', '.join(MODULES)}")
-    return importlib.import_module(f"{__name__}.{MODULES[study]}")
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+#: The study modules of this package, in the order ``python -m runs.reproduce all`` runs them
+#: (``digits_table`` first: the later digits studies reuse its runs). One line per study.
+MODULES = (
+    "digits_table",
+    "uncond",
+    "tol_integral",
+    "tol_hist",
+    "curves",
+    "eval_batch",
+    "policies",
+    "frozen",
+    "samples",
+    "reinforce_ablation",
+    "latent_probe",
+    "speed",
+    "speed_adjoint",
+    "speed_classical",
+    "beta",
+    "tune",
+    "tune_cnf",
+    "benchmark",
+    "threads",
+    "learned_vs_fixed",
+    "spirals",
+    "spirals_ab_ceiling",
+    "bench_env",
+    "bench_flow",
+    "bench_backend",
+    "bench_cifar",
+    "bench_gpu",
+)
 
 
-def load_config(study: str, quick: bool) -> dict:
-    """A copy of the study's ``CONFIG``, with ``QUICK`` merged in for ``--quick``."""
-    module = study_module(study)
-    return _merge(module.CONFIG, module.QUICK) if quick else copy.deepcopy(module.CONFIG)
+def build(modules: tuple[str, ...], package: str = __name__) -> dict[str, Study]:
+    """The studies of ``package``'s ``modules``, by name, in order: each module imported by name
+    and its ``STUDY`` checked; one error for a module without one, or a name or result file that
+    two studies share."""
+    if len(set(modules)) != len(modules):
+        raise ValueError(f"{package}: a module is listed twice: {sorted(m for m in modules if modules.count(m) > 1)}")
+    studies: dict[str, Study] = {}
+    stems: dict[str, str] = {}
+    for module_name in modules:
+        module = importlib.import_module(f"{package}.{module_name}")
+        study = module.__dict__.get("STUDY")
+        if not isinstance(study, Study):
+            raise TypeError(f"{package}.{module_name} defines no STUDY = Study(...)")
+        for kind, key, seen in (("name", study.name, studies), ("result file", study.stem, stems)):
+            if key in seen:
+                raise ValueError(f"{package}.{module_name}: study {kind} {key!r} is taken")
+        studies[study.name] = study
+        stems[study.stem] = study.name
+    return studies
 
+
+@functools.cache
+def registry() -> dict[str, Study]:
+    """Every study by name, in :data:`MODULES` order (built once, :func:`build`)."""
+    return build(MODULES)
+
+
+def names() -> tuple[str, ...]:
+    """The studies' names, in :data:`MODULES` order."""
+    return tuple(registry())
+
+
+def study(name: str) -> Study:
+    """The study ``name``; a ``ValueError`` naming the valid studies for an unknown one."""
+    studies = registry()
+    if name not in studies:
+        raise ValueError(f"unknown study {name!r}; valid: {', '.join(studies)}")
+    return studies[name]
+
+
+def load_config(name: str, quick: bool, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of the study's config, with its quick overrides merged in for ``--quick``."""
+    return study(name).load_config(quick, overrides)
+
+
+def study_table() -> str:
+    """The study table of ``runs/reproduce.py``'s docstring: name and one-line summary per study."""
+    width = max(len(name) for name in names()) + 4
+    rule = "=" * width + "  " + "=" * max(len(s.summary) for s in registry().values())
+    lines = [rule] + [f"{'``' + s.name + '``':<{width}}  {s.summary}" for s in registry().values()] + [rule]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(study_table())

@@ -70,11 +70,14 @@ from typing import Any
 
 import numpy as np
 
+from agents import registry
+from agents.registry import agent_flags
+from runs import figures
 from runs.aggregate import read_jsonl, run_metrics, summarise
-from runs.docs import Res, apct, bullets, figure, nums, pct
-from runs.plots import COLOURS, _f, _pyplot, _save, _title
+from runs.format import apct, bullets, figure, nums, pct
 from runs.run_cache import Arm, Context, digits_arm, run_arms
 from runs.studies.common import ratio
+from runs.study import Page, Res, Study
 from runs.tables import cell, table
 
 ROW_KEYS = ("task", "split", "agent", "reward_mean", "reward_std", "gap_closed", "nfe_mean", "nfe_std",
@@ -86,8 +89,6 @@ NULLABLE_KEYS = ("gap_closed", "gap_closed_vs_constant", "nfe_saving_at_equal_er
                  "ood_no_worse_on_every_family", "vs_classical", "savings",
                  "ood_no_worse_per_family", "nfe_saving_vs_classical_met")
 
-HYPERPARAMS = Path(__file__).resolve().parents[2] / "agents" / "hyperparams" / "benchmark.json"
-MODULES = {"reinforce": "reinforce", "ppo": "sb3", "a2c": "sb3", "sac": "sb3", "td3": "sb3"}
 
 #: The solve layer's methods and step-size controllers (env overrides by setting name); a task's
 #: ``settings`` name those it is scored with, the first being the task's own solver.
@@ -150,21 +151,8 @@ QUICK: dict[str, Any] = {
     "contextual_neighbours": 1,
 }
 
-USES_DIGITS_REGIMES = True
-
 
 # ============================================================================ settings and envs
-def agent_flags(task: str, agent: str) -> list[str]:
-    """The committed flags of ``agent`` on ``task`` (the task's own entry, else ``default``)."""
-    flags = json.loads(HYPERPARAMS.read_text())
-    return list(flags.get(task, flags["default"])[agent])
-
-
-def default_flags(agent: str) -> list[str]:
-    """The committed ``default`` flags of ``agent`` (what the ``tune`` study varies)."""
-    return list(json.loads(HYPERPARAMS.read_text())["default"][agent])
-
-
 def task_kwargs(ctx: Context, kwargs: dict[str, Any]) -> dict[str, Any]:
     """A task's env kwargs as ``gym.make`` takes them (lists as tuples); quick runs keep their
     tiny references and flows in the workdir."""
@@ -222,7 +210,7 @@ def agent_arm(ctx: Context, task: str, kwargs: dict[str, Any], agent: str, seed:
     kwargs = {**kwargs, **(setting or {})}
     if action_mode is not None:
         kwargs = {**kwargs, "action_mode": action_mode}
-    return Arm(label=label or f"leaderboard-{task}-{agent}", module=MODULES[agent], env=task, seed=seed,
+    return Arm(label=label or f"leaderboard-{task}-{agent}", module=registry.get(agent).trainer, env=task, seed=seed,
                iterations=ctx.config["agent_episodes"] if episodes is None else episodes, eval_every=0,
                agent_args=tuple(flags), env_kwargs=tuple(sorted(task_kwargs(ctx, kwargs).items())))
 
@@ -675,7 +663,7 @@ def plot(result: dict, path: Path) -> None:
     """Per benchmark task, on the test pool: the constant-tolerance front of every classical
     setting (top; dashed: scipy over the whole span) and the agents and baselines against the
     fronts of the task's own solver and of the best classical setting (bottom)."""
-    plt = _pyplot()
+    plt = figures.pyplot()
     tasks = result["tasks"]
     fig, axes = plt.subplots(2, max(1, len(tasks)), figsize=(max(7.0, 6.0 * len(tasks)), 9.0), squeeze=False)
     cmap = plt.get_cmap("tab10")
@@ -684,20 +672,20 @@ def plot(result: dict, path: Path) -> None:
         for i, (name, front) in enumerate(task["fronts"].items()):
             style = "--" if name.endswith("-whole") else "-"
             width = 2.0 if name == task["best_classical_setting"] else 0.9
-            top.plot([f["nfe"] for f in front], [max(_f(f["error"]), 1e-16) for f in front], style, marker=".",
+            top.plot([f["nfe"] for f in front], [max(figures.num(f["error"]), 1e-16) for f in front], style, marker=".",
                      color=cmap(i % 10), lw=width, label=name)
         for name in (task["own_setting"], task["best_classical_setting"]):
             front = task["fronts"][name]
-            bottom.plot([f["nfe"] for f in front], [max(_f(f["error"]), 1e-16) for f in front], marker=".",
+            bottom.plot([f["nfe"] for f in front], [max(figures.num(f["error"]), 1e-16) for f in front], marker=".",
                         color="grey" if name == task["own_setting"] else "tab:brown", lw=0.8, label=f"{name} front")
         for row in (r for r in result["rows"] if r["task"] == task["task"] and r["split"] == "test"):
             if row["agent"].startswith("classical:"):
                 continue
             base = row["agent"].split("@")[0]
             own = ("*", "tab:orange") if row["agent"].startswith("oracle:") else (_set_marker(row["agent"]),
-                                                                                   COLOURS.get(base))
+                                                                                   figures.COLOURS.get(base))
             marker, colour = MARKERS.get(row["agent"], own)
-            bottom.scatter([row["nfe_mean"]], [max(_f(row["error_mean"]), 1e-16)], marker=marker, color=colour,
+            bottom.scatter([row["nfe_mean"]], [max(figures.num(row["error_mean"]), 1e-16)], marker=marker, color=colour,
                            s=70 if marker == "*" else 30, edgecolor="black" if marker == "*" else None,
                            label=row["agent"], zorder=3)
         for ax in (top, bottom):
@@ -711,15 +699,9 @@ def plot(result: dict, path: Path) -> None:
         top.set_title(f"{task['task']}: classical settings (bold: the best, {task['best_classical']})", fontsize=8)
         bottom.set_title(f"{task['task']}: agents (dots: own solver; triangles: on {task['agent_setting']})",
                          fontsize=8)
-    fig.suptitle(_title(result, "Tolerance agents against classical solver settings on held-out episodes"))
-    _save(fig, path)
+    fig.suptitle(figures.title(result, "Tolerance agents against classical solver settings on held-out episodes"))
+    figures.save(fig, path)
 
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "The tolerance-learning benchmark: learned tolerances against the best classical settings"
-NEEDS = ("benchmark",)
-PAGE_ORDER = 150
 
 #: The tune studies, each choosing the flags of one task.
 TUNE_STUDIES = ("tune", "tune-cnf")
@@ -904,3 +886,18 @@ def readme_table(d: dict) -> str:
 if __name__ == "__main__":  # print the README's tables from the committed result
     print(readme_table(json.loads((Path(__file__).resolve().parents[2] / "runs" / "results" / "benchmark.json")
                                   .read_text())))
+
+
+STUDY = Study(
+    name="benchmark",
+    summary="the leaderboard: agents vs every classical solver setting and the oracles, ODE and CNF tasks",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("The tolerance-learning benchmark: learned tolerances against the best classical settings",
+              order=150, render=section, needs=("benchmark",)),
+    nullable_keys=NULLABLE_KEYS,
+)

@@ -35,11 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from runs import figures
 from runs.aggregate import summarise
-from runs.docs import Res, bullets, figure, nums, pct, row, xs
-from runs.plots import COLOURS, _f, _pyplot, _save, _title
+from runs.format import bullets, figure, nums, pct, row, xs
 from runs.run_cache import Context
 from runs.studies.common import latents, probe_error, ratio, rel_diff, seed_arms, sup_size, train_groups
+from runs.study import Page, Res, Study
 from runs.tables import table
 
 ROW_KEYS = ("model", "batch", "beta", "seeds", "test_error_mean", "test_error_std", "bits_per_dim_mean",
@@ -136,7 +137,7 @@ COLUMNS = [("model", "model", 0), ("batch", "batch", 0), ("beta", "beta", 1),
 def plot(result: dict, path: Path) -> None:
     """Per regime: test error (own classifier, solid; probe on z_y, dashed) and bits/dim against
     beta for CCNF and InfoCNF, with the raw-pixel probe as the ceiling."""
-    plt = _pyplot()
+    plt = figures.pyplot()
     rows = result["rows"]
     regimes = list(dict.fromkeys(r["batch"] for r in rows))
     fig, axes = plt.subplots(2, len(regimes), figsize=(5.0 * len(regimes), 6.5), squeeze=False)
@@ -145,16 +146,17 @@ def plot(result: dict, path: Path) -> None:
         for model in dict.fromkeys(r["model"] for r in rows):
             sel = sorted((r for r in rows if r["batch"] == regime and r["model"] == model), key=lambda r: r["beta"])
             betas = [r["beta"] for r in sel]
-            colour = COLOURS.get(f"{model}-fixed")
+            colour = figures.COLOURS.get(f"{model}-fixed")
             name = {"ccnf": "CCNF", "infocnf": "InfoCNF"}.get(model, model)
-            err_ax.errorbar(betas, [_f(r["test_error_mean"]) for r in sel], [_f(r["test_error_std"]) for r in sel],
-                            color=colour, marker="o", capsize=3, label=f"{name}: own classifier")
-            err_ax.plot(betas, [_f(r["zy_probe_error_mean"]) for r in sel], color=colour, ls="--", marker="x",
+            err_ax.errorbar(betas, [figures.num(r["test_error_mean"]) for r in sel],
+                            [figures.num(r["test_error_std"]) for r in sel], color=colour, marker="o", capsize=3,
+                            label=f"{name}: own classifier")
+            err_ax.plot(betas, [figures.num(r["zy_probe_error_mean"]) for r in sel], color=colour, ls="--", marker="x",
                         label=f"{name}: probe on z_y")
-            bpd_ax.errorbar(betas, [_f(r["bits_per_dim_mean"]) for r in sel],
-                            [_f(r["bits_per_dim_std"]) for r in sel], color=colour, marker="o", capsize=3,
+            bpd_ax.errorbar(betas, [figures.num(r["bits_per_dim_mean"]) for r in sel],
+                            [figures.num(r["bits_per_dim_std"]) for r in sel], color=colour, marker="o", capsize=3,
                             label=name)
-        err_ax.axhline(_f(result["pixel_probe_error"]), color="grey", ls=":", label="probe on raw pixels")
+        err_ax.axhline(figures.num(result["pixel_probe_error"]), color="grey", ls=":", label="probe on raw pixels")
         for ax, label in ((err_ax, "test error"), (bpd_ax, "test bits/dim @1e-5")):
             ax.set_xscale("log")
             ax.set_xlabel("beta (cross-entropy weight)")
@@ -162,15 +164,8 @@ def plot(result: dict, path: Path) -> None:
         err_ax.set_title(f"{regime} batch", fontsize=9)
     axes[0][0].legend(fontsize=6)
     axes[1][0].legend(fontsize=6)
-    fig.suptitle(_title(result, "InfoCNF vs CCNF against the supervision weight beta (authors' heads)"))
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "InfoCNF vs CCNF as the supervision weighs as on CIFAR10"
-NEEDS = ("beta",)
-PAGE_ORDER = 30
+    fig.suptitle(figures.title(result, "InfoCNF vs CCNF against the supervision weight beta (authors' heads)"))
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -245,3 +240,17 @@ tolerance 1e-5 with warm-started steps (which leaves bits/dim unchanged, see [`s
 choices are the digits ids' (three-layer dynamics, fixed end time). "probe z_y" / "probe z" are logistic
 regressions fitted on the training latents at 1e-5 (for CCNF, z_y is the same slice of z).""", bullets(
         [*gap, ceiling, partition, bpd])])
+
+
+STUDY = Study(
+    name="beta",
+    summary="InfoCNF vs CCNF (authors' heads) as beta grows to CIFAR10's supervision ratio",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("InfoCNF vs CCNF as the supervision weighs as on CIFAR10", order=30, render=section, needs=("beta",)),
+    nullable_keys=NULLABLE_KEYS,
+)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.evaluate import Policy, ToleranceTrace, policy_tolerance
+from agents.base import TolerancePolicy
+from agents.evaluate import ToleranceTrace, policy_tolerance
 from flows import EVAL_TOL  # noqa: F401  (the studies import it from here)
 from runs.aggregate import RUN_METRICS, aggregate_series, read_jsonl, run_metrics, run_series, summarise
 from runs.run_cache import Arm, Context, digits_arm, run_arms
@@ -72,7 +73,7 @@ def vs_fixed(row: dict, fixed: dict) -> dict:
 
 # ============================================================================ analysis of trained runs
 @torch.no_grad()
-def policy_pass(env: Any, x: torch.Tensor, y: torch.Tensor, policy: Policy,
+def policy_pass(env: Any, x: torch.Tensor, y: torch.Tensor, policy: TolerancePolicy,
                 generator: torch.Generator | None = None) -> tuple[Any, list[float], list[float]]:
     """One pass with the policy choosing each block's tolerance: output, log10 tols, policy stds."""
     trace = ToleranceTrace()

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runs.docs import Res, eval_tol, figure, row
-from runs.plots import COLOURS, NAMES, _arm, _curve, _pyplot, _save, _title
+from runs import figures
+from runs.format import eval_tol, figure, row
 from runs.run_cache import Context
 from runs.studies import load_config
 from runs.studies.common import curve_rows, seed_arms, train_groups
+from runs.study import Page, Res, Study
 
 ROW_KEYS = ("model", "policy", "batch", "seeds", "epoch", "test_error_mean", "test_error_std",
             "bits_per_dim_mean", "bits_per_dim_std", "nfe_mean", "nfe_std")
@@ -37,7 +38,7 @@ def run(ctx: Context) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = figures.pyplot()
     rows = result["rows"]
     regimes = list(dict.fromkeys(r["batch"] for r in rows))
     panels = [("test_error", "test error"), ("bits_per_dim", "test bits/dim @1e-5"), ("nfe", "train NFE / it (f+b)")]
@@ -46,20 +47,14 @@ def plot(result: dict, path: Path) -> None:
         for j, (key, label) in enumerate(panels):
             ax = axes[i][j]
             for entry in (r for r in rows if r["batch"] == regime):
-                _curve(ax, entry, key, COLOURS.get(_arm(entry)), NAMES.get(_arm(entry), _arm(entry)))
+                arm = figures.arm_name(entry)
+                figures.curve(ax, entry, key, figures.COLOURS.get(arm), figures.NAMES.get(arm, arm))
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.set_title(f"{regime} batch")
         axes[i][0].legend(fontsize=7)
-    fig.suptitle(_title(result, "Training curves (Fig. 3 analogue)"))
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Training curves, Fig. 3 analogue"
-NEEDS = ("curves",)
-PAGE_ORDER = 40
+    fig.suptitle(figures.title(result, "Training curves (Fig. 3 analogue)"))
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -80,3 +75,15 @@ both regimes (at each of the {n_points} evaluations, bits/dim within {max(gaps):
 of each other), while its training NFE stays {100 * min(cuts):.0f}-{100 * max(cuts):.0f}% lower at every evaluation
 (the paper's Fig. 3). The NFE of the learned arm varies more across seeds with small batches
 (std up to {spread['small']:.1f} NFE per iteration, against {spread['large']:.1f} with large batches)."""])
+
+
+STUDY = Study(
+    name="curves",
+    summary="Fig. 3: test error, test bits/dim and NFE over training",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    plot=plot,
+    page=Page("Training curves, Fig. 3 analogue", order=40, render=section, needs=("curves",)),
+)

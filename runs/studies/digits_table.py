@@ -35,26 +35,27 @@ import math
 from pathlib import Path
 from typing import Any
 
-from runs.docs import (
-    Res,
-    _share,
+from runs import figures
+from runs.format import (
     apct,
     bullets,
     eval_tol,
     figure,
     per_seed,
+    rel_pct,
     rng,
     row,
+    share,
     tol10,
     upper_bound,
     within_std,
     xs,
 )
 from runs.matrix import DIGITS_TRAIN_SIZE
-from runs.plots import _bars, _pyplot, _save, _title
 from runs.run_cache import Context
 from runs.studies.common import ratio, rel_diff, run_row, seed_arms, train_groups
-from runs.tables import _pct, table
+from runs.study import Page, Res, Study
+from runs.tables import table
 
 ROW_KEYS = ("model", "policy", "batch", "seeds", "test_error_mean", "test_error_std", "bits_per_dim_mean",
             "bits_per_dim_std", "marginal_bits_per_dim_mean", "marginal_bits_per_dim_std", "nfe_mean", "nfe_std",
@@ -122,7 +123,7 @@ COLUMNS = [("model", "model", 0), ("tolerance", "policy", 0), ("batch", "batch",
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = figures.pyplot()
     rows = result["rows"]
     groups = list(dict.fromkeys(r["batch"] for r in rows))
     panels = [("test_error", "test error"), ("bits_per_dim", "test bits/dim @1e-5"),
@@ -130,10 +131,10 @@ def plot(result: dict, path: Path) -> None:
               ("wall_s", "wall time [s]")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8))
     for ax, (key, label) in zip(axes, panels, strict=True):
-        _bars(ax, rows, key, groups, label)
+        figures.bars(ax, rows, key, groups, label)
     axes[0].legend(fontsize=7)
-    fig.suptitle(_title(result, "Digits analogue of Tables 1-2"))
-    _save(fig, path)
+    fig.suptitle(figures.title(result, "Digits analogue of Tables 1-2"))
+    figures.save(fig, path)
 
 
 def targets(result: dict) -> str:
@@ -143,11 +144,11 @@ def targets(result: dict) -> str:
         parts = [f"{t['batch']} batch:"]
         if "nfe_ratio" in t:
             parts.append(f"learned NFE {_num(t['nfe_ratio'], 3)}x fixed (target {t['nfe_ratio_target']}), "
-                         f"bits/dim {_pct(t['learned_bits_per_dim_rel_diff'])} -> "
+                         f"bits/dim {rel_pct(t['learned_bits_per_dim_rel_diff'])} -> "
                          f"{'met' if t['nfe_target_met'] else 'not met'};")
         if "error_ratio" in t:
             parts.append(f"InfoCNF error {_num(t['error_ratio'], 3)}x CCNF (target {t['error_ratio_target']}), "
-                         f"bits/dim {_pct(t['infocnf_bits_per_dim_rel_diff'])} -> "
+                         f"bits/dim {rel_pct(t['infocnf_bits_per_dim_rel_diff'])} -> "
                          f"{'met' if t['error_target_met'] else 'not met'}")
         out.append("- " + " ".join(parts))
     return "\n".join(out)
@@ -155,17 +156,6 @@ def targets(result: dict) -> str:
 
 def _num(value: float | None, digits: int) -> str:
     return "nan" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-#: What ``python -m runs.tables`` prints under the study's table.
-table_notes = targets
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Tables 1-2 analogue"
-NEEDS = ("digits-table", "eval-batch")
-PAGE_ORDER = 10
 
 
 def section(res: Res) -> str:
@@ -197,7 +187,7 @@ def section(res: Res) -> str:
     if "latent-probe" in res and "samples" in res:
         lp = res["latent-probe"]
         dims = math.prod(res["samples"]["image_shape"])
-        probe = (f" The classifier of InfoCNF sees {_share(lp['config']['sup_ratio'])} of z "
+        probe = (f" The classifier of InfoCNF sees {share(lp['config']['sup_ratio'])} of z "
                  f"(z_y, {round(lp['config']['sup_ratio'] * dims)} of {dims} dimensions) and its large-batch runs are "
                  f"short ({d['regimes']['large']['iterations']} iterations); at this scale the split costs accuracy "
                  "rather than helping ([`latent-probe`](#latent-probe) shows where the class sits in z and what "
@@ -227,3 +217,17 @@ def section(res: Res) -> str:
         "(see `runs/studies/digits_table.py`)."
         if max(bpd_rng["small"]) < min(bpd_rng["large"]) else "",
     ])])
+
+
+STUDY = Study(
+    name="digits-table",
+    summary="Tables 1-2: CCNF / InfoCNF fixed 1e-5 / InfoCNF learned, small + large batch",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Tables 1-2 analogue", order=10, render=section, needs=("digits-table", "eval-batch")),
+    table_notes=targets,
+)

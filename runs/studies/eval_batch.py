@@ -19,11 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from agents.evaluate import evaluate_fixed, evaluate_policy, load_policy, load_run
+from runs import figures
 from runs.aggregate import summarise
-from runs.docs import Res, apct, eval_tol, figure, rng, row
-from runs.plots import COLOURS, _arr, _pyplot, _save, _title
+from runs.format import apct, eval_tol, figure, rng, row
 from runs.run_cache import Context
 from runs.studies.common import EVAL_TOL, batches, seed_arms, train_groups
+from runs.study import Page, Res, Study
 from runs.tables import table
 
 ROW_KEYS = ("split", "batch_size", "seeds", "bits_per_dim_mean", "bits_per_dim_std", "marginal_bits_per_dim_mean",
@@ -79,7 +80,7 @@ COLUMNS = [("split", "split", 0), ("batch", "batch_size", 0), ("bits/dim", "bits
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = figures.pyplot()
     rows = result["rows"]
     panels = [("delta_bits_per_dim", "bits/dim (learned tol) - bits/dim (1e-5)"),
               ("delta_error", "error (learned tol) - error (1e-5)"), ("nfe", "forward NFE per batch"),
@@ -88,24 +89,17 @@ def plot(result: dict, path: Path) -> None:
     for ax, (key, label) in zip(axes, panels, strict=True):
         for split in dict.fromkeys(r["split"] for r in rows):
             sub = sorted((r for r in rows if r["split"] == split), key=lambda r: r["batch_size"])
-            ax.errorbar([r["batch_size"] for r in sub], _arr([r.get(f"{key}_mean") for r in sub]),
-                        yerr=_arr([r.get(f"{key}_std") for r in sub]), marker="o", capsize=3,
-                        color=COLOURS.get(split), label=f"{split} split")
+            ax.errorbar([r["batch_size"] for r in sub], figures.floats([r.get(f"{key}_mean") for r in sub]),
+                        yerr=figures.floats([r.get(f"{key}_std") for r in sub]), marker="o", capsize=3,
+                        color=figures.COLOURS.get(split), label=f"{split} split")
         if key.startswith("delta"):
             ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("evaluation batch size")
         ax.set_ylabel(label, fontsize=8)
     axes[0].legend(fontsize=7)
-    fig.suptitle(_title(result, "Evaluating with the learned tolerances vs batch size (Appendix D analogue)"))
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Evaluating with the learned tolerances, Appendix D analogue"
-NEEDS = ("eval-batch",)
-PAGE_ORDER = 70
+    fig.suptitle(figures.title(result, "Evaluating with the learned tolerances vs batch size (Appendix D analogue)"))
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -136,3 +130,17 @@ training batch; here they do not, because the gates' choice hardly depends on th
 ([`tol-hist`](#tol-hist)). The differences of {rng(all_deltas, 4, ' to ')} are of the size of the Hutchinson
 estimator's noise (the reference shares its noise only with the batch-{at_ref['batch_size']} row, whose difference
 is {at_ref['delta_bits_per_dim_mean']:.4f})."""])
+
+
+STUDY = Study(
+    name="eval-batch",
+    summary="Appendix D: evaluation with the learned tolerances at various batch sizes",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Evaluating with the learned tolerances, Appendix D analogue", order=70, render=section,
+              needs=("eval-batch",)),
+)

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from agents.evaluate import evaluate_fixed, evaluate_policy, load_policy, load_run
+from runs import figures
 from runs.aggregate import summarise
-from runs.docs import Res, apct, bullets, eval_tol, figure, row, sci, tol10
-from runs.plots import COLOURS, _arr, _f, _pyplot, _save, _title
+from runs.format import apct, bullets, eval_tol, figure, row, sci, tol10
 from runs.run_cache import Context, digits_arm
 from runs.studies.common import EVAL_TOL, batches, seed_arms, train_groups, training_tail
+from runs.study import Page, Res, Study
 from runs.tables import cell, table
 
 ROW_KEYS = ("policy", "seeds", "nfe_mean", "nfe_std", "bits_per_dim_mean", "bits_per_dim_std",
@@ -101,39 +102,31 @@ def run(ctx: Context) -> dict:
 COLUMNS = [("tolerance", "policy", 0), ("tol", "tol", 8), ("test NFE", "nfe", 1),
            ("bits/dim", "bits_per_dim", 4), ("excess bits/dim", "excess_bits_per_dim", 4),
            ("log10 tol", "log10_tol", 2)]
-#: Lists of the result printed below ``rows`` in the table: the fixed-tolerance front.
-TABLE_EXTRA = ("front",)
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = figures.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     front = sorted(result["front"], key=lambda r: r["tol"])
     for ax, key, label in ((axes[0], "bits_per_dim", "test bits/dim at the tolerances used"),
                            (axes[1], "excess_bits_per_dim", "bits/dim minus bits/dim @1e-5")):
-        ax.errorbar(_arr([r["nfe_mean"] for r in front]), _arr([r[f"{key}_mean"] for r in front]),
-                    yerr=_arr([r[f"{key}_std"] for r in front]), marker="s", color="k", capsize=2,
+        ax.errorbar(figures.floats([r["nfe_mean"] for r in front]), figures.floats([r[f"{key}_mean"] for r in front]),
+                    yerr=figures.floats([r[f"{key}_std"] for r in front]), marker="s", color="k", capsize=2,
                     label="fixed tolerances")
         for r in front:
-            ax.annotate(f"{r['tol']:.0e}", (_f(r["nfe_mean"]), _f(r[f"{key}_mean"])), fontsize=6,
+            ax.annotate(f"{r['tol']:.0e}", (figures.num(r["nfe_mean"]), figures.num(r[f"{key}_mean"])), fontsize=6,
                         textcoords="offset points", xytext=(3, 3))
         for entry in result["rows"]:
-            ax.errorbar(_f(entry["nfe_mean"]), _f(entry[f"{key}_mean"]), xerr=_f(entry["nfe_std"]),
-                        yerr=_f(entry[f"{key}_std"]), marker="o", markersize=8, linestyle="none", capsize=3,
-                        color=COLOURS.get(entry["policy"]), label=entry["policy"])
+            ax.errorbar(figures.num(entry["nfe_mean"]), figures.num(entry[f"{key}_mean"]),
+                        xerr=figures.num(entry["nfe_std"]), yerr=figures.num(entry[f"{key}_std"]), marker="o",
+                        markersize=8, linestyle="none", capsize=3, color=figures.COLOURS.get(entry["policy"]),
+                        label=entry["policy"])
         ax.set_xscale("log")
         ax.set_xlabel("test forward NFE per batch")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=7)
-    fig.suptitle(_title(result, "Policies on a frozen InfoCNF vs the fixed-tolerance front"))
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Policies on a frozen flow against the fixed-tolerance front"
-NEEDS = ("frozen", "eval-batch")
-PAGE_ORDER = 120
+    fig.suptitle(figures.title(result, "Policies on a frozen InfoCNF vs the fixed-tolerance front"))
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -192,3 +185,18 @@ tolerances minus bits/dim at {eval_tol(res)} on the same batches and Hutchinson 
         ("No policy lies clearly below the front. The per-input gating the paper motivates would show up as points "
         "below it; on digits at this width we do not see it."),
     ])])
+
+
+STUDY = Study(
+    name="frozen",
+    summary="policies on a frozen pre-trained flow against the fixed-tolerance front",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Policies on a frozen flow against the fixed-tolerance front", order=120, render=section,
+              needs=("frozen", "eval-batch")),
+    table_extra=("front",),
+)

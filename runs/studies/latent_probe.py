@@ -31,11 +31,12 @@ import json
 from pathlib import Path
 
 from agents.evaluate import load_run
+from runs import figures
 from runs.aggregate import summarise
-from runs.docs import Res, _num_classes, _share, apct, bullets, eval_tol, figure, num_train, row
-from runs.plots import _bars, _pyplot, _save, _title
+from runs.format import apct, bullets, eval_tol, figure, num_classes, num_train, row, share
 from runs.run_cache import Context
 from runs.studies.common import latents, probe_error, seed_arms, sup_size, train_groups
+from runs.study import Page, Res, Study
 from runs.tables import table
 
 ROW_KEYS = ("model", "policy", "batch", "features", "seeds", "test_error_mean", "test_error_std")
@@ -89,24 +90,18 @@ COLUMNS = [("model", "model", 0), ("batch", "batch", 0), ("classifier", "feature
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = figures.pyplot()
     rows = result["rows"]
     regimes = list(dict.fromkeys(r["batch"] for r in rows))
     features = list(dict.fromkeys(r["features"] for r in rows))
     fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 3.8), squeeze=False)
     for ax, regime in zip(axes[0], regimes, strict=True):
-        _bars(ax, [r for r in rows if r["batch"] == regime], "test_error", features, "test error", group_key="features")
+        figures.bars(ax, [r for r in rows if r["batch"] == regime], "test_error", features, "test error",
+                     group_key="features")
         ax.set_title({"large-long": "large batch, 2x epochs"}.get(regime, f"{regime} batch"), fontsize=9)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(_title(result, "Linear probes on the latent code vs the model's own classifier"))
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Where the class sits in z, and why InfoCNF's error lags"
-NEEDS = ("latent-probe",)
-PAGE_ORDER = 20
+    fig.suptitle(figures.title(result, "Linear probes on the latent code vs the model's own classifier"))
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -122,14 +117,14 @@ def section(res: Res) -> str:
     regimes = d["regimes"]
     long_, large = regimes["large-long"], regimes["large"]
     n_train = num_train(res)
-    classes = _num_classes(res)
+    classes = num_classes(res)
     chance = f"; chance is {1 - 1 / classes:.2f}" if classes else ""
     fitted = f"the {n_train:,} training latents" if n_train else "the training latents"
     long_epochs = (f", {long_['iterations'] * long_['batch_size'] / n_train:.0f} epochs" if n_train else "")
     ratio = {r: e("infocnf", r, "own classifier") / e("ccnf", r, "own classifier") for r in ("large", "large-long")}
     return "\n\n".join([figure("latent-probe"), table(d, "latent-probe"), f"""\
 Each trained flow maps the digits to z at {eval_tol(res)}; a linear probe (logistic regression fitted on
-{fitted}) is trained on z_y (the first {_share(d['config']['sup_ratio'])} of z, InfoCNF's supervised code), on z_u (the
+{fitted}) is trained on z_y (the first {share(d['config']['sup_ratio'])} of z, InfoCNF's supervised code), on z_u (the
 rest) and on all of z, and scored on the test set next to the model's own classifier.
 "large-long" is the large-batch regime trained for {long_['iterations'] / large['iterations']:.0f}x the epochs
 ({long_['iterations']} iterations{long_epochs}) for CCNF and InfoCNF.""", bullets([
@@ -159,3 +154,17 @@ rest) and on all of z, and scored on the test set next to the model's own classi
         "large-batch InfoCNF needs more updates than the budget gives for the class to move into z_y; the paper's "
         "much longer training may be what makes the difference there, which we cannot test here."),
     ])])
+
+
+STUDY = Study(
+    name="latent-probe",
+    summary="linear probes on z_y, z_u and z of CCNF and InfoCNF against their own classifier",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Where the class sits in z, and why InfoCNF's error lags", order=20, render=section,
+              needs=("latent-probe",)),
+)

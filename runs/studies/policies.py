@@ -21,10 +21,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from runs.docs import Res, apct, bullets, eval_tol, figure, num_blocks, per_seed, required, row, sci, tol10, upper_bound
-from runs.plots import COLOURS, _arr, _f, _pyplot, _save, _title
+from runs import figures
+from runs.format import apct, bullets, eval_tol, figure, num_blocks, per_seed, required, row, sci, tol10, upper_bound
 from runs.run_cache import Context
 from runs.studies.common import run_row, seed_arms, train_groups, vs_fixed
+from runs.study import Page, Res, Study
 from runs.tables import table
 
 ROW_KEYS = ("model", "policy", "batch", "seeds", "test_error_mean", "test_error_std", "bits_per_dim_mean",
@@ -63,33 +64,27 @@ def plot(result: dict, path: Path, title: str = "Tolerance policies co-trained w
 
     Rows are named by ``variant`` where present (``reinforce-ablation``), else by ``policy``.
     """
-    plt = _pyplot()
+    plt = figures.pyplot()
     rows = list(result["rows"])
     if "reference" in result:
         rows.insert(0, {**result["reference"], "variant": f"{result['reference']['policy']} (reference)"})
     names = [r.get("variant", r["policy"]) for r in rows]
-    colours = [COLOURS.get(r["policy"], f"C{i}") if "variant" not in r else f"C{i}" for i, r in enumerate(rows)]
+    colours = [figures.COLOURS.get(r["policy"], f"C{i}") if "variant" not in r else f"C{i}" for i, r in enumerate(rows)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for entry, name, colour in zip(rows, names, colours, strict=True):
-        axes[0].errorbar(_f(entry["nfe_mean"]), _f(entry["bits_per_dim_mean"]), xerr=_f(entry["nfe_std"]),
-                         yerr=_f(entry["bits_per_dim_std"]), marker="o", capsize=3, color=colour, label=name)
+        axes[0].errorbar(figures.num(entry["nfe_mean"]), figures.num(entry["bits_per_dim_mean"]),
+                         xerr=figures.num(entry["nfe_std"]), yerr=figures.num(entry["bits_per_dim_std"]), marker="o",
+                         capsize=3, color=colour, label=name)
     axes[0].set_xlabel("train NFE / iteration (f+b)")
     axes[0].set_ylabel("test bits/dim @1e-5")
     axes[0].legend(fontsize=7)
     xs = range(len(rows))
-    axes[1].bar(xs, _arr([r.get("test_error_mean") for r in rows]), yerr=_arr([r.get("test_error_std") for r in rows]),
-                capsize=3, color=colours)
+    axes[1].bar(xs, figures.floats([r.get("test_error_mean") for r in rows]),
+                yerr=figures.floats([r.get("test_error_std") for r in rows]), capsize=3, color=colours)
     axes[1].set_xticks(list(xs), names, rotation=30, fontsize=7, ha="right")
     axes[1].set_ylabel("test error")
-    fig.suptitle(_title(result, title))
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Which agent should choose the tolerances?"
-NEEDS = ("policies", "reinforce-ablation")
-PAGE_ORDER = 110
+    fig.suptitle(figures.title(result, title))
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -145,3 +140,17 @@ differ only in what they save.""", bullets([
         + (", the other" + ("s" if len(norm_other) > 1 else "") + " at " + ", ".join(tol10(t, 1) for t in norm_other)
            if norm_other else "") + ".",
     ])])
+
+
+STUDY = Study(
+    name="policies",
+    summary="REINFORCE vs SB3 PPO / SAC / A2C / TD3 vs fixed as the tolerance policy",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Which agent should choose the tolerances?", order=110, render=section,
+              needs=("policies", "reinforce-ablation", "tol-hist")),
+)

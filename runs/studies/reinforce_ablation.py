@@ -9,7 +9,7 @@ runs): training NFE ratio and test bits/dim at 1e-5. The default variant and the
 are the digits-table runs (shared).
 
 A gate init mean of -5, outside this study: ``nfe_ratio`` in
-``runs/results/learned_vs_fixed__init_mean-5.json`` (written by ``runs/bench_learned_tol.py``).
+``runs/results/learned_vs_fixed__init_mean-5.json`` (the ``learned-vs-fixed`` study).
 
 Cost (full): a training run per variant and seed; the committed result's ``wall_s``
 (``runs/results/reinforce-ablation.json``) is the time of the run that wrote it (runs found in
@@ -21,23 +21,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from runs.aggregate import RUN_METRICS, run_metrics, summarise
-from runs.docs import (
-    Res,
-    _init_mean,
-    apct,
-    bullets,
-    eval_tol,
-    figure,
-    pct,
-    per_seed,
-    required,
-    tol10,
-    upper_bound,
-    within_std,
-)
+from runs.format import apct, bullets, eval_tol, figure, pct, per_seed, required, tol10, upper_bound, within_std
 from runs.run_cache import Context
 from runs.studies.common import run_row, seed_arms, train_groups, vs_fixed
+from runs.studies.learned_vs_fixed import init_mean
 from runs.studies.policies import plot as plot_policies
+from runs.study import Page, Res, Study
 from runs.tables import table
 
 ROW_KEYS = ("variant", "model", "policy", "batch", "seeds", "test_error_mean", "test_error_std",
@@ -104,13 +93,6 @@ def plot(result: dict, path: Path) -> None:
     plot_policies(result, path, "REINFORCE variants co-trained with InfoCNF on digits")
 
 
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Why REINFORCE stops short of the target with small batches"
-NEEDS = ("reinforce-ablation",)
-PAGE_ORDER = 100
-
-
 def section(res: Res) -> str:
     d = res["reinforce-ablation"]
     rows = d["rows"]
@@ -135,8 +117,8 @@ def section(res: Res) -> str:
     bench = ""
     lvf = {k: res[k] for k in ("learned_vs_fixed__init_mean-5", "learned_vs_fixed") if k in res}
     if lvf:
-        bench = ("The gates' initial mean was chosen with `runs/bench_learned_tol.py` ([benchmarks](#benchmarks)): "
-                 + "; ".join(f"initial mean {_init_mean(k, r)} gave {r['nfe_ratio']:.3f}x over "
+        bench = ("The gates' initial mean was chosen with [`learned-vs-fixed`](#learned-vs-fixed): "
+                 + "; ".join(f"initial mean {init_mean(k, r)} gave {r['nfe_ratio']:.3f}x over "
                              f"{len(r['rows']['fixed']['seeds'])} seeds" for k, r in lvf.items())
                  + ", in that benchmark's setting.")
     return "\n\n".join([figure("reinforce-ablation"), table(d, "reinforce-ablation"), f"""\
@@ -166,3 +148,17 @@ iterations; the fixed-{eval_tol(res)} reference is the `digits-table` arm ({d['r
         bench,
         f"No variant changes test bits/dim by more than {apct(max_rel)}, or test error{err_note}.",
     ])])
+
+
+STUDY = Study(
+    name="reinforce-ablation",
+    summary="REINFORCE variants (gate lr, baseline, entropy, bounds) vs fixed 1e-5 / 1e-2",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Why REINFORCE stops short of the target with small batches", order=100, render=section,
+              needs=("reinforce-ablation",)),
+)

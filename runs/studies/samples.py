@@ -20,11 +20,12 @@ import torch
 
 from agents.evaluate import load_run
 from flows import FlowModel
+from runs import figures
 from runs.aggregate import summarise
-from runs.docs import Res, _num_classes, figure, required, row, sci
-from runs.plots import NAMES, _arr, _f, _pyplot, _save, _title
+from runs.format import figure, num_classes, required, row, sci
 from runs.run_cache import Context
 from runs.studies.common import seed_arms, train_groups
+from runs.study import Page, Res, Study
 from runs.tables import table
 
 ROW_KEYS = ("model", "policy", "seeds", "sample_accuracy_mean", "sample_accuracy_std", "self_consistency_mean",
@@ -83,31 +84,24 @@ COLUMNS = [("model", "model", 0), ("tolerance", "policy", 0), ("sample accuracy"
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = figures.pyplot()
     grids = result["grids"]
     per_class = result["per_class"]
     shape = result["image_shape"][-2:]
     accuracy = {f"{r['model']}-{r['policy']}": r for r in result["rows"]}
     fig, axes = plt.subplots(1, len(grids), figsize=(max(6.0, 1.0 + 0.6 * per_class * len(grids)), 6.5), squeeze=False)
     for ax, (name, flat) in zip(axes[0], grids.items(), strict=True):
-        images = _arr([v for img in flat for v in img]).reshape(10, per_class, *shape)
+        images = figures.floats([v for img in flat for v in img]).reshape(10, per_class, *shape)
         mosaic = np.block([[np.pad(images[c, k], 1, constant_values=0.0) for k in range(per_class)]
                            for c in range(10)])
         ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([(shape[0] + 2) * (c + 0.5) for c in range(10)], [str(c) for c in range(10)])
         row = accuracy.get(name, {})
-        agree = _f(row.get("sample_accuracy_mean"))
-        ax.set_title(f"{NAMES.get(name, name)}\nclassifier agrees: {agree:.2f}", fontsize=8)
-    fig.suptitle(_title(result, "Class-conditional samples at tol 1e-5 (Fig. 7 analogue)"), fontsize=9)
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Class-conditional samples, Fig. 7 analogue"
-NEEDS = ("samples",)
-PAGE_ORDER = 80
+        agree = figures.num(row.get("sample_accuracy_mean"))
+        ax.set_title(f"{figures.NAMES.get(name, name)}\nclassifier agrees: {agree:.2f}", fontsize=8)
+    fig.suptitle(figures.title(result, "Class-conditional samples at tol 1e-5 (Fig. 7 analogue)"), fontsize=9)
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -119,5 +113,18 @@ Samples at tol {sci(d['config']['tol'])} from the digits models are noisy stroke
 classifier that scores {d['classifier_test_accuracy']:.3f} on the real test digits assigns \
 {info['sample_accuracy_mean']:.0%} (InfoCNF) and
 {ccnf['sample_accuracy_mean']:.0%} (CCNF) of them to the class they were conditioned on (chance \
-{1 / required(_num_classes(res), "samples"):.0%}). The models are far
+{1 / required(num_classes(res), "samples"):.0%}). The models are far
 from the paper's sample quality at this size and training length; the class signal is there but weak."""])
+
+
+STUDY = Study(
+    name="samples",
+    summary="Fig. 7: class-conditional sample grid",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Class-conditional samples, Fig. 7 analogue", order=80, render=section, needs=("samples",)),
+)

@@ -41,11 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from runs import figures
 from runs.aggregate import read_jsonl, run_metrics, summarise
-from runs.docs import Res, apct, bullets, eval_tol, figure, pct, row, verdict
-from runs.plots import COLOURS, _f, _pyplot, _save, _title
+from runs.format import apct, bullets, eval_tol, figure, pct, row, verdict
 from runs.run_cache import Arm, Context, digits_arm, run_arms
 from runs.studies.common import ratio
+from runs.study import Page, Res, Study
 from runs.tables import cell
 
 ROW_KEYS = ("arm", "regime", "nfe_ratio", "nfe_backward_ratio", "wall_ratio", "bpd_ratio", "test_nfe_ratio", "seeds")
@@ -90,7 +91,7 @@ def _arm(ctx: Context, name: str, seed: int, reg_weight: float) -> Arm:
                       extra_env=extra)
 
 
-def figures(ctx: Context, arm: Arm, summary: dict) -> dict:
+def run_figures(ctx: Context, arm: Arm, summary: dict) -> dict:
     """:data:`FIELDS` of one run: its :func:`run_metrics`, and the wall time of its training
     iterations alone (the last iteration's, before the final evaluation)."""
     records = [r for r in read_jsonl(arm.run_dir(ctx.runs_dir) / "metrics.jsonl") if "nfe_forward" in r]
@@ -105,10 +106,10 @@ def _choose_weight(ctx: Context) -> tuple[float, list[dict]]:
     fixed = _arm(ctx, "fixed", seed, 0.0)
     sweep = {w: _arm(ctx, "regularised", seed, w) for w in cfg["reg_weights"]}
     summaries = run_arms(ctx, [fixed, *sweep.values()])
-    base = figures(ctx, fixed, summaries[fixed])
+    base = run_figures(ctx, fixed, summaries[fixed])
     rows = []
     for weight, arm in sweep.items():
-        f = figures(ctx, arm, summaries[arm])
+        f = run_figures(ctx, arm, summaries[arm])
         rows.append({"reg_weight": weight, "seed": seed,
                      "bpd_ratio": ratio(f["bits_per_dim"], base["bits_per_dim"]),
                      "nfe_ratio": ratio(f["nfe"], base["nfe"]),
@@ -132,7 +133,7 @@ def regime_rows(ctx: Context, names: list[str], make_arm: Callable[[str, int], A
     the same seed, its :data:`FIELDS` as mean ± std, its run directories and its per-seed figures."""
     arms = {(name, s): make_arm(name, s) for s in ctx.seeds for name in names}
     summaries = run_arms(ctx, list(arms.values()))
-    per_seed = {key: figures(ctx, arm, summaries[arm]) for key, arm in arms.items()}
+    per_seed = {key: run_figures(ctx, arm, summaries[arm]) for key, arm in arms.items()}
     base, rows = names[0], []
     for name in names:
         ratios = []
@@ -191,7 +192,7 @@ def plot(result: dict, path: Path) -> None:
 def bars(result: dict, path: Path, title: str) -> None:
     """One panel per ratio (training NFE, wall time, test NFE, bits/dim), a bar per arm with the
     spread over seeds, against the regime's first arm."""
-    plt = _pyplot()
+    plt = figures.pyplot()
     rows = result["rows"]
     panels = [("nfe_ratio", "train NFE / it vs fixed", 1.0), ("wall_ratio", "train wall time vs fixed", 1.0),
               ("test_nfe_ratio", "test NFE @1e-5 vs fixed", 1.0), ("bpd_ratio", "test bits/dim vs fixed [%]", 100.0)]
@@ -200,23 +201,16 @@ def bars(result: dict, path: Path, title: str) -> None:
     for ax, (key, label, scale) in zip(axes[0], panels, strict=True):
         # ratios as bars from 1 (the fixed arm); bits/dim as a percentage difference from 0
         base = 1.0 if scale == 1.0 else 0.0
-        per_seed = [[scale * (_f(p[key]) - 1.0) + base for p in r["per_seed"]] for r in rows]
+        per_seed = [[scale * (figures.num(p[key]) - 1.0) + base for p in r["per_seed"]] for r in rows]
         values = [float(np.mean(v)) for v in per_seed]
         spread = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in per_seed]
         ax.bar(range(len(rows)), [v - base for v in values], bottom=base, yerr=spread, capsize=3,
-               color=[COLOURS.get(n, "tab:gray") for n in names])
+               color=[figures.COLOURS.get(n, "tab:gray") for n in names])
         ax.axhline(base, color="grey", lw=0.8, ls="--")
         ax.set_xticks(range(len(rows)), names, rotation=30, fontsize=8)
         ax.set_ylabel(label)
-    fig.suptitle(_title(result, title))
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Faster than the paper: warm starts, easier dynamics, learned tolerances"
-NEEDS = ("speed",)
-PAGE_ORDER = 130
+    fig.suptitle(figures.title(result, title))
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -273,3 +267,17 @@ training wall time is that of the training iterations (periodic evaluation off);
         " The same levers on the adjoint path: [speed-adjoint](#speed-adjoint)." if "speed-adjoint" in res else ""),
         "\n".join(lines), bullets(items)]
     return "\n\n".join(parts)
+
+
+STUDY = Study(
+    name="speed",
+    summary="warm starts, regularizers, learned tolerances, combined",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Faster than the paper: warm starts, easier dynamics, learned tolerances", order=130, render=section,
+              needs=("speed",)),
+)

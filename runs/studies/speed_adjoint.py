@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from flows.build import AUTHORS_RECIPE
-from runs.docs import Res, apct, bullets, eval_tol, figure, pct, row, verdict
+from runs.format import apct, bullets, eval_tol, figure, pct, row, verdict
 from runs.run_cache import Arm, Context, digits_arm
 from runs.studies.speed import bars, regime_rows
+from runs.study import Page, Res, Study
 from runs.tables import cell
 
 ROW_KEYS = ("arm", "regime", "nfe_ratio", "nfe_backward_ratio", "wall_ratio", "bpd_ratio", "test_nfe_ratio", "seeds")
@@ -96,11 +97,6 @@ def plot(result: dict, path: Path) -> None:
     bars(result, path, "Levers on the adjoint path (against the full-norm adjoint at 1e-5)")
 
 
-TITLE = "The adjoint path: seminorm adjoints, warm starts, learned tolerances"
-NEEDS = ("speed-adjoint",)
-PAGE_ORDER = 131
-
-
 def section(res: Res) -> str:
     d = res["speed-adjoint"]
     t, th = d["targets"], d["targets"]["thresholds"]
@@ -138,3 +134,17 @@ digits size: {env}), batch {regime['batch_size']}, {regime['iterations']} iterat
 arms of a seed trained side by side. Ratios are per seed against the full-norm adjoint at fixed 1e-5 of the same \
 seed, then averaged; training wall time is that of the training iterations; test metrics at {eval_tol(res)} \
 ({fixed['test_nfe_mean']:.1f} NFE per test batch for the full-norm arm).""", "\n".join(lines), bullets(items)])
+
+
+STUDY = Study(
+    name="speed-adjoint",
+    summary="the seminorm adjoint, warm starts, learned tolerances on the adjoint path",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("The adjoint path: seminorm adjoints, warm starts, learned tolerances", order=131, render=section,
+              needs=("speed-adjoint",)),
+)

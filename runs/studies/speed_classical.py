@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 
 from flows.build import AUTHORS_RECIPE
-from runs.docs import Res, apct, bullets, eval_tol, figure, pct, verdict
+from runs.format import apct, bullets, eval_tol, figure, pct, verdict
 from runs.run_cache import Arm, Context, digits_arm
 from runs.studies.common import ratio
 from runs.studies.speed import bars, regime_rows
+from runs.study import Page, Res, Study
 from runs.tables import cell
 
 ROW_KEYS = ("arm", "regime", "nfe_ratio", "nfe_backward_ratio", "wall_ratio", "bpd_ratio", "test_nfe_ratio", "seeds")
@@ -112,11 +113,6 @@ def plot(result: dict, path: Path) -> None:
     bars(result, path, "Classical settings at 1e-5 and learned tolerances on the best (against dopri5)")
 
 
-TITLE = "Co-training: learned tolerances against the best classical solver setting"
-NEEDS = ("speed-classical",)
-PAGE_ORDER = 132
-
-
 def section(res: Res) -> str:
     d = res["speed-classical"]
     t, th = d["targets"], d["targets"]["thresholds"]
@@ -142,3 +138,17 @@ path: back-propagation through the solver; adjoint path: {adjoint}). The best cl
 fewest training NFE whose test bits/dim stays within {apct(th['bpd_tol'], 1)} of dopri5's; `learned` is REINFORCE \
 on top of it. Ratios per seed against the path's dopri5 arm, then averaged; test metrics at {eval_tol(res)}.""",
                          "\n".join(lines), bullets(items)])
+
+
+STUDY = Study(
+    name="speed-classical",
+    summary="learned tolerances on top of the best classical solver setting, direct and adjoint",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Co-training: learned tolerances against the best classical solver setting", order=132, render=section,
+              needs=("speed-classical",)),
+)

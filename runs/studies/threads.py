@@ -39,15 +39,14 @@ from typing import Any
 
 import torch
 
+from runs import figures
 from runs.aggregate import summarise
-from runs.docs import Res, bullets, figure, row, verdict
-from runs.plots import _pyplot, _save, _title
+from runs.format import bullets, figure, row, verdict
 from runs.run_cache import REPO, Context
+from runs.study import Page, Res, Study
 
 ROW_KEYS = ("case", "load", "threads", "iterations", "seeds", "it_per_s_mean", "it_per_s_std", "wall_s_mean",
             "wall_s_std")
-USES_DIGITS_REGIMES = False
-SEEDS = 1
 
 CONFIG: dict[str, Any] = {
     "env": "InfoCNF-Digits-v0",
@@ -182,7 +181,7 @@ COLUMNS = [("case", "case", 0), ("load", "load", 0), ("threads", "threads", 0), 
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = figures.pyplot()
     rates = [r for r in result["rows"] if r["case"] == "rate"]
     loads = list(dict.fromkeys(r["load"] for r in rates))
     threads = sorted({r["threads"] for r in rates})
@@ -197,14 +196,9 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("training iterations / s")
     ax.legend(fontsize=8)
     job = row(result["rows"], case="main job")
-    ax.set_title(_title(result, f"{result['config']['env']}, REINFORCE; main job beside a busy process: "
+    ax.set_title(figures.title(result, f"{result['config']['env']}, REINFORCE; main job beside a busy process: "
                                 f"{job['wall_s_mean']:.0f} s"), fontsize=9)
-    _save(fig, path)
-
-
-TITLE = "Threads: the main job on a shared machine"
-NEEDS = ("threads",)
-PAGE_ORDER = 160
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -231,3 +225,18 @@ def section(res: Res) -> str:
 {d['config']['warmup']} per thread count, each a fresh `agents.reinforce` process with `--threads T`, with the \
 machine idle and beside a process of one busy thread ({m['cpus']} CPUs, torch {m['torch']}; \
 `python -m runs.reproduce threads`).""", "\n".join(lines), bullets(items)])
+
+
+STUDY = Study(
+    name="threads",
+    summary="the README's main job at 1 and 2 CPU threads, idle and beside a busy process",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Threads: the main job on a shared machine", order=160, render=section, needs=("threads",)),
+    seeds=1,
+    uses_digits_regimes=False,
+)

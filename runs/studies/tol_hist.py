@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from agents.evaluate import load_policy, load_run
-from runs.docs import Res, figure, num_blocks, required, sci
-from runs.plots import COLOURS, _arr, _pyplot, _save, _title
+from runs import figures
+from runs.format import figure, num_blocks, required, sci
 from runs.run_cache import Context
 from runs.studies.common import policy_pass, seed_arms, train_groups, training_tail
+from runs.study import Page, Res, Study
 from runs.tables import table
 
 ROW_KEYS = ("split", "block", "seeds", "log10_tol_mean", "log10_tol_std", "values")
@@ -83,34 +84,27 @@ COLUMNS = [("split", "split", 0), ("block", "block", 0), ("log10 tol", "log10_to
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = figures.pyplot()
     rows = result["rows"]
     blocks = sorted({r["block"] for r in rows})
     fig, axes = plt.subplots(1, len(blocks), figsize=(4 * len(blocks), 3.6), squeeze=False)
     for ax, block in zip(axes[0], blocks, strict=True):
         block_rows = [r for r in rows if r["block"] == block]
-        values = np.concatenate([_arr(r["values"]) for r in block_rows])
+        values = np.concatenate([figures.floats(r["values"]) for r in block_rows])
         lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
         bins = np.linspace(lo - 0.05, hi + 0.05, 30)
         for row in block_rows:
             label = {"train": "train set (gate mean)", "test": "test set (gate mean)",
                      "training_log": "sampled in training (last 25%)"}.get(row["split"], row["split"])
             hist = "step" if row["split"] == "training_log" else "stepfilled"
-            ax.hist(_arr(row["values"]), bins=bins, density=True, histtype=hist, alpha=0.5 if hist != "step" else 1,
-                    color=COLOURS.get(row["split"]), label=label)
+            ax.hist(figures.floats(row["values"]), bins=bins, density=True, histtype=hist,
+                    alpha=0.5 if hist != "step" else 1, color=figures.COLOURS.get(row["split"]), label=label)
         ax.set_xlabel("log10 tolerance")
         ax.set_title(f"block {block}")
     axes[0][0].set_ylabel("density")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(_title(result, "Learned tolerances per block, train vs test (Fig. 2b analogue)"))
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Learned tolerances on train vs test, Fig. 2b analogue"
-NEEDS = ("tol-hist",)
-PAGE_ORDER = 60
+    fig.suptitle(figures.title(result, "Learned tolerances per block, train vs test (Fig. 2b analogue)"))
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -137,3 +131,16 @@ input: within one seed a gate's choice varies by at most {max(ranges):.3f} in lo
         ", and the last block sits at the upper bound on every seed" if last_at_bound else "") + f""".
 `training_log` is what was sampled in the last {frac:.0%} of training (it includes the
 exploration noise)."""])
+
+
+STUDY = Study(
+    name="tol-hist",
+    summary="Fig. 2b: learned tolerances per block on the train vs test sets",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Learned tolerances on train vs test, Fig. 2b analogue", order=60, render=section, needs=("tol-hist",)),
+)

@@ -27,17 +27,16 @@ import numpy as np
 import torch
 
 from agents.evaluate import load_policy, load_run
+from runs import figures
 from runs.aggregate import summarise
-from runs.docs import Res, eval_tol, figure, row, sci
-from runs.plots import COLOURS, _arr, _f, _pyplot, _save, _title
+from runs.format import eval_tol, figure, row, sci
 from runs.run_cache import Arm, Context
 from runs.studies.common import policy_pass, train_groups
+from runs.study import Page, Res, Study
 from runs.tables import cell, table
 
 ROW_KEYS = ("policy", "tol", "seeds", "abs_error_mean", "abs_error_std", "integral_mean", "integral_std",
             "nfe_mean", "nfe_std")
-#: A 1-D toy study: its JSON leaves out the digits regimes.
-USES_DIGITS_REGIMES = False
 
 CONFIG = {
     "env": "InfoCNF-Toy1D-v0",
@@ -119,33 +118,28 @@ COLUMNS = [("tolerance", "policy", 0), ("tol", "tol", 8), ("integral", "integral
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = figures.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     fixed = [r for r in result["rows"] if r["policy"] == "fixed"]
-    tols = _arr([r["tol"] for r in fixed])
-    err = np.maximum(_arr([r["abs_error_mean"] for r in fixed]), 1e-16)
-    std = _arr([r["abs_error_std"] for r in fixed])
-    ax.errorbar(tols, err, yerr=std, marker="o", color=COLOURS["fixed"], label="fixed tolerance", capsize=3)
+    tols = figures.floats([r["tol"] for r in fixed])
+    err = np.maximum(figures.floats([r["abs_error_mean"] for r in fixed]), 1e-16)
+    std = figures.floats([r["abs_error_std"] for r in fixed])
+    ax.errorbar(tols, err, yerr=std, marker="o", color=figures.COLOURS["fixed"], label="fixed tolerance", capsize=3)
     for entry in (r for r in result["rows"] if r["policy"] != "fixed"):
-        ax.errorbar([_f(entry["tol"])], [max(_f(entry["abs_error_mean"]), 1e-16)], yerr=[_f(entry["abs_error_std"])],
-                    marker="*", markersize=14, linestyle="none", color=COLOURS.get(entry["policy"]),
+        ax.errorbar([figures.num(entry["tol"])], [max(figures.num(entry["abs_error_mean"]), 1e-16)],
+                    yerr=[figures.num(entry["abs_error_std"])], marker="*", markersize=14, linestyle="none",
+                    color=figures.COLOURS.get(entry["policy"]),
                     label=f"learned ({entry['policy']}), geometric-mean tol")
     if result.get("grid_error") is not None:
-        ax.axhline(max(_f(result["grid_error"]), 1e-16), color="k", ls=":", lw=1, label="grid (true density)")
+        ax.axhline(max(figures.num(result["grid_error"]), 1e-16), color="k", ls=":", lw=1,
+                   label="grid (true density)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("solver tolerance (atol = rtol)")
     ax.set_ylabel("|integral of p(x) dx - 1|")
     ax.legend(fontsize=7)
-    ax.set_title(_title(result, "Fig. 2a analogue: 1-D mixture"), fontsize=9)
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Solver error vs tolerance, Fig. 2a analogue"
-NEEDS = ("tol-integral",)
-PAGE_ORDER = 50
+    ax.set_title(figures.title(result, "Fig. 2a analogue: 1-D mixture"), fontsize=9)
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -164,3 +158,17 @@ tolerance loosens, from {sci(front[0]['abs_error_mean'])} at {sci(front[0]['tol'
 tolerances (geometric mean {sci(learned['tol'])}) give a density that integrates to {cell(learned, 'integral', 2)}: a
 model trained at loose tolerances is a poor density when solved at them, which is why every
 reported metric is computed at {eval_tol(res)}."""])
+
+
+STUDY = Study(
+    name="tol-integral",
+    summary="Fig. 2a: |integral of p - 1| against the evaluation tolerance (1-D mixture)",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Solver error vs tolerance, Fig. 2a analogue", order=50, render=section, needs=("tol-integral",)),
+    uses_digits_regimes=False,
+)

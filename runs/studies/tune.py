@@ -2,12 +2,12 @@
 
 For each agent of the ``benchmark`` study's leaderboard on ``task`` (``ODE-Mixed-v0``), the
 candidates of ``grid`` (its learning rate: REINFORCE's ``--gate-lr``, the SB3 algorithms'
-``--policy-lr``, around the value its committed ``default`` flags give), each trained for the leaderboard's
-``agent_episodes`` episodes per seed, its deterministic policy scored by its mean reward on the
-*training* pool (the test pool is never looked at). ``chosen``: per agent, the candidate with
-the best mean training reward over seeds, and its flags, which are the task's entry in
-``agents/hyperparams/benchmark.json`` (RL Zoo's way: the study finds them, the committed file
-holds them, and a test checks the two agree).
+``--policy-lr``, around the value its default flags give, :mod:`agents.registry`), each
+trained for the leaderboard's ``agent_episodes`` episodes per seed, its deterministic policy
+scored by its mean reward on the *training* pool (the test pool is never looked at).
+``chosen``: per agent, the candidate with the best mean training reward over seeds, and its
+flags, which are the task's entry in ``agents/hyperparams/benchmark.json`` (RL Zoo's way: the
+study finds them, the committed file holds them, and a test checks the two agree).
 
 The candidates' runs are the leaderboard's runs (same labels, flags and settings): a
 candidate with the default flags is the leaderboard's run of the default flags, and the chosen
@@ -31,25 +31,34 @@ from typing import Any
 
 import numpy as np
 
-from runs.docs import Res, bullets, figure
-from runs.plots import COLOURS, _pyplot, _save, _title
+from agents import registry
+from agents.registry import default_flags
+from runs import figures
+from runs.format import bullets, figure
 from runs.run_cache import Context, run_arms
 from runs.studies.benchmark import CONFIG as BENCHMARK
 from runs.studies.benchmark import QUICK as BENCHMARK_QUICK
-from runs.studies.benchmark import agent_arm, default_flags, make_task
+from runs.studies.benchmark import agent_arm, make_task
+from runs.study import Page, Res, Study
 
 ROW_KEYS = ("task", "agent", "flag", "value", "is_default", "train_reward_mean", "train_reward_std", "chosen",
             "seeds")
 
-#: Per agent: the flag tuned, the value the committed default flags give (REINFORCE's
-#: ``--gate-lr``; SB3's own learning rates, or 3e-4 for PPO as ``agents.sb3`` sizes it) and the
-#: candidates (a factor of about 3 either side).
+#: Per agent, the candidate learning rates: a factor of about 3 either side of the value its
+#: default flags give.
+VALUES: dict[str, list[float]] = {
+    "reinforce": [1e-3, 3e-3, 1e-2],
+    "ppo": [1e-4, 3e-4, 1e-3],
+    "a2c": [2e-4, 7e-4, 2e-3],
+    "sac": [1e-4, 3e-4, 1e-3],
+    "td3": [3e-4, 1e-3, 3e-3],
+}
+#: Per agent: the flag tuned and the value the default flags give (the agent's ``lr_flag`` and
+#: ``default_lr``, :mod:`agents.registry`: REINFORCE's ``--gate-lr``; SB3's own learning rates,
+#: or 3e-4 for PPO as ``agents.sb3`` sizes it), and the candidates.
 GRID: dict[str, dict[str, Any]] = {
-    "reinforce": {"flag": "--gate-lr", "default": 3e-3, "values": [1e-3, 3e-3, 1e-2]},
-    "ppo": {"flag": "--policy-lr", "default": 3e-4, "values": [1e-4, 3e-4, 1e-3]},
-    "a2c": {"flag": "--policy-lr", "default": 7e-4, "values": [2e-4, 7e-4, 2e-3]},
-    "sac": {"flag": "--policy-lr", "default": 3e-4, "values": [1e-4, 3e-4, 1e-3]},
-    "td3": {"flag": "--policy-lr", "default": 1e-3, "values": [3e-4, 1e-3, 3e-3]},
+    agent: {"flag": registry.get(agent).lr_flag, "default": registry.get(agent).default_lr, "values": values}
+    for agent, values in VALUES.items()
 }
 
 CONFIG: dict[str, Any] = {
@@ -67,9 +76,6 @@ QUICK: dict[str, Any] = {
     "grid": {"reinforce": {**GRID["reinforce"], "values": [3e-3, 1e-2]},
              "ppo": {**GRID["ppo"], "values": [3e-4, 1e-3]}},
 }
-
-USES_DIGITS_REGIMES = False
-SEEDS = 2
 
 
 def _set(flags: list[str], flag: str, value: str) -> list[str]:
@@ -135,14 +141,14 @@ COLUMNS = [("agent", "agent", 0), ("flag", "flag", 0), ("value", "value", 4), ("
 
 def plot(result: dict, path: Path) -> None:
     """Mean training-pool reward (± std over seeds) against each candidate's factor of the default value."""
-    plt = _pyplot()
+    plt = figures.pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     grid = result["config"]["grid"]
     for agent in result["config"]["agents"]:
         rows = [r for r in result["rows"] if r["agent"] == agent]
         x = [r["value"] / grid[agent]["default"] for r in rows]
         ax.errorbar(x, [r["train_reward_mean"] for r in rows], yerr=[r["train_reward_std"] for r in rows],
-                    marker="o", capsize=3, color=COLOURS.get(agent), label=agent)
+                    marker="o", capsize=3, color=figures.COLOURS.get(agent), label=agent)
         for r in rows:
             if r["chosen"]:
                 ax.scatter([r["value"] / grid[agent]["default"]], [r["train_reward_mean"]], s=120,
@@ -151,13 +157,8 @@ def plot(result: dict, path: Path) -> None:
     ax.set_xlabel("learning rate / the default's")
     ax.set_ylabel("mean reward, training pool")
     ax.legend(fontsize=7)
-    fig.suptitle(_title(result, f"Learning rates on {result['config']['task']} (circled: chosen)"))
-    _save(fig, path)
-
-
-TITLE = "Agent learning rates, tuned on the training pool"
-NEEDS = ("tune",)
-PAGE_ORDER = 148
+    fig.suptitle(figures.title(result, f"Learning rates on {result['config']['task']} (circled: chosen)"))
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -185,3 +186,18 @@ where the [leaderboard](#{board}) reports, is not looked at). The chosen flags a
 `agents/hyperparams/benchmark.json`.""", "\n".join(lines), bullets([
         f"Changed from the defaults: {', '.join(changed) or 'none'}; the others keep their defaults.",
         f"Chosen at an edge of the grid (a wider grid may choose better): {', '.join(edge) or 'none'}."])])
+
+
+STUDY = Study(
+    name="tune",
+    summary="the leaderboard agents' learning rates, chosen on the training pool of ODE-Mixed-v0",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Agent learning rates, tuned on the training pool", order=148, render=section, needs=("tune",)),
+    seeds=2,
+    uses_digits_regimes=False,
+)

@@ -14,16 +14,15 @@ workdir's cache are not retrained).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from runs.docs import Res
 from runs.studies.benchmark import CONFIG as BENCHMARK
 from runs.studies.benchmark import QUICK as BENCHMARK_QUICK
-from runs.studies.tune import COLUMNS, GRID, ROW_KEYS, SEEDS, USES_DIGITS_REGIMES, plot, run, tune_section
 from runs.studies.tune import CONFIG as ODE_CONFIG
-
-__all__ = ["COLUMNS", "CONFIG", "NEEDS", "PAGE_ORDER", "QUICK", "ROW_KEYS", "SEEDS", "TITLE", "USES_DIGITS_REGIMES",
-           "plot", "run", "section"]
+from runs.studies.tune import GRID, tune_section
+from runs.studies.tune import STUDY as TUNE
+from runs.study import Page, Res
 
 CONFIG: dict[str, Any] = {
     **ODE_CONFIG,
@@ -39,10 +38,14 @@ QUICK: dict[str, Any] = {
     "grid": {"reinforce": {**GRID["reinforce"], "values": [3e-3, 1e-2]}},
 }
 
-TITLE = "Agent learning rates on the CNF task, tuned on the training pool"
-NEEDS = ("tune-cnf",)
-PAGE_ORDER = 149
-
 
 def section(res: Res) -> str:
     return tune_section(res["tune-cnf"], "tune-cnf", "benchmark")
+
+
+#: ``tune`` with this task's settings: its code, table, figure and seeds, this study's section.
+STUDY = dataclasses.replace(
+    TUNE, name="tune-cnf", stem="tune-cnf", summary="the same on CNF-Frozen-Mixed-v0", config=CONFIG, quick=QUICK,
+    page=Page("Agent learning rates on the CNF task, tuned on the training pool", order=149, render=section,
+              needs=("tune-cnf",)),
+)

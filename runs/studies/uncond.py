@@ -15,10 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runs.docs import Res, apct, eval_tol, figure, per_seed, row, within_std, xs
-from runs.plots import COLOURS, NAMES, _arm, _curve, _f, _pyplot, _save, _title
+from runs import figures
+from runs.format import apct, eval_tol, figure, per_seed, row, within_std, xs
 from runs.run_cache import Context
 from runs.studies.common import curve_rows, ratio, rel_diff, run_row, seed_arms, train_groups
+from runs.study import Page, Res, Study
 from runs.tables import table
 
 ROW_KEYS = ("model", "policy", "batch", "seeds", "bits_per_dim_mean", "bits_per_dim_std", "nfe_mean", "nfe_std",
@@ -52,29 +53,23 @@ COLUMNS = [("model", "model", 0), ("tolerance", "policy", 0), ("bits/dim", "bits
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = figures.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     finals = {r["policy"]: r for r in result["rows"]}
     for entry in result["curves"]:
         final = finals.get(entry["policy"], {})
-        label = (f"{NAMES.get(_arm(entry), _arm(entry))}: {_f(final.get('bits_per_dim_mean')):.3f} bits/dim, "
-                 f"{_f(final.get('nfe_mean')):.0f} NFE")
-        _curve(axes[0], entry, "bits_per_dim", COLOURS.get(_arm(entry)), label)
-        _curve(axes[1], entry, "nfe", COLOURS.get(_arm(entry)), label)
+        arm = figures.arm_name(entry)
+        label = (f"{figures.NAMES.get(arm, arm)}: {figures.num(final.get('bits_per_dim_mean')):.3f} bits/dim, "
+                 f"{figures.num(final.get('nfe_mean')):.0f} NFE")
+        figures.curve(axes[0], entry, "bits_per_dim", figures.COLOURS.get(figures.arm_name(entry)), label)
+        figures.curve(axes[1], entry, "nfe", figures.COLOURS.get(figures.arm_name(entry)), label)
     axes[0].set_ylabel("test bits/dim @1e-5")
     axes[1].set_ylabel("train NFE / iteration (f+b)")
     for ax in axes:
         ax.set_xlabel("epoch")
     axes[0].legend(fontsize=7)
-    fig.suptitle(_title(result, "Unconditional CNF with / without learned tolerances (Fig. 4 analogue)"))
-    _save(fig, path)
-
-
-#: The study's section of docs/results.md (:mod:`runs.docs`): its title, the result files it
-#: needs (the section is left out without them) and its place on the page (ascending).
-TITLE = "Unconditional CNF with vs without learned tolerances, Fig. 4 analogue"
-NEEDS = ("uncond",)
-PAGE_ORDER = 90
+    fig.suptitle(figures.title(result, "Unconditional CNF with / without learned tolerances (Fig. 4 analogue)"))
+    figures.save(fig, path)
 
 
 def section(res: Res) -> str:
@@ -87,3 +82,17 @@ The paper's Fig. 4 effect holds: the learned tolerances train the unconditional 
 {d['nfe_ratio']:.2f}x the NFE of fixed {eval_tol(res)} (per seed {xs(ratios)}) with test bits/dim \
 {apct(d['bits_per_dim_rel_diff'])} {'worse' if d['bits_per_dim_rel_diff'] > 0 else 'better'}""" + (
         " (within one std)." if within else ".")])
+
+
+STUDY = Study(
+    name="uncond",
+    summary="Fig. 4: unconditional CNF with vs without learned tolerances",
+    config=CONFIG,
+    quick=QUICK,
+    row_keys=ROW_KEYS,
+    run=run,
+    columns=COLUMNS,
+    plot=plot,
+    page=Page("Unconditional CNF with vs without learned tolerances, Fig. 4 analogue", order=90, render=section,
+              needs=("uncond",)),
+)

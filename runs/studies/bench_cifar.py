@@ -1,8 +1,7 @@
-"""Side by side: the CIFAR10 ids' flow against a minimal torchdiffeq multiscale CNF, adjoint on both.
+"""bench-cifar: the CIFAR10 ids' flow beside a minimal torchdiffeq multiscale CNF, adjoint on both.
 
-    python -m runs.bench_cifar                                   # CPU, batch 4
-    python -m runs.bench_cifar --device cuda --batch 900 --out runs/results/bench_cifar_gpu.json
-    python -m runs.bench_cifar --quick                           # smoke test (narrow model)
+    python -m runs.reproduce bench-cifar                               # CPU, batch 4
+    python -m runs.reproduce bench-cifar --set device=cuda batch=900 train_iterations=200 --out runs/results/gpu
 
 The model is the one ``InfoCNF-CIFAR10-v0`` builds (``infocnf_env.ENV_IDS``: 4 scales, 14 CNF
 blocks of c+1 -> 64 -> 64 -> 64 -> c conv dynamics, dopri5, Rademacher noise, adjoint, a learned
@@ -27,15 +26,16 @@ Arms, each at the fixed tolerance ``--tol`` (1e-5, the paper's baseline):
   adjoint solve start from the step they accepted in the arm's previous round, rescaled.
 
 Learned tolerances are not an arm: their saving depends on a trained policy (see the
-``speed-adjoint`` study). First ``--train-iterations`` Adam steps (lr ``--lr``) at tolerance
-``--train-tol`` move the dynamics away from their initialisation (where every block takes one
-step). Then a warm-up round and ``--rounds`` measured rounds: in each, every arm in turn (the
+``speed-adjoint`` study). First ``train_iterations`` Adam steps (lr ``lr``) at tolerance
+``train_tol`` move the dynamics away from their initialisation (where every block takes one
+step). Then a warm-up round and ``rounds`` measured rounds: in each, every arm in turn (the
 order rotates between rounds) runs one training iteration (forward, ``loss.backward()``) and
 one evaluation pass (``no_grad``, eval mode) on the round's batch; after the round, one Adam
 step with the gradient of the round's last iteration, so warm-started steps are one update old,
 as in training (the warm-up round gives the warm-started arm its first steps). Reported per
 arm: wall times (CUDA-synchronised), forward and backward NFE; per arm against ``ffjord``: the
 ratio of the minimum times and of the median times. The JSON is rewritten after every round.
+``--quick``: a narrow 2-scale model, batch 1, one round, no training steps.
 """
 
 from __future__ import annotations
@@ -47,14 +47,12 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 import torchdiffeq
 from torch import nn
 
-from agents.cli import command_parser
 from flows import build_model
 from flows.cnf_block import CNFBlock
 from flows.divergence import sample_noise
@@ -62,6 +60,9 @@ from flows.model import FlowModel
 from flows.transforms import FlowState, Transform
 from infocnf_env import ENV_IDS
 from infocnf_env.threads import set_threads
+from runs.format import sci
+from runs.run_cache import Context
+from runs.study import Page, Res, Study
 
 ENV_ID = "InfoCNF-CIFAR10-v0"
 DATA_SHAPE = (3, 32, 32)
@@ -217,46 +218,38 @@ def summarise(records: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     return {"arms": arms, "ratios_to_ffjord": ratios}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = command_parser("runs.bench_cifar", __doc__)
-    parser.add_argument("--device", default="cpu", help="torch device (cuda for the GPU run)")
-    parser.add_argument("--batch", type=int, default=4, help="batch size (the paper's: 900)")
-    parser.add_argument("--tol", type=float, default=1e-5, help="tolerance of the measured passes")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of every arm")
-    parser.add_argument("--train-iterations", type=int, default=100, help="Adam steps before measuring")
-    parser.add_argument("--train-tol", type=float, default=1e-3, help="tolerance of those steps")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-3)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="a narrow 2-scale model, 2 rounds, 2 training steps")
-    parser.add_argument("--out", default="runs/results/bench_cifar.json", help="JSON output path")
-    args = parser.parse_args(argv)
-    set_threads(args.threads)
-    device = torch.device(args.device)
-    options = {k: v for k, v in ENV_IDS[ENV_ID].model.items()}
-    if args.quick:
-        options.update(QUICK_MODEL)
-        args.rounds, args.train_iterations = min(args.rounds, 2), min(args.train_iterations, 2)
-    torch.manual_seed(args.seed)
+CONFIG: dict[str, Any] = {"device": "cpu", "batch": 4, "tol": 1e-5, "rounds": 5, "train_iterations": 100,
+                          "train_tol": 1e-3, "lr": 1e-3, "threads": 1, "seed": 0, "model": {}}
+QUICK: dict[str, Any] = {"batch": 1, "rounds": 1, "train_iterations": 0, "model": QUICK_MODEL}
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    """The arms' rounds (``model``: overrides of the id's model options); the result is rewritten
+    to ``ctx.result_path`` after every round."""
+    c = ctx.config
+    set_threads(c["threads"])
+    device = torch.device(c["device"])
+    options = {**ENV_IDS[ENV_ID].model, **c["model"]}
+    torch.manual_seed(c["seed"])
     model = build_model("infocnf", DATA_SHAPE, NUM_CLASSES, **{**options, "adjoint_norm": "seminorm"}).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    data = torch.Generator().manual_seed(args.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=c["lr"])
+    data = torch.Generator().manual_seed(c["seed"])
     start = time.perf_counter()
-    for i in range(args.train_iterations):
-        x, y = random_batch(args.batch, device, data)
+    for i in range(c["train_iterations"]):
+        x, y = random_batch(c["batch"], device, data)
         optimizer.zero_grad(set_to_none=True)
-        out = model(x, y, tol=args.train_tol, generator=torch.Generator(device=device).manual_seed(i))
+        out = model(x, y, tol=c["train_tol"], generator=torch.Generator(device=device).manual_seed(i))
         out.loss.backward()
         optimizer.step()
-        print(f"train {i + 1}/{args.train_iterations}: nfe {out.nfe_forward}+{out.nfe_backward}, "
+        print(f"train {i + 1}/{c['train_iterations']}: nfe {out.nfe_forward}+{out.nfe_backward}, "
               f"{time.perf_counter() - start:.0f}s", flush=True)
     train_s = time.perf_counter() - start
-    arms = Arms(model, args.tol)
+    arms = Arms(model, c["tol"])
     records: dict[str, list[dict[str, float]]] = {name: [] for name in ARMS}
     names = list(ARMS)
     result: dict[str, Any] = {}
-    for r in range(-1, args.rounds):  # round -1: a warm-up round, not recorded
-        x, y = random_batch(args.batch, device, data)
+    for r in range(-1, c["rounds"]):  # round -1: a warm-up round, not recorded
+        x, y = random_batch(c["batch"], device, data)
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             record = arms.iteration(name, x, y, seed=1000 + r)
@@ -266,16 +259,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if r < 0:
             continue
         result = {
-            "env_id": ENV_ID, "model": options, "quick": args.quick, "device": str(device),
+            "env_id": ENV_ID, "model": options, "quick": ctx.quick, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-            "batch": args.batch, "tol": args.tol, "threads": args.threads, "rounds": r + 1,
-            "train_iterations": args.train_iterations, "train_tol": args.train_tol, "train_s": train_s,
+            "batch": c["batch"], "tol": c["tol"], "threads": c["threads"], "rounds": r + 1,
+            "train_iterations": c["train_iterations"], "train_tol": c["train_tol"], "train_s": train_s,
             "num_blocks": model.num_blocks, "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
             "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__, **summarise(records),
         }
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+        if ctx.result_path is not None:
+            ctx.result_path.parent.mkdir(parents=True, exist_ok=True)
+            ctx.result_path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"round {r + 1}/{c['rounds']}: " + ", ".join(
             f"{n} {records[n][-1]['iteration_s']:.2f}s nfe {records[n][-1]['nfe_forward']}+"
             f"{records[n][-1]['nfe_backward']}" for n in order), flush=True)
     for name, ratio in result["ratios_to_ffjord"].items():
@@ -284,5 +278,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-if __name__ == "__main__":
-    main()
+def section(res: Res) -> str:
+    b = res["bench_cifar"]
+    arms, ratios = b["arms"], b["ratios_to_ffjord"]
+    lines = ["| arm | forward + backward NFE | iteration s (median) | vs FFJORD (min, median) | eval s (median) | "
+             "eval vs FFJORD (median) |", "|" + " --- |" * 6]
+    for name, a in arms.items():
+        r = ratios.get(name)
+        vs = f"{r['iteration']['min']:.2f}x, {r['iteration']['median']:.2f}x" if r else "1"
+        eval_vs = f"{r['eval']['median']:.2f}x" if r else "1"
+        lines.append(f"| {name} | {a['nfe_forward_median']:.0f} + {a['nfe_backward_median']:.0f} | "
+                     f"{a['iteration_s_median']:.2f} | {vs} | {a['eval_s_median']:.2f} | {eval_vs} |")
+    warm = ratios["seminorm_warm"]["iteration"]
+    semi = arms["seminorm"]["nfe_backward_median"] / arms["full"]["nfe_backward_median"]
+    extra = arms["full"]["nfe_backward_median"] - arms["ffjord"]["nfe_backward_median"]
+    return f"""\
+`python -m runs.reproduce bench-cifar` (`runs/results/bench_cifar.json`): the \
+`{b['env_id']}` model ({b['num_blocks']} blocks, adjoint, learned end times) on CIFAR-shaped random data, batch \
+{b['batch']}, {b['device']}, {b['threads']} thread(s), after {b['train_iterations']} Adam steps at \
+{sci(b['train_tol'])}; one training iteration and one evaluation pass per arm at {sci(b['tol'])}, interleaved over \
+{b['rounds']} rounds, against `ffjord`, a minimal torchdiffeq multiscale CNF with the same networks and noise \
+(full adjoint norm, initial-step heuristic, fixed end times). Every lever this measurement covers \
+(seminorm + warm start): an iteration {warm['min']:.2f}x (min) / {warm['median']:.2f}x (median) of FFJORD's time \
+(target for a trained model: at most 0.5x). The seminorm alone takes {semi:.2f}x the full norm's backward \
+evaluations here, and the learned end times cost {extra:.0f} adjoint evaluations over FFJORD's for \
+{b['num_blocks']} blocks (one per block); the machine's load average was {b['load_avg']:.1f}, so single times are \
+noisy. Random data and {b['train_iterations']} steps leave the dynamics \
+close to their initialisation, where a warm-started block needs few steps, so these are not a trained flow's \
+ratios.
+
+""" + "\n".join(lines)
+
+
+STUDY = Study(
+    name="bench-cifar",
+    summary="performance: the CIFAR10 ids' adjoint path beside a minimal FFJORD solve",
+    config=CONFIG,
+    quick=QUICK,
+    run=run,
+    page=Page("Performance: the adjoint path beside FFJORD", order=1060, render=section, needs=("bench_cifar",)),
+    nullable_keys=("load_avg",),
+    uses_digits_regimes=False,
+    seeds=1,
+    stem="bench_cifar",
+)

@@ -1,17 +1,17 @@
-"""Environment overhead: a training iteration through the env vs the plain block loop.
+"""bench-env: the environment's overhead, a training iteration through the env vs the plain block loop.
 
-    python -m runs.bench_env [--env InfoCNF-Digits-v0] [--iterations 20] [--tol 1e-3]
-
-Both sides start from the same snapshot (flow, optimizer, data order, noise generator), so
-they see the same batches, solve the same ODEs with the same NFE and differ only in what the
-environment adds (observations, action checks, bookkeeping). Reported: median wall time per
-iteration of each and their ratio (target <= 1.05).
+``iterations`` training iterations of ``env`` at tolerance ``tol``, ``repeats`` times, with
+``threads`` CPU threads (2: the setting of the committed figure), through the environment and
+through a plain block loop. Both sides start from the same snapshot (flow, optimizer, data
+order, noise generator), so they see the same batches, solve the same ODEs with the same NFE and
+differ only in what the environment adds (observations, action checks, bookkeeping). Reported:
+median wall time per iteration of each and their ratio (target <= 1.05), and whether both sides
+took the same NFE.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import statistics
 import time
@@ -20,9 +20,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.cli import command_parser
 from infocnf_env import TrainingStepEnv
 from infocnf_env.threads import set_threads
+from runs.format import sci
+from runs.run_cache import Context
+from runs.study import Page, Res, Study
 
 
 def _env_iteration(env: gym.Env, action: np.ndarray) -> int:
@@ -79,26 +81,37 @@ def bench(env_id: str, iterations: int, tol: float, repeats: int, env_kwargs: di
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = command_parser("runs.bench_env", __doc__)
-    parser.add_argument("--env", default="InfoCNF-Digits-v0")
-    parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tol", type=float, default=1e-3)
-    parser.add_argument("--json", default=None, help="also write the figures to this file")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="CPU threads of both sides (default 2, the setting of the committed figure)")
-    args = parser.parse_args(argv)
-    result = bench(args.env, args.iterations, args.tol, args.repeats, {}, args.threads)
+CONFIG = {"env": "InfoCNF-Digits-v0", "iterations": 20, "repeats": 3, "tol": 1e-3, "threads": 2, "env_kwargs": {}}
+QUICK = {"iterations": 2, "repeats": 1, "threads": 1, "env_kwargs": {"hidden": 4, "batch_size": 16}}
+
+
+def run(ctx: Context) -> dict:
+    cfg = ctx.config
+    result = bench(cfg["env"], cfg["iterations"], cfg["tol"], cfg["repeats"], cfg["env_kwargs"], cfg["threads"])
     print(f"{'env':<20} {'tol':>7} {'NFE/iter':>9} {'env s/iter':>11} {'plain s/iter':>13} {'ratio':>6} same NFE")
     print(f"{result['env_id']:<20} {result['tol']:>7.0e} {result['nfe_per_iter']:>9.1f} "
           f"{result['env_s_per_iter']:>11.4f} {result['plain_s_per_iter']:>13.4f} {result['ratio']:>6.3f} "
           f"{result['same_nfe']}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
     return result
 
 
-if __name__ == "__main__":
-    main()
+def section(res: Res) -> str:
+    b = res["bench_env"]
+    return f"""\
+`python -m runs.reproduce bench-env` (`runs/results/bench_env.json`): a training iteration \
+of `{b['env_id']}` at tolerance {sci(b['tol'])} through the environment takes {b['ratio']:.3f}x the time of the \
+same iteration through a plain block loop ({b['env_s_per_iter']:.3f} s vs {b['plain_s_per_iter']:.3f} s, \
+median of {b['iterations']}; same NFE on both sides: {'yes' if b['same_nfe'] else 'no'})."""
+
+
+STUDY = Study(
+    name="bench-env",
+    summary="performance: a training iteration through the environment vs the plain block loop",
+    config=CONFIG,
+    quick=QUICK,
+    run=run,
+    page=Page("Performance: environment overhead", order=1030, render=section, needs=("bench_env",)),
+    uses_digits_regimes=False,
+    seeds=1,
+    stem="bench_env",
+)

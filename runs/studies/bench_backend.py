@@ -1,16 +1,14 @@
-"""ODE backends of ``flows.ode.solve`` on the digits InfoCNF flow: is there a quicker solve loop?
-
-    python -m runs.bench_backend [--repeats 7] [--out runs/results/bench_backend.json] [--quick]
+"""bench-backend: the ODE backends of ``flows.ode.solve`` on the digits InfoCNF flow: is there a quicker solve loop?
 
 The flow is ``InfoCNF-Digits-v0``'s (hidden 24, 2 scales x 1 flow, 17 levels, batch 128 of
-``BatchStream(load_dataset("digits", "train"), 128, seed=0)``), trained ``--train-steps`` Adam
+``BatchStream(load_dataset("digits", "train"), 128, seed=0)``), trained ``train_steps`` Adam
 steps at tolerance 1e-3 first (torchdiffeq) so that the solves take more than the few steps of
 fresh weights. Every candidate then runs on a copy of those weights, with the same batch, the
 same Hutchinson noise (generator reseeded per pass) and the same dropout (global seed reseeded),
 at each tolerance (the timed passes go round the candidates in turn):
 
 * ``train_s``: median wall time of one training pass (forward + ``out.loss.backward()``, no
-  optimizer step) over ``--repeats`` passes after ``--warmup`` passes;
+  optimizer step) over ``repeats`` passes after ``warmup`` passes;
 * ``eval_s``: median wall time of one forward pass under ``torch.no_grad`` (what evaluation at a
   tolerance costs);
 * ``nfe_forward`` / ``nfe_backward``: the model's own NFE counts of the training pass, and
@@ -25,12 +23,12 @@ back-propagates through it, a double backward, which AOTAutograd's compiled grap
 ("donated buffers ... create_graph=False", or "does not currently support double backward").
 
 Wall times depend on the load of the machine (the load average is recorded); NFE do not.
+``--quick``: batch 16, hidden 8, no training, one repeat, no ``compile``.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import platform
 import statistics
@@ -41,7 +39,6 @@ from typing import Any
 import torch
 import torchdiffeq
 
-from agents.cli import command_parser
 from flows import BatchStream, build_model, load_dataset
 from flows.cnf_block import CNFBlock
 from flows.model import FlowModel
@@ -49,12 +46,14 @@ from flows.ode import BACKENDS
 from flows.train import fit
 from infocnf_env import ENV_IDS
 from infocnf_env.threads import set_threads
+from runs.format import sci
+from runs.run_cache import Context
+from runs.study import Page, Res, Study
 
 ENV_ID = "InfoCNF-Digits-v0"
 REFERENCE = ("torchdiffeq", 1e-5)
 NOISE_SEED = 1234
 DROPOUT_SEED = 4321
-DEFAULT_OUT = os.path.join("runs", "results", "bench_backend.json")
 
 
 @dataclass
@@ -69,7 +68,7 @@ class Args:
     repeats: int = 7
     threads: int = 1
     seed: int = 0
-    out: str = DEFAULT_OUT
+    out: str = ""  #: the result's path (recorded)
     quick: bool = False
 
 
@@ -226,7 +225,7 @@ def print_table(points: list[Point]) -> None:
               f"{_fmt(p.bpd_gap, '8.1e')}  {p.error or ''}")
 
 
-def run(args: Args) -> dict[str, Any]:
+def compare_backends(args: Args) -> dict[str, Any]:
     previous_threads = set_threads(args.threads)
     try:
         start, load_at_start = time.perf_counter(), os.getloadavg()[0]
@@ -259,44 +258,49 @@ def run(args: Args) -> dict[str, Any]:
         set_threads(previous_threads)
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    d = Args()
-    parser = command_parser("runs.bench_backend", __doc__)
-    parser.add_argument("--tols", type=float, nargs="+", default=list(d.tols), help="tolerances (default 1e-5 1e-3)")
-    parser.add_argument("--backends", nargs="+", default=list(d.backends), help="candidates (default: all)")
-    parser.add_argument("--batch", type=int, default=d.batch, help="digits batch size (default 128, the env's)")
-    parser.add_argument("--train-steps", type=int, default=d.train_steps, help="Adam steps before measuring")
-    parser.add_argument("--warmup", type=int, default=d.warmup, help="untimed passes per case")
-    parser.add_argument("--repeats", type=int, default=d.repeats, help="timed passes per case (median)")
-    parser.add_argument("--threads", type=int, default=d.threads, help="torch.set_num_threads (default 1)")
-    parser.add_argument("--out", default=d.out, help=f"JSON output (default {DEFAULT_OUT})")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: batch 16, hidden 8, no training, 1 repeat, no compile")
-    ns = parser.parse_args(argv)
-    for name in ("batch", "repeats", "threads"):
-        if getattr(ns, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if ns.train_steps < 0 or ns.warmup < 0:
-        parser.error("--train-steps and --warmup must be non-negative")
-    args = Args(tols=tuple(ns.tols), backends=tuple(ns.backends), batch=ns.batch, train_steps=ns.train_steps,
-                warmup=ns.warmup, repeats=ns.repeats, threads=ns.threads, out=ns.out, quick=ns.quick)
-    if ns.quick:
-        args.batch, args.hidden, args.train_steps, args.warmup, args.repeats = 16, 8, 0, 0, 1
-        args.backends = tuple(b for b in args.backends if b != "compile")
-    return args
+CONFIG: dict[str, Any] = {"tols": [1e-5, 1e-3], "backends": ["torchdiffeq", "torchode", "compile"], "batch": 128,
+                          "hidden": None, "train_steps": 20, "train_tol": 1e-3, "warmup": 1, "repeats": 7, "threads": 1,
+                          "seed": 0}
+QUICK: dict[str, Any] = {"backends": ["torchdiffeq", "torchode"], "batch": 16, "hidden": 8, "train_steps": 0,
+                         "warmup": 0, "repeats": 1}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    result = run(args)
-    folder = os.path.dirname(args.out)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=2)
-    print(f"wrote {args.out}")
-    return result
+def run(ctx: Context) -> dict[str, Any]:
+    c = ctx.config
+    args = Args(tols=tuple(c["tols"]), backends=tuple(c["backends"]), batch=c["batch"], hidden=c["hidden"],
+                train_steps=c["train_steps"], train_tol=c["train_tol"], warmup=c["warmup"], repeats=c["repeats"],
+                threads=c["threads"], seed=c["seed"], out=str(ctx.result_path or ""), quick=ctx.quick)
+    return compare_backends(args)
 
 
-if __name__ == "__main__":
-    main()
+def section(res: Res) -> str:
+    b = res["bench_backend"]
+    lines = ["| backend | tol | train s / pass | forward NFE | backward NFE | ms per NFE | bits/dim gap |",
+             "|" + " --- |" * 7]
+    for p in b["points"]:
+        if p.get("train_s") is None:
+            continue
+        lines.append(f"| {p['backend']} | {sci(p['tol'])} | {p['train_s']:.3f} | {p['nfe_forward']} | "
+                     f"{p['nfe_backward']} | {1e3 * p['s_per_nfe']:.2f} | {p['bpd_gap']:.1e} |")
+    return f"""\
+`python -m runs.reproduce bench-backend` (`runs/results/bench_backend.json`): the digits InfoCNF flow, \
+one training pass (forward + backward) per backend, median over repeats, {b['machine']['threads']} thread(s). \
+The bits/dim gap is against torchdiffeq at 1e-5. `torch.compile` of the dynamics cannot run a training pass \
+(the divergence's double backward), so it has no row.
+
+""" + "\n".join(lines)
+
+
+STUDY = Study(
+    name="bench-backend",
+    summary="performance: the ODE backends of flows.ode.solve on the digits flow",
+    config=CONFIG,
+    quick=QUICK,
+    run=run,
+    page=Page("Performance: ODE backends", order=1050, render=section, needs=("bench_backend",)),
+    nullable_keys=("train_s", "eval_s", "first_pass_s", "nfe_forward", "nfe_backward", "eval_nfe_forward",
+                   "s_per_nfe", "eval_s_per_nfe", "bits_per_dim", "bpd_gap", "error", "torchode"),
+    uses_digits_regimes=False,
+    seeds=1,
+    stem="bench_backend",
+)

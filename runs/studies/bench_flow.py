@@ -1,6 +1,4 @@
-"""Cost of our CNF block per function evaluation, and NFE per iteration against the tolerance.
-
-    python -m runs.bench_flow [--batch 64] [--repeats 9] [--json PATH] [--quick]
+"""bench-flow: the cost of our CNF block per function evaluation, and NFE per iteration against the tolerance.
 
 Part 1 (block cost). One ``flows.cnf_block.CNFBlock`` and a minimal hand-written torchdiffeq
 CNF (:class:`_MinimalCNF`, FFJORD's augmented ODE and nothing else) share the same network
@@ -16,14 +14,14 @@ on (64,)) after a few Adam steps at tolerance 1e-3, then one training iteration 
 ``out.loss.backward()``, no optimizer step) per tolerance 1e-8 .. 1e-2 with the same batch,
 Hutchinson noise and dropout: forward and backward NFE summed over blocks, and wall times.
 
-Every figure is measured with ``torch.set_num_threads(--threads)`` on both sides. The load
-average is printed with the results: other processes on the machine inflate the wall times
-(especially with more than one thread), not the NFE.
+Every figure is measured with ``torch.set_num_threads(threads)`` (config: 2, the committed
+figures' setting) on both sides. The load average is printed with the results: other processes
+on the machine inflate the wall times (especially with more than one thread), not the NFE.
+``--quick``: fewer block cases and tolerances, narrower blocks, 3 training steps.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -37,7 +35,6 @@ import torch
 import torchdiffeq
 from torch import nn
 
-from agents.cli import command_parser
 from flows import BatchStream, build_model, load_dataset
 from flows.cnf_block import CNFBlock
 from flows.model import FlowModel, FlowOutput
@@ -45,6 +42,9 @@ from flows.nets import conv_net, mlp_net
 from flows.train import fit
 from flows.transforms import FlowState, LogitTransform, Squeeze
 from infocnf_env.threads import set_threads
+from runs.format import rng, sci
+from runs.run_cache import Context
+from runs.study import Page, Res, Study
 
 BLOCK_TOL = 1e-5
 TRAIN_TOL = 1e-3
@@ -316,8 +316,8 @@ def _print_sweep_table(points: list[SweepPoint], train_loss: dict[str, float], t
     print("train loss after warm-up training: " + ", ".join(f"{k} {v:.3f}" for k, v in train_loss.items()))
 
 
-def run(batch: int, repeats: int, quick: bool, threads: int, hidden: int, sweep_hidden: int,
-        train_steps: int, sweep_iterations: int) -> dict:
+def measure(batch: int, repeats: int, quick: bool, threads: int, hidden: int, sweep_hidden: int,
+            train_steps: int, sweep_iterations: int) -> dict:
     set_threads(threads)
     stream, x, y = _digits_batch(batch, seed=0)
     t_start = time.perf_counter()
@@ -354,27 +354,44 @@ def run(batch: int, repeats: int, quick: bool, threads: int, hidden: int, sweep_
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = command_parser("runs.bench_flow", __doc__)
-    parser.add_argument("--batch", type=int, default=64, help="digits batch size")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per block case (default 9, quick 2)")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for both sides")
-    parser.add_argument("--json", default=None, help="also write the figures to this file")
-    parser.add_argument("--quick", action="store_true", help="reduced run: fewer cases, tolerances, steps")
-    args = parser.parse_args(argv)
-    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 9)
-    result = run(
-        args.batch, repeats, args.quick, args.threads, hidden=32 if args.quick else 64, sweep_hidden=32,
-        train_steps=3 if args.quick else 30, sweep_iterations=1 if args.quick else 2,
-    )
-    if args.json:
-        folder = os.path.dirname(args.json)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-    return result
+CONFIG = {"batch": 64, "repeats": 9, "threads": 2, "block_hidden": 64, "sweep_hidden": 32, "train_steps": 30,
+          "sweep_iterations": 2}
+QUICK = {"repeats": 2, "threads": 1, "block_hidden": 32, "train_steps": 3, "sweep_iterations": 1}
 
 
-if __name__ == "__main__":
-    main()
+def run(ctx: Context) -> dict:
+    c = ctx.config
+    return measure(c["batch"], c["repeats"], ctx.quick, c["threads"], hidden=c["block_hidden"],
+                   sweep_hidden=c["sweep_hidden"], train_steps=c["train_steps"], sweep_iterations=c["sweep_iterations"])
+
+
+def section(res: Res) -> str:
+    b = res["bench_flow"]
+    st = b["settings"]
+    ratios = [c["fwdbwd_ms_per_nfe_ours"] / c["fwdbwd_ms_per_nfe_minimal"] for c in b["block_cost"]]
+    lines = ["| arch | tol | forward NFE | backward NFE | bits/dim | forward NFE, warm start | "
+             "bits/dim, warm start |", "|" + " --- |" * 7]
+    for p in b["tolerance_sweep"]:
+        lines.append(f"| {p['arch']} | {sci(p['tol'])} | {p['nfe_forward']} | {p['nfe_backward']} | "
+                     f"{p['bits_per_dim']:.4f} | {p['nfe_forward_warm']} | {p['bits_per_dim_warm']:.4f} |")
+    return f"""\
+`python -m runs.reproduce bench-flow` (`runs/results/bench_flow.json`): our CNF block costs {rng(ratios, 2)}x a \
+minimal hand-written torchdiffeq CNF per function evaluation (forward + backward, {len(ratios)} cases). One \
+training iteration of small digits flows after {st['train_steps']} Adam steps at {sci(st['train_tol'])}, batch \
+{st['batch']}, per tolerance, with the initial-step heuristic and warm-started:
+
+""" + "\n".join(lines)
+
+
+STUDY = Study(
+    name="bench-flow",
+    summary="performance: our CNF block's cost per NFE, and the NFE per iteration against the tolerance",
+    config=CONFIG,
+    quick=QUICK,
+    run=run,
+    page=Page("Performance: NFE against the tolerance, and the cost of one evaluation", order=1040, render=section,
+              needs=("bench_flow",)),
+    uses_digits_regimes=False,
+    seeds=1,
+    stem="bench_flow",
+)
