@@ -46,7 +46,8 @@ TINY_SPIRALS = dict(num_train=32, num_test=16, length=100, window=20, extrap=10,
 #: The frozen-flow benchmark ids: a narrow flow trained 30 iterations, a pool of 4 episodes.
 TINY_FROZEN = dict(hidden=8, train_iterations=30, train_pool_size=4, test_pool_size=4, batch_size=16)
 #: A cheap classical-ODE task (infocnf_env.ode_env): two families, small pools, short references.
-TINY_ODE = dict(families=("vdp", "lorenz"), segments=2, train_pool_size=4, test_pool_size=4, reference_tol=1e-10)
+TINY_ODE = dict(families=("vdp", "lorenz"), segments=2, train_pool_size=4, test_pool_size=4, ood_pool_size=0,
+                reference_tol=1e-10)
 
 
 def env_kwargs(kwargs: dict[str, object]) -> list[str]:

@@ -15,7 +15,7 @@ from agents import evaluate, fixed, reinforce
 from infocnf_env import ODETaskEnv
 
 ODE_KWARGS = ["families=('vdp', 'lorenz')", "segments=2", "train_pool_size=2", "test_pool_size=2",
-              "reference_tol=1e-9"]
+              "ood_pool_size=0", "reference_tol=1e-9"]
 FROZEN_KWARGS = ["hidden=4", "train_iterations=3", "train_pool_size=2", "test_pool_size=2", "batch_size=8"]
 
 
@@ -26,7 +26,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def _ode_env(cache: str) -> ODETaskEnv:
     return ODETaskEnv(families=("vdp", "lorenz"), segments=2, train_pool_size=2, test_pool_size=2,
-                      reference_tol=1e-9, cache=cache)
+                      ood_pool_size=0, reference_tol=1e-9, cache=cache)
 
 
 def _fixed(tmp_path, cache: str, env: str, kwargs: list[str], tol: float, name: str) -> dict:
@@ -38,7 +38,7 @@ def test_the_summary_scores_the_runs_own_policy_on_the_test_pool(tmp_path, cache
     loose = _fixed(tmp_path, cache, "ODE-Mixed-v0", ODE_KWARGS, 1e-3, "loose")
     tight = _fixed(tmp_path, cache, "ODE-Mixed-v0", ODE_KWARGS, 1e-8, "tight")
     env = ODETaskEnv(families=("vdp", "lorenz"), segments=2, train_pool_size=2, test_pool_size=2,
-                     reference_tol=1e-9, cache=cache)
+                     ood_pool_size=0, reference_tol=1e-9, cache=cache)
     for summary, tol in ((loose, 1e-3), (tight, 1e-8)):
         expected = env.score(env.constant_action(tol), "test")
         assert summary["test"]["reward"] == pytest.approx(expected["reward"])
@@ -187,7 +187,7 @@ def test_a_fixed_first_step_run_is_scored_with_its_first_step(tmp_path, cache) -
                           "--out", str(tmp_path / "f"), "--no-progress", "--no-tensorboard", "--env-kwargs",
                           *ODE_KWARGS, "action_mode='tol_first_step'", f"cache={cache!r}"])
     env = ODETaskEnv(families=("vdp", "lorenz"), segments=2, train_pool_size=2, test_pool_size=2,
-                     reference_tol=1e-9, cache=cache, action_mode="tol_first_step")
+                     ood_pool_size=0, reference_tol=1e-9, cache=cache, action_mode="tol_first_step")
     policy = evaluate.load_action_policy(tmp_path / "f", env)
     obs, _ = env.reset(options={"episode": 0})
     assert [list(policy(obs, b)) for b in (0, 1)] == [pytest.approx([-5.0, -1.0])] * 2

@@ -160,7 +160,8 @@ def test_warm_start_saves_the_heuristic_of_later_segments(tiny_env: ODETaskEnv) 
 # ---------------------------------------------------------------------------- the env
 @pytest.mark.parametrize("env_id", sorted(infocnf_env.ODE_IDS))
 def test_every_ode_id_passes_the_checkers(env_id: str, ode_cache: str) -> None:
-    env = gym.make(env_id, train_pool_size=2, test_pool_size=1, segments=2, reference_tol=1e-9, cache=ode_cache)
+    env = gym.make(env_id, train_pool_size=2, test_pool_size=1, ood_pool_size=1, segments=2, reference_tol=1e-9,
+                   cache=ode_cache)
     check_env(env.unwrapped, skip_render_check=True)
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
@@ -169,7 +170,7 @@ def test_every_ode_id_passes_the_checkers(env_id: str, ode_cache: str) -> None:
 
 def test_make_vec_runs_an_ode_task(ode_cache: str) -> None:
     envs = gym.make_vec("ODE-Lorenz-v0", num_envs=2, vectorization_mode="sync", train_pool_size=2,
-                        test_pool_size=1, segments=2, reference_tol=1e-9, cache=ode_cache)
+                        test_pool_size=1, ood_pool_size=0, segments=2, reference_tol=1e-9, cache=ode_cache)
     envs.reset(seed=0)
     for _ in range(2):
         _, rewards, _, _, _ = envs.step(np.full((2, 1), -4.0, dtype=np.float32))

@@ -198,7 +198,8 @@ def test_the_cli_builds_the_agent_its_flags_ask_for(tmp_path, flags: list[str], 
 
     reinforce.main(["--env", "ODE-Mixed-v0", "--iterations", "1", "--out", str(tmp_path / "r"), "--no-progress",
                     "--no-tensorboard", *flags, "--env-kwargs", "families=('vdp',)", "segments=2",
-                    "train_pool_size=1", "test_pool_size=1", "reference_tol=1e-9", f"cache={str(tmp_path)!r}"])
+                    "train_pool_size=1", "test_pool_size=1", "ood_pool_size=0", "reference_tol=1e-9",
+                    f"cache={str(tmp_path)!r}"])
     state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")["agent"]
     assert ("critics" in state) == critics
     assert bool(state["baseline_ready"].all()) == baseline  # the moving average is kept only with a baseline
