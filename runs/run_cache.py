@@ -65,7 +65,10 @@ class Context:
 class Arm:
     """One training run: an agent CLI on an environment id with fixed flags.
 
-    ``label`` only names the directory; everything else goes into the cache key.
+    ``label`` only names the directory; everything else goes into the cache key. ``task_key``
+    names what decides the task's episodes beyond its argv (a benchmark task's trained flows,
+    pools and references: its config's ``pool_key()``), so a run trained against other flows or
+    other problem definitions is not reused; empty for tasks whose argv decides everything.
     """
 
     label: str
@@ -76,12 +79,15 @@ class Arm:
     eval_every: int = 0
     agent_args: tuple[str, ...] = ()
     env_kwargs: tuple[tuple[str, Any], ...] = ()
+    task_key: str = ""
 
     @property
     def key(self) -> str:
-        payload = json.dumps([self.module, self.env, self.seed, self.iterations, self.eval_every,
-                              list(self.agent_args), [[k, v] for k, v in self.env_kwargs]], default=str)
-        return hashlib.sha1(payload.encode()).hexdigest()[:10]
+        fields = [self.module, self.env, self.seed, self.iterations, self.eval_every,
+                  list(self.agent_args), [[k, v] for k, v in self.env_kwargs]]
+        if self.task_key:  # absent from the other arms' payload, whose keys stay as they were
+            fields.append(self.task_key)
+        return hashlib.sha1(json.dumps(fields, default=str).encode()).hexdigest()[:10]
 
     def run_dir(self, runs_dir: Path) -> Path:
         return runs_dir / f"{self.label}__s{self.seed}__{self.key}"

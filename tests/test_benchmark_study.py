@@ -335,6 +335,28 @@ def test_agent_arms_carry_the_committed_flags_and_the_tasks_settings(tmp_path: P
     assert S.agent_arm(ctx, "ODE-Mixed-v0", kwargs, "reinforce", 0).module == "reinforce"
 
 
+def test_an_agent_arms_key_follows_what_decides_the_task_beyond_its_argv(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen flow's training budget and an ODE family's definition live in the registered
+    config and the code, not in the run's argv: a change to either must give a new run."""
+    import dataclasses
+
+    import infocnf_env
+    from flows import ivp
+
+    ctx = Context("benchmark", False, (0,), 1, 1, tmp_path, tmp_path / "out", load_config("benchmark", False), {})
+    frozen = S.agent_arm(ctx, "CNF-Frozen-Mixed-v0", {}, "ppo", 0)
+    ode = S.agent_arm(ctx, "ODE-Mixed-v0", {"families": ["vdp"]}, "ppo", 0)
+    config = infocnf_env.FROZEN_IDS["CNF-Frozen-Mixed-v0"]
+    monkeypatch.setitem(infocnf_env.FROZEN_IDS, "CNF-Frozen-Mixed-v0",
+                        config.replace(train_iterations=config.train_iterations // 2))
+    shorter = S.agent_arm(ctx, "CNF-Frozen-Mixed-v0", {}, "ppo", 0)
+    assert shorter.argv(tmp_path) == frozen.argv(tmp_path) and shorter.key != frozen.key
+    monkeypatch.setitem(ivp.FAMILIES, "vdp", dataclasses.replace(ivp.FAMILIES["vdp"], t_end=3.0))
+    redefined = S.agent_arm(ctx, "ODE-Mixed-v0", {"families": ["vdp"]}, "ppo", 0)
+    assert redefined.argv(tmp_path) == ode.argv(tmp_path) and redefined.key != ode.key
+
+
 # ---------------------------------------------------------------------------- the tune study
 def test_tune_chooses_each_agents_candidate_by_its_training_pool_reward(tmp_path: Path) -> None:
     """Every candidate's runs are fixed-tolerance run directories written by hand, where the

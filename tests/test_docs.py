@@ -103,3 +103,8 @@ def test_readme_leaderboard_is_the_benchmark_result():
     assert readme_table(result) in (ROOT / "README.md").read_text(), (
         "README's leaderboard table differs from runs/results/benchmark.json: paste the output of "
         "`python -m runs.studies.benchmark` into README.md")
+
+
+def test_readme_fits_two_screens():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move detail to a page under docs/"

@@ -210,9 +210,22 @@ def agent_arm(ctx: Context, task: str, kwargs: dict[str, Any], agent: str, seed:
     kwargs = {**kwargs, **(setting or {})}
     if action_mode is not None:
         kwargs = {**kwargs, "action_mode": action_mode}
+    kwargs = task_kwargs(ctx, kwargs)
     return Arm(label=label or f"leaderboard-{task}-{agent}", module=registry.get(agent).trainer, env=task, seed=seed,
                iterations=ctx.config["agent_episodes"] if episodes is None else episodes, eval_every=0,
-               agent_args=tuple(flags), env_kwargs=tuple(sorted(task_kwargs(ctx, kwargs).items())))
+               agent_args=tuple(flags), env_kwargs=tuple(sorted(kwargs.items())),
+               task_key=task_definition(task, kwargs))
+
+
+def task_definition(task: str, kwargs: dict[str, Any]) -> str:
+    """What decides ``task``'s episodes beyond its kwargs, as a cache name: the registered
+    config with ``kwargs`` applied, its ``pool_key()`` (the frozen flows' training, the ODE
+    families' definitions, the pools and the references); empty for another id."""
+    import infocnf_env
+
+    configs: dict[str, infocnf_env.FrozenConfig | infocnf_env.ODEConfig] = {**infocnf_env.FROZEN_IDS,
+                                                                          **infocnf_env.ODE_IDS}
+    return configs[task].replace(**kwargs).pool_key() if task in configs else ""
 
 
 def _parallel(ctx: Context, fn: Callable[..., Any], jobs: list[tuple]) -> list[Any]:
