@@ -4,10 +4,11 @@
 registry it reads). The bundled ids (digits, the 1-D mixture, the
 spirals, the frozen flows, the classical ODE tasks) run on one thread: their tensors are tiny
 (a digits block solves a batch of 128 8x8 images with 24-filter convolutions), so a second
-intra-op thread adds more synchronisation than work, and on a machine whose other cores are
-busy the threads wait for each other at every operation. The ``threads`` study measures
-this (iterations per second of the README's main job at 1 and 2 threads, idle and beside a
-busy process: ``python -m runs.reproduce threads``, ``runs/results/threads.json``). The
+intra-op thread gains little on an idle machine, and on a machine whose other cores are busy
+the threads wait for each other at every operation; one thread is the choice that is never
+far from the fastest. The ``threads`` study measures both (iterations per second of the
+README's main job at 1 and 2 threads, idle and beside a busy process:
+``python -m runs.reproduce threads``, ``runs/results/threads.json``). The
 CIFAR10 and MNIST ids (the paper's sizes: batch 900, 64-filter dynamics on 32x32 images) keep
 torch's own default, one thread per core: their operations are large enough to share; the
 study does not measure them (they are meant for a GPU). :func:`set_threads` applies a count to

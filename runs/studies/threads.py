@@ -212,8 +212,8 @@ def section(res: Res) -> str:
              / row(rates, load=kind, threads=min(r["threads"] for r in rates))["it_per_s_mean"]
              for kind in dict.fromkeys(r["load"] for r in rates)}
     items = [f"Fastest thread count: {', '.join(f'{k} {v}' for k, v in rule['fastest'].items())}; the CLIs' default "
-             f"for the bundled ids is {rule['default_threads']} (`infocnf_env.threads`). The most threads against "
-             f"one: {', '.join(f'{k} {v:.2f}x' for k, v in ratio.items())} the iterations per second.",
+             f"for the bundled ids is {rule['default_threads']} (`infocnf_env.default_threads`). The most threads "
+             f"against one: {', '.join(f'{k} {v:.2f}x' for k, v in ratio.items())} the iterations per second.",
              f"The README's main job ({job['iterations']} iterations, {job['threads']} thread"
              f"{'s' if job['threads'] != 1 else ''}, TensorBoard on) "
              f"{'beside the busy process' if job['load'] == 'busy' else 'on the idle machine'}, start to exit: "
