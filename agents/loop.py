@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,8 @@ def run_cli(main: Callable[[], Any]) -> None:
         # telling the caller that a refused run succeeded
         if rank == "0":
             print(f"error: {err}", file=sys.stderr)
+        else:  # let rank 0 fail first: torchrun stops the other workers at the first failure
+            time.sleep(10)
         sys.exit(2)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error{prefix}: {err}", file=sys.stderr)

@@ -85,7 +85,7 @@ class Arm:
     def key(self) -> str:
         fields = [self.module, self.env, self.seed, self.iterations, self.eval_every,
                   list(self.agent_args), [[k, v] for k, v in self.env_kwargs]]
-        if self.task_key:  # absent from the other arms' payload, whose keys stay as they were
+        if self.task_key:  # only the benchmark arms carry one; the others hash their argv alone
             fields.append(self.task_key)
         return hashlib.sha1(json.dumps(fields, default=str).encode()).hexdigest()[:10]
 
