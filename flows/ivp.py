@@ -219,6 +219,46 @@ class IVPDynamics(nn.Module):
         self.counter.reject_step(dt)
 
 
+class BatchDynamics:
+    """The right-hand sides of several instances as one ``(N, MAX_DIM)`` system, for
+    :func:`flows.ode.solve_batch`: row i is instance i's state, zero-padded past its family's
+    dimension (the padding stays zero: its derivative is zero); ``weights`` marks each row's own
+    features, which its error norm measures. Row i's derivative depends on row i only.
+
+    The instances must come grouped by family (each family's rows contiguous), so that each
+    family's right-hand side runs once per evaluation on a slice of the batch."""
+
+    def __init__(self, instances: list[Instance]):
+        self.dims = [FAMILIES[inst.family].dim for inst in instances]
+        self.params = torch.tensor([inst.param for inst in instances], dtype=torch.float64)
+        self.weights = torch.zeros(len(instances), MAX_DIM, dtype=torch.float64)
+        for row, dim in enumerate(self.dims):
+            self.weights[row, :dim] = 1.0
+        self.groups: list[tuple[Family, int, int]] = []  # (family, first row, end row)
+        for row, inst in enumerate(instances):
+            if self.groups and self.groups[-1][0].name == inst.family:
+                family, start, _ = self.groups[-1]
+                self.groups[-1] = (family, start, row + 1)
+            else:
+                if any(family.name == inst.family for family, _, _ in self.groups):
+                    raise ValueError("BatchDynamics needs the instances grouped by family")
+                self.groups.append((FAMILIES[inst.family], row, row + 1))
+
+    def pad(self, states: list[torch.Tensor]) -> torch.Tensor:
+        """The rows' states as one zero-padded ``(N, MAX_DIM)`` tensor."""
+        out = torch.zeros(len(states), MAX_DIM, dtype=torch.float64)
+        for row, y in enumerate(states):
+            out[row, : len(y)] = y
+        return out
+
+    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        pieces = []
+        for family, start, end in self.groups:
+            dy = family.rhs(t[start:end], y[start:end, : family.dim], self.params[start:end])
+            pieces.append(torch.nn.functional.pad(dy, (0, MAX_DIM - family.dim)))
+        return torch.cat(pieces)
+
+
 def relative_error(y: torch.Tensor, reference: torch.Tensor) -> float:
     """``max |y - y_ref| / max(1, max |y_ref|)``: the solver's mixed absolute / relative scale."""
     err = float((y - reference).abs().max() / reference.abs().max().clamp(min=1.0))

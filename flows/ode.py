@@ -225,6 +225,192 @@ SCIPY_METHODS: dict[str, int] = {"RK23": 3, "RK45": 5, "DOP853": 8}
 CONTROLLERS: tuple[str, ...] = ("integral", "pi")
 
 
+def _import_torchode() -> Any:
+    try:
+        import torchode
+    except ImportError:
+        raise ImportError("backend 'torchode' needs torchode (a dependency of infocnf-gym): "
+                          "pip install 'torchode>=1.0.1,<2'") from None
+    return torchode
+
+
+def _controller_gains(controller: str) -> dict[str, float]:
+    """The PID gains of ``controller`` (PI.3.4, in units of 1 / order; none for the integral one)."""
+    if controller not in CONTROLLERS:
+        raise ValueError(f"unknown step-size controller {controller!r}; valid: {', '.join(CONTROLLERS)}")
+    return {"pcoeff": 0.4, "icoeff": 0.3, "dcoeff": 0.0} if controller == "pi" else {}
+
+
+def _torchode_controller(controller: str) -> type:
+    """torchode's step-size controller class for ``controller`` (``_solve_torchode``'s docstring):
+    the integral one with torchdiffeq's rule that an accepted step never shrinks the next."""
+    torchode = _import_torchode()
+    _controller_gains(controller)
+    if controller == "pi":
+        return torchode.PIDController
+
+    class Integral(torchode.IntegralController):  # type: ignore[name-defined]
+        def dt_factor(self, state, error_ratio):
+            factor = super().dt_factor(state, error_ratio)
+            return torch.where(error_ratio < 1.0, factor.clamp(min=1.0), factor)
+
+    return Integral
+
+
+@dataclass
+class BatchSolution:
+    """What :func:`solve_batch` reports, row by row.
+
+    ``y``: each row's state at its ``t_end`` (a failed row keeps its initial state). ``nfe``:
+    the evaluations each row's own solve needs (the batch evaluates every row at every stage
+    while any row runs; a row is charged only while it runs). ``accepted`` / ``rejected``:
+    its steps. ``last_step``: its last accepted step, at the size the controller proposed
+    where the span's end cut it (as torchdiffeq reports it); ``None`` if none was accepted.
+    ``errors``: why a row's solve failed (``None`` where it succeeded).
+    """
+
+    y: torch.Tensor
+    nfe: list[int]
+    accepted: list[int]
+    rejected: list[int]
+    last_step: list[float | None]
+    errors: list[str | None]
+
+
+def solve_batch(
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    y0: torch.Tensor,
+    t_start: torch.Tensor,
+    t_end: torch.Tensor,
+    tol: torch.Tensor,
+    *,
+    method: str = "dopri5",
+    controller: str = "integral",
+    first_step: torch.Tensor | None = None,
+    max_num_steps: int | None = None,
+    weights: torch.Tensor | None = None,
+) -> BatchSolution:
+    """Solve N independent initial value problems in one loop, each with its own time span,
+    tolerance, first step and step-size control (torchode's per-row control; optional extra).
+
+    The solves of the benchmark's vector envs: one call advances N episodes. A row's result
+    does not depend on the other rows: the same row solved alone gives the same steps and NFE
+    (tests/test_vector_env.py), which is what lets a single env be this solve at N = 1.
+
+    Args:
+        func: ``f(t, y) -> dy/dt`` with ``t`` of shape ``(N,)`` and ``y`` of ``(N, F)``; row i of the
+            output may depend on row i of the input only. No gradient is taken.
+        y0: ``(N, F)`` initial states (rows of fewer features are zero-padded, see ``weights``).
+        t_start, t_end: ``(N,)`` each row's span (``t_end > t_start``).
+        tol: ``(N,)`` each row's tolerance (atol = rtol, as :func:`solve`). The error ratio is
+            ``RMS(error / (tol * (1 + max(|y0|, |y1|))))`` over the row's features, which is
+            torchode's (and torchdiffeq's) ``atol + rtol * max(|y0|, |y1|)`` bound with a
+            tolerance per row: torchode takes scalar tolerances, so the division by ``tol``
+            happens in the norm.
+        method: ``"dopri5"`` or ``"tsit5"`` (:data:`TORCHODE_METHODS`).
+        controller: ``"integral"`` or ``"pi"`` (``_solve_torchode``'s docstring).
+        first_step: ``(N,)`` each row's first step; NaN (or ``None`` for every row): the
+            initial-step heuristic (Hairer, Norsett and Wanner, Sec. II.4), one evaluation more.
+        max_num_steps: cap on each row's step attempts; a row past it fails alone.
+        weights: ``(N, F)`` 0/1, the features of each row its error norm measures (``None``: all);
+            the RMS is over the measured ones, so padding does not change a row's steps.
+
+    Returns:
+        A :class:`BatchSolution`. A row that fails (step cap, step-size underflow, non-finite
+        values) fails alone: torchode stops the whole loop at the first failure, so the rows
+        still running are solved again without it (their solves do not depend on it).
+    """
+    torchode = _import_torchode()
+    if method not in TORCHODE_METHODS:
+        raise ValueError(f"solve_batch supports methods {', '.join(TORCHODE_METHODS)}, got {method!r}")
+    y0 = y0.detach()
+    count, features = y0.shape
+    weights = torch.ones_like(y0) if weights is None else weights.to(y0.dtype)
+    heuristic = torch.ones(count, dtype=torch.bool) if first_step is None else torch.isnan(first_step)
+    nfe, accepted, rejected = [0] * count, [0] * count, [0] * count
+    last_step: list[float | None] = [None] * count
+    errors: list[str | None] = [None] * count
+    y_end = y0.clone()
+    failed = torch.zeros(count, dtype=torch.bool)
+    while True:
+        # a row that failed is given an empty span, so that the others are solved again without it
+        status, y1, steps, taken, last = _solve_rows(
+            torchode, func, y0, t_start, torch.where(failed, t_start, t_end), tol, method, controller, first_step,
+            max_num_steps, weights)
+        new = (status != torchode.status_codes.SUCCESS) & ~failed
+        if bool(new.any()):  # the loop stopped at these rows' failure: report them, solve the rest again
+            for row in new.nonzero().flatten().tolist():
+                name = torchode.Status(int(status[row])).name.lower().replace("_", " ")
+                errors[row], failed[row] = f"torchode: {name}", True
+            continue
+        finite = torch.isfinite(y1).all(dim=1)
+        for row in (~failed).nonzero().flatten().tolist():
+            nfe[row] = 1 + int(heuristic[row]) + _TORCHODE_STAGES[method] * int(steps[row])
+            accepted[row] = int(taken[row])
+            rejected[row] = int(steps[row] - taken[row])
+            last_step[row] = None if torch.isnan(last[row]) else float(last[row])
+            if bool(finite[row]):
+                y_end[row] = y1[row]
+            else:
+                errors[row] = "non-finite values in the solution"
+        break
+    return BatchSolution(y_end, nfe, accepted, rejected, last_step, errors)
+
+
+#: Evaluations per step attempt of torchode's methods (7 stages, the first the last one of the
+#: previous step: first same as last).
+_TORCHODE_STAGES: dict[str, int] = {"dopri5": 6, "tsit5": 6}
+
+
+def _solve_rows(torchode: Any, func: Callable, y0: torch.Tensor, t_start: torch.Tensor, t_end: torch.Tensor,
+                tol: torch.Tensor, method: str, controller: str, first_step: torch.Tensor | None,
+                max_num_steps: int | None, weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One torchode loop over the rows: (status, end state, step attempts, accepted steps, last step)."""
+    count = len(y0)
+    measured = weights.sum(dim=1).clamp(min=1.0)
+    last = torch.full((count,), float("nan"), dtype=t_start.dtype)
+    proposed = torch.zeros(count, dtype=t_start.dtype)
+    dt_min = torch.finfo(t_start.dtype).eps * (t_end - t_start).abs().clamp(min=1.0)
+
+    def norm(scaled: torch.Tensor) -> torch.Tensor:  # the RMS over a row's measured features, over its tol
+        return (scaled.pow(2).mul(weights).sum(dim=1) / measured).sqrt() / tol
+
+    class Controller(_torchode_controller(controller)):  # type: ignore[misc]
+        def init(self, term, problem, method_order, dt0, *, stats, args):
+            if dt0 is not None and bool(torch.isnan(dt0).any()):  # some rows want the heuristic
+                guess, f0 = self._select_initial_step(term, problem.t_start, problem.y0, problem.time_direction,
+                                                      (problem.t_end - problem.t_start).abs(), method_order,
+                                                      stats, args)
+                _, state, _ = super().init(term, problem, method_order, guess, stats=stats, args=args)
+                return torch.where(torch.isnan(dt0), guess, dt0), state, f0
+            dt, state, f0 = super().init(term, problem, method_order, dt0, stats=stats, args=args)
+            state.dt_min = dt_min
+            return dt, state, f0
+
+        def adapt_step_size(self, t0, dt, y0_, step_result, state, stats):
+            state.dt_min = dt_min
+            out = super().adapt_step_size(t0, dt, y0_, step_result, state, stats)
+            done = out[0] & (dt != 0)  # a finished row steps by 0 until the loop ends
+            taken = torch.where(proposed.abs() > dt.abs(), proposed, dt).abs()
+            last.copy_(torch.where(done, taken, last))
+            proposed.copy_(torch.where(dt != 0, out[1].detach(), proposed))
+            # a row that has reached its end steps by 0 (below dt_min) until the loop ends: not a failure
+            status = out[3] if out[3] is None else torch.where(dt == 0, torchode.status_codes.SUCCESS, out[3])
+            return out[0], out[1], out[2], status
+
+    term = torchode.ODETerm(lambda t, y: func(t, y).detach(), with_stats=False)
+    step_control = Controller(atol=1.0, rtol=1.0, term=term, norm=norm, **_controller_gains(controller))
+    stepper = {"dopri5": torchode.Dopri5, "tsit5": torchode.Tsit5}[method]
+    solver = torchode.AutoDiffAdjoint(stepper(term=term), step_control, max_steps=max_num_steps,
+                                      backprop_through_step_size_control=False)
+    problem = torchode.InitialValueProblem(y0=y0, t_start=t_start, t_end=t_end)
+    dt0 = None if first_step is None else first_step.to(t_start.dtype)
+    with torch.no_grad():
+        solution = solver.solve(problem, dt0=dt0)
+    stats = solution.stats
+    return solution.status, solution.ys[:, -1], stats["n_steps"], stats["n_accepted"], last
+
+
 def _solve_torchode(
     func: nn.Module,
     y0: tuple[torch.Tensor, ...],
@@ -259,10 +445,7 @@ def _solve_torchode(
     which damps the step-size oscillation of the integral controller where stability, not
     accuracy, limits the step, at the price of reacting more slowly.
     """
-    try:
-        import torchode
-    except ImportError:
-        raise ImportError("backend 'torchode' needs the optional extra: pip install 'infocnf-gym[torchode]'") from None
+    torchode = _import_torchode()
     check_backend_options("torchode", method, adjoint)
     if options:
         raise ValueError(f"backend 'torchode' takes no solver options, got {sorted(options)}")
@@ -286,20 +469,10 @@ def _solve_torchode(
         return torch.stack([err[:, a:b].pow(2).mean(dim=1).sqrt() for a, b in pieces]).amax(0)
 
     callback = getattr(func, "callback_accept_step", None)
+    reject = getattr(func, "callback_reject_step", None)
     proposed: list[torch.Tensor] = []  # the step the controller proposed last, before torchode cut it
 
-    if controller not in CONTROLLERS:
-        raise ValueError(f"unknown step-size controller {controller!r}; valid: {', '.join(CONTROLLERS)}")
-    pi = controller == "pi"
-
-    class Controller(torchode.PIDController if pi else torchode.IntegralController):  # type: ignore[misc]
-        def dt_factor(self, state, error_ratio):
-            factor = super().dt_factor(state, error_ratio)
-            if pi:
-                return factor
-            # as torchdiffeq: an accepted step never shrinks the next
-            return torch.where(error_ratio < 1.0, factor.clamp(min=1.0), factor)
-
+    class Controller(_torchode_controller(controller)):  # type: ignore[misc]
         def adapt_step_size(self, t0, dt, y0, step_result, state, stats):
             out = super().adapt_step_size(t0, dt, y0, step_result, state, stats)
             if callback is not None and bool(out[0][0]):
@@ -307,15 +480,15 @@ def _solve_torchode(
                 # it and interpolates. The step reported is the proposed one, as torchdiffeq reports.
                 taken = proposed[0] if proposed and proposed[0].abs() > dt[0].abs() else dt[0]
                 callback(t0[0], unflatten(y0[0]), taken)
+            elif reject is not None and not bool(out[0][0]) and bool(dt[0] != 0):
+                reject(t0[0], unflatten(y0[0]), dt[0])
             proposed[:] = [out[1][0].detach()]
             return out
 
     term = torchode.ODETerm(f, with_stats=False)
     span = float((t[-1] - t[0]).detach().abs())
-    gains = {"pcoeff": 0.4, "icoeff": 0.3, "dcoeff": 0.0} if pi else {}  # PI.3.4, in units of 1 / order
-    step_control = Controller(
-        atol=tol, rtol=tol, term=term, norm=mixed_norm, dt_min=torch.finfo(t.dtype).eps * max(span, 1.0), **gains,
-    )
+    step_control = Controller(atol=tol, rtol=tol, term=term, norm=mixed_norm,
+                              dt_min=torch.finfo(t.dtype).eps * max(span, 1.0), **_controller_gains(controller))
     # torchdiffeq chooses step sizes under no_grad: so must this, for the same gradient and backward NFE.
     stepper = {"dopri5": torchode.Dopri5, "tsit5": torchode.Tsit5}[method]
     solver = torchode.AutoDiffAdjoint(

@@ -98,17 +98,20 @@ FROZEN_IDS["CNF-Frozen-Mixed-v0"] = FrozenConfig(
     train_iterations=3000, plateau=Plateau(), batch_size=8,
     pools=PoolConfig(train_pool_size=64, test_pool_size=64))
 for _id, _frozen in FROZEN_IDS.items():
-    register(id=_id, entry_point="infocnf_env.frozen:FrozenFlowEnv", kwargs={"config": _frozen})
+    register(id=_id, entry_point="infocnf_env.frozen:FrozenFlowEnv",
+             vector_entry_point="infocnf_env.vector:FrozenVectorEnv", kwargs={"config": _frozen})
 
 #: Classical ODE tasks (infocnf_env.ode_env): tolerance learning in isolation on standard test
-#: problems whose difficulty varies between episodes, one family each and all mixed.
+#: problems whose difficulty varies between episodes, one family each and all mixed (solved by
+#: torchode, batched across episodes: make_vec gives infocnf_env.vector's native vector env).
 ODE_IDS: dict[str, ODEConfig] = {
     f"ODE-{_title}-v0": ODEConfig(families=_families)
     for _title, _families in (("Kepler", ("kepler",)), ("VanDerPol", ("vdp",)), ("Arenstorf", ("arenstorf",)),
                               ("Lorenz", ("lorenz",)), ("Mixed", ("kepler", "vdp", "arenstorf", "lorenz")))
 }
 for _id, _ode in ODE_IDS.items():
-    register(id=_id, entry_point="infocnf_env.ode_env:ODETaskEnv", kwargs={"config": _ode})
+    register(id=_id, entry_point="infocnf_env.ode_env:ODETaskEnv",
+             vector_entry_point="infocnf_env.vector:ODEVectorEnv", kwargs={"config": _ode})
 
 __all__ = [
     "BenchmarkEnv", "BenchmarkReward", "DEFAULT_TOL_BOUNDS", "DataConfig", "ODEConfig", "ODETaskEnv", "ODE_IDS",

@@ -71,16 +71,16 @@ def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[st
                         start=f"the baselines' grid: {episodes} episodes ({', '.join(splits)}) x {len(log_tols)} "
                               "constant tolerances")
 
-    def play(split: str, e: int, t: float) -> dict:
-        cell = env.play(split, e, env.constant_action(10.0 ** t, first_step))
-        progress.update()
-        return cell
+    def column(split: str, t: float) -> list[dict]:  # every episode of the pool at once (BenchmarkEnv.play_many)
+        cells = env.play_many(split, list(range(len(env.pool(split)))), env.constant_action(10.0 ** t, first_step))
+        progress.update(progress.done + len(cells))
+        return cells
 
     for split in splits:
-        cells = [[play(split, e, t) for t in log_tols] for e in range(len(env.pool(split)))]
-        reward[split] = np.array([[c["reward"] for c in row] for row in cells])
-        nfe[split] = np.array([[c["nfe"] for c in row] for row in cells])
-        error[split] = np.array([[c["error"] for c in row] for row in cells])
+        columns = [column(split, t) for t in log_tols]
+        reward[split] = np.array([[c["reward"] for c in col] for col in columns]).T
+        nfe[split] = np.array([[c["nfe"] for c in col] for col in columns]).T
+        error[split] = np.array([[c["error"] for c in col] for col in columns]).T
     progress.finish()
     return GridTable(list(log_tols), reward, nfe, error)
 
@@ -88,7 +88,8 @@ def grid_table(env: BenchmarkEnv, log_tols: Sequence[float], splits: Sequence[st
 def grid_key(env: BenchmarkEnv, log_tols: Sequence[float], first_step: float | None = None) -> str:
     """The cache name of ``env``'s grid table over ``log_tols`` (at ``first_step``): the task's
     pool key (its episodes and references), every other setting of the task (solver, reward,
-    spaces, pools; not the seed of its episode draws or its cache folder) and the grid."""
+    spaces, pools; not the seed of its episode draws or its cache folder), the version of the
+    task's own solve code where it has one (``BenchmarkEnv.solver_version``) and the grid."""
     import dataclasses
     import hashlib
     import json
@@ -98,6 +99,8 @@ def grid_key(env: BenchmarkEnv, log_tols: Sequence[float], first_step: float | N
     spec = [config.pool_key(), settings, [float(t) for t in log_tols]]
     if first_step is not None:
         spec.append(float(first_step))
+    if env.solver_version:
+        spec.append(f"solver-{env.solver_version}")
     digest = hashlib.sha1(json.dumps(spec, default=str).encode()).hexdigest()[:12]
     return f"{config.pool_key()}-grid-{digest}"
 
@@ -147,7 +150,7 @@ def best_schedule(env: BenchmarkEnv, log_tols: Sequence[float], start: float, sw
 
     def mean_reward(candidate: list[float]) -> float:
         actions = [np.array([t], dtype=np.float32) for t in candidate]
-        return float(np.mean([env.play(split, e, actions)["reward"] for e in range(len(env.pool(split)))]))
+        return float(np.mean([r["reward"] for r in env.play_many(split, list(range(len(env.pool(split)))), actions)]))
 
     best = mean_reward(schedule)
     for _ in range(sweeps):

@@ -172,6 +172,9 @@ class BenchmarkEnv(gym.Env, Generic[E]):
     pools: dict[str, list[E]]
     #: What an episode's accuracy error measures (for tables and plots).
     error_unit: str = "mean error"
+    #: Version of a task's own solve code, in the cache keys of results computed with it (0: the
+    #: solve layer's :func:`flows.ode.solve`, whose settings the task's config names whole).
+    solver_version: int = 0
 
     # ------------------------------------------------------------------ the task's parts
     def _start(self, episode: E) -> Any:
@@ -227,26 +230,53 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         episode = episodes[int(index)]
         return Playthrough(split, int(index), episode, self._start(episode))
 
+    def _advance_many(self, plays: list[Playthrough[E]],
+                      actions: list[BlockAction]) -> list[tuple[Any, Feedback] | SolverError]:
+        """Solve the next step of every play at once: per play, its new state and report, or the
+        ``SolverError`` of its failed solve. A task whose solves batch (the ODE tasks on torchode)
+        overrides this with one batched solve; here each play is solved in turn."""
+        out: list[tuple[Any, Feedback] | SolverError] = []
+        for play, action in zip(plays, actions, strict=True):
+            try:
+                out.append(self._advance(play, action))
+            except SolverError as err:
+                out.append(err)
+        return out
+
+    def _end_info(self, play: Playthrough[E]) -> dict[str, Any]:
+        """What the last step's ``info`` adds about the finished ``play`` (task-specific)."""
+        return {}
+
+    def _take_many(self, plays: list[Playthrough[E]], actions: list[Any]) -> list[tuple[float, bool, bool, dict]]:
+        """One step of every play: (reward, terminated, truncated, info) each. The step logic of
+        :meth:`step`, :meth:`play` and the vector env (:mod:`infocnf_env.vector`) alike."""
+        spaces, reward_config = self.spaces, self.reward_config
+        reads = [play.steps.read(action, spaces) for play, action in zip(plays, actions, strict=True)]
+        outcomes = self._advance_many(plays, [act for act, _ in reads])
+        results = []
+        for play, (act, info), outcome in zip(plays, reads, outcomes, strict=True):
+            steps = play.steps
+            # the pool index is "index", not "episode": SB3's Monitor owns info["episode"]
+            info.update(index=play.index, split=play.split, **self._describe(play))
+            if isinstance(outcome, SolverError):
+                info.update(solver_error=str(outcome), nfe=0, nfe_forward=sum(steps.nfe), error=math.inf)
+                results.append((-reward_config.failure_penalty, False, True, info))
+                continue
+            play.state, feedback = outcome
+            reward = steps.record(act, feedback, reward_config.alpha, self.num_blocks)
+            info.update(nfe=feedback.nfe, rejected=feedback.rejected)
+            if steps.block < self.num_blocks:
+                results.append((reward, False, False, info))
+                continue
+            error = self._error(play)
+            reward -= reward_config.error_cost(error)
+            info.update(error=error, nfe_backward=0, **steps.summary(spaces), **self._end_info(play))
+            results.append((float(reward), True, False, info))
+        return results
+
     def _take(self, play: Playthrough[E], action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
-        """One step of ``play``: (reward, terminated, truncated, info). The step logic of
-        :meth:`step` and :meth:`play` alike."""
-        spaces, reward_config, steps = self.spaces, self.reward_config, play.steps
-        act, info = steps.read(action, spaces)
-        # the pool index is "index", not "episode": SB3's Monitor owns info["episode"]
-        info.update(index=play.index, split=play.split, **self._describe(play))
-        try:
-            play.state, feedback = self._advance(play, act)
-        except SolverError as err:
-            info.update(solver_error=str(err), nfe=0, nfe_forward=sum(steps.nfe), error=math.inf)
-            return -reward_config.failure_penalty, False, True, info
-        reward = steps.record(act, feedback, reward_config.alpha, self.num_blocks)
-        info.update(nfe=feedback.nfe, rejected=feedback.rejected)
-        if steps.block < self.num_blocks:
-            return reward, False, False, info
-        error = self._error(play)
-        reward -= reward_config.error_cost(error)
-        info.update(error=error, nfe_backward=0, **steps.summary(spaces))
-        return float(reward), True, False, info
+        """One step of ``play`` (:meth:`_take_many` of one)."""
+        return self._take_many([play], [action])[0]
 
     def _terminal(self) -> np.ndarray:
         return np.zeros(self.observation_space.shape or (), dtype=np.float32)
@@ -284,26 +314,41 @@ class BenchmarkEnv(gym.Env, Generic[E]):
         ``policy``: a function ``(observation, step) -> action``, or a list of actions, one per
         step (the last repeats). Returns the episode's ``reward``, ``nfe``, ``error`` and ``failed``.
         """
-        play = self._begin(split, index)
-        total, done = 0.0, False
-        info: dict[str, Any] = {}
-        while not done:
-            step = play.steps.block
-            if isinstance(policy, list):
-                action = policy[min(step, len(policy) - 1)]
-            else:
-                action = policy(self._observe(play), step)
-            reward, terminated, truncated, info = self._take(play, action)
-            total += reward
-            done = terminated or truncated
-        return {"reward": float(total), "nfe": float(info.get("nfe_forward", sum(play.steps.nfe))),
-                "error": float(info.get("error", math.inf)), "failed": "solver_error" in info}
+        return self.play_many(split, [index], policy)[0]
+
+    def play_many(self, split: str, indices: list[int], policy: Policy | list[Any]) -> list[dict[str, Any]]:
+        """:meth:`play` of several episodes of pool ``split`` at once: their steps are taken
+        together (:meth:`_take_many`: one batched solve per step where the task batches)."""
+        plays = [self._begin(split, index) for index in indices]
+        totals = [0.0] * len(plays)
+        infos: list[dict[str, Any]] = [{} for _ in plays]
+        active = list(range(len(plays)))
+        while active:
+            actions = []
+            for k in active:
+                step = plays[k].steps.block
+                if isinstance(policy, list):
+                    actions.append(policy[min(step, len(policy) - 1)])
+                else:
+                    actions.append(policy(self._observe(plays[k]), step))
+            results = self._take_many([plays[k] for k in active], actions)
+            still = []
+            for k, (reward, terminated, truncated, info) in zip(active, results, strict=True):
+                totals[k] += reward
+                infos[k] = info
+                if not (terminated or truncated):
+                    still.append(k)
+            active = still
+        return [{"reward": float(total), "nfe": float(info.get("nfe_forward", sum(play.steps.nfe))),
+                 "error": float(info.get("error", math.inf)), "failed": "solver_error" in info}
+                for total, info, play in zip(totals, infos, plays, strict=True)]
 
     def score(self, policy: Policy | list[Any], split: str = "test",
               max_episodes: int | None = None) -> dict[str, float]:
-        """Mean reward, NFE and error of ``policy`` over a pool (its first ``max_episodes``)."""
+        """Mean reward, NFE and error of ``policy`` over a pool (its first ``max_episodes``),
+        its episodes played together (:meth:`play_many`)."""
         count = len(self.pool(split)) if max_episodes is None else min(max_episodes, len(self.pool(split)))
-        results = [self.play(split, i, policy) for i in range(count)]
+        results = self.play_many(split, list(range(count)), policy)
         return {"reward": float(np.mean([r["reward"] for r in results])),
                 "nfe": float(np.mean([r["nfe"] for r in results])),
                 "error": float(np.mean([r["error"] for r in results])),

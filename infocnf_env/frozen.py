@@ -485,8 +485,5 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
     def family_of(self, split: str, index: int) -> str:
         return self.pool(split)[index].density
 
-    def _take(self, play: Playthrough[Episode], action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
-        reward, terminated, truncated, info = super()._take(play, action)
-        if terminated:
-            info["nfe_reference"] = self.reference_nfe[play.split][play.index]
-        return reward, terminated, truncated, info
+    def _end_info(self, play: Playthrough[Episode]) -> dict[str, Any]:
+        return {"nfe_reference": self.reference_nfe[play.split][play.index]}

@@ -2,7 +2,10 @@
 
 Each episode is one instance of a family of :mod:`flows.ivp` (Kepler orbits, Van der Pol,
 Arenstorf, Lorenz) with its parameter drawn from the family's range; its time span is cut into
-``segments`` equal segments, and each step solves one segment with the agent's action through
+``segments`` equal segments, and each step solves one segment with the agent's action: on the
+default torchode backends through :func:`flows.ode.solve_batch`, which solves the segments of
+many episodes at once, each with its own tolerance and step-size control (the native vector
+env, :mod:`infocnf_env.vector`; a single env is one row of it), on the others through
 :func:`flows.ode.solve`, the same solve as the flows'. With ``warm_start`` (default) a segment
 starts from the step the previous one accepted last, rescaled to the new tolerance
 (:func:`flows.ode.rescale_step`): the episode is then one integration whose tolerance changes
@@ -37,15 +40,26 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from flows.ivp import FAMILIES, MAX_DIM, Instance, IVPDynamics, check_family, draw_instance, relative_error
+from flows.ivp import (
+    FAMILIES,
+    MAX_DIM,
+    BatchDynamics,
+    Instance,
+    IVPDynamics,
+    check_family,
+    draw_instance,
+    relative_error,
+)
 from flows.ode import (
     NFECounter,
+    SolverError,
     backend_methods,
     check_backend_options,
     check_method,
     is_adaptive,
     rescale_step,
     solve,
+    solve_batch,
     solver_order,
 )
 from infocnf_env.actions import BlockAction
@@ -80,9 +94,12 @@ class ODEConfig:
         warm_start: a segment starts from the previous segment's last accepted step,
             rescaled to its tolerance (module docstring); ``False``: the solver's heuristic.
         method: the adaptive solver, a method of ``backend`` (``flows.ode.backend_methods``).
-        backend: the episode solves' backend, a name in ``flows.ode.BACKENDS`` (``"torchode-pi"``:
-            a PI step-size controller; ``"scipy"``: scipy's ``RK23`` / ``RK45`` / ``DOP853``; the
-            references always use torchdiffeq).
+        backend: the episode solves' backend, a name in ``flows.ode.BACKENDS``. The default,
+            ``"torchode"`` (torchdiffeq's integral step-size rule) and ``"torchode-pi"`` (a PI
+            controller) solve the segments of many episodes in one batched solve
+            (:data:`BATCHED_BACKENDS`, the vector env's); ``"torchdiffeq"`` and ``"scipy"``
+            (``RK23`` / ``RK45`` / ``DOP853``) solve one episode at a time. The references always
+            use torchdiffeq.
         method_choices: the methods of ``backend`` the ``tol_method`` action mode chooses among
             (empty: :data:`DEFAULT_METHOD_CHOICES` of the backend); other modes use ``method``.
         reference_method, reference_tol: the cached reference solve of each instance.
@@ -101,7 +118,7 @@ class ODEConfig:
     segments: int = 4
     warm_start: bool = True
     method: str = "dopri5"
-    backend: str = "torchdiffeq"
+    backend: str = "torchode"
     method_choices: tuple[str, ...] = ()
     reference_method: str = "dopri8"
     reference_tol: float = 1e-12
@@ -195,6 +212,21 @@ def reference_solution(instance: Instance, method: str, tol: float, max_num_step
     return ys[-1].detach()
 
 
+#: The backends whose segments the ODE tasks solve in one batch (:func:`flows.ode.solve_batch`),
+#: backend -> step-size controller.
+BATCHED_BACKENDS: dict[str, str] = {"torchode": "integral", "torchode-pi": "pi"}
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """How one segment is solved: its two times, its length, the method and the first step."""
+
+    times: torch.Tensor
+    span: float
+    method: str
+    first_step: float | None
+
+
 @dataclass
 class _SegmentState:
     y: torch.Tensor
@@ -246,10 +278,18 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
 
     ## Version History
     * v0: initial version; the ``ood`` pool, the scipy and torchode methods and the ``tol_method``
-      mode added since (the reference cache key covers the family definitions).
+      mode added since (the reference cache key covers the family definitions); the default
+      backend is torchode's batched solve (was torchdiffeq: its dopri5 steps past a segment's end
+      and interpolates, torchode's ends its last step there, so NFE differ by a step or so per
+      segment; ``backend="torchdiffeq"`` gives the earlier episodes).
     """
 
     error_unit = "mean relative error at T"
+
+    @property
+    def solver_version(self) -> int:  # type: ignore[override]
+        """1 on the batched backends (:data:`BATCHED_BACKENDS`); bump when their solve changes."""
+        return 1 if self.config.backend in BATCHED_BACKENDS else 0
 
     def __init__(self, config: ODEConfig | None = None, **overrides: Any):
         super().__init__()
@@ -293,10 +333,11 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
         index = action.method_index(len(self.config.method_choices))
         return self.config.method if index is None else self.config.method_choices[index]
 
-    def _advance(self, play: Playthrough[Instance], action: BlockAction) -> tuple[_SegmentState, Feedback]:
-        config, state, instance = self.config, play.state, play.episode
+    def _plan(self, play: Playthrough[Instance], action: BlockAction) -> _Segment:
+        """What the next segment of ``play`` is solved over and with."""
+        config, state = self.config, play.state
         segment = play.steps.block
-        times = _segment_times(instance, config.segments)[segment: segment + 2]
+        times = _segment_times(play.episode, config.segments)[segment: segment + 2]
         span = float(times[1] - times[0])
         method = self.method_of(action)
         first_step = None
@@ -307,23 +348,65 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
             # method that takes it (a changed method keeps the step's size, not its accuracy)
             order = solver_order(method, config.backend)
             first_step = min(rescale_step(state.step, state.step_tol, action.tol, order), span)
-        func = IVPDynamics(instance)
+        return _Segment(times, span, method, first_step)
+
+    def _after(self, play: Playthrough[Instance], action: BlockAction, plan: _Segment, y: torch.Tensor, nfe: int,
+               last: float | None, accepted: int, rejected: int) -> tuple[_SegmentState, Feedback]:
+        """The state after a solved segment and the solver's report of it."""
+        state = play.state
+        feedback = Feedback(nfe, None if last is None else last / plan.span, accepted, rejected, action.tol)
+        return _SegmentState(y, last if last is not None else state.step,
+                             action.tol if last is not None else state.step_tol,
+                             state.methods + (plan.method,)), feedback
+
+    def _advance(self, play: Playthrough[Instance], action: BlockAction) -> tuple[_SegmentState, Feedback]:
+        """One segment through :func:`flows.ode.solve` (the backends that do not batch)."""
+        plan = self._plan(play, action)
+        func = IVPDynamics(play.episode)
         func.counter = counter = NFECounter()
         with torch.no_grad():
-            (ys,) = solve(func, (state.y,), times, counter, tol=action.tol, method=method,
-                          max_num_steps=config.max_num_steps, first_step=first_step, backend=config.backend)
-        last = counter.last_step
-        feedback = Feedback(counter.forward, None if last is None else last / span, counter.accepted,
-                            counter.rejected, action.tol)
-        return _SegmentState(ys[-1], last if last is not None else state.step,
-                             action.tol if last is not None else state.step_tol,
-                             state.methods + (method,)), feedback
+            (ys,) = solve(func, (play.state.y,), plan.times, counter, tol=action.tol, method=plan.method,
+                          max_num_steps=self.config.max_num_steps, first_step=plan.first_step,
+                          backend=self.config.backend)
+        return self._after(play, action, plan, ys[-1], counter.forward, counter.last_step, counter.accepted,
+                           counter.rejected)
 
-    def _take(self, play: Playthrough[Instance], action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
-        reward, terminated, truncated, info = super()._take(play, action)
-        if terminated and self.spaces.action_mode == "tol_method":
-            info["methods"] = list(play.state.methods)
-        return reward, terminated, truncated, info
+    def _advance_many(self, plays: list[Playthrough[Instance]],
+                      actions: list[BlockAction]) -> list[tuple[Any, Feedback] | SolverError]:
+        """On torchode (``backend`` in :data:`BATCHED_BACKENDS`): every play's segment in one
+        :func:`flows.ode.solve_batch` per method, each with its own span, tolerance, first step
+        and step-size control (a single env is this at N = 1); other backends solve in turn."""
+        controller = BATCHED_BACKENDS.get(self.config.backend)
+        if controller is None:
+            return super()._advance_many(plays, actions)
+        plans = [self._plan(play, action) for play, action in zip(plays, actions, strict=True)]
+        out: list[tuple[Any, Feedback] | SolverError] = [SolverError("not solved")] * len(plays)
+        for method in dict.fromkeys(plan.method for plan in plans):
+            # grouped by family, so that each family's right-hand side runs on one slice (BatchDynamics)
+            rows = sorted((k for k, plan in enumerate(plans) if plan.method == method),
+                          key=lambda k: plays[k].episode.family)
+            dynamics = BatchDynamics([plays[k].episode for k in rows])
+            first = [plans[k].first_step for k in rows]
+            solution = solve_batch(
+                dynamics, dynamics.pad([plays[k].state.y for k in rows]),
+                torch.stack([plans[k].times[0] for k in rows]), torch.stack([plans[k].times[1] for k in rows]),
+                torch.tensor([actions[k].tol for k in rows], dtype=torch.float64), method=method,
+                controller=controller, max_num_steps=self.config.max_num_steps, weights=dynamics.weights,
+                first_step=None if all(f is None for f in first) else torch.tensor(
+                    [float("nan") if f is None else f for f in first], dtype=torch.float64))
+            for position, k in enumerate(rows):
+                error = solution.errors[position]
+                if error is not None:
+                    out[k] = SolverError(error)
+                    continue
+                y = solution.y[position, : dynamics.dims[position]]
+                out[k] = self._after(plays[k], actions[k], plans[k], y, solution.nfe[position],
+                                     solution.last_step[position], solution.accepted[position],
+                                     solution.rejected[position])
+        return out
+
+    def _end_info(self, play: Playthrough[Instance]) -> dict[str, Any]:
+        return {"methods": list(play.state.methods)} if self.spaces.action_mode == "tol_method" else {}
 
     def _error(self, play: Playthrough[Instance]) -> float:
         return relative_error(play.state.y, self.references[play.split][play.index])

@@ -39,12 +39,13 @@ def frozen(cache: str) -> FrozenFlowEnv:
 
 def _segment(instance, y: torch.Tensor, k: int, segments: int, tol: float,
              first_step: float | None = None) -> tuple[torch.Tensor, NFECounter]:
-    """Segment ``k`` of ``instance`` solved by hand from ``y`` (dopri5, torchdiffeq)."""
+    """Segment ``k`` of ``instance`` solved by hand from ``y``: dopri5 on the task's torchode backend,
+    through the solve layer's one-problem path (NFE counted by the dynamics' own calls)."""
     times = torch.linspace(0.0, instance.t_end, segments + 1, dtype=torch.float64)[k:k + 2]
     func = IVPDynamics(instance)
     counter = func.counter = NFECounter()
     with torch.no_grad():
-        (ys,) = solve(func, (y,), times, counter, tol=tol, first_step=first_step)
+        (ys,) = solve(func, (y,), times, counter, tol=tol, first_step=first_step, backend="torchode")
     return ys[-1], counter
 
 
@@ -93,7 +94,9 @@ def test_a_warm_start_carries_the_last_step_rescaled_to_the_next_tolerance(ode: 
         result = env.play("test", index, [np.array([math.log10(t)]) for t in tols])
         assert result["nfe"] == nfe
         error = relative_error(y, reference_solution(instance, "dopri8", TINY_ODE["reference_tol"]))
-        assert result["error"] == pytest.approx(error, rel=1e-9)
+        # the batched solve divides by each row's tolerance in its norm, the one-problem path scales
+        # the bound by it: the same steps, their sizes equal up to rounding, which the error feels
+        assert result["error"] == pytest.approx(error, rel=1e-6)
 
 
 def test_the_first_step_action_replaces_the_warm_start(ode: ODETaskEnv) -> None:
@@ -243,7 +246,7 @@ def _same(a: B.GridTable, b: B.GridTable) -> bool:
 
 @pytest.mark.parametrize("change", [dict(alpha=2.0), dict(error_weight=3.0), dict(error_target=1e-2),
                                     dict(error_form="linear"), dict(segments=3), dict(warm_start=False),
-                                    dict(method="bosh3")])
+                                    dict(method="tsit5")])
 def test_the_cached_grid_is_the_grid_of_the_envs_own_settings(ode: ODETaskEnv, ode_grid: B.GridTable,
                                                               change: dict) -> None:
     assert _same(B.cached_grid_table(ode, GRID), ode_grid)

@@ -104,7 +104,7 @@ def test_the_whole_span_scipy_anchor_measures_the_error_as_the_env_does(ode_cach
 
 def test_a_method_change_between_segments_rescales_the_warm_step_by_the_new_methods_order(
         ode_cache: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    env = ODETaskEnv(**TINY_ODE, cache=ode_cache, action_mode="tol_method")
+    env = ODETaskEnv(**TINY_ODE, cache=ode_cache, action_mode="tol_method", backend="torchdiffeq")
     assert env.config.method_choices == ("bosh3", "dopri5", "dopri8")
     calls: list[dict] = []
     real = infocnf_env.ode_env.solve
@@ -139,7 +139,7 @@ def test_envs_with_one_solver_refuse_the_method_mode(env_id: str) -> None:
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     (dict(backend="scipy", method="dopri5"), "supports methods"),
-    (dict(method="euler"), "adaptive"),
+    (dict(method="euler", backend="torchdiffeq"), "adaptive"),
     (dict(action_mode="tol_method", method_choices=("dopri5",)), "at least two"),
     (dict(action_mode="tol_method", method_choices=("dopri5", "dopri5")), "must not repeat"),
     (dict(ood_pool_size=-1), "ood_pool_size"),
@@ -250,12 +250,22 @@ def test_every_part_of_a_family_definition_changes_the_reference_key(monkeypatch
     assert config.replace(backend="scipy", method="RK45").pool_key() == base  # the references do not depend on it
 
 
+def test_the_version_of_the_batched_solve_is_in_the_grid_key(ode_cache: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed batched solve (a bumped ``solver_version``) must not reuse grids it did not compute."""
+    env = ODETaskEnv(**TINY_ODE, cache=ode_cache)
+    base = B.grid_key(env, [-6.0, -4.0])
+    assert env.solver_version == 1
+    monkeypatch.setattr(ODETaskEnv, "solver_version", property(lambda self: 2))
+    assert B.grid_key(env, [-6.0, -4.0]) != base
+
+
 def test_every_setting_of_the_task_changes_the_grid_key(ode_cache: str) -> None:
     env = ODETaskEnv(**TINY_ODE, cache=ode_cache)
     grid = [-6.0, -4.0]
     base = B.grid_key(env, grid)
     for overrides in (dict(alpha=2.0), dict(error_weight=50.0), dict(error_target=1e-3), dict(error_form="linear"),
-                      dict(failure_penalty=7.0), dict(backend="scipy", method="RK45"), dict(method="dopri8"),
+                      dict(failure_penalty=7.0), dict(backend="scipy", method="RK45"), dict(method="tsit5"),
+                      dict(backend="torchdiffeq"), dict(backend="torchode-pi"),
                       dict(segments=3), dict(warm_start=False), dict(tol_bounds=(-8.0, -2.0)),
                       dict(max_num_steps=500)):
         other = ODETaskEnv(**{**TINY_ODE, **overrides}, cache=ode_cache)

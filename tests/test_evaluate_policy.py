@@ -84,11 +84,13 @@ def test_reinforce_policy_chooses_gate_means_within_bounds(runs):
     assert len(trace.log_tols) == 2 and all(len(t) == run.env.num_blocks for t in trace.log_tols)
     assert all(low <= t <= high for pass_ in trace.log_tols for t in pass_)
     assert all(s > 0 for pass_ in trace.stds for s in pass_)  # REINFORCE gates report their spread
-    # the deterministic choice: the same batch gives the same tolerances
+    # the deterministic choice: the same batch gives the same tolerances (up to the solver's warm
+    # start, which the pass on x[:8] moved: later blocks' inputs differ in the last digits)
     again = ev.ToleranceTrace()
     with torch.no_grad():
         run.model(x, y, tol=ev.policy_tolerance(run.env, policy, again))
-    assert again.log_tols[0] == trace.log_tols[0]
+    assert again.log_tols[0][0] == trace.log_tols[0][0]
+    assert again.log_tols[0] == pytest.approx(trace.log_tols[0], abs=1e-4)
 
 
 def test_cli_prints_policy_and_fixed_metrics(runs, capsys):

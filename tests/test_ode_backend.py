@@ -145,7 +145,7 @@ def test_torchode_missing_is_a_clear_error(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torchode", None)  # import torchode raises ImportError
     counter = NFECounter()
-    with pytest.raises(ImportError, match=r"infocnf-gym\[torchode\]"):
+    with pytest.raises(ImportError, match=r"pip install 'torchode"):
         solve(_Linear(counter), (torch.ones(2, 3), torch.zeros(2)), torch.tensor([0.0, 1.0]), counter,
               tol=1e-5, backend="torchode")
 

@@ -90,10 +90,14 @@ NULLABLE_KEYS = ("gap_closed", "gap_closed_vs_constant", "nfe_saving_at_equal_er
                  "ood_no_worse_per_family", "nfe_saving_vs_classical_met")
 
 
-#: The solve layer's methods and step-size controllers (env overrides by setting name); a task's
-#: ``settings`` name those it is scored with, the first being the task's own solver.
+#: The solve layer's methods and step-size controllers (env overrides by setting name; no
+#: ``backend``: torchdiffeq's); a task's ``settings`` name those it is scored with, the first being
+#: the task's own solver: ``dopri5``, Dormand-Prince 5(4) with torchdiffeq's integral step-size
+#: rule on the task's own backend (the ODE tasks: torchode's, batched across episodes; the
+#: frozen-flow tasks: torchdiffeq).
 SETTINGS: dict[str, dict[str, str]] = {
     "dopri5": {},
+    "dopri5-torchdiffeq": {"backend": "torchdiffeq"},
     "bosh3": {"method": "bosh3"},
     "dopri8": {"method": "dopri8"},
     "tsit5": {"backend": "torchode", "method": "tsit5"},
@@ -111,7 +115,8 @@ CONFIG: dict[str, Any] = {
                          "first_step_settings": ["dopri5"], "extra_modes": ["tol_method"],
                          "targets": {"gap_fraction": 0.25, "gap_closed": 0.6, "nfe_saving_at_equal_error": 0.2,
                                      "vs_classical": 0.10, "nfe_saving_vs_classical_median": 0.2}},
-        "CNF-Frozen-Mixed-v0": {"task_kwargs": {}, "settings": list(SETTINGS), "whole_span": [],
+        "CNF-Frozen-Mixed-v0": {"task_kwargs": {}, "settings": [s for s in SETTINGS if s != "dopri5-torchdiffeq"],
+                                "whole_span": [],
                                 "first_step_settings": ["dopri5", "dopri5-pi"], "extra_modes": ["tol_first_step"],
                                 "first_step_oracle_settings": ["dopri5-pi"],
                                 "targets": {"gap_fraction": 0.15, "gap_closed": 0.5, "nfe_saving_at_equal_error": 0.2,
@@ -191,7 +196,8 @@ def setting_overrides(task_cfg: dict[str, Any], name: str, env: Any) -> dict[str
         method = name[len("scipy-"): -len("-whole")]
         segments = env.num_blocks
         return {"backend": "scipy", "method": method, "segments": 1, "alpha": env.reward_config.alpha / segments}
-    return dict(SETTINGS[name])
+    spec = SETTINGS[name]
+    return {"backend": spec.get("backend", "torchdiffeq"), **spec} if spec else {}
 
 
 def setting_names(task_cfg: dict[str, Any]) -> list[str]:
@@ -218,14 +224,23 @@ def agent_arm(ctx: Context, task: str, kwargs: dict[str, Any], agent: str, seed:
 
 
 def task_definition(task: str, kwargs: dict[str, Any]) -> str:
-    """What decides ``task``'s episodes beyond its kwargs, as a cache name: the registered
-    config with ``kwargs`` applied, its ``pool_key()`` (the frozen flows' training, the ODE
-    families' definitions, the pools and the references); empty for another id."""
+    """What decides ``task``'s episodes and solves beyond its kwargs, as a cache name: the
+    registered config with ``kwargs`` applied, its ``pool_key()`` (the frozen flows' training,
+    the ODE families' definitions, the pools and the references) and a digest of its every
+    other field (solver, reward, spaces; not its seed or cache folder); empty for another id."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
     import infocnf_env
 
     configs: dict[str, infocnf_env.FrozenConfig | infocnf_env.ODEConfig] = {**infocnf_env.FROZEN_IDS,
                                                                           **infocnf_env.ODE_IDS}
-    return configs[task].replace(**kwargs).pool_key() if task in configs else ""
+    if task not in configs:
+        return ""
+    config = configs[task].replace(**kwargs)
+    fields = {k: v for k, v in asdict(config).items() if k not in ("seed", "cache")}
+    return f"{config.pool_key()}-{hashlib.sha1(json.dumps(fields, default=str).encode()).hexdigest()[:10]}"
 
 
 def _parallel(ctx: Context, fn: Callable[..., Any], jobs: list[tuple]) -> list[Any]:
@@ -262,7 +277,9 @@ def table_jobs(ctx: Context, task: str, env: Any) -> dict[str, tuple]:
 
 def _episodes(env: Any, policy: Any, split: str = "test") -> list[dict]:
     """Each episode's reward, NFE, error and family under ``policy`` on pool ``split``."""
-    return [{**env.play(split, e, policy), "family": env.family_of(split, e)} for e in range(len(env.pool(split)))]
+    indices = list(range(len(env.pool(split))))
+    return [{**played, "family": env.family_of(split, e)}
+            for e, played in zip(indices, env.play_many(split, indices, policy), strict=True)]
 
 
 def _run_episodes(task: str, kwargs: dict[str, Any], run_dir: str, splits: tuple[str, ...]) -> dict[str, list[dict]]:
@@ -370,7 +387,7 @@ def task_result(ctx: Context, task: str, arms: dict, tables: dict[str, Any], bes
     # oracles of the richer actions: each episode's best (method, tolerance), (tolerance, first step)
     oracles: dict[str, dict[str, dict[str, Any]]] = {}
     if "tol_method" in task_cfg.get("extra_modes", []):
-        method_tables = {m: tables[m] for m in _method_choices(best["agent_setting"], task_cfg)}
+        method_tables = {m: tables[m] for m in _method_choices(task, best["agent_setting"], task_cfg)}
         oracles["method_oracle"] = {s: B.method_oracle(method_tables, s) for s in splits}
     for setting in task_cfg.get("first_step_oracle_settings", []):
         first_tables = {n: t for n, t in tables.items() if n.startswith(f"{setting}+first-step:")}
@@ -470,14 +487,26 @@ def _base(name: str) -> str:
     return name.removeprefix("classical:").removesuffix("+first-step")
 
 
-def _method_choices(setting: str, task_cfg: dict[str, Any]) -> list[str]:
+def setting_solver(task: str, setting: str) -> tuple[str, str]:
+    """``(backend, method)`` of ``setting`` on ``task`` (``dopri5`` is the task's own backend)."""
+    import infocnf_env
+
+    configs: dict[str, infocnf_env.FrozenConfig | infocnf_env.ODEConfig] = {**infocnf_env.FROZEN_IDS,
+                                                                          **infocnf_env.ODE_IDS}
+    own = configs.get(task)
+    spec = SETTINGS[setting]
+    if not spec:  # the task's own solver
+        return (own.backend, own.method) if own is not None else ("torchdiffeq", "dopri5")
+    return spec.get("backend", "torchdiffeq"), spec.get("method", "dopri5")
+
+
+def _method_choices(task: str, setting: str, task_cfg: dict[str, Any]) -> list[str]:
     """The settings of the methods the ``tol_method`` mode chooses among on ``setting``'s backend."""
     from infocnf_env.ode_env import DEFAULT_METHOD_CHOICES
 
-    backend = SETTINGS[setting].get("backend", "torchdiffeq")
-    names = [n for n in task_cfg["settings"] if SETTINGS[n].get("backend", "torchdiffeq") == backend
-             and SETTINGS[n].get("method", "dopri5") in DEFAULT_METHOD_CHOICES[backend]]
-    return names
+    backend = setting_solver(task, setting)[0]
+    return [n for n in task_cfg["settings"] if setting_solver(task, n)[0] == backend
+            and setting_solver(task, n)[1] in DEFAULT_METHOD_CHOICES[backend]]
 
 
 def choose_classical(ctx: Context, task: str, tables: dict[str, Any]) -> dict[str, Any]:
