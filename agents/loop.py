@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from agents import distributed
 from agents.base import Agent
@@ -48,6 +49,59 @@ def run_episodes(run: Run, agent: Agent) -> dict:
     return run.finish(agent)
 
 
+def run_vector_episodes(run: Run, agent: Any, num_envs: int) -> dict:
+    """The loop of REINFORCE on a benchmark task's native vector env (``--n-envs N``): N episodes
+    started together, each step of all N one batched solve, one update from the N episodes
+    (``agent.end_episodes``), N iterations logged. ``agent`` acts and observes per sub-env
+    (``act(obs, slot)``, ``observe(reward, slot)``). A sub-env whose episode a failed solve
+    ended early waits for the others (its autoreset episode is not played for the update).
+    Each batch starts with a reset of every sub-env, so a run resumed from a checkpoint (written
+    only between batches, :meth:`Run.after_episodes`) draws the episodes the uninterrupted run
+    draws; with ``--iterations`` not a multiple of N the last batch's surplus episodes update the
+    agent but are not logged."""
+    from tqdm import tqdm
+
+    from infocnf_env.benchmark import BenchmarkEnv
+    from infocnf_env.vector import BenchmarkVectorEnv, sub_env_info
+
+    env, args = run.env, run.args
+    if not isinstance(env.unwrapped, BenchmarkEnv):
+        raise ValueError(f"--n-envs {num_envs} needs a benchmark task (ODE or frozen-flow id), whose episodes "
+                         f"batch; {args.env} is a training env: use --n-envs 1")
+    venv = BenchmarkVectorEnv.around(env.unwrapped, num_envs)
+    agent.vector = venv  # its sub-envs' generators go into the agent's checkpoint
+    run.restore(agent)
+    space = venv.single_action_space
+    assert isinstance(space, gym.spaces.Box)
+    idle = (space.low + space.high) / 2  # the action of a sub-env whose episode ended early
+    show = args.progress and run.is_main_rank
+    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not show, unit="it")
+    while run.iteration < args.iterations:
+        if run.should_stop():
+            bar.close()
+            run.interrupt(agent)
+        obs, _ = venv.reset(seed=run.first_seed)
+        totals = np.zeros(num_envs)
+        finals: list[dict[str, Any]] = [{} for _ in range(num_envs)]
+        live = np.ones(num_envs, dtype=bool)
+        while live.any():
+            actions = np.stack([agent.act(obs[i], slot=i) if live[i] else idle for i in range(num_envs)])
+            obs, rewards, terminated, truncated, infos = venv.step(actions)
+            for i in np.flatnonzero(live):
+                agent.observe(float(rewards[i]), slot=i)
+                totals[i] += float(rewards[i])
+            for i in np.flatnonzero(live & (terminated | truncated)):
+                finals[i] = sub_env_info(infos["final_info"], int(i))
+            live &= ~(terminated | truncated)
+        stats = agent.end_episodes(range(num_envs))
+        count = min(num_envs, args.iterations - run.iteration)
+        records = run.after_episodes([float(t) for t in totals[:count]], finals[:count], agent, stats)
+        bar.update(count)
+        bar.set_postfix(nfe=records[-1].get("nfe_forward"))
+    bar.close()
+    return run.finish(agent)
+
+
 def run_agent(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env], Agent], extra: dict) -> dict:
     """The whole CLI run of an episode-driven agent: run directory, agent, episodes, summary.
 
@@ -58,7 +112,8 @@ def run_agent(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env],
         run = Run(agent_name, args, extra)
         agent = make_agent(run.env)  # checks the agent's own arguments before anything is written
         run.open()
-        return run_episodes(run, agent)
+        num_envs = getattr(args, "n_envs", 1)
+        return run_vector_episodes(run, agent, num_envs) if num_envs > 1 else run_episodes(run, agent)
     finally:
         if run is not None:
             run.close()

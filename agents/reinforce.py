@@ -52,6 +52,19 @@ from infocnf_env.checkpoint import load_checkpoint
 from infocnf_env.distributed import average_gradients, broadcast_module, rank_seed
 
 
+@dataclasses.dataclass
+class _Episode:
+    """What REINFORCE keeps of an episode under way: per step, the gate's input, the action's
+    log-density and entropy, the gate's mean and spread, and the reward."""
+
+    inputs: list[tuple[int, torch.Tensor]] = dataclasses.field(default_factory=list)
+    log_probs: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    entropies: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    means: list[float] = dataclasses.field(default_factory=list)
+    stds: list[float] = dataclasses.field(default_factory=list)
+    rewards: list[float] = dataclasses.field(default_factory=list)
+
+
 class ReinforceAgent(Agent):
     """Gaussian gates over log10(tol), trained by REINFORCE once per episode.
 
@@ -130,7 +143,6 @@ class ReinforceAgent(Agent):
                     nn.Sequential(nn.Linear(observation_space.shape[0], hidden), nn.Tanh(), nn.Linear(hidden, 1))
                     for _ in range(num_blocks))
             self.critic_optimizer = torch.optim.Adam(self.critics.parameters(), lr=lr)
-        self._inputs: list[tuple[int, torch.Tensor]] = []
         self.num_blocks = num_blocks
         self.gamma = gamma
         self.momentum = baseline_momentum
@@ -143,12 +155,12 @@ class ReinforceAgent(Agent):
         #: running second moment of the advantages (``normalize_returns``), and whether it is set
         self.advantage_scale = torch.zeros(())
         self.advantage_scale_ready = torch.zeros((), dtype=torch.bool)
-        self._log_probs: list[torch.Tensor] = []
-        self._entropies: list[torch.Tensor] = []
-        self._rewards: list[float] = []
-        self._means: list[float] = []
-        self._stds: list[float] = []
+        #: the episodes under way, by slot (one per sub-env of a vector env; slot 0 alone otherwise)
+        self._episodes: dict[int, _Episode] = {}
         self.rank, self.world_size = 0, 1
+        #: the native vector env of ``--n-envs N`` (``agents.loop.run_vector_episodes``); its
+        #: sub-envs' generators are part of the checkpoint
+        self.vector: Any = None
 
     def distribute(self, rank: int, world_size: int) -> None:
         """Join multi-process training (process group initialised): see the module docstring."""
@@ -175,15 +187,16 @@ class ReinforceAgent(Agent):
         else:
             self.generator.set_state(state["generator"])
 
-    def _mean_returns(self, returns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per block: the mean return over the ranks that reached it, and whether any did."""
-        if self.world_size == 1:
-            return returns, torch.ones(len(returns), dtype=torch.bool)
+    def _mean_returns(self, returns: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per block: the mean return over the episodes (of every rank) that reached it, and
+        whether any did."""
         n = self.num_blocks
         stats = torch.zeros(2 * n)
-        stats[: len(returns)] = returns
-        stats[n: n + len(returns)] = 1.0
-        torch.distributed.all_reduce(stats)
+        for episode_returns in returns:
+            stats[: len(episode_returns)] += episode_returns
+            stats[n: n + len(episode_returns)] += 1.0
+        if self.world_size > 1:
+            torch.distributed.all_reduce(stats)
         counts = stats[n:]
         return stats[:n] / counts.clamp(min=1.0), counts > 0
 
@@ -193,33 +206,37 @@ class ReinforceAgent(Agent):
         vec = torch.as_tensor(obs, dtype=torch.float32)
         return int(vec[: self.num_blocks].argmax()), vec
 
-    def act(self, obs: Any) -> np.ndarray:
+    def act(self, obs: Any, slot: int = 0) -> np.ndarray:
+        """A sampled action for ``obs``, recorded in the episode of ``slot`` (the sub-env of a
+        vector env whose observation it is; slot 0 for a single env)."""
+        episode = self._episodes.setdefault(slot, _Episode())
         block, inp = self._block_and_input(obs)
-        self._inputs.append((block, inp))
+        episode.inputs.append((block, inp))
         mean, log_std = self.gates[block](inp)
         std = log_std.exp()
         noise = torch.randn(mean.shape, generator=self.generator)
         if self.squashed is not None:
-            return self._act_squashed(mean.reshape(-1), std.reshape(-1), noise.reshape(-1))
+            return self._act_squashed(episode, mean.reshape(-1), std.reshape(-1), noise.reshape(-1))
         sample = (mean + std * noise).detach()
         dist = torch.distributions.Normal(mean, std)
-        self._log_probs.append(dist.log_prob(sample).sum())  # independent entries: the joint log-density
-        self._entropies.append(dist.entropy().sum())
-        self._means.append(float(mean.detach().reshape(-1)[0]))  # the log10 tolerance's
-        self._stds.append(float(std.detach().reshape(-1)[0]))
+        episode.log_probs.append(dist.log_prob(sample).sum())  # independent entries: the joint log-density
+        episode.entropies.append(dist.entropy().sum())
+        episode.means.append(float(mean.detach().reshape(-1)[0]))  # the log10 tolerance's
+        episode.stds.append(float(std.detach().reshape(-1)[0]))
         return sample.reshape(-1).numpy().astype(np.float32)
 
-    def _act_squashed(self, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> np.ndarray:
+    def _act_squashed(self, episode: _Episode, mean: torch.Tensor, std: torch.Tensor,
+                      noise: torch.Tensor) -> np.ndarray:
         """A squashed gate's action; its log-density with the change of variables, its entropy
         estimated at the (reparameterised) sample (:class:`agents.gates.SquashedGaussian`)."""
         assert self.squashed is not None
         u = mean + std * noise
         pre = u.detach()
-        self._log_probs.append(self.squashed.log_prob(pre, mean, std).sum())
-        self._entropies.append((torch.distributions.Normal(mean, std).entropy() + self.squashed.log_det(u)).sum())
+        episode.log_probs.append(self.squashed.log_prob(pre, mean, std).sum())
+        episode.entropies.append((torch.distributions.Normal(mean, std).entropy() + self.squashed.log_det(u)).sum())
         action, spread = self.deterministic(mean.detach(), std.detach())
-        self._means.append(float(action[0]))  # the log10 tolerance's, in the env's units
-        self._stds.append(float(spread[0]))
+        episode.means.append(float(action[0]))  # the log10 tolerance's, in the env's units
+        episode.stds.append(float(spread[0]))
         return self.squashed.squash(pre).numpy().astype(np.float32)
 
     def deterministic(self, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,51 +255,58 @@ class ReinforceAgent(Agent):
         mean, log_std = self.gates[block](inp)
         return self.deterministic(mean, log_std.exp())
 
-    def observe(self, reward: float) -> None:
-        self._rewards.append(float(reward))
+    def observe(self, reward: float, slot: int = 0) -> None:
+        self._episodes.setdefault(slot, _Episode()).rewards.append(float(reward))
 
     def end_episode(self) -> dict[str, float]:
         """One REINFORCE update from the episode just finished (Eq. 7)."""
-        backwards, running = [], 0.0
-        for r in reversed(self._rewards):
-            running = r + self.gamma * running
-            backwards.append(running)
-        returns = torch.tensor(backwards[::-1], dtype=torch.float32)
-        blocks = torch.arange(len(returns))
+        return self.end_episodes([0])
+
+    def end_episodes(self, slots: Sequence[int]) -> dict[str, float]:
+        """One REINFORCE update from the episodes of ``slots``, just finished (Eq. 7, its
+        gradient averaged over them: the paper's estimate with several episodes per update).
+        The moving-average baseline moves once, towards each block's mean return over them."""
+        episodes = [self._episodes.pop(slot) for slot in slots]
+        returns = []
+        for episode in episodes:
+            backwards, running = [], 0.0
+            for r in reversed(episode.rewards):
+                running = r + self.gamma * running
+                backwards.append(running)
+            returns.append(torch.tensor(backwards[::-1], dtype=torch.float32))
         if self.momentum is not None:
-            ready = self.baseline_ready[blocks]
-            baseline = torch.where(ready, self.baseline[blocks], returns)
-            advantages = returns - baseline
-            mean, reached = self._mean_returns(returns)  # one process: its own returns, every block
+            # a block's first returns are their own baseline: their mean (one episode: its own return)
+            mean, reached = self._mean_returns(returns)
+            start = torch.where(self.baseline_ready, self.baseline, mean)
+            advantages = torch.cat([ret - start[: len(ret)] for ret in returns])
             update = torch.nonzero(reached).flatten()
             m = self.momentum
             self.baseline[update] = torch.where(self.baseline_ready[update],
                                                 m * self.baseline[update] + (1 - m) * mean[update], mean[update])
             self.baseline_ready[update] = True
         else:
-            advantages = returns
+            advantages = torch.cat(returns)
         if self.normalize_returns:
             advantages = self._normalized(advantages)
         if self.critics is not None:
-            advantages = self._critic_step(advantages)
-        log_probs = torch.stack(self._log_probs)
-        loss = -(log_probs * advantages).sum() - self.entropy * torch.stack(self._entropies).sum()
+            advantages = self._critic_step(advantages, [inp for episode in episodes for inp in episode.inputs])
+        log_probs = torch.stack([lp for episode in episodes for lp in episode.log_probs])
+        entropies = torch.stack([e for episode in episodes for e in episode.entropies])
+        loss = (-(log_probs * advantages).sum() - self.entropy * entropies.sum()) / len(episodes)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.world_size > 1:
             average_gradients(list(self.gates.parameters()), self.world_size)
         self.optimizer.step()
-        stats = {"gate_mean": float(np.mean(self._means)), "gate_std": float(np.mean(self._stds)),
-                 "advantage": float(advantages.mean())}
-        self._log_probs, self._entropies, self._rewards, self._means, self._stds = [], [], [], [], []
-        self._inputs = []
-        return stats
+        return {"gate_mean": float(np.mean([v for episode in episodes for v in episode.means])),
+                "gate_std": float(np.mean([v for episode in episodes for v in episode.stds])),
+                "advantage": float(advantages.mean())}
 
-    def _critic_step(self, advantages: torch.Tensor) -> torch.Tensor:
+    def _critic_step(self, advantages: torch.Tensor, inputs: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
         """The advantages less each step's learned baseline; one Adam step of the baselines
         towards the advantages (squared error)."""
         assert self.critics is not None
-        predicted = torch.stack([self.critics[block](inp).reshape(()) for block, inp in self._inputs])
+        predicted = torch.stack([self.critics[block](inp).reshape(()) for block, inp in inputs])
         loss = ((predicted - advantages.detach()) ** 2).mean()
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -312,7 +336,8 @@ class ReinforceAgent(Agent):
                 "baseline_ready": self.baseline_ready.clone(), "advantage_scale": self.advantage_scale.clone(),
                 "advantage_scale_ready": self.advantage_scale_ready.clone(),
                 **({} if self.critics is None else {"critics": self.critics.state_dict(),
-                                                    "critic_optimizer": self.critic_optimizer.state_dict()})}
+                                                    "critic_optimizer": self.critic_optimizer.state_dict()}),
+                **({} if self.vector is None else {"vector_rngs": json.dumps(self.vector.rng_states())})}
 
     def load_state_dict(self, state: dict) -> None:
         self.gates.load_state_dict(state["gates"])
@@ -326,6 +351,8 @@ class ReinforceAgent(Agent):
         if self.critics is not None:
             self.critics.load_state_dict(state["critics"])
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if self.vector is not None and "vector_rngs" in state:
+            self.vector.load_rng_states(json.loads(state["vector_rngs"]))
 
     @classmethod
     def from_run(cls, run_dir: Path, env: Any) -> ReinforceAgent:
@@ -382,6 +409,9 @@ class Args(CommonArgs):
                          "bounds, log-density corrected: no action and no gate mean can leave the bounds) or gaussian "
                          "(the paper's N(mu, sigma^2), clipped to the bounds by the env: on a reward that is flat "
                          "beyond a bound the mean can drift past it)", choices=list(GATE_DISTS))
+    n_envs: int = arg(1, "episodes per update on a benchmark task (ODE or frozen-flow id): N episodes of the "
+                         "task's native vector env, advanced by one batched solve per step, one REINFORCE update "
+                         "from all N (Eq. 7 averaged over them); 1: one episode per update")
     gate: str = arg("auto", "gate type, set through the observation mode: cnn (CNN gates on the feature-map "
                     "observation, obs_mode=features), mlp (MLP gates on the vector observation: block one-hot and "
                     "4 batch statistics of the block input, obs_mode=vector) or auto (cnn for the CIFAR10 and "
@@ -400,11 +430,13 @@ def gate_obs_mode(gate: str, env_id: str) -> str:
 
 #: Flags added after runs were first written, with the value every run had before (a resumed
 #: run whose config lacks one keeps that value).
-ADDED_FLAGS = {"gate_dist": "gaussian"}
+ADDED_FLAGS = {"gate_dist": "gaussian", "n_envs": 1}
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = resolve_args(parse_args(Args, argv, description=__doc__), "reinforce", ADDED_FLAGS)
+    if isinstance(args.n_envs, bool) or not isinstance(args.n_envs, int) or args.n_envs < 1:
+        raise ValueError(f"--n-envs must be a positive integer, got {args.n_envs}")
     if not args.resume and not any(kv.startswith("obs_mode=") for kv in args.env_kwargs):
         args.env_kwargs = list(args.env_kwargs) + [f"obs_mode={gate_obs_mode(args.gate, args.env)}"]
 

@@ -374,16 +374,28 @@ class Run:
 
     # -------------------------------------------------------------- bookkeeping after an episode
     def after_episode(self, reward: float, info: dict, agent: Agent, agent_stats: dict) -> dict:
-        self.iteration += 1
-        record = episode_record(self.iteration, reward, info, agent_stats, self.wall_time)
-        self.logger.iteration(record)
-        args = self.args
-        if (args.eval_every and self.iteration % args.eval_every == 0 and self.iteration < args.iterations
-                and self.is_main_rank):
+        """Log a finished episode (one iteration); evaluate and checkpoint on their schedules."""
+        return self.after_episodes([reward], [info], agent, agent_stats)[0]
+
+    def after_episodes(self, rewards: list[float], infos: list[dict], agent: Agent, agent_stats: dict) -> list[dict]:
+        """Log episodes that ended together (one agent update from all of them), one iteration
+        each; then evaluate and checkpoint once if the batch reached a multiple of
+        ``--eval-every`` / ``--checkpoint-every``, so a checkpoint never splits a batch."""
+        args, start = self.args, self.iteration
+        records = []
+        for reward, info in zip(rewards, infos, strict=True):
+            self.iteration += 1
+            records.append(episode_record(self.iteration, reward, info, agent_stats, self.wall_time))
+            self.logger.iteration(records[-1])
+
+        def reached(every: int) -> bool:
+            return bool(every) and self.iteration // every > start // every
+
+        if reached(args.eval_every) and self.iteration < args.iterations and self.is_main_rank:
             self.evaluate(args.eval_batches)
-        if args.checkpoint_every and self.iteration % args.checkpoint_every == 0:
+        if reached(args.checkpoint_every):
             self.checkpoint(agent)
-        return record
+        return records
 
     def evaluate(self, max_batches: int | None) -> dict:
         """Test metrics at tol 1e-5; a failed solve is recorded (``solver_error``), not fatal."""

@@ -10,7 +10,11 @@ The environment is wrapped only by gymnasium's ``RescaleAction``, so the algorit
 SB3 drives the loop itself; a callback turns every finished episode into a line of
 ``metrics.jsonl`` and triggers evaluations and checkpoints. SB3 agents run in one process.
 
-Several environments (``--n-envs K``): SB3 trains on a ``DummyVecEnv`` of K environments,
+Several environments (``--n-envs K``) on a benchmark task (ODE and frozen-flow ids): SB3
+trains on :class:`NativeVecEnv`, the task's native vector env (:mod:`infocnf_env.vector`): K
+episodes of the one task env, advanced by one batched solve per step, sub-env i's first reset
+seeded with ``--seed + i``; every finished episode is one of ``--iterations``. On the training
+envs (the flows): SB3 trains on a ``DummyVecEnv`` of K environments,
 stepped one after the other in this process. Each is built as the runner builds its single
 environment (same id, same env kwargs, so every flow starts from the same weights); SB3 seeds
 environment i's first reset with ``--seed + i``, so each draws its own batches and noise and
@@ -59,7 +63,7 @@ import torch
 from gymnasium.wrappers import RescaleAction
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 from tqdm import tqdm
 
 from agents import distributed, registry
@@ -69,7 +73,9 @@ from agents.envs import make_env
 from agents.loop import run_cli
 from agents.resume import resolve_args
 from agents.runner import Run
+from infocnf_env.benchmark import BenchmarkEnv
 from infocnf_env.checkpoint import CheckpointError, atomic_write
+from infocnf_env.vector import BenchmarkVectorEnv, sub_env_info
 
 ALGOS = ("ppo", "sac", "a2c", "td3")
 #: The latest checkpoint's SB3 model as SB3's own ``save`` writes it, beside ``checkpoint.pt``.
@@ -207,16 +213,20 @@ class SB3Agent(Agent):
 
     ``other_envs``: environments 1..K-1 of a run with ``--n-envs K`` (the runner saves and
     restores environment 0, as for every agent); their states are saved under ``other_envs``,
-    a key that runs of one environment do not have.
+    a key that runs of one environment do not have. ``vector``: on a benchmark task, the
+    native vector env the K episodes run in (it shares environment 0's task); its sub-envs'
+    generators are saved under ``native_envs``.
     """
 
     def __init__(self, model: Any, off_policy: bool, export_dir: Path | None = None,
-                 other_envs: list[gym.Env] | None = None, device: str = "cpu"):
+                 other_envs: list[gym.Env] | None = None, device: str = "cpu",
+                 vector: BenchmarkVectorEnv | None = None):
         self.model = model
         self.device = device
         self.off_policy = off_policy
         self.export_dir = export_dir
         self.other_envs = list(other_envs or [])
+        self.vector = vector
 
     def state_dict(self) -> dict:
         model = _to_bytes(self.model.save)
@@ -227,6 +237,8 @@ class SB3Agent(Agent):
             state["replay_buffer"] = _to_bytes(self.model.save_replay_buffer)
         if self.other_envs:
             state["other_envs"] = [env.unwrapped.state_dict() for env in self.other_envs]
+        if self.vector is not None:
+            state["native_envs"] = {"num_envs": self.vector.num_envs, "rngs": json.dumps(self.vector.rng_states())}
         normalizer = self.model.get_vec_normalize_env()
         if normalizer is not None:
             rms = normalizer.ret_rms
@@ -251,6 +263,12 @@ class SB3Agent(Agent):
                                   f"{1 + len(self.other_envs)}")
         for env, env_state in zip(self.other_envs, saved, strict=True):
             env.unwrapped.load_state_dict(env_state)
+        native = state.get("native_envs")
+        if (native is None) != (self.vector is None) or (
+                native is not None and self.vector is not None and native["num_envs"] != self.vector.num_envs):
+            raise CheckpointError("the checkpoint's native vector env does not match the run's --n-envs")
+        if native is not None and self.vector is not None:
+            self.vector.load_rng_states(json.loads(native["rngs"]))
         normalizer = self.model.get_vec_normalize_env()
         if normalizer is not None and "return_rms" in state:
             rms = state["return_rms"]
@@ -272,7 +290,8 @@ class SB3Agent(Agent):
 
 def saved_n_envs(checkpoint: dict) -> int:
     """How many environments wrote ``checkpoint`` (``--n-envs``; 1 for every other agent's)."""
-    return 1 + len(checkpoint["agent"].get("other_envs", []))
+    native = checkpoint["agent"].get("native_envs")
+    return int(native["num_envs"]) if native else 1 + len(checkpoint["agent"].get("other_envs", []))
 
 
 def _to_bytes(save: Callable[[io.BytesIO], None]) -> torch.Tensor:
@@ -305,20 +324,83 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def training_envs(envs: list[gym.Env], normalize_reward: bool = False,
-                  gamma: float = 0.99) -> DummyVecEnv | VecNormalize:
+def training_envs(envs: list[gym.Env] | BenchmarkVectorEnv, normalize_reward: bool = False,
+                  gamma: float = 0.99) -> VecEnv:
     """The vectorised environment SB3 trains on: each env rescaled to actions in [-1, 1].
 
-    Each is wrapped in SB3's ``Monitor`` as SB3 wraps a single env itself, so one env gives the
-    algorithm exactly what passing that env to it would. ``normalize_reward``: SB3's
-    ``VecNormalize`` divides the rewards by a running std of the discounted return (observations
-    are left as they are, so the saved policy acts on the env's own observations).
+    A list of envs: each is wrapped in SB3's ``Monitor`` as SB3 wraps a single env itself, so one
+    env gives the algorithm exactly what passing that env to it would, and stepped in turn
+    (``DummyVecEnv``). A benchmark task's native vector env: :class:`NativeVecEnv` over it, one
+    batched solve per step (``VecMonitor`` keeps the episode statistics ``Monitor`` keeps).
+    ``normalize_reward``: SB3's ``VecNormalize`` divides the rewards by a running std of the
+    discounted return (observations are left as they are, so the saved policy acts on the env's
+    own observations).
     """
     def rescaled(env: gym.Env) -> Callable[[], gym.Env]:
         return lambda: Monitor(RescaleAction(env, np.float32(-1.0), np.float32(1.0)))  # float32 like the space
 
-    venv = DummyVecEnv([rescaled(env) for env in envs])
+    if isinstance(envs, BenchmarkVectorEnv):
+        venv: VecEnv = VecMonitor(NativeVecEnv(envs))
+    else:
+        venv = DummyVecEnv([rescaled(env) for env in envs])
     return VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=gamma) if normalize_reward else venv
+
+
+class NativeVecEnv(VecEnv):
+    """SB3's ``VecEnv`` over a benchmark task's native vector env (:mod:`infocnf_env.vector`).
+
+    SB3 acts in [-1, 1]; the actions are rescaled to the env's bounds entry by entry, as
+    ``RescaleAction`` does for a single env. SB3's contract: a sub-env whose episode ended is
+    reset in the same step (the native env's ``SAME_STEP`` autoreset), its last observation in
+    ``info["terminal_observation"]``, its ended episode's info as the single env's last step
+    gives it, and ``info["TimeLimit.truncated"]`` where a failed solve truncated it. SB3's
+    ``seed(s)`` seeds sub-env i's next reset with ``s + i``, as ``DummyVecEnv`` does.
+    """
+
+    def __init__(self, venv: BenchmarkVectorEnv):
+        self.venv = venv
+        space = venv.single_action_space
+        self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
+        unit = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
+        super().__init__(venv.num_envs, venv.single_observation_space, unit)
+        self._actions: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
+        obs, _ = self.venv.reset(seed=seeds)
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+        assert self._actions is not None, "step_async() before step_wait()"
+        actions = self.low + (self._actions + 1.0) * 0.5 * (self.high - self.low)
+        obs, rewards, terminated, truncated, infos = self.venv.step(actions.astype(np.float32))
+        ended = terminated | truncated
+        step_infos = {k: v for k, v in infos.items() if k not in ("final_info", "final_obs")}
+        out = [sub_env_info(step_infos, i) for i in range(self.num_envs)]
+        for i in np.flatnonzero(ended):
+            out[i] = {**sub_env_info(infos["final_info"], i), "terminal_observation": infos["final_obs"][i],
+                      "TimeLimit.truncated": bool(truncated[i] and not terminated[i])}
+        return obs, rewards.astype(np.float32), ended, out
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self.venv.task, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self.venv.task, attr_name, value)
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any) -> list[Any]:
+        return [getattr(self.venv.task, method_name)(*args, **kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: Any, indices: Any = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
 
 
 def _make_callback(run: Run, agent: SB3Agent, bar: Any, n_envs: int) -> Any:
@@ -366,10 +448,11 @@ class Args(CommonArgs):
                                        "(default 0.5, like the REINFORCE gates)")
     algo_kwargs: list[str] = arg([], "constructor arguments of the algorithm as key=value, over the sized "
                                      "defaults (e.g. n_steps=24 ent_coef=0.01)", nargs="*")
-    n_envs: int = arg(1, "environments trained on at once (SB3's DummyVecEnv, one process), each built like "
-                         "the single one; env i's first reset is seeded with --seed + i, so each trains its own "
-                         "flow on its own batches; every finished episode of any env is one of --iterations; "
-                         "evaluations use env 0's flow")
+    n_envs: int = arg(1, "environments trained on at once; env i's first reset is seeded with --seed + i; every "
+                         "finished episode of any env is one of --iterations. Benchmark tasks: K episodes of the "
+                         "task's native vector env, one batched solve per step; training envs: SB3's DummyVecEnv "
+                         "of K envs built like the single one, each training its own flow on its own batches "
+                         "(evaluations use env 0's flow)")
     normalize_reward: bool = arg(False, "divide rewards by a running std of the return (SB3's VecNormalize, "
                                         "rewards only): for rewards of any scale, e.g. the benchmark tasks'")
     action_noise: float = arg(0.0, "td3: std of Gaussian exploration noise on the action in the rescaled "
@@ -414,7 +497,9 @@ def _train(run: Run, args: Args, cls: Any, overrides: dict[str, Any]) -> dict:
         policy = "MultiInputPolicy"
     else:
         policy = "MlpPolicy"
-    other_envs = [make_env(args.env, run.env_kwargs) for _ in range(args.n_envs - 1)]
+    native = args.n_envs > 1 and isinstance(env.unwrapped, BenchmarkEnv)
+    vector = BenchmarkVectorEnv.around(env.unwrapped, args.n_envs) if native else None
+    other_envs = [] if native else [make_env(args.env, run.env_kwargs) for _ in range(args.n_envs - 1)]
     bounds = (float(env.action_space.low[0]), float(env.action_space.high[0]))
     log_std = on_policy_log_std(0.5 if args.init_std is None else args.init_std, bounds)
     kwargs = default_algo_kwargs(args.algo, env.unwrapped.num_blocks, log_std)
@@ -429,7 +514,8 @@ def _train(run: Run, args: Args, cls: Any, overrides: dict[str, Any]) -> dict:
 
         dim = env.action_space.shape[0]
         kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), np.full(dim, args.action_noise))
-    venv = training_envs([env, *other_envs], args.normalize_reward, kwargs.get("gamma", 0.99))
+    venv = training_envs(vector if vector is not None else [env, *other_envs], args.normalize_reward,
+                         kwargs.get("gamma", 0.99))
     # SB3 seeds env i's first reset with seed + i (VecEnv.seed)
     model = cls(policy, venv, seed=args.seed, verbose=0, device=run.device, **kwargs)
     setattr(model, RESCALE_ATTR, action_rescale(env))  # saved with the model: it acts in [-1, 1]
@@ -437,7 +523,7 @@ def _train(run: Run, args: Args, cls: Any, overrides: dict[str, Any]) -> dict:
     # directory on every learn().
     model.set_logger(Logger(folder=None, output_formats=[]))
     agent = SB3Agent(model, off_policy=args.algo in ("sac", "td3"), export_dir=run.run_dir, other_envs=other_envs,
-                     device=run.device)
+                     device=run.device, vector=vector)
     run.open()
     run.restore(agent)
     remaining = args.iterations - run.iteration

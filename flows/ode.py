@@ -295,7 +295,7 @@ def solve_batch(
 
     The solves of the benchmark's vector envs: one call advances N episodes. A row's result
     does not depend on the other rows: the same row solved alone gives the same steps and NFE
-    (tests/test_vector_env.py), which is what lets a single env be this solve at N = 1.
+    (tests/test_native_vector_env.py), which is what lets a single env be this solve at N = 1.
 
     Args:
         func: ``f(t, y) -> dy/dt`` with ``t`` of shape ``(N,)`` and ``y`` of ``(N, F)``; row i of the

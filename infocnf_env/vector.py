@@ -46,6 +46,19 @@ def check_num_envs(num_envs: Any) -> int:
     return int(num_envs)
 
 
+def sub_env_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """Sub-env ``i``'s entries of a Gymnasium vector ``info`` (a dict of arrays with ``_key``
+    masks), as the single env gives them: numpy scalars as Python numbers, nested dicts too."""
+    def entry(value: Any) -> Any:
+        if isinstance(value, dict):
+            return sub_env_info(value, i)
+        item = value[i]
+        return item.item() if isinstance(item, np.generic) else item
+
+    return {key: entry(value) for key, value in infos.items()
+            if not key.startswith("_") and (f"_{key}" not in infos or infos[f"_{key}"][i])}
+
+
 class BenchmarkVectorEnv(gym.vector.VectorEnv):
     """N sub-envs of one benchmark task stepped together (module docstring).
 
@@ -56,15 +69,28 @@ class BenchmarkVectorEnv(gym.vector.VectorEnv):
     task_class: type[BenchmarkEnv]
 
     def __init__(self, num_envs: int = 1, config: Any = None, **overrides: Any):
-        self.num_envs = check_num_envs(num_envs)
-        self.task = self.task_class(config, **overrides)  # type: ignore[call-arg]
+        num_envs = check_num_envs(num_envs)
+        self._setup(self.task_class(config, **overrides), num_envs)  # type: ignore[call-arg]
+
+    @classmethod
+    def around(cls, task: BenchmarkEnv, num_envs: int) -> BenchmarkVectorEnv:
+        """A vector env of ``num_envs`` sub-envs over an existing task env (its pools, references
+        and solver are shared, not built again): how an agent that already holds the task's env
+        steps it in batches."""
+        venv = cls.__new__(cls)
+        venv._setup(task, check_num_envs(num_envs))
+        return venv
+
+    def _setup(self, task: BenchmarkEnv, num_envs: int) -> None:
+        self.num_envs = num_envs
+        self.task = task
         self.single_action_space = self.task.action_space
         self.single_observation_space = self.task.observation_space
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._plays: list[Playthrough | None] = [None] * self.num_envs
         self._split = "train"
-        seed = self.task.config.seed
+        seed = getattr(getattr(task, "config", None), "seed", None)
         self._rngs = [gym.utils.seeding.np_random(None if seed is None else seed + i)[0]
                       for i in range(self.num_envs)]
         self.iteration = 0  # finished episodes, all sub-envs together
@@ -131,6 +157,16 @@ class BenchmarkVectorEnv(gym.vector.VectorEnv):
 
     def play_many(self, split: str, indices: list[int], policy: Policy | list[Any]) -> list[dict[str, Any]]:
         return self.task.play_many(split, indices, policy)
+
+    def rng_states(self) -> list[Any]:
+        """The sub-envs' generators' states (for a checkpoint)."""
+        return [rng.bit_generator.state for rng in self._rngs]
+
+    def load_rng_states(self, states: list[Any]) -> None:
+        if len(states) != self.num_envs:
+            raise ValueError(f"{len(states)} generator states for {self.num_envs} sub-envs")
+        for rng, state in zip(self._rngs, states, strict=True):
+            rng.bit_generator.state = state
 
     # ------------------------------------------------------------------ helpers
     def _start(self, i: int, index: int | None) -> tuple[np.ndarray, dict[str, Any]]:

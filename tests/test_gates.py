@@ -67,7 +67,7 @@ def test_a_squashed_gates_log_prob_is_the_change_of_variables_of_its_action():
             return float(_normal_cdf((torch.tensor(u) - mean) / log_std.exp()))
 
         numeric = (cdf(action + h) - cdf(action - h)) / (2 * h)
-        assert math.exp(float(agent._log_probs[-1].detach())) == pytest.approx(numeric, rel=2e-2)
+        assert math.exp(float(agent._episodes[0].log_probs[-1].detach())) == pytest.approx(numeric, rel=2e-2)
         assert LOW < action < HIGH
 
 

@@ -175,7 +175,7 @@ def test_actions_sample_each_blocks_gate_with_the_agents_generator() -> None:
         means = [float(agent.gates[b](torch.as_tensor(_obs(b, 0)))[0]) for b in range(BLOCKS)]
     assert means[1] != pytest.approx(means[0])
     acts = [agent.act(_obs(b, 0)) for b in range(BLOCKS)]
-    assert abs(float(acts[1][0]) - means[1]) < 5 * 0.5 and agent._means == pytest.approx(means, rel=1e-6)
+    assert abs(float(acts[1][0]) - means[1]) < 5 * 0.5 and agent._episodes[0].means == pytest.approx(means, rel=1e-6)
 
 
 def test_the_first_step_entry_has_its_own_gaussian() -> None:
