@@ -52,6 +52,7 @@ MODULES = (
     "spirals",
     "spirals_ab_ceiling",
     "bench_env",
+    "throughput",
     "bench_flow",
     "bench_backend",
     "bench_cifar",
@@ -110,7 +111,3 @@ def study_table() -> str:
     rule = "=" * width + "  " + "=" * max(len(s.summary) for s in registry().values())
     lines = [rule] + [f"{'``' + s.name + '``':<{width}}  {s.summary}" for s in registry().values()] + [rule]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(study_table())

@@ -1,0 +1,180 @@
+"""throughput: environment steps per second of the benchmark tasks, single env and vectorised.
+
+For each task of ``tasks`` (``ODE-Mixed-v0``, ``CNF-Frozen-Mixed-v0``), every way of stepping it
+that ``modes`` lists, all in one process run one after the other (one thread each, the
+machine otherwise idle), each for at least ``seconds`` of stepping after one warm-up step:
+
+* ``single``: ``gymnasium.make(id)``, one episode after another (``reset`` when one ends);
+* ``single-torchdiffeq`` (ODE tasks): the same with ``backend="torchdiffeq"``, the solver the
+  ODE tasks ran on before their batched torchode backend;
+* ``sync``: gymnasium's ``SyncVectorEnv`` of ``sync_envs`` single envs (one process);
+* ``async``: gymnasium's ``AsyncVectorEnv`` of ``async_envs`` single envs (one worker process each);
+* ``native``: the task's native vector env (:mod:`infocnf_env.vector`) at each N of ``native_envs``.
+
+Every env plays the training pool with one constant action, the middle of the task's action
+bounds (log10 tolerance -5.5 on the ODE tasks, -4 on the frozen flows): the cost of a typical
+solve, not of the extremes a random policy reaches. Steps per second count sub-env steps (a
+vector step of N sub-envs is N steps). ``ratio``: steps/s over the ``single`` row of the same
+task. ``targets``: the native env at N = 256 at least ``ode_ratio`` (100) times the single env
+on the ODE task and ``cnf_ratio`` (20) times on the frozen-flow task.
+
+On a GPU (``--set device=cuda``) nothing here moves: the envs' solves run on the CPU (the
+batched ODE solve builds its tensors there), so this study has no GPU variant yet.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import infocnf_env  # noqa: F401  (registers the ids)
+from infocnf_env.threads import set_threads
+from runs.format import bullets, verdict
+from runs.run_cache import Context
+from runs.study import Page, Res, Study
+
+ROW_KEYS = ("task", "mode", "num_envs", "steps", "seconds", "steps_per_s", "ratio")
+
+CONFIG: dict[str, Any] = {
+    "tasks": {"ODE-Mixed-v0": {}, "CNF-Frozen-Mixed-v0": {}},
+    "modes": ["single", "single-torchdiffeq", "sync", "async", "native"],
+    "sync_envs": 16,
+    "async_envs": 2,
+    "native_envs": [1, 16, 64, 256],
+    "seconds": 20.0,
+    "targets": {"ode_ratio": 100.0, "cnf_ratio": 20.0, "at_envs": 256},
+}
+QUICK: dict[str, Any] = {
+    "tasks": {"ODE-Mixed-v0": {"families": ["vdp", "lorenz"], "segments": 2, "train_pool_size": 4,
+                               "test_pool_size": 2, "ood_pool_size": 0, "reference_tol": 1e-9},
+              "CNF-Frozen-Mixed-v0": {"densities": ["checkerboard", "8gaussians"], "hidden": 4,
+                                      "train_iterations": 3, "train_pool_size": 2, "test_pool_size": 2}},
+    "modes": ["single", "single-torchdiffeq", "sync", "native"],
+    "sync_envs": 2,
+    "native_envs": [1, 4],
+    "seconds": 0.2,
+    "targets": {"at_envs": 4},
+}
+
+
+def _action(space: gym.spaces.Box) -> np.ndarray:
+    """The constant action of every env: the middle of the bounds."""
+    return ((space.low + space.high) / 2).astype(np.float32)
+
+
+def _time_single(env: gym.Env, seconds: float) -> tuple[int, float]:
+    action = _action(env.action_space)
+    env.reset(seed=0)
+    env.step(action)  # warm-up
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, terminated, truncated, _ = env.step(action)
+        steps += 1
+        if terminated or truncated:
+            env.reset()
+    return steps, time.perf_counter() - start
+
+
+def _time_vector(envs: gym.vector.VectorEnv, seconds: float) -> tuple[int, float]:
+    """Sub-env steps and seconds; gymnasium's vector envs autoreset by themselves (any mode)."""
+    assert isinstance(envs.single_action_space, gym.spaces.Box)
+    actions = np.tile(_action(envs.single_action_space), (envs.num_envs, 1))
+    envs.reset(seed=0)
+    envs.step(actions)  # warm-up
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        envs.step(actions)
+        steps += envs.num_envs
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return steps, elapsed
+
+
+def _measure(task: str, kwargs: dict[str, Any], mode: str, num_envs: int, seconds: float) -> dict[str, Any]:
+    if mode == "single":
+        steps, elapsed = _time_single(gym.make(task, **kwargs), seconds)
+    elif mode == "single-torchdiffeq":
+        steps, elapsed = _time_single(gym.make(task, **kwargs, backend="torchdiffeq"), seconds)
+    elif mode in ("sync", "async", "native"):
+        vectorization = {"native": "vector_entry_point"}.get(mode, mode)
+        steps, elapsed = _time_vector(gym.make_vec(task, num_envs=num_envs, vectorization_mode=vectorization,
+                                                   **kwargs), seconds)
+    else:
+        raise ValueError(f"unknown mode {mode!r}; valid: single, single-torchdiffeq, sync, async, native")
+    return {"task": task, "mode": mode, "num_envs": num_envs, "steps": steps, "seconds": round(elapsed, 3),
+            "steps_per_s": steps / elapsed}
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    set_threads(1)
+    rows: list[dict[str, Any]] = []
+    for task, kwargs in cfg["tasks"].items():
+        gym.make(task, **kwargs)  # first use (flows, references) before any clock starts
+        for mode in cfg["modes"]:
+            if mode == "single-torchdiffeq" and not task.startswith("ODE-"):
+                continue
+            counts = {"sync": [cfg["sync_envs"]], "async": [cfg["async_envs"]],
+                      "native": cfg["native_envs"]}.get(mode, [1])
+            for num_envs in counts:
+                row = _measure(task, kwargs, mode, num_envs, cfg["seconds"])
+                print(f"{task:<22} {mode:<19} N={num_envs:<4} {row['steps_per_s']:10.1f} steps/s", flush=True)
+                rows.append(row)
+    for row in rows:
+        single = next(r for r in rows if r["task"] == row["task"] and r["mode"] == "single")
+        row["ratio"] = row["steps_per_s"] / single["steps_per_s"]
+    targets = cfg["targets"]
+    at = targets["at_envs"]
+
+    def native_ratio(prefix: str) -> float | None:
+        found = [r["ratio"] for r in rows if r["task"].startswith(prefix) and r["mode"] == "native"
+                 and r["num_envs"] == at]
+        return found[0] if found else None
+
+    ode, cnf = native_ratio("ODE-"), native_ratio("CNF-")
+    return {"rows": rows, "native_ratio_ode": ode, "native_ratio_cnf": cnf,
+            "ode_target_met": None if ode is None else ode >= targets.get("ode_ratio", 100.0),
+            "cnf_target_met": None if cnf is None else cnf >= targets.get("cnf_ratio", 20.0)}
+
+
+def section(res: Res) -> str:
+    t = res["throughput"]
+    targets = t["config"]["targets"]
+    lines = ["| task | mode | N | steps/s | x single |", "|---|---|---:|---:|---:|"]
+    for r in t["rows"]:
+        lines.append(f"| `{r['task']}` | {r['mode']} | {r['num_envs']} | {r['steps_per_s']:.1f} | {r['ratio']:.2f} |")
+    ode, cnf = t["native_ratio_ode"], t["native_ratio_cnf"]
+    facts = [
+        f"ODE task, native vector env at N = {targets['at_envs']}: {ode:.1f}x the single env's steps/s "
+        f"(target {targets['ode_ratio']:.0f}x: {verdict(t['ode_target_met'])})" if ode is not None else "",
+        f"frozen-flow task, native vector env at N = {targets['at_envs']}: {cnf:.1f}x "
+        f"(target {targets['cnf_ratio']:.0f}x: {verdict(t['cnf_target_met'])}); its blocks are solved one "
+        "episode after another inside the vector env (the flows' solves do not batch across episodes yet)"
+        if cnf is not None else "",
+    ]
+    return f"""\
+`python -m runs.reproduce throughput` (`runs/results/throughput.json`; one run, one thread, a constant action \
+at the middle of the bounds, at least {t['config']['seconds']:g} s per row): environment steps per second.
+
+{chr(10).join(lines)}
+
+{bullets([f for f in facts if f])}"""
+
+
+STUDY = Study(
+    name="throughput",
+    summary="performance: benchmark env steps per second, single env, gymnasium's vector envs and the native one",
+    config=CONFIG,
+    quick=QUICK,
+    run=run,
+    page=Page("Performance: benchmark env throughput", order=1035, render=section, needs=("throughput",)),
+    row_keys=ROW_KEYS,
+    columns=(("task", "task", 0), ("mode", "mode", 0), ("N", "num_envs", 0), ("steps/s", "steps_per_s", 1),
+             ("x single", "ratio", 2)),
+    seeds=1,
+    nullable_keys=("native_ratio_ode", "native_ratio_cnf", "ode_target_met", "cnf_target_met"),
+    uses_digits_regimes=False,
+)
