@@ -58,7 +58,7 @@ def test_a_rows_nfe_is_the_number_of_calls_its_own_solve_makes(first_step) -> No
         calls = [0]
         dynamics = BatchDynamics([inst])
 
-        def counted(t, y, dynamics=dynamics):
+        def counted(t, y, dynamics=dynamics, calls=calls):
             calls[0] += 1
             return dynamics(t, y)
 
@@ -189,7 +189,8 @@ def test_make_vec_gives_the_native_env_with_batched_spaces(cache: str) -> None:
     venv = _ode(cache, 3)
     assert isinstance(venv, ODEVectorEnv) and isinstance(_frozen(cache, 1), FrozenVectorEnv)
     assert venv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
-    assert venv.action_space.shape == (3, 1) and venv.observation_space.shape == (3, *venv.single_observation_space.shape)
+    assert venv.action_space.shape == (3, 1)
+    assert venv.observation_space.shape == (3, *venv.single_observation_space.shape)
     obs, info = venv.reset(seed=0)
     assert obs.shape == venv.observation_space.shape and info["_index"].all() and info["index"].shape == (3,)
 

@@ -47,6 +47,7 @@ MODULES = (
     "tune",
     "tune_cnf",
     "benchmark",
+    "scale",
     "threads",
     "learned_vs_fixed",
     "spirals",

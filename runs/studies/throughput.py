@@ -66,6 +66,7 @@ def _action(space: gym.spaces.Box) -> np.ndarray:
 
 
 def _time_single(env: gym.Env, seconds: float) -> tuple[int, float]:
+    assert isinstance(env.action_space, gym.spaces.Box)
     action = _action(env.action_space)
     env.reset(seed=0)
     env.step(action)  # warm-up
@@ -166,7 +167,7 @@ at the middle of the bounds, at least {t['config']['seconds']:g} s per row): env
 
 STUDY = Study(
     name="throughput",
-    summary="performance: benchmark env steps per second, single env, gymnasium's vector envs and the native one",
+    summary="performance: benchmark env steps/s: single env, gymnasium's vector envs, the native vector env",
     config=CONFIG,
     quick=QUICK,
     run=run,
