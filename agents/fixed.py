@@ -17,7 +17,7 @@ import numpy as np
 from agents.base import ActionPolicy, Agent
 from agents.cli import CommonArgs, arg, parse_args
 from agents.loop import run_agent, run_cli
-from agents.resume import resolve_args
+from agents.run_dir import resolve_args
 from flows import EVAL_TOL
 
 

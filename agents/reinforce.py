@@ -46,7 +46,7 @@ from agents.gates import (
     SquashedGaussian,
 )
 from agents.loop import run_agent, run_cli
-from agents.resume import resolve_args
+from agents.run_dir import resolve_args
 from infocnf_env import PAPER_SIZED_IDS
 from infocnf_env.checkpoint import load_checkpoint
 from infocnf_env.distributed import average_gradients, broadcast_module, rank_seed

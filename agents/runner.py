@@ -30,7 +30,6 @@ from agents import distributed
 from agents.base import Agent
 from agents.cli import RUNS_ROOT, CommonArgs, parse_env_kwargs
 from agents.envs import check_env_id, env_has_device, make_env, resolve_device
-from agents.resume import check_common_args
 from agents.run_dir import (
     CHECKPOINT,
     CONFIG,
@@ -39,6 +38,7 @@ from agents.run_dir import (
     SUMMARY,
     DirLock,
     RunDirError,
+    check_common_args,
     check_metrics,
     check_new_run_dir,
     latest_checkpoint,

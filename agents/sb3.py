@@ -71,7 +71,7 @@ from agents.base import ActionPolicy, Agent
 from agents.cli import CommonArgs, arg, parse_args, parse_kwargs
 from agents.envs import make_env
 from agents.loop import run_cli
-from agents.resume import resolve_args
+from agents.run_dir import resolve_args
 from agents.runner import Run
 from infocnf_env.benchmark import BenchmarkEnv
 from infocnf_env.checkpoint import CheckpointError, atomic_write

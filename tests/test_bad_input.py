@@ -190,7 +190,7 @@ def test_a_negative_number_is_a_value_in_any_notation():
 
 
 def test_the_resume_refusal_and_the_first_hour_page_name_the_same_changeable_flags(tmp_path):
-    from agents.resume import CHANGEABLE_FLAGS, CHANGEABLE_ON_RESUME
+    from agents.run_dir import CHANGEABLE_FLAGS, CHANGEABLE_ON_RESUME
 
     assert CHANGEABLE_FLAGS.split(", ") == [f"--{n}" for n in ("iterations", "progress", "device", "threads")]
     assert CHANGEABLE_ON_RESUME == {"resume", *(f[2:] for f in CHANGEABLE_FLAGS.split(", "))}

@@ -14,7 +14,7 @@ import torch
 from agents.cli import parse_args
 from agents.gates import SquashedGaussian
 from agents.reinforce import ADDED_FLAGS, Args, ReinforceAgent
-from agents.resume import resolve_args
+from agents.run_dir import resolve_args
 
 LOW, HIGH = -8.0, -2.0
 
