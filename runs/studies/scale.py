@@ -8,8 +8,9 @@ On ``task`` (``ODE-Mixed-v0``), for each agent of ``agents``:
    weight, SAC's and TD3's replay buffer, learning starts and train frequency), each trial one
    run of ``trial_episodes`` episodes with ``--n-envs n_envs`` (the task's native vector env)
    from the agent's committed flags (``agents/hyperparams/benchmark.json``), scored by its
-   deterministic policy's mean reward on the *training* pool. Trials run ``--jobs`` at a
-   time (each round asks that many of the sampler). Every trial is in the result.
+   deterministic policy's mean reward on the *training* pool. Each round asks the sampler for
+   ``parallel_trials`` trials, trains them (``--jobs`` at a time) and tells it their scores, so
+   the search does not depend on ``--jobs``. Every trial is in the result.
 2. **Final**: the best trial's flags, ``final_episodes`` episodes (ten times the leaderboard's
    ``agent_episodes``), one run per seed (5), scored on the test and ``ood`` pools against
    the task's best constant tolerance (chosen on the training pool, its grid table cached) and
@@ -71,6 +72,7 @@ CONFIG: dict[str, Any] = {
     "spaces": SPACES,
     "n_envs": 16,
     "trials": 16,
+    "parallel_trials": 2,
     "trial_episodes": 1250,
     "final_episodes": 10 * BENCHMARK["agent_episodes"],
     "sampler_seed": 0,
@@ -171,7 +173,7 @@ def run(ctx: Context) -> dict[str, Any]:
         search = optuna.create_study(direction="maximize", sampler=sampler)
         done = 0
         while done < cfg["trials"]:
-            asked = [search.ask(space) for _ in range(min(ctx.jobs, cfg["trials"] - done))]
+            asked = [search.ask(space) for _ in range(min(cfg["parallel_trials"], cfg["trials"] - done))]
             arms = [agent_arm(ctx, task, cfg["task_kwargs"], agent, cfg["trial_seed"],
                               trial_flags(task, agent, t.params, cfg["n_envs"]), episodes=cfg["trial_episodes"],
                               label=f"scale-{task}-{agent}-trial") for t in asked]
