@@ -468,3 +468,31 @@ def test_a_task_without_room_has_no_gap_to_close(tmp_path: Path) -> None:
     assert rows["oracle"]["gap_closed"] is None
     assert all(math.isnan(r["gap_closed"]) for name, r in rows.items() if name != "oracle")
     assert result["gap_fraction_vs_constant"] == 0.0
+
+
+# ---------------------------------------------------------------------------- leaderboard-scale
+def test_a_scale_trial_sets_its_values_over_the_committed_flags_and_the_cli_reads_them() -> None:
+    from agents import sb3
+    from agents.cli import parse_args
+    from runs.studies import scale
+
+    flags = scale.trial_flags("ODE-Mixed-v0", "ppo", {"--policy-lr": 5e-4, "n_steps": 8, "ent_coef": 0.01}, 16)
+    assert flags.count("--policy-lr") == 1 and flags[flags.index("--policy-lr") + 1] == "0.0005"
+    assert flags[flags.index("--n-envs") + 1] == "16"
+    assert sorted(flags[flags.index("--algo-kwargs") + 1:]) == ["batch_size=64", "ent_coef=0.01", "n_steps=8"]
+    args = parse_args(sb3.Args, ["--env", "ODE-Mixed-v0", *flags])
+    assert args.n_envs == 16 and args.policy_lr == 5e-4 and args.algo == "ppo"
+    assert sb3.algo_overrides(sb3.algo_class("ppo"), args.algo_kwargs) == {"batch_size": 64, "ent_coef": 0.01,
+                                                                           "n_steps": 8}
+    gates = scale.trial_flags("ODE-Mixed-v0", "reinforce", {"--gate-lr": 0.002, "--init-std": 0.7}, 4)
+    assert gates[gates.index("--gate-lr") + 1] == "0.002" and gates.count("--init-std") == 1
+    assert gates[gates.index("--init-std") + 1] == "0.7" and "--algo-kwargs" not in gates
+
+
+def test_a_scale_choice_is_at_an_edge_only_near_the_ends_of_its_range() -> None:
+    from runs.studies.scale import at_edge
+
+    assert at_edge(("cat", [1, 2, 4]), 1) and at_edge(("cat", [1, 2, 4]), 4) and not at_edge(("cat", [1, 2, 4]), 2)
+    assert at_edge(("log", 1e-4, 1e-2), 1.1e-4) and not at_edge(("log", 1e-4, 1e-2), 1e-3)
+    assert not at_edge(("log", 1e-4, 1e-2), 2e-4)  # 15% of the decades in: inside
+    assert at_edge(("float", 0.2, 1.5), 1.47) and not at_edge(("float", 0.2, 1.5), 0.9)
