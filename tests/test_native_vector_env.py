@@ -16,7 +16,7 @@ from flowkit import TINY_FROZEN, TINY_ODE
 import infocnf_env  # noqa: F401  (registers the ids)
 from flows.ivp import FAMILIES, BatchDynamics, IVPDynamics, draw_instance
 from flows.ode import NFECounter, solve, solve_batch
-from infocnf_env.vector import BenchmarkVectorEnv, FrozenVectorEnv, ODEVectorEnv
+from infocnf_env.vector import BenchmarkVectorEnv, FrozenVectorEnv, ODEVectorEnv, sub_env_info
 
 POOL = dict(train_pool_size=6, test_pool_size=6)
 
@@ -234,6 +234,9 @@ def test_a_failed_solve_truncates_only_its_own_episode(cache: str) -> None:
     assert list(truncated) == [False, True, False] and not terminated.any()
     assert "solver_error" in infos["final_info"] and rewards[1] == -venv.task.reward_config.failure_penalty
     assert venv.solver_failures == 1
+    # one sub-env's entries, as the single env gives them: only what its own info holds
+    assert "solver_error" in sub_env_info(infos["final_info"], 1) and sub_env_info(infos["final_info"], 0) == {}
+    assert "nfe" not in sub_env_info(infos, 1) and sub_env_info(infos, 0)["nfe"] > 0  # 1 is on its next episode
     single = gym.make("ODE-Mixed-v0", **{**TINY_ODE, **POOL}, max_num_steps=30, cache=cache).unwrapped
     single.reset(options={"episode": 2})
     _, reward, *_ = single.step(np.array([-3.0], np.float32))
@@ -248,6 +251,22 @@ def test_a_bad_num_envs_is_one_clear_error(cache: str, num_envs) -> None:
 
 
 # ---------------------------------------------------------------------------- agents on it
+def test_sb3s_vecenv_view_flags_a_failed_solve_as_a_truncation_and_keeps_the_last_observation(cache: str) -> None:
+    from agents.sb3 import NativeVecEnv
+
+    venv = NativeVecEnv(_ode(cache, 3, max_num_steps=30))
+    venv.seed(5)
+    venv.reset()
+    # [-1, 1] -> the bounds (-9, -2): sub-env 1 asks for 1e-9 and fails at the step cap
+    _, rewards, dones, infos = venv.step(np.array([[1.0], [-1.0], [1.0]], np.float32))
+    assert list(dones) == [False, True, False] and infos[1]["TimeLimit.truncated"] is True
+    assert "solver_error" in infos[1] and infos[1]["terminal_observation"].shape == venv.observation_space.shape
+    assert "TimeLimit.truncated" not in infos[0] and rewards.dtype == np.float32
+    _, _, dones, infos = venv.step(np.ones((3, 1), np.float32))
+    assert list(dones) == [True, False, True]  # 0 and 2 end their two segments; 1 is one segment in
+    assert infos[0]["TimeLimit.truncated"] is False and np.isfinite(infos[0]["error"])
+
+
 def test_sb3_n_envs_on_a_benchmark_id_trains_on_the_native_vector_env(cache: str, tmp_path, monkeypatch,
                                                                       capsys) -> None:
     from flowkit import env_kwargs, read_jsonl
