@@ -437,7 +437,9 @@ class Run:
             # the accuracy term's reference solves: reported apart, not part of train_nfe_mean
             "train_nfe_reference_mean": mean_or_none(r.get("nfe_reference", 0) for r in done),
             "train_loss_last": done[-1].get("loss") if done else None,
-            "mean_log10_tol_last": mean_or_none(np.log10(r["tols"]).mean() for r in done[-max(1, len(done) // 10):]),
+            # over the last tenth of the iterations that solved every block (a failed one has no tols)
+            "mean_log10_tol_last": mean_or_none(np.log10(r["tols"]).mean()
+                                                for r in done[-max(1, len(done) // 10):] if r.get("tols")),
             "solver_failures": sum(1 for r in records if "solver_error" in r),
             "skipped_updates": sum(1 for r in records if r.get("skipped_update") is True),
             "wall_s": round(self.wall_time, 2),

@@ -259,7 +259,8 @@ class BenchmarkEnv(gym.Env, Generic[E]):
             # the pool index is "index", not "episode": SB3's Monitor owns info["episode"]
             info.update(index=play.index, split=play.split, **self._describe(play))
             if isinstance(outcome, SolverError):
-                info.update(solver_error=str(outcome), nfe=0, nfe_forward=sum(steps.nfe), error=math.inf)
+                info.update(solver_error=str(outcome), nfe=0, nfe_forward=sum(steps.nfe), nfe_backward=0,
+                            error=math.inf)
                 results.append((-reward_config.failure_penalty, False, True, info))
                 continue
             play.state, feedback = outcome

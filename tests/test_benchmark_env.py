@@ -113,6 +113,7 @@ def test_a_failed_solve_truncates_with_the_penalty_and_counts_as_a_failure() -> 
     obs, reward, terminated, truncated, info = env.step(np.array([-7.0]))
     assert (terminated, truncated, reward) == (False, True, -55.0) and not obs.any()
     assert info["nfe"] == 0 and info["nfe_forward"] == env.step_nfe(0, 1e-3) and info["error"] == math.inf
+    assert info["nfe_backward"] == 0  # the same episode keys as a finished episode's (a run's log needs them)
     assert "solver_error" in info and (env.iteration, env.solver_failures) == (0, 1)
     result = env.play("train", 0, [np.array([-3.0]), np.array([-7.0])])
     assert result["failed"] and result["reward"] == pytest.approx(-env.step_nfe(0, 1e-3) / 2 - 55.0)

@@ -216,3 +216,11 @@ def test_sb3_trains_on_actions_in_the_unit_interval(cache) -> None:
         venv.reset()
         *_, infos = venv.step(np.array([[unit]], dtype=np.float32))
         assert math.log10(infos[0]["tol"]) == pytest.approx(log_tol, abs=1e-5)
+
+
+def test_a_run_whose_episodes_fail_finishes_with_its_summary(tmp_path, cache) -> None:
+    """Every episode truncated by the step cap: the run still logs, checkpoints and summarises."""
+    summary = _fixed(tmp_path, cache, "ODE-Mixed-v0", [*ODE_KWARGS, "max_num_steps=20"], 1e-9, "failing")
+    assert summary["iterations"] == 2 and summary["test"]["failures"] == summary["test"]["episodes"]
+    assert summary["train_nfe_backward_mean"] == 0.0
+

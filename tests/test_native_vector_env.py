@@ -364,6 +364,25 @@ def test_reinforce_n_envs_resumes_exactly_from_a_batch_boundary(cache: str, tmp_
     assert without_wall_time(split) == without_wall_time(straight)
 
 
+def test_reinforce_n_envs_checkpoints_after_the_batch_that_reaches_the_cadence(cache: str, tmp_path,
+                                                                             monkeypatch) -> None:
+    """Batches of 2 with --checkpoint-every 3: checkpoints after the batches that reach 3 and 6 (at
+    4 and 6), never inside a batch, and the final one at 8."""
+    from agents import reinforce
+    from agents.runner import Run
+
+    written: list[int] = []
+    real = Run.checkpoint
+
+    def spy(self, agent):
+        written.append(self.iteration)
+        return real(self, agent)
+
+    monkeypatch.setattr(Run, "checkpoint", spy)
+    reinforce.main(_reinforce_argv(tmp_path / "run", cache, "--n-envs", "2", "--checkpoint-every", "3"))
+    assert written == [4, 6, 8]
+
+
 def test_reinforce_n_envs_on_a_training_env_is_one_clear_error(tmp_path) -> None:
     from flowkit import cli
 
