@@ -1,8 +1,10 @@
 """throughput: environment steps per second of the benchmark tasks, single env and vectorised.
 
 For each task of ``tasks`` (``ODE-Mixed-v0``, ``CNF-Frozen-Mixed-v0``), every way of stepping it
-that ``modes`` lists, all in one process run one after the other (one thread each, the
-machine otherwise idle), each for at least ``seconds`` of stepping after one warm-up step:
+that ``modes`` lists, all in one process (one thread each, the machine otherwise idle), each
+measured in ``rounds`` rounds that visit every way in turn (so a slow spell of a shared machine
+touches them all alike), each time for at least ``seconds`` of stepping after one warm-up
+step; a row reports the median round:
 
 * ``single``: ``gymnasium.make(id)``, one episode after another (``reset`` when one ends);
 * ``single-torchdiffeq`` (ODE tasks): the same with ``backend="torchdiffeq"``, the solver the
@@ -44,7 +46,8 @@ CONFIG: dict[str, Any] = {
     "sync_envs": 16,
     "async_envs": 2,
     "native_envs": [1, 16, 64, 256],
-    "seconds": 20.0,
+    "seconds": 10.0,
+    "rounds": 3,
     "targets": {"ode_ratio": 100.0, "cnf_ratio": 20.0, "at_envs": 256},
 }
 QUICK: dict[str, Any] = {
@@ -56,6 +59,7 @@ QUICK: dict[str, Any] = {
     "sync_envs": 2,
     "native_envs": [1, 4],
     "seconds": 0.2,
+    "rounds": 1,
     "targets": {"at_envs": 4},
 }
 
@@ -112,7 +116,7 @@ def _measure(task: str, kwargs: dict[str, Any], mode: str, num_envs: int, second
 def run(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
     set_threads(1)
-    rows: list[dict[str, Any]] = []
+    plan: list[tuple[str, str, int]] = []
     for task, kwargs in cfg["tasks"].items():
         gym.make(task, **kwargs)  # first use (flows, references) before any clock starts
         for mode in cfg["modes"]:
@@ -120,10 +124,17 @@ def run(ctx: Context) -> dict[str, Any]:
                 continue
             counts = {"sync": [cfg["sync_envs"]], "async": [cfg["async_envs"]],
                       "native": cfg["native_envs"]}.get(mode, [1])
-            for num_envs in counts:
-                row = _measure(task, kwargs, mode, num_envs, cfg["seconds"])
-                print(f"{task:<22} {mode:<19} N={num_envs:<4} {row['steps_per_s']:10.1f} steps/s", flush=True)
-                rows.append(row)
+            plan += [(task, mode, n) for n in counts]
+    rounds: dict[tuple[str, str, int], list[dict[str, Any]]] = {key: [] for key in plan}
+    for k in range(cfg["rounds"]):
+        for task, mode, num_envs in plan:
+            row = _measure(task, cfg["tasks"][task], mode, num_envs, cfg["seconds"])
+            print(f"round {k}: {task:<22} {mode:<19} N={num_envs:<4} {row['steps_per_s']:10.1f} steps/s", flush=True)
+            rounds[(task, mode, num_envs)].append(row)
+    rows: list[dict[str, Any]] = []
+    for key in plan:
+        measured = sorted(rounds[key], key=lambda r: r["steps_per_s"])
+        rows.append({**measured[len(measured) // 2], "rounds": [r["steps_per_s"] for r in rounds[key]]})
     for row in rows:
         single = next(r for r in rows if r["task"] == row["task"] and r["mode"] == "single")
         row["ratio"] = row["steps_per_s"] / single["steps_per_s"]
@@ -158,7 +169,8 @@ def section(res: Res) -> str:
     ]
     return f"""\
 `python -m runs.reproduce throughput` (`runs/results/throughput.json`; one run, one thread, a constant action \
-at the middle of the bounds, at least {t['config']['seconds']:g} s per row): environment steps per second.
+at the middle of the bounds; each row the median of {t['config']['rounds']} rounds of at least \
+{t['config']['seconds']:g} s that visit every row in turn): environment steps per second.
 
 {chr(10).join(lines)}
 
