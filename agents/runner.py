@@ -432,8 +432,9 @@ class Run:
             "env": self.args.env, "agent": self.agent_name, "seed": self.args.seed, "iterations": self.iteration,
             "test": test,
             "train_nfe_forward_mean": mean_or_none(r["nfe_forward"] for r in done),
-            "train_nfe_backward_mean": mean_or_none(r["nfe_backward"] for r in done),
-            "train_nfe_mean": mean_or_none(r["nfe_forward"] + r["nfe_backward"] for r in done),
+            # an iteration without a backward pass (a benchmark episode) may not record one
+            "train_nfe_backward_mean": mean_or_none(r.get("nfe_backward", 0) for r in done),
+            "train_nfe_mean": mean_or_none(r["nfe_forward"] + r.get("nfe_backward", 0) for r in done),
             # the accuracy term's reference solves: reported apart, not part of train_nfe_mean
             "train_nfe_reference_mean": mean_or_none(r.get("nfe_reference", 0) for r in done),
             "train_loss_last": done[-1].get("loss") if done else None,
