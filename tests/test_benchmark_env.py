@@ -370,6 +370,9 @@ def test_the_oracle_is_each_episodes_best_constant_in_hindsight(task: AnalyticTa
                                                    for d, t in zip(task.pool("test"), best, strict=True)]))
     assert oracle["error"] == pytest.approx(np.mean([by_hand(task, d, [t, t])[2]
                                                      for d, t in zip(task.pool("test"), best, strict=True)]))
+    errors = [by_hand(task, d, [t, t])[2] for d, t in zip(task.pool("test"), best, strict=True)]
+    assert len(set(errors)) > 2 and np.mean(errors) != pytest.approx(np.median(errors))  # the two differ here
+    assert oracle["error_median"] == pytest.approx(np.median(errors))
     assert B.oracle(table, "train")["log_tols"] == [max(GRID, key=lambda t, d=d: by_hand(task, d, [t, t])[0])
                                                     for d in task.pool("train")]
 
