@@ -233,7 +233,7 @@ def test_a_failed_solve_truncates_only_its_own_episode(cache: str) -> None:
     _, rewards, terminated, truncated, infos = venv.step(np.array([[-3.0], [-9.0], [-3.0]], np.float32))
     assert list(truncated) == [False, True, False] and not terminated.any()
     assert "solver_error" in infos["final_info"] and rewards[1] == -venv.task.reward_config.failure_penalty
-    assert venv.solver_failures == 1
+    assert venv.solver_failures == 1 and venv.iteration == 0  # a truncated episode is no finished iteration
     # one sub-env's entries, as the single env gives them: only what its own info holds
     assert "solver_error" in sub_env_info(infos["final_info"], 1) and sub_env_info(infos["final_info"], 0) == {}
     assert "nfe" not in sub_env_info(infos, 1) and sub_env_info(infos, 0)["nfe"] > 0  # 1 is on its next episode
@@ -348,6 +348,25 @@ def test_one_update_from_several_episodes_averages_their_gradients() -> None:
     for p, g in zip(params, expected, strict=True):
         torch.testing.assert_close(p.grad, g)
     assert not agent._episodes  # the batch's episodes are consumed
+
+
+def test_a_batch_moves_the_baseline_once_to_its_mean_return_and_measures_advantages_from_it() -> None:
+    from agents.reinforce import ReinforceAgent
+
+    space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    agent = ReinforceAgent(space, 1, baseline_momentum=0.9, seed=0)
+    returns = [-1.0, -4.0, -2.5, -0.5]
+    for i, r in enumerate(returns):
+        agent.act(np.array([1.0, 0.0, float(i)], np.float32), slot=i)
+        agent.observe(r, slot=i)
+    stats = agent.end_episodes(range(4))
+    assert float(agent.baseline[0]) == pytest.approx(np.mean(returns)) and bool(agent.baseline_ready[0])
+    assert stats["advantage"] == pytest.approx(0.0, abs=1e-6)  # each return less the batch's mean
+    for i, r in enumerate(returns[:2]):
+        agent.act(np.array([1.0, 0.0, float(i)], np.float32), slot=i)
+        agent.observe(r, slot=i)
+    agent.end_episodes(range(2))
+    assert float(agent.baseline[0]) == pytest.approx(0.9 * np.mean(returns) + 0.1 * np.mean(returns[:2]))
 
 
 def test_reinforce_n_envs_resumes_exactly_from_a_batch_boundary(cache: str, tmp_path) -> None:
