@@ -8,8 +8,9 @@ what a numerical analyst would bring before any learning, each chosen on the tra
 scored on the test pool.
 
 * ``settings``: every adaptive method and step-size controller of the solve layer
-  (:func:`flows.ode.solve`: torchdiffeq's bosh3 / dopri5 / dopri8 with the integral controller,
-  torchode's tsit5 and its PI controller, scipy's RK45 and DOP853), each as the task's solver
+  (:func:`flows.ode.solve`: the task's own dopri5, torchdiffeq's dopri5 / bosh3 / dopri8 with
+  the integral controller, torchode's tsit5 and its PI controller, scipy's RK23, RK45 and
+  DOP853; :data:`SETTINGS`), each as the task's solver
   with one grid tolerance for every step; row ``classical:SETTING`` is the setting at its own
   best constant tolerance on the training pool. ``whole_span`` adds scipy's methods over each
   instance's whole span in one solve (an external anchor: no segment ends, NFE = scipy's
@@ -18,7 +19,8 @@ scored on the test pool.
   first step of ``first_step_grid`` (row ``classical:SETTING+first-step``).
 * ``best_classical``: the best of those rows on the training pool: the task's best classical
   configuration, which the agents' verdicts use.
-* On the task's own solver (dopri5, integral controller): ``best_constant``,
+* On the task's own solver (dopri5 with the integral controller: torchode's, batched, on the
+  ODE task; torchdiffeq's on the CNF task): ``best_constant``,
   ``best_constant_first_step``, ``best_schedule`` (one grid tolerance per step, coordinate ascent
   from the best constant), ``oracle`` (each test episode's best grid tolerance in hindsight),
   ``contextual`` (a nearest-neighbour regressor from the observation to the oracle's tolerance),
