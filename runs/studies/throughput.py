@@ -46,7 +46,7 @@ CONFIG: dict[str, Any] = {
     "sync_envs": 16,
     "async_envs": 2,
     "native_envs": [1, 16, 64, 256],
-    "seconds": 10.0,
+    "seconds": 6.0,
     "rounds": 3,
     "targets": {"ode_ratio": 100.0, "cnf_ratio": 20.0, "at_envs": 256},
 }
