@@ -167,6 +167,10 @@ def section(res: Res) -> str:
         "episode after another inside the vector env (the flows' solves do not batch across episodes yet)"
         if cnf is not None else "",
     ]
+    spread = max((max(r["rounds"]) / min(r["rounds"]) for r in t["rows"] if r.get("rounds") and min(r["rounds"]) > 0),
+                 default=1.0)
+    facts.append(f"The rounds of one row differ by up to {spread:.2f}x (the JSON's `rounds`): on this shared "
+                 "2-core machine read the ratios to one significant figure.")
     return f"""\
 `python -m runs.reproduce throughput` (`runs/results/throughput.json`; one run, one thread, a constant action \
 at the middle of the bounds; each row the median of {t['config']['rounds']} rounds of at least \
