@@ -107,8 +107,12 @@ def test_the_analytic_task_has_the_stated_optimum() -> None:
         assert math.isfinite(rewards[best])
 
 
+#: PPO's training steps in the vector-env learning test (32 rollouts of 64 steps).
+STEPS = 2048
+
+
 def _ppo_closed(seed: int, num_envs: int) -> float:
-    """SB3 PPO for 3,072 steps on the two-family task (``num_envs`` 1: the single env in SB3's own
+    """SB3 PPO for ``STEPS`` steps on the two-family task (``num_envs`` 1: the single env in SB3's own
     ``DummyVecEnv``; more: the native vector env), 64 steps per rollout either way: the share of
     the gap between the best constant and the oracle its deterministic policy closes."""
     from stable_baselines3 import PPO
@@ -120,7 +124,7 @@ def _ppo_closed(seed: int, num_envs: int) -> float:
     envs = training_envs(BenchmarkVectorEnv.around(env, num_envs) if num_envs > 1 else [env])
     model = PPO("MlpPolicy", envs, n_steps=64 // num_envs, batch_size=32, learning_rate=3e-3, seed=seed,
                 policy_kwargs={"net_arch": [16]}, device="cpu")
-    model.learn(3072)
+    model.learn(STEPS)
     low, high = env.action_space.low, env.action_space.high
 
     def policy(obs: np.ndarray, step: int) -> np.ndarray:
