@@ -49,6 +49,17 @@ def run_episodes(run: Run, agent: Agent) -> dict:
     return run.finish(agent)
 
 
+def check_vector_run(env: gym.Env, env_id: str, num_envs: int) -> None:
+    """Refuse ``--n-envs N > 1`` where episodes do not batch: a training env, or a run under torchrun."""
+    from infocnf_env.benchmark import BenchmarkEnv
+
+    if not isinstance(env.unwrapped, BenchmarkEnv):
+        raise ValueError(f"--n-envs {num_envs} needs a benchmark task (ODE or frozen-flow id), whose episodes "
+                         f"batch; {env_id} is a training env: use --n-envs 1")
+    if distributed.env_world_size() > 1:
+        raise ValueError(f"--n-envs {num_envs} runs in one process; under torchrun use --n-envs 1")
+
+
 def run_vector_episodes(run: Run, agent: Any, num_envs: int) -> dict:
     """The loop of REINFORCE on a benchmark task's native vector env (``--n-envs N``): N episodes
     started together, each step of all N one batched solve, one update from the N episodes
@@ -61,14 +72,11 @@ def run_vector_episodes(run: Run, agent: Any, num_envs: int) -> dict:
     agent but are not logged."""
     from tqdm import tqdm
 
-    from infocnf_env.benchmark import BenchmarkEnv
     from infocnf_env.vector import BenchmarkVectorEnv, sub_env_info
 
     env, args = run.env, run.args
-    if not isinstance(env.unwrapped, BenchmarkEnv):
-        raise ValueError(f"--n-envs {num_envs} needs a benchmark task (ODE or frozen-flow id), whose episodes "
-                         f"batch; {args.env} is a training env: use --n-envs 1")
-    venv = BenchmarkVectorEnv.around(env.unwrapped, num_envs)
+    check_vector_run(env, args.env, num_envs)
+    venv = BenchmarkVectorEnv.around(env.unwrapped, num_envs)  # type: ignore[arg-type]  (checked above)
     agent.vector = venv  # its sub-envs' generators go into the agent's checkpoint
     run.restore(agent)
     space = venv.single_action_space
@@ -111,8 +119,10 @@ def run_agent(agent_name: str, args: CommonArgs, make_agent: Callable[[gym.Env],
     try:
         run = Run(agent_name, args, extra)
         agent = make_agent(run.env)  # checks the agent's own arguments before anything is written
-        run.open()
         num_envs = getattr(args, "n_envs", 1)
+        if num_envs > 1:
+            check_vector_run(run.env, args.env, num_envs)
+        run.open()
         return run_vector_episodes(run, agent, num_envs) if num_envs > 1 else run_episodes(run, agent)
     finally:
         if run is not None:

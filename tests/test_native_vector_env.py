@@ -409,3 +409,4 @@ def test_reinforce_n_envs_on_a_training_env_is_one_clear_error(tmp_path) -> None
 
     with pytest.raises(ValueError, match="needs a benchmark task"):
         reinforce.main(cli(tmp_path / "run", "--n-envs", "2"))
+    assert not (tmp_path / "run").exists()  # refused before anything is written
