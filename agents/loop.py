@@ -72,11 +72,14 @@ def run_vector_episodes(run: Run, agent: Any, num_envs: int) -> dict:
     agent but are not logged."""
     from tqdm import tqdm
 
+    from infocnf_env.benchmark import BenchmarkEnv
     from infocnf_env.vector import BenchmarkVectorEnv, sub_env_info
 
     env, args = run.env, run.args
     check_vector_run(env, args.env, num_envs)
-    venv = BenchmarkVectorEnv.around(env.unwrapped, num_envs)  # type: ignore[arg-type]  (checked above)
+    task = env.unwrapped
+    assert isinstance(task, BenchmarkEnv)  # check_vector_run refused every other env
+    venv = BenchmarkVectorEnv.around(task, num_envs)
     agent.vector = venv  # its sub-envs' generators go into the agent's checkpoint
     run.restore(agent)
     space = venv.single_action_space
