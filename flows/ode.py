@@ -1,8 +1,10 @@
 """One adaptive ODE solve with exact NFE accounting and uniform failure reporting.
 
-Every ODE solve in the project (CNF blocks, the LatentODE) goes through :func:`solve`, so
+Every ODE solve of the flows (CNF blocks, the LatentODE) goes through :func:`solve`, so
 forward and backward NFE are counted one way and a failed solve always surfaces as
-:class:`SolverError`.
+:class:`SolverError`. :func:`solve_batch` solves many independent problems at once, each with
+its own tolerance and step-size control (the ODE benchmark tasks' batched episodes), and reports
+each row's NFE and failure apart.
 """
 
 from __future__ import annotations
@@ -291,7 +293,7 @@ def solve_batch(
     weights: torch.Tensor | None = None,
 ) -> BatchSolution:
     """Solve N independent initial value problems in one loop, each with its own time span,
-    tolerance, first step and step-size control (torchode's per-row control; optional extra).
+    tolerance, first step and step-size control (torchode's per-row control).
 
     The solves of the benchmark's vector envs: one call advances N episodes. A row's result
     does not depend on the other rows: the same row solved alone gives the same steps and NFE
@@ -383,12 +385,10 @@ def _solve_rows(torchode: Any, func: Callable, y0: torch.Tensor, t_start: torch.
                                                       stats, args)
                 _, state, _ = super().init(term, problem, method_order, guess, stats=stats, args=args)
                 return torch.where(torch.isnan(dt0), guess, dt0), state, f0
-            dt, state, f0 = super().init(term, problem, method_order, dt0, stats=stats, args=args)
-            state.dt_min = dt_min
-            return dt, state, f0
+            return super().init(term, problem, method_order, dt0, stats=stats, args=args)
 
         def adapt_step_size(self, t0, dt, y0_, step_result, state, stats):
-            state.dt_min = dt_min
+            state.dt_min = dt_min  # a minimum step per row (torchode's controllers take one for all)
             out = super().adapt_step_size(t0, dt, y0_, step_result, state, stats)
             done = out[0] & (dt != 0)  # a finished row steps by 0 until the loop ends
             taken = torch.where(proposed.abs() > dt.abs(), proposed, dt).abs()
