@@ -261,6 +261,13 @@ def section(res: Res) -> str:
                      f"{r['ood_reward_mean']:.2f} ± {r['ood_reward_std']:.2f} | {r['nfe_mean']:.0f} | {params} |")
     classical = d.get("best_classical")
     edges = [f"{agent}: {', '.join(names)}" for agent, names in d["edges"].items() if names]
+    curves = []  # why an agent below the best constant is there: where its training reward went
+    for r in d["rows"]:
+        c = d["curves"].get(r["agent"])
+        if not r["beats_constant"] and c:
+            k = int(np.argmax(c["reward"]))
+            curves.append(f"{r['agent']}'s training reward ({cfg['curve_window']}-episode mean) peaks at "
+                          f"{c['reward'][k]:.1f} after {c['env_steps'][k]} env steps and ends at {c['reward'][-1]:.1f}")
     return "\n\n".join([figure("leaderboard-scale"), f"""\
 `python -m runs.reproduce leaderboard-scale --jobs 2` (`runs/results/leaderboard-scale.json`): on {cfg['task']}, \
 each agent searched by Optuna's TPE sampler ({cfg['trials']} trials of {cfg['trial_episodes']} episodes, one seed, \
@@ -274,6 +281,7 @@ scored on the training pool), then trained with the best trial's flags for {cfg[
             f"{verdict(d['targets']['every_agent_beats_constant'])}.",
             f"Searched but not trained at scale: {', '.join(d['not_trained_at_scale'])} (its chosen flags are in "
             "the JSON's `chosen`)." if d.get("not_trained_at_scale") else "",
+            f"Below the best constant: {'; '.join(curves)}." if curves else "",
             f"Chosen at an edge of its range (a wider range might choose better): {'; '.join(edges) or 'none'}.",
             f"All {len(d['trials'])} trials, with their values and training-pool rewards, are in the JSON's "
             "`trials`."])])
