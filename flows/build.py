@@ -78,8 +78,8 @@ class FlowConfig:
             loss gets ``error_weight`` times the mean square of its local error estimate
             (:mod:`flows.error_reg`). The probe's 7 evaluations per block count in the NFE.
         solver_backend: ODE backend, a name in ``flows.ode.BACKENDS`` (``"torchode"`` and
-            ``"torchode-pi"`` need the optional extra of that name: dopri5 or tsit5, direct
-            back-propagation only; ``"scipy"`` computes no gradient, so it serves frozen flows only).
+            ``"torchode-pi"``: dopri5 or tsit5, direct back-propagation only; ``"scipy"`` computes no
+            gradient, so it serves frozen flows only).
     """
 
     hidden: int = 64

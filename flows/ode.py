@@ -427,7 +427,7 @@ def _solve_torchode(
     adjoint_first_step: float | None = None,
     controller: str = "integral",
 ) -> tuple[torch.Tensor, ...]:
-    """The same solve with torchode's loop (optional extra ``torchode``), Dormand-Prince or Tsitouras.
+    """The same solve with torchode's loop, Dormand-Prince or Tsitouras.
 
     torchode controls the step of every row of a flat ``(batch, features)`` state on its own and
     passes a time per row. The dynamics here take one scalar time for the whole state (the
@@ -660,7 +660,7 @@ def solve(
             (which costs one evaluation and often starts far smaller than needed).
         options: extra torchdiffeq solver options.
         backend: the solver implementation, a name in :data:`BACKENDS` (``"torchode"`` and
-            ``"torchode-pi"``, its PI step-size controller, are an optional extra and
+            ``"torchode-pi"``, its PI step-size controller,
             back-propagate directly; ``"scipy"`` computes no gradient).
         controlled: how many leading tensors of the state the step-size control measures
             (``None``: all; torchdiffeq's mixed norm, the largest RMS error over them). The

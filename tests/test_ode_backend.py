@@ -1,6 +1,6 @@
 """ODE backends behind ``flows.ode.solve``, and the torchdiffeq internals the project relies on.
 
-torchode is an optional extra: its tests are skipped where it is not installed. A backend is
+torchode is a dependency; its tests still skip where it is missing. A backend is
 kept only if it gives the same log-density within the tolerance and exact NFE (forward NFE equal
 to an independent count of the dynamics network's calls, backward NFE equal to torchdiffeq's).
 """

@@ -101,7 +101,7 @@ def available(backend: str) -> str | None:
         try:
             import torchode  # noqa: F401
         except ImportError:
-            return "torchode is not installed (pip install 'infocnf-gym[torchode]')"
+            return "torchode is not installed (pip install 'torchode>=1.0.1,<2')"
     return None
 
 
