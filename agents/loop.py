@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -19,20 +19,28 @@ from agents.runner import Run, RunInterrupted, opened_run_dir
 from infocnf_env.checkpoint import CheckpointError
 
 
-def run_episodes(run: Run, agent: Agent) -> dict:
-    """The loop of episode-driven agents (fixed, REINFORCE): one episode per iteration."""
+def _until_done(run: Run, agent: Any) -> Iterator[Any]:
+    """The progress bar, once per batch of episodes until ``--iterations`` are logged; a stop
+    signal between batches ends the run with a checkpoint (:meth:`Run.interrupt`)."""
     from tqdm import tqdm
 
-    env, args = run.env, run.args
-    if distributed.is_distributed():
-        agent.distribute(distributed.rank(), distributed.world_size())
-    run.restore(agent)
-    show = args.progress and run.is_main_rank
-    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not show, unit="it")
-    while run.iteration < args.iterations:
+    show = run.args.progress and run.is_main_rank
+    bar = tqdm(total=run.args.iterations, initial=run.iteration, disable=not show, unit="it")
+    while run.iteration < run.args.iterations:
         if run.should_stop():
             bar.close()
             run.interrupt(agent)
+        yield bar
+    bar.close()
+
+
+def run_episodes(run: Run, agent: Agent) -> dict:
+    """The loop of episode-driven agents (fixed, REINFORCE): one episode per iteration."""
+    env = run.env
+    if distributed.is_distributed():
+        agent.distribute(distributed.rank(), distributed.world_size())
+    run.restore(agent)
+    for bar in _until_done(run, agent):
         obs, _ = env.reset(seed=run.first_seed)
         total, done = 0.0, False
         info: dict[str, Any] = {}
@@ -45,7 +53,6 @@ def run_episodes(run: Run, agent: Agent) -> dict:
         record = run.after_episode(total, info, agent, agent.end_episode())
         bar.update(1)
         bar.set_postfix(nfe=record.get("nfe_forward"), loss=fmt(record.get("loss"), 3))
-    bar.close()
     return run.finish(agent)
 
 
@@ -70,8 +77,6 @@ def run_vector_episodes(run: Run, agent: Any, num_envs: int) -> dict:
     only between batches, :meth:`Run.after_episodes`) draws the episodes the uninterrupted run
     draws; with ``--iterations`` not a multiple of N the last batch's surplus episodes update the
     agent but are not logged."""
-    from tqdm import tqdm
-
     from infocnf_env.benchmark import BenchmarkEnv
     from infocnf_env.vector import BenchmarkVectorEnv, sub_env_info
 
@@ -85,12 +90,7 @@ def run_vector_episodes(run: Run, agent: Any, num_envs: int) -> dict:
     space = venv.single_action_space
     assert isinstance(space, gym.spaces.Box)
     idle = (space.low + space.high) / 2  # the action of a sub-env whose episode ended early
-    show = args.progress and run.is_main_rank
-    bar = tqdm(total=args.iterations, initial=run.iteration, disable=not show, unit="it")
-    while run.iteration < args.iterations:
-        if run.should_stop():
-            bar.close()
-            run.interrupt(agent)
+    for bar in _until_done(run, agent):
         obs, _ = venv.reset(seed=run.first_seed)
         totals = np.zeros(num_envs)
         finals: list[dict[str, Any]] = [{} for _ in range(num_envs)]
@@ -109,7 +109,6 @@ def run_vector_episodes(run: Run, agent: Any, num_envs: int) -> dict:
         records = run.after_episodes([float(t) for t in totals[:count]], finals[:count], agent, stats)
         bar.update(count)
         bar.set_postfix(nfe=records[-1].get("nfe_forward"))
-    bar.close()
     return run.finish(agent)
 
 

@@ -280,8 +280,8 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
     * v0: initial version; the ``ood`` pool, the scipy and torchode methods and the ``tol_method``
       mode added since (the reference cache key covers the family definitions); the default
       backend is torchode's batched solve (was torchdiffeq: its dopri5 steps past a segment's end
-      and interpolates, torchode's ends its last step there, so NFE differ by a step or so per
-      segment; ``backend="torchdiffeq"`` gives the earlier episodes).
+      and interpolates, torchode's ends its last step there, so their NFE differ;
+      ``backend="torchdiffeq"`` gives the earlier episodes).
     """
 
     error_unit = "mean relative error at T"
