@@ -39,6 +39,24 @@ class Agent:
         action = cls.saved_policy(run_dir, env)
         return lambda obs, block: (float(action(obs, block)[0]), 0.0)
 
+    @classmethod
+    def env_kwargs(cls, env_id: str) -> dict[str, Any]:
+        """The env settings the agent's trainer adds to ``env_id``'s by default (REINFORCE: the
+        observation its gates read)."""
+        return {}
+
+    @classmethod
+    def for_env(cls, env: Any, *, seed: int, tol: float) -> Agent:
+        """The agent with its trainer's defaults for ``env``, to be driven episode by episode
+        (``tol``: the tolerance of an agent that keeps one fixed). An agent that drives the env
+        itself (SB3) has none."""
+        raise NotImplementedError(f"{cls.__name__} drives the env itself; it cannot be played episode by episode")
+
+    @classmethod
+    def plays_episodes(cls) -> bool:
+        """Whether :meth:`for_env` builds it (a subclass between it and :class:`Agent` defines one)."""
+        return any("for_env" in vars(k) for k in cls.__mro__[: cls.__mro__.index(Agent)])
+
     def act(self, obs: Any) -> np.ndarray:
         """log10 of the tolerance for the block whose observation is ``obs``."""
         raise NotImplementedError(f"{type(self).__name__} does not act episode by episode")

@@ -41,6 +41,10 @@ class FixedAgent(Agent):
         self.log_first_step = None if first_step is None else math.log10(first_step)
         self._block = 0
 
+    @classmethod
+    def for_env(cls, env: Any, *, seed: int, tol: float) -> FixedAgent:
+        return cls(tol=tol)
+
     def act(self, obs) -> np.ndarray:
         value = self.log_tols[min(self._block, len(self.log_tols) - 1)]
         self._block += 1

@@ -54,6 +54,9 @@ class AgentEntry:
             included); ``None`` for an agent that is no leaderboard entrant.
         lr_flag: the flag of its learning rate (what the ``tune`` studies vary); ``None``: none.
         default_lr: the learning rate its default flags give.
+        study_flags: flags the studies' runs of it add unless the run's own flags set their
+            first one (REINFORCE: the paper's Gaussian gates, which every committed study ran
+            with, whatever the CLI's default): :func:`study_flags_for`.
     """
 
     name: str
@@ -65,6 +68,7 @@ class AgentEntry:
     default_flags: tuple[str, ...] | None = None
     lr_flag: str | None = None
     default_lr: float | None = None
+    study_flags: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -92,7 +96,8 @@ AGENTS: dict[str, AgentEntry] = {entry.name: entry for entry in (
     AgentEntry("fixed", "fixed", (), "fixed", "FixedAgent", "tab:blue"),
     AgentEntry("reinforce", "reinforce", (), "reinforce", "ReinforceAgent", "tab:red",
                ("--normalize-returns", "--value-baseline", "--gate-lr", "3e-3", "--gamma", "1.0", "--init-mean",
-                "-5.5", "--init-std", "0.5"), "--gate-lr", 3e-3),
+                "-5.5", "--init-std", "0.5"), "--gate-lr", 3e-3,
+               study_flags=("--gate-dist", "gaussian")),
     _sb3("ppo", "tab:green", ("--normalize-reward", "--init-std", "0.5"), 3e-4),
     _sb3("a2c", "tab:orange", ("--normalize-reward", "--init-std", "0.5"), 7e-4),
     _sb3("sac", "tab:purple", ("--normalize-reward",), 3e-4),
@@ -114,6 +119,26 @@ def of_run(run_name: str) -> AgentEntry:
             return entry
     raise ValueError(f"unknown agent {run_name!r} in a run's config.json; valid: "
                      f"{', '.join(e.run_name for e in AGENTS.values())}")
+
+
+def of_command(trainer: str, flags: list[str] | tuple[str, ...]) -> AgentEntry | None:
+    """The entry that ``python -m agents.<trainer> FLAGS`` trains: its trainer is ``trainer`` and its
+    selector appears in ``flags`` (``--algo ppo``); ``None`` where no entry matches."""
+    flags = list(flags)
+    for entry in AGENTS.values():
+        n = len(entry.selector)
+        if entry.trainer == trainer and (not n or any(flags[i:i + n] == list(entry.selector)
+                                                     for i in range(len(flags) - n + 1))):
+            return entry
+    return None
+
+
+def study_flags_for(trainer: str, flags: list[str] | tuple[str, ...]) -> list[str]:
+    """``flags`` of a study's ``agents.<trainer>`` run, with its agent's :attr:`AgentEntry.study_flags`
+    in front unless ``flags`` already set the first of them."""
+    entry = of_command(trainer, flags)
+    own = entry.study_flags if entry is not None else ()
+    return [*own, *flags] if own and own[0] not in flags else list(flags)
 
 
 def trainer_of(run_name: str) -> str | None:

@@ -206,6 +206,14 @@ class ReinforceAgent(Agent):
         vec = torch.as_tensor(obs, dtype=torch.float32)
         return int(vec[: self.num_blocks].argmax()), vec
 
+    @classmethod
+    def env_kwargs(cls, env_id: str) -> dict[str, Any]:
+        return {"obs_mode": gate_obs_mode("auto", env_id)}
+
+    @classmethod
+    def for_env(cls, env: Any, *, seed: int, tol: float) -> ReinforceAgent:
+        return cls(env.observation_space, env.unwrapped.num_blocks, seed=seed)
+
     def act(self, obs: Any, slot: int = 0) -> np.ndarray:
         """A sampled action for ``obs``, recorded in the episode of ``slot`` (the sub-env of a
         vector env whose observation it is; slot 0 for a single env)."""

@@ -56,21 +56,14 @@ def policy_agent_args(policy: str, flags: list[str] | None = None) -> tuple[str,
     return agent.trainer, [*agent.selector, *(own if flags is None else flags)]
 
 
-#: The gates of the paper (Section 3: g_i ~ N(mu_i, sigma_i^2), clipped to the bounds by the
-#: env), which every committed study ran with; ``agents.reinforce``'s default is the squashed
-#: Gaussian, which cannot leave the bounds.
-PAPER_GATES = ("--gate-dist", "gaussian")
-
-
 def with_paper_gates(module: str, flags: tuple[str, ...] | list[str]) -> list[str]:
-    """``flags`` of an ``agents.<module>`` run, with :data:`PAPER_GATES` for a REINFORCE run that
-    does not choose its gates itself: the studies' runs reproduce the paper's Gaussian gates
-    (and their committed results) whatever the CLI's default. Not part of a run's cache key
-    (:mod:`runs.run_cache`): a run without ``--gate-dist`` has always meant these gates."""
-    flags = list(flags)
-    if module == "reinforce" and PAPER_GATES[0] not in flags:
-        return [*PAPER_GATES, *flags]
-    return flags
+    """``flags`` of an ``agents.<module>`` run as the studies run it: with its agent's study flags
+    (:func:`agents.registry.study_flags_for`; for REINFORCE the paper's Gaussian gates of
+    Section 3, g_i ~ N(mu_i, sigma_i^2) clipped to the bounds by the env, unless the run chooses
+    its gates itself), so the studies reproduce their committed results whatever the CLI's
+    default. Not part of a run's cache key (:mod:`runs.run_cache`): a run without
+    ``--gate-dist`` has always meant these gates."""
+    return registry.study_flags_for(module, flags)
 
 
 #: ``--quick``: 4-filter dynamics, a few iterations, small batches.

@@ -11,7 +11,7 @@ import pytest
 from agents import registry
 from agents.base import Agent
 from agents.cli import parse_args
-from runs.matrix import POLICIES, policy_agent_args
+from runs.matrix import POLICIES, policy_agent_args, with_paper_gates
 from runs.studies import load_config
 from runs.studies.tune import GRID
 
@@ -95,3 +95,39 @@ def test_a_task_without_a_tuned_entry_runs_the_agents_default_flags():
         "--algo", "ppo", "--normalize-reward", "--init-std", "0.5"]
     with pytest.raises(ValueError, match="unknown agent 'dqn'"):
         registry.agent_flags("ODE-Mixed-v0", "dqn")
+
+
+def test_a_command_finds_the_agent_its_trainer_and_selector_name():
+    assert registry.of_command("sb3", ["--algo", "a2c", "--normalize-reward"]).name == "a2c"
+    assert registry.of_command("sb3", ["--normalize-reward", "--algo", "td3"]).name == "td3"
+    assert registry.of_command("reinforce", []).name == "reinforce"
+    assert registry.of_command("sb3", ["--algo", "dqn"]) is None
+
+
+def test_studies_run_reinforce_with_the_papers_gaussian_gates_unless_a_run_picks_its_own():
+    assert with_paper_gates("reinforce", ["--gate-lr", "0.01"]) == ["--gate-dist", "gaussian", "--gate-lr", "0.01"]
+    assert with_paper_gates("reinforce", ["--gate-dist", "squashed"]) == ["--gate-dist", "squashed"]
+    assert with_paper_gates("sb3", ["--algo", "ppo"]) == ["--algo", "ppo"]
+    assert with_paper_gates("fixed", ["--tol", "1e-5"]) == ["--tol", "1e-5"]
+
+
+@pytest.mark.parametrize("name", ["fixed", "reinforce"])
+def test_an_episode_agent_is_built_for_an_env_from_its_entry(name):
+    import gymnasium as gym
+
+    import infocnf_env  # noqa: F401
+
+    cls = registry.get(name).agent_class()
+    env = gym.make("InfoCNF-Toy1D-v0", **cls.env_kwargs("InfoCNF-Toy1D-v0"))
+    agent = cls.for_env(env, seed=0, tol=1e-4)
+    obs, _ = env.reset(seed=0)
+    action = agent.act(obs)
+    assert env.action_space.contains(action.astype(env.action_space.dtype))
+    if name == "fixed":
+        assert action[0] == pytest.approx(-4.0)
+
+
+def test_an_agent_that_drives_the_env_itself_has_no_episode_agent():
+    assert [n for n, e in registry.AGENTS.items() if e.agent_class().plays_episodes()] == ["fixed", "reinforce"]
+    with pytest.raises(NotImplementedError, match="drives the env itself"):
+        registry.get("ppo").agent_class().for_env(None, seed=0, tol=1e-5)

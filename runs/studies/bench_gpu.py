@@ -89,24 +89,20 @@ def _without_cifar10_md5() -> Iterator[None]:
 
 
 def _make_env(args: argparse.Namespace, data_root: str) -> tuple:
+    """The env and the agent ``args.policy`` names (:mod:`agents.registry`), with the env settings
+    its trainer adds (REINFORCE: the feature maps its CNN gates read on CIFAR10 and MNIST)."""
     import gymnasium as gym
 
-    from infocnf_env import TrainingStepEnv  # (importing infocnf_env registers the ids)
+    import infocnf_env  # noqa: F401  (registers the ids)
+    from agents import registry
 
-    kwargs = {"device": args.device, "data_root": data_root, "seed": args.seed, **args.env_kwargs}
+    agent_class = registry.get(args.policy).agent_class()
+    kwargs = {**agent_class.env_kwargs(args.env), "device": args.device, "data_root": data_root, "seed": args.seed,
+              **args.env_kwargs}
     if args.batch_size:
         kwargs["batch_size"] = args.batch_size
-    if args.policy == "reinforce":
-        kwargs.setdefault("obs_mode", "features")
     env = gym.make(args.env, **kwargs)
-    agent = None
-    if args.policy == "reinforce":
-        from agents.reinforce import ReinforceAgent
-
-        core = env.unwrapped
-        assert isinstance(core, TrainingStepEnv)
-        agent = ReinforceAgent(env.observation_space, core.num_blocks, seed=args.seed)
-    return env, agent, kwargs
+    return env, agent_class.for_env(env, seed=args.seed, tol=args.tol), kwargs
 
 
 def _sync(device: str) -> None:
@@ -136,7 +132,6 @@ def _loop(args: argparse.Namespace, env, agent, kwargs: dict) -> dict:
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    fixed = np.array([math.log10(args.tol)], dtype=np.float32)
     records: list[dict] = []
     start = time.perf_counter()
     result: dict = {}
@@ -148,20 +143,17 @@ def _loop(args: argparse.Namespace, env, agent, kwargs: dict) -> dict:
             obs, _ = env.reset()
         done, info = False, {}
         while not done:
-            action = agent.act(obs) if agent is not None else fixed
-            obs, reward, terminated, truncated, info = env.step(action)
-            if agent is not None:
-                agent.observe(reward)
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+            agent.observe(reward)
             done = terminated or truncated
-        if agent is not None:
-            agent.end_episode()
+        agent.end_episode()
         _sync(args.device)
         records.append({"iteration": it + 1, "seconds": time.perf_counter() - t0,
                         "nfe_forward": info.get("nfe_forward"), "nfe_backward": info.get("nfe_backward"),
                         "loss": info.get("loss"), "bits_per_dim": info.get("bits_per_dim"),
                         "solver_error": info.get("solver_error"),
                         "mean_log10_tol": float(np.mean(np.log10(info["tols"]))) if info.get("tols") else None})
-        result = _summary(args, core, kwargs, records, cuda, time.perf_counter() - start)
+        result = _summary(args, core, kwargs, records, cuda, time.perf_counter() - start, bool(agent.modules()))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(result, indent=2))
@@ -175,7 +167,8 @@ def _loop(args: argparse.Namespace, env, agent, kwargs: dict) -> dict:
     return result
 
 
-def _summary(args: argparse.Namespace, core, kwargs: dict, records: list[dict], cuda: bool, wall: float) -> dict:
+def _summary(args: argparse.Namespace, core, kwargs: dict, records: list[dict], cuda: bool, wall: float,
+             learns: bool) -> dict:
     timed = [r for r in records[args.warmup:] if r["nfe_forward"] is not None] or \
         [r for r in records if r["nfe_forward"] is not None]
     seconds = [r["seconds"] for r in timed]
@@ -185,7 +178,7 @@ def _summary(args: argparse.Namespace, core, kwargs: dict, records: list[dict], 
     iters_per_epoch = CIFAR10_TRAIN // batch
     median = statistics.median(seconds) if seconds else float("nan")
     out = {
-        "env": args.env, "policy": args.policy, "tol": args.tol if args.policy == "fixed" else None,
+        "env": args.env, "policy": args.policy, "tol": None if learns else args.tol,
         "device": args.device, "device_name": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
         "synthetic_data": bool(args.synthetic), "batch_size": batch, "num_blocks": core.num_blocks,
         "env_kwargs": {k: v for k, v in kwargs.items() if k != "data_root"},
@@ -219,8 +212,11 @@ def check(c: dict[str, Any]) -> None:
         raise ValueError("--iterations must be >= 1")
     if c["synthetic"] and "CIFAR10" not in c["env"]:
         raise ValueError("--synthetic writes CIFAR10-format data: use a CIFAR10 id (or --data-root for MNIST)")
-    if c["policy"] not in ("fixed", "reinforce"):
-        raise ValueError(f"unknown policy {c['policy']!r}; valid: fixed, reinforce")
+    from agents import registry
+
+    played = [n for n, e in registry.AGENTS.items() if e.agent_class().plays_episodes()]
+    if c["policy"] not in played:
+        raise ValueError(f"unknown policy {c['policy']!r}; valid: {', '.join(played)}")
 
 
 def run(ctx: Context) -> dict:
