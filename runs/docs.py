@@ -1,8 +1,8 @@
-"""docs/results.md, generated from the result files in runs/results/.
+"""docs/results.md and README.md's results, generated from the result files in runs/results/.
 
-    python -m runs.docs              # (re)write docs/results.md
-    python -m runs.docs --check      # exit 1 if docs/results.md differs from what the JSON gives
-    python -m runs.docs --stdout     # print it instead
+    python -m runs.docs              # (re)write docs/results.md and README.md's generated blocks
+    python -m runs.docs --check      # exit 1 if either differs from what the JSON gives
+    python -m runs.docs --stdout     # print the page instead
 
 Every number on the generated page is formatted from a field of a committed JSON file (the
 tables by :mod:`runs.tables`, the prose by each study's page section), so no figure can drift
@@ -14,6 +14,11 @@ registry, :mod:`runs.studies`) and the studies' sections in page order (:func:`s
 section, with its title, the files it needs and its place on the page, is its study's
 :class:`runs.study.Page`; the formatters and the facts several sections share are
 :mod:`runs.format`.
+
+README.md holds blocks between ``<!-- runs.docs:NAME -->`` and ``<!-- /runs.docs:NAME -->``
+that this command rewrites and nothing else touches: ``findings``, the table "What the studies
+found" (one row per study with a :class:`runs.study.Finding`), and one block per study with a
+:attr:`runs.study.Study.readme` (the benchmark's tables).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from runs.study import Res, Result, Study
 
 RESULTS = Path("runs/results")
 OUT = Path("docs/results.md")
+README = Path("README.md")
+#: The README block of the findings table.
+FINDINGS = "findings"
 
 
 # ----------------------------------------------------------------------------- the page's head
@@ -119,10 +127,50 @@ def render(results: Path = RESULTS) -> str:
     return "\n\n".join(head + body) + "\n"
 
 
+# ----------------------------------------------------------------------------- README.md
+
+
+def findings_table(res: Res) -> str:
+    """README's table "What the studies found": one row per study with a finding and a result,
+    in ascending :attr:`runs.study.Finding.order` (unique)."""
+    studies = [s for s in registry().values() if s.finding is not None]
+    orders = [s.finding.order for s in studies if s.finding is not None]
+    if len(set(orders)) != len(orders):
+        raise ValueError(f"findings share a table order: {sorted(o for o in orders if orders.count(o) > 1)}")
+    lines = ["| question | study | in short |", "| --- | --- | --- |"]
+    for s in sorted(studies, key=lambda s: s.finding.order if s.finding else 0):
+        if s.finding is None or s.stem not in res:
+            continue
+        links = ", ".join(f"[{n}]({OUT.as_posix()}#{n})" for n in (s.name, *s.finding.also))
+        lines.append(f"| {s.finding.question} | {links} | {cell_text(s.finding.answer(res))} |")
+    return "\n".join(lines)
+
+
+def readme_blocks(res: Res) -> dict[str, str]:
+    """README's generated blocks by name: the findings table and each study's :attr:`Study.readme`."""
+    blocks = {FINDINGS: findings_table(res)}
+    blocks.update({s.name: s.readme(res[s.stem]) for s in registry().values() if s.readme and s.stem in res})
+    return blocks
+
+
+def fill_readme(text: str, blocks: dict[str, str]) -> str:
+    """``text`` with each named block's body replaced; one ``ValueError`` for a block whose
+    markers it does not hold exactly once."""
+    for name, body in blocks.items():
+        start, end = f"<!-- runs.docs:{name} -->", f"<!-- /runs.docs:{name} -->"
+        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+            raise ValueError(f"README.md needs one block {start} ... {end}")
+        head, rest = text.split(start)
+        tail = rest.split(end)[1]
+        text = f"{head}{start}\n{body}\n{end}{tail}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("runs.docs", __doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the STUDY.json files")
     parser.add_argument("--out", type=Path, default=OUT, help="the page to write")
+    parser.add_argument("--readme", type=Path, default=README, help="the README whose generated blocks to write")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="exit 1 if --out differs from the generated page")
     mode.add_argument("--stdout", action="store_true", help="print the page instead of writing it")
@@ -131,15 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.stdout:
         sys.stdout.write(text)
         return 0
+    readme = args.readme.read_text()
+    outputs = {args.out: text, args.readme: fill_readme(readme, readme_blocks(load(args.results)))}
     if args.check:
-        current = args.out.read_text() if args.out.exists() else ""
-        if current != text:
-            print(f"{args.out} is out of date: run `python -m runs.docs`", file=sys.stderr)
-            return 1
-        return 0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+        stale = [path for path, new in outputs.items() if (path.read_text() if path.exists() else "") != new]
+        for path in stale:
+            print(f"{path} is out of date: run `python -m runs.docs`", file=sys.stderr)
+        return 1 if stale else 0
+    for path, new in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != new:
+            path.write_text(new)
+            print(f"wrote {path}")
     return 0
 
 

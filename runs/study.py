@@ -7,7 +7,8 @@ registered there (:mod:`runs.studies`). ``python -m runs.reproduce NAME`` runs i
 a JSON-shaped dict; the driver adds the :class:`CommonFields` and writes
 ``runs/results/STEM.json`` and the figure :attr:`Study.plot` draws from that dict alone.
 :mod:`runs.tables` prints its :attr:`Study.columns`, and ``python -m runs.docs`` puts its
-:class:`Page` section on docs/results.md.
+:class:`Page` section on docs/results.md, and its :class:`Finding` and :attr:`Study.readme` block
+on README.md.
 """
 
 from __future__ import annotations
@@ -60,6 +61,30 @@ class Page:
     needs: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Finding:
+    """A study's row of the README's table "What the studies found" (``python -m runs.docs``
+    writes the table).
+
+    Attributes:
+        question: the question the row answers.
+        order: its place in the table, unique, rows in ascending order.
+        answer: the row's "in short" cell, from ``res`` (every result file by stem): a number in
+            it is formatted from a result's field, never typed in.
+        also: other studies whose sections the row links after its own.
+    """
+
+    question: str
+    order: int
+    answer: Callable[[Res], str]
+    also: tuple[str, ...] = ()
+
+
+def stated(text: str) -> Callable[[Res], str]:
+    """A :attr:`Finding.answer` in words alone (no number), whatever the results."""
+    return lambda res: text
+
+
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of ``base`` with ``override`` merged in key by key (nested dicts recursively)."""
     out = copy.deepcopy(dict(base))
@@ -96,6 +121,10 @@ class Study:
             digits regimes out).
         stem: its result file's stem, ``STEM.json`` (default: its name).
         in_all: whether ``python -m runs.reproduce all`` runs it (``False``: run it by name).
+        finding: its row of the README's findings table (``None``: none).
+        readme: a block of the README from its result (the benchmark's tables), which
+            ``python -m runs.docs`` writes between the markers ``<!-- runs.docs:NAME -->`` and
+            ``<!-- /runs.docs:NAME -->`` (``None``: none).
     """
 
     name: str
@@ -114,6 +143,8 @@ class Study:
     uses_digits_regimes: bool = True
     stem: str = ""
     in_all: bool = True
+    finding: Finding | None = None
+    readme: Callable[[Result], str] | None = None
 
     def __post_init__(self) -> None:
         if not self.stem:

@@ -29,13 +29,36 @@ def test_results_page_is_generated_from_the_committed_json():
         "not in the page)")
 
 
-def test_check_mode_reports_a_stale_page(tmp_path, capsys):
-    stale = tmp_path / "results.md"
+def test_check_mode_reports_a_stale_page_and_a_stale_readme(tmp_path, capsys):
+    stale, readme = tmp_path / "results.md", tmp_path / "README.md"
     stale.write_text("old\n")
-    assert docs.main(["--results", str(ROOT / docs.RESULTS), "--out", str(stale), "--check"]) == 1
-    assert "python -m runs.docs" in capsys.readouterr().err
-    assert docs.main(["--results", str(ROOT / docs.RESULTS), "--out", str(stale)]) == 0
-    assert docs.main(["--results", str(ROOT / docs.RESULTS), "--out", str(stale), "--check"]) == 0
+    readme.write_text((ROOT / "README.md").read_text().replace("| question | study | in short |", "| old |"))
+    args = ["--results", str(ROOT / docs.RESULTS), "--out", str(stale), "--readme", str(readme)]
+    assert docs.main([*args, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "python -m runs.docs" in err and str(stale) in err and str(readme) in err
+    assert docs.main(args) == 0
+    assert docs.main([*args, "--check"]) == 0
+    assert readme.read_text() == (ROOT / "README.md").read_text()
+
+
+def test_readmes_generated_blocks_are_the_committed_json():
+    committed = (ROOT / "README.md").read_text()
+    assert docs.fill_readme(committed, docs.readme_blocks(docs.load(ROOT / docs.RESULTS))) == committed, (
+        "README.md's generated blocks differ from runs/results/*.json: run `python -m runs.docs` (edit the "
+        "study's Finding or readme in runs/studies/, not README.md's blocks)")
+
+
+def test_readme_blocks_follow_their_json_and_need_their_markers(tmp_path):
+    res = docs.load(ROOT / docs.RESULTS)
+    res["throughput"] = {**res["throughput"], "native_ratio_ode": 123.0}
+    blocks = docs.readme_blocks(res)
+    assert "runs 123x the single env's" in blocks[docs.FINDINGS]
+    assert set(blocks) == {docs.FINDINGS, "benchmark"}
+    text = "a\n<!-- runs.docs:findings -->\nold\n<!-- /runs.docs:findings -->\nb\n"
+    assert docs.fill_readme(text, {"findings": "new"}) == text.replace("old", "new")
+    with pytest.raises(ValueError, match="README.md needs one block <!-- runs.docs:benchmark -->"):
+        docs.fill_readme(text, {"benchmark": "x"})
 
 
 def test_results_page_follows_its_json(tmp_path):
@@ -94,15 +117,6 @@ def test_results_page_anchors_exist():
     anchors = set(re.findall(r'<a id="([^"]+)"></a>', page))
     used = set(re.findall(r"\]\(#([^)]+)\)", page))
     assert used <= anchors, f"links to missing anchors: {sorted(used - anchors)}"
-
-
-def test_readme_leaderboard_is_the_benchmark_result():
-    from runs.studies.benchmark import readme_table
-
-    result = json.loads((ROOT / docs.RESULTS / "benchmark.json").read_text())
-    assert readme_table(result) in (ROOT / "README.md").read_text(), (
-        "README's leaderboard table differs from runs/results/benchmark.json: paste the output of "
-        "`python -m runs.studies.benchmark` into README.md")
 
 
 def test_readme_fits_two_screens():

@@ -63,7 +63,6 @@ result's ``wall_s`` says what the whole study took.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -922,14 +921,40 @@ solver.""", comparisons, bullets(verdicts), "Each classical setting on the test 
                          *per_family])
 
 
+def readme_summary(d: dict) -> str:
+    """Per task, where learning pays: the agents above the best classical setting (their reward
+    above it, as a share of its reward), the targets, and the oracles that leave room."""
+    bullets_ = []
+    for v in d["targets"]["tasks"]:
+        task, th = v["task"], v["thresholds"]
+        above = [(a, _row(d, task, a)) for a in v["agents_beating_best_classical"]]
+        text = (f"**{task}**: the best classical setting, {v['best_classical'].removeprefix('classical:')}, scores "
+                f"{v['best_classical_reward']:.2f}. Agents above it: "
+                + (", ".join(f"{a} ({pct(r['vs_classical'], 1)})" for a, r in above if r) or "none")
+                + f" (target {pct(th['vs_classical'], 0)}: {'met' if v['vs_classical_met'] else 'not met'}).")
+        saving = v["nfe_saving_vs_classical_median"]
+        if saving is not None:
+            text += f" At equal median error the best agent saves {pct(saving, 0)} NFE against its front."
+        if v["ood_no_worse_per_family"]:
+            worse = [f for f, ok in v["ood_no_worse_per_family"].items() if not ok]
+            text += (f" Out of range it is worse than that setting on {len(worse)} of "
+                     f"{len(v['ood_no_worse_per_family'])} families." if worse else
+                     " Out of range it is no worse on any family.")
+        oracles = [i for i in learned_vs_classical(d, task)
+                   if "oracle" in i["name"] and (i["row"].get("vs_classical") or 0) > 0]
+        if oracles:
+            text += " Hindsight oracles above it: " + ", ".join(
+                f"{i['name']} ({pct(i['row']['vs_classical'], 1)})" for i in oracles) + "."
+        bullets_.append(text)
+    seeds = max((len(r["seeds"]) for r in d["rows"] if r.get("seeds")), default=0)
+    return f"Where learning pays, and where it does not ({seeds} seeds):\n\n" + bullets(bullets_)
+
+
 def readme_table(d: dict) -> str:
-    """The README's tables: per task, learned tolerances against the best classical setting."""
-    return "\n\n".join(f"{t['task']} (test pool):\n\n" + classical_table(d, t["task"]) for t in d["tasks"])
-
-
-if __name__ == "__main__":  # print the README's tables from the committed result
-    print(readme_table(json.loads((Path(__file__).resolve().parents[2] / "runs" / "results" / "benchmark.json")
-                                  .read_text())))
+    """The README's block: per task, learned tolerances against the best classical setting, and
+    :func:`readme_summary`."""
+    return "\n\n".join([*(f"{t['task']} (test pool):\n\n" + classical_table(d, t["task"]) for t in d["tasks"]),
+                         readme_summary(d)])
 
 
 STUDY = Study(
@@ -944,4 +969,5 @@ STUDY = Study(
     page=Page("The tolerance-learning benchmark: learned tolerances against the best classical settings",
               order=150, render=section, needs=("benchmark",)),
     nullable_keys=NULLABLE_KEYS,
+    readme=readme_table,
 )

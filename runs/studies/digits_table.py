@@ -54,7 +54,7 @@ from runs.format import (
 from runs.matrix import DIGITS_TRAIN_SIZE
 from runs.run_cache import Context
 from runs.studies.common import ratio, rel_diff, run_row, seed_arms, train_groups
-from runs.study import Page, Res, Study
+from runs.study import Finding, Page, Res, Study, stated
 from runs.tables import table
 
 ROW_KEYS = ("model", "policy", "batch", "seeds", "test_error_mean", "test_error_std", "bits_per_dim_mean",
@@ -230,4 +230,7 @@ STUDY = Study(
     plot=plot,
     page=Page("Tables 1-2 analogue", order=10, render=section, needs=("digits-table", "eval-batch")),
     table_notes=targets,
+    finding=Finding("Does InfoCNF beat CCNF?", order=20, also=("beta",),
+                    answer=stated("not at beta 1; with the authors' weighting, an edge within one "
+                                  "standard deviation")),
 )

@@ -43,7 +43,7 @@ from runs.run_cache import REPO, Context, run_arms
 from runs.studies.benchmark import CONFIG as BENCHMARK
 from runs.studies.benchmark import QUICK as BENCHMARK_QUICK
 from runs.studies.benchmark import agent_arm, make_task
-from runs.study import Page, Res, Study
+from runs.study import Finding, Page, Res, Study
 
 ROW_KEYS = ("task", "agent", "test_reward_mean", "test_reward_std", "ood_reward_mean", "ood_reward_std",
             "nfe_mean", "nfe_std", "vs_constant", "beats_constant", "seeds")
@@ -287,6 +287,30 @@ scored on the training pool), then trained with the best trial's flags for {cfg[
             "`trials`."])])
 
 
+def finding_answer(res: Res) -> str:
+    """The README's findings row: who beats the best constant, and the best classical setting."""
+    d = res["leaderboard-scale"]
+    rows, constant = d["rows"], d["best_constant"]["test_reward"]
+
+    def agents(beat: bool) -> str:
+        return " and ".join(f"{r['agent'].upper()} ({r['test_reward_mean']:.1f})" for r in rows
+                            if r["beats_constant"] == beat)
+
+    text = f"on {d['config']['task']}'s own solver " + (
+        f"{agents(True)} beat its best constant ({constant:.1f}) on every seed" if agents(True) else
+        f"no agent beats its best constant ({constant:.1f}) on every seed")
+    if agents(False):
+        text += f"; {agents(False)} do not (the page says why)"
+    if d.get("best_classical"):
+        c = d["best_classical"]
+        beaten = [r["agent"].upper() for r in rows if r["test_reward_mean"] > c["reward"]]
+        text += (f"; {c['setting']} ({c['reward']:.1f}) " +
+                 (f"is beaten by {', '.join(beaten)}" if beaten else "still beats them all"))
+    missing = d.get("not_trained_at_scale") or []
+    return text + f" ({len(d['seeds'])} seeds" + (f"; {', '.join(a.upper() for a in missing)} searched only)"
+                                                  if missing else ")")
+
+
 STUDY = Study(
     name="leaderboard-scale",
     summary="the leaderboard agents searched by Optuna and trained 10x longer on the native vector env (ODE)",
@@ -301,4 +325,6 @@ STUDY = Study(
     seeds=5,
     nullable_keys=("best_classical", "ood_reward_mean", "ood_reward_std", "final_agents"),
     uses_digits_regimes=False,
+    finding=Finding("Which agents learn tolerance control at ten times the budget?", order=60,
+                    answer=finding_answer),
 )

@@ -46,7 +46,7 @@ from runs.aggregate import read_jsonl, run_metrics, summarise
 from runs.format import apct, bullets, eval_tol, figure, pct, row, verdict
 from runs.run_cache import Arm, Context, digits_arm, run_arms
 from runs.studies.common import ratio
-from runs.study import Page, Res, Study
+from runs.study import Finding, Page, Res, Study, stated
 from runs.tables import cell
 
 ROW_KEYS = ("arm", "regime", "nfe_ratio", "nfe_backward_ratio", "wall_ratio", "bpd_ratio", "test_nfe_ratio", "seeds")
@@ -280,4 +280,6 @@ STUDY = Study(
     plot=plot,
     page=Page("Faster than the paper: warm starts, easier dynamics, learned tolerances", order=130, render=section,
               needs=("speed",)),
+    finding=Finding("What else makes solves cheaper?", order=50, also=("speed-adjoint",),
+                    answer=stated("warm-started blocks, far more than learned tolerances; the two combine")),
 )

@@ -33,7 +33,7 @@ from runs.format import apct, bullets, eval_tol, figure, pct, verdict
 from runs.run_cache import Arm, Context, digits_arm
 from runs.studies.common import ratio
 from runs.studies.speed import bars, regime_rows
-from runs.study import Page, Res, Study
+from runs.study import Finding, Page, Res, Study
 from runs.tables import cell
 
 ROW_KEYS = ("arm", "regime", "nfe_ratio", "nfe_backward_ratio", "wall_ratio", "bpd_ratio", "test_nfe_ratio", "seeds")
@@ -140,6 +140,16 @@ on top of it. Ratios per seed against the path's dopri5 arm, then averaged; test
                          "\n".join(lines), bullets(items)])
 
 
+def finding_answer(res: Res) -> str:
+    """The README's findings row: the best classical setting per path and REINFORCE on it."""
+    d = res["speed-classical"]
+    t = d["targets"]
+    per_path = [f"{path} path: the best setting at {eval_tol(d)} is {t[path]['best_classical']}; REINFORCE on it "
+                f"trains with {t[path]['nfe_ratio']:.2f}x its NFE at test bits/dim within "
+                f"{apct(t['thresholds']['bpd_tol'], 1)}" for path in d["config"]["paths"]]
+    return f"on digits ({len(d['seeds'])} seeds), " + "; ".join(per_path)
+
+
 STUDY = Study(
     name="speed-classical",
     summary="learned tolerances on top of the best classical solver setting, direct and adjoint",
@@ -151,4 +161,6 @@ STUDY = Study(
     plot=plot,
     page=Page("Co-training: learned tolerances against the best classical solver setting", order=132, render=section,
               needs=("speed-classical",)),
+    finding=Finding("Do learned tolerances beat the best classical setting in co-training?", order=40,
+                    answer=finding_answer),
 )

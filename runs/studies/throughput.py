@@ -36,7 +36,7 @@ import infocnf_env  # noqa: F401  (registers the ids)
 from infocnf_env.threads import set_threads
 from runs.format import bullets, verdict
 from runs.run_cache import Context
-from runs.study import Page, Res, Study
+from runs.study import Finding, Page, Res, Study
 
 ROW_KEYS = ("task", "mode", "num_envs", "steps", "seconds", "steps_per_s", "ratio")
 
@@ -181,6 +181,18 @@ at the middle of the bounds; each row the median of {t['config']['rounds']} roun
 {bullets([f for f in facts if f])}"""
 
 
+def finding_answer(res: Res) -> str:
+    """The README's findings row: the native vector env's ratio over the single env, per task."""
+    d = res["throughput"]
+    targets = d["config"]["targets"]
+    parts = [f"the {what} task's native vector env at N = {targets['at_envs']} runs "
+             f"{f'{ratio:.0f}' if ratio >= 10 else f'{ratio:.2g}'}x the single env's "
+             f"steps/s (target {targets[key]:.0f}x)"
+             for what, ratio, key in (("ODE", d["native_ratio_ode"], "ode_ratio"),
+                                      ("CNF", d["native_ratio_cnf"], "cnf_ratio")) if ratio is not None]
+    return "; ".join(parts)
+
+
 STUDY = Study(
     name="throughput",
     summary="performance: benchmark env steps/s: single env, gymnasium's vector envs, the native vector env",
@@ -194,4 +206,6 @@ STUDY = Study(
     seeds=1,
     nullable_keys=("native_ratio_ode", "native_ratio_cnf", "ode_target_met", "cnf_target_met"),
     uses_digits_regimes=False,
+    finding=Finding("Is the benchmark fast enough for RL?", order=70,
+                    answer=finding_answer),
 )

@@ -25,7 +25,7 @@ from runs import figures
 from runs.format import figure, num_blocks, required, sci
 from runs.run_cache import Context
 from runs.studies.common import policy_pass, seed_arms, train_groups, training_tail
-from runs.study import Page, Res, Study
+from runs.study import Finding, Page, Res, Study, stated
 from runs.tables import table
 
 ROW_KEYS = ("split", "block", "seeds", "log10_tol_mean", "log10_tol_std", "values")
@@ -143,4 +143,6 @@ STUDY = Study(
     columns=COLUMNS,
     plot=plot,
     page=Page("Learned tolerances on train vs test, Fig. 2b analogue", order=60, render=section, needs=("tol-hist",)),
+    finding=Finding("Do the learned tolerances depend on the input?", order=30,
+                    answer=stated("little: the gates learn per-block constants"), also=("eval-batch",)),
 )

@@ -32,7 +32,7 @@ from runs.aggregate import summarise
 from runs.format import eval_tol, figure, row, sci
 from runs.run_cache import Arm, Context
 from runs.studies.common import policy_pass, train_groups
-from runs.study import Page, Res, Study
+from runs.study import Finding, Page, Res, Study, stated
 from runs.tables import cell, table
 
 ROW_KEYS = ("policy", "tol", "seeds", "abs_error_mean", "abs_error_std", "integral_mean", "integral_std",
@@ -171,4 +171,6 @@ STUDY = Study(
     plot=plot,
     page=Page("Solver error vs tolerance, Fig. 2a analogue", order=50, render=section, needs=("tol-integral",)),
     uses_digits_regimes=False,
+    finding=Finding("Is a loose tolerance safe to train at?", order=80,
+                    answer=stated("no: see [the trap](docs/limitations.md#a-trap-and-the-defaults-that-avoid-it)")),
 )
