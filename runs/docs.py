@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help="the page to write")
     parser.add_argument("--readme", type=Path, default=README, help="the README whose generated blocks to write")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="exit 1 if --out differs from the generated page")
+    mode.add_argument("--check", action="store_true", help="exit 1 if --out or --readme is out of date")
     mode.add_argument("--stdout", action="store_true", help="print the page instead of writing it")
     args = parser.parse_args(argv)
     text = render(args.results)

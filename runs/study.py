@@ -14,6 +14,7 @@ on README.md.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,10 @@ class Finding:
 
 
 def stated(text: str) -> Callable[[Res], str]:
-    """A :attr:`Finding.answer` in words alone (no number), whatever the results."""
+    """A :attr:`Finding.answer` in words alone, whatever the results; one ``ValueError`` for a
+    text with a digit in it (a number comes from a result: write the answer as a function)."""
+    if re.search(r"\d", text):
+        raise ValueError(f"a stated answer holds no number (write a function of the results): {text!r}")
     return lambda res: text
 
 

@@ -122,3 +122,11 @@ def test_results_page_anchors_exist():
 def test_readme_fits_two_screens():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 200, f"README.md has {len(lines)} lines; move detail to a page under docs/"
+
+
+def test_a_stated_finding_cannot_type_a_number():
+    from runs.study import stated
+
+    assert stated("little: per-block constants")({}) == "little: per-block constants"
+    with pytest.raises(ValueError, match="holds no number"):
+        stated("REINFORCE trains with 0.76x the NFE")

@@ -231,6 +231,6 @@ STUDY = Study(
     page=Page("Tables 1-2 analogue", order=10, render=section, needs=("digits-table", "eval-batch")),
     table_notes=targets,
     finding=Finding("Does InfoCNF beat CCNF?", order=20, also=("beta",),
-                    answer=stated("not at beta 1; with the authors' weighting, an edge within one "
+                    answer=stated("not at the digits ids' beta; with the authors' weighting, an edge within one "
                                   "standard deviation")),
 )
