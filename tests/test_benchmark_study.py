@@ -357,6 +357,36 @@ def test_an_agent_arms_key_follows_what_decides_the_task_beyond_its_argv(tmp_pat
     assert redefined.argv(tmp_path) == ode.argv(tmp_path) and redefined.key != ode.key
 
 
+def test_every_field_of_an_arm_but_its_label_goes_into_its_cache_key() -> None:
+    """runs.run_cache.Arm: ``label`` only names the directory; a run that differs in anything
+    else (its evaluation cadence included: it decides what eval.jsonl holds) is another run."""
+    import dataclasses
+
+    arm = Arm("x", "fixed", TASK, 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),), "")
+    changes = {"label": "y", "module": "reinforce", "env": "InfoCNF-Digits-v0", "seed": 1, "iterations": 11,
+               "eval_every": 5, "agent_args": ("--tol", "1e-4"), "env_kwargs": (("hidden", 8),),
+               "task_key": "pool-1"}
+    assert set(changes) == {f.name for f in dataclasses.fields(Arm)}  # every field is tried
+    for name, value in changes.items():
+        changed = dataclasses.replace(arm, **{name: value})
+        assert (changed.key == arm.key) == (name == "label"), name
+        assert changed.run_dir(Path("runs")) != arm.run_dir(Path("runs")), name  # never the same folder
+
+
+def test_a_seed_without_a_figure_leaves_its_mean_over_seeds_unknown() -> None:
+    """runs.aggregate: mean and sample std over seeds; a seed whose figure is missing (``None``)
+    makes them unknown (NaN, ``null`` in the JSON), never a mean that counts it as zero."""
+    from runs.aggregate import finite, mean_std, summarise
+
+    assert mean_std([1.0, 3.0, 8.0]) == pytest.approx((4.0, float(np.std([1.0, 3.0, 8.0], ddof=1))))
+    assert mean_std([5.0]) == (5.0, 0.0)
+    mean, std = mean_std([1.0, None, 3.0])
+    assert math.isnan(mean) and math.isnan(std)
+    summary = summarise([{"nfe": 10.0, "error": 0.1}, {"nfe": None, "error": 0.3}], ("nfe", "error", "wall_s"))
+    assert set(summary) == {"nfe_mean", "nfe_std", "error_mean", "error_std"}  # wall_s: no seed has it
+    assert summary["error_mean"] == pytest.approx(0.2) and finite(summary)["nfe_mean"] is None
+
+
 # ---------------------------------------------------------------------------- the tune study
 def test_tune_chooses_each_agents_candidate_by_its_training_pool_reward(tmp_path: Path) -> None:
     """Every candidate's runs are fixed-tolerance run directories written by hand, where the

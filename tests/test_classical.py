@@ -221,6 +221,22 @@ def test_the_front_is_read_by_log_log_interpolation() -> None:
         B.saving_on_front(table, 1.0, 1.0, statistic="mode")
 
 
+def test_a_subset_of_the_pool_is_priced_against_the_front_of_those_episodes_alone() -> None:
+    """A family's saving (``episodes=``) is the saving against a table that holds only its
+    episodes: the front's NFE and its errors are both that subset's."""
+    nfe = np.array([[100.0, 400.0], [1000.0, 4000.0]])  # the second episode is ten times dearer
+    error = np.array([[1e-3, 1e-6], [1e-2, 1e-5]])
+    table = B.GridTable([-4.0, -6.0], reward={}, nfe={"test": nfe}, error={"test": error})
+    for e in range(2):
+        alone = B.GridTable([-4.0, -6.0], reward={}, nfe={"test": nfe[[e]]}, error={"test": error[[e]]})
+        for statistic in ("mean", "median"):
+            assert B.saving_on_front(table, 200.0, 1e-5, statistic=statistic, episodes=[e]) == pytest.approx(
+                B.saving_on_front(alone, 200.0, 1e-5, statistic=statistic), rel=1e-12)
+    # episode 0's front at 1e-5, two thirds of the way (in log error) from (100, 1e-3) to (400, 1e-6)
+    assert B.saving_on_front(table, 200.0, 1e-5, episodes=[0]) == pytest.approx(1 - 200 / (100 * 4 ** (2 / 3)))
+    assert B.saving_on_front(table, 2000.0, 1e-5, episodes=[1]) == pytest.approx(1 - 2000 / 4000)
+
+
 # ---------------------------------------------------------------------------- cache keys
 def _family(**changes) -> dict:
     return {"kepler": dataclasses.replace(FAMILIES["kepler"], **changes)}

@@ -227,6 +227,16 @@ def test_seeded_sub_envs_draw_the_single_envs_episodes_and_unseeded_ones_differ(
     assert draws(_ode(cache, 3)) != draws(_ode(cache, 3))  # 6^18 equally likely draws
 
 
+def test_a_vector_env_seeded_at_construction_seeds_sub_env_i_with_seed_plus_i(cache: str) -> None:
+    """``make_vec(..., seed=s)`` (the task's ``seed``) seeds sub-env i as ``reset(seed=s)`` does:
+    with ``s + i``, so its draws are those of the single env made with ``seed=s + i``."""
+    venv = _ode(cache, 3, seed=7)
+    draws = [list(venv.reset()[1]["index"]) for _ in range(6)]
+    for i in range(3):
+        single = gym.make("ODE-Mixed-v0", **{**TINY_ODE, **POOL}, seed=7 + i, cache=cache)
+        assert [row[i] for row in draws] == [single.reset()[1]["index"] for _ in range(6)]
+
+
 def test_a_failed_solve_truncates_only_its_own_episode(cache: str) -> None:
     venv = _ode(cache, 3, max_num_steps=30)
     venv.reset(options={"episode": [0, 1, 2]})
@@ -326,6 +336,43 @@ def test_reinforce_n_envs_makes_one_update_from_each_batch_of_episodes(cache: st
     metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [m["iteration"] for m in metrics] == list(range(1, 11))
     assert len({m["gate_mean"] for m in metrics[:4]}) == 1 and metrics[3]["gate_mean"] != metrics[4]["gate_mean"]
+
+
+def test_a_sub_env_ended_early_by_a_failed_solve_waits_and_its_next_episode_is_not_learned_from(
+        cache: str, tmp_path, monkeypatch) -> None:
+    """agents.loop.run_vector_episodes: sub-env 0's first segment fails in every batch; its episode
+    is one step (one action, one reward: the failure penalty), and the steps its autoreset episode
+    takes while the others finish are neither observed by the agent nor added to its return."""
+    from flowkit import read_jsonl
+
+    from agents import reinforce
+    from flows.ode import SolverError
+    from infocnf_env.ode_env import ODETaskEnv
+
+    real_advance = ODETaskEnv._advance_many
+
+    def first_fails(self, plays, actions):
+        out = real_advance(self, plays, actions)
+        if len(plays) == 3 and plays[0].steps.block == 0:  # the vector env's steps: sub-env 0 comes first
+            out[0] = SolverError("forced failure")
+        return out
+
+    real_end = reinforce.ReinforceAgent.end_episodes
+    seen: list[list[tuple[int, int]]] = []
+
+    def spy(self, slots):
+        slots = list(slots)
+        seen.append([(len(self._episodes[s].log_probs), len(self._episodes[s].rewards)) for s in slots])
+        return real_end(self, slots)
+
+    monkeypatch.setattr(ODETaskEnv, "_advance_many", first_fails)
+    monkeypatch.setattr(reinforce.ReinforceAgent, "end_episodes", spy)
+    reinforce.main(_reinforce_argv(tmp_path / "run", cache, "--n-envs", "3", iterations=6))
+    segments = TINY_ODE["segments"]
+    assert seen == [[(1, 1), (segments, segments), (segments, segments)]] * 2  # an action, a reward, each step
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    penalty = ODETaskEnv(**{**TINY_ODE, **POOL}, cache=cache).reward_config.failure_penalty
+    assert [m["reward"] for m in metrics[::3]] == [-penalty, -penalty]  # sub-env 0's episodes: the penalty alone
 
 
 def test_one_update_from_several_episodes_averages_their_gradients() -> None:

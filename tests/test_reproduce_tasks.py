@@ -137,3 +137,32 @@ def test_the_threads_study_times_the_iterations_after_the_warmup(tmp_path, monke
     assert threads._rate(tmp_path, warmup=2) == pytest.approx(3 / (20.0 - 11.0))  # iterations 3..5
     monkeypatch.setenv("OMP_NUM_THREADS", "7")  # only --threads decides a child's threads
     assert not set(threads.THREAD_VARIABLES) & set(threads._child_env())
+
+
+def test_the_throughput_study_counts_every_sub_envs_step():
+    """A vector step of N sub-envs is N environment steps; the warm-up step is not timed."""
+    import gymnasium as gym
+    import numpy as np
+
+    from runs.studies import throughput
+
+    class Counting:  # a vector env of 4 sub-envs whose steps cost nothing
+        num_envs = 4
+        single_action_space = gym.spaces.Box(-6.0, -2.0, (1,), np.float32)
+
+        def __init__(self) -> None:
+            self.calls, self.closed = 0, False
+
+        def reset(self, seed=None):
+            return np.zeros((4, 1), np.float32), {}
+
+        def step(self, actions):
+            assert actions.shape == (4, 1) and np.all(actions == -4.0)  # the middle of the bounds
+            self.calls += 1
+
+        def close(self) -> None:
+            self.closed = True
+
+    envs = Counting()
+    steps, elapsed = throughput._time_vector(envs, 0.02)  # type: ignore[arg-type]
+    assert envs.calls > 1 and steps == 4 * (envs.calls - 1) and elapsed >= 0.02 and envs.closed

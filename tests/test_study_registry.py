@@ -135,3 +135,27 @@ def test_set_overrides_a_config_entry_and_refuses_one_the_study_lacks():
         reproduce.parse_overrides("bench-cifar", ["batchsize=9"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         reproduce.parse_overrides("bench-cifar", ["batch"])
+
+
+def test_quick_settings_are_merged_key_by_key_and_never_drop_a_nested_setting():
+    """runs.study.merge: an override replaces the values it names, at any depth, and keeps the
+    rest; so every study's ``--quick`` config holds every setting of its full one."""
+    from collections.abc import Mapping
+
+    from runs.study import merge
+
+    base = {"tasks": {"A": {"x": 1, "y": {"p": 1, "q": 2}}, "B": {"x": 3}}, "n": 3}
+    merged = merge(base, {"tasks": {"A": {"y": {"q": 5}}}, "m": 4})
+    assert merged == {"tasks": {"A": {"x": 1, "y": {"p": 1, "q": 5}}, "B": {"x": 3}}, "n": 3, "m": 4}
+    assert base["tasks"]["A"]["y"]["q"] == 2  # a copy: the study's own config is left as it was
+
+    def paths(config: Mapping, prefix: tuple = ()) -> set[tuple]:
+        out = set()
+        for key, value in config.items():
+            out.add((*prefix, key))
+            if isinstance(value, Mapping):
+                out |= paths(value, (*prefix, key))
+        return out
+
+    for name, s in registry().items():
+        assert paths(s.config) <= paths(s.load_config(True)), name
