@@ -293,8 +293,8 @@ def finding_answer(res: Res) -> str:
     rows, constant = d["rows"], d["best_constant"]["test_reward"]
 
     def agents(beat: bool) -> str:
-        return " and ".join(f"{r['agent'].upper()} ({r['test_reward_mean']:.1f})" for r in rows
-                            if r["beats_constant"] == beat)
+        named = [f"{r['agent'].upper()} ({r['test_reward_mean']:.1f})" for r in rows if r["beats_constant"] == beat]
+        return " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
 
     text = f"on {d['config']['task']}'s own solver " + (
         f"{agents(True)} beat its best constant ({constant:.1f}) on every seed" if agents(True) else
