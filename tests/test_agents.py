@@ -409,6 +409,16 @@ def test_sb3_algo_kwargs_reach_the_algorithm(tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
+def test_a_key_value_flag_keeps_every_equals_sign_after_the_first_in_its_value():
+    """``--env-kwargs`` / ``--algo-kwargs`` take ``key=value``: the key ends at the first ``=``,
+    and the value (a path of a run directory named by its settings, a string) may hold more."""
+    from agents.cli import parse_env_kwargs, parse_kwargs
+
+    assert parse_env_kwargs(["checkpoint='runs/lr=1e-3/checkpoint.pt'", "hidden=4"]) == {
+        "checkpoint": "runs/lr=1e-3/checkpoint.pt", "hidden": 4}
+    assert parse_kwargs(["note=a=b", "empty=", "eq=="]) == {"note": "a=b", "empty": "", "eq": "="}
+
+
 def test_fixed_schedule_sets_per_block_tolerances(tmp_path):
     schedule = [1e-3, 1e-5, 1e-4]
     fixed.main(cli_args(tmp_path / "run", "--eval-every", "0", "--schedule", *map(str, schedule)))

@@ -519,6 +519,46 @@ def test_a_scale_trial_sets_its_values_over_the_committed_flags_and_the_cli_read
     assert gates[gates.index("--init-std") + 1] == "0.7" and "--algo-kwargs" not in gates
 
 
+def test_a_scale_agent_beats_the_best_constant_only_when_every_seed_does(tmp_path: Path, monkeypatch) -> None:
+    """leaderboard-scale's ``beats_constant`` (its table's "beats it every seed") and its target:
+    on the analytic task, with hand-written fixed runs in place of the trained ones, an agent one
+    of whose seeds scores below the best constant (chosen on the training pool, computed here by
+    hand) does not beat it; one whose every seed scores above does."""
+    from runs.studies import scale
+
+    env = AnalyticTask(**KWARGS)
+    grid = [-8.0 + i for i in range(8)]  # grid_step 1 over the bounds (-8, -1)
+
+    def by_hand(split: str, log_tol: float) -> float:
+        return float(np.mean([env.by_hand(c, [log_tol] * env.num_blocks)[0] for c in env.pool(split)]))
+
+    constant = max(grid, key=lambda t: by_hand("train", t))
+    above, below = max(grid, key=lambda t: by_hand("test", t)), min(grid, key=lambda t: by_hand("test", t))
+    assert by_hand("test", below) < by_hand("test", constant) < by_hand("test", above)
+    #: per agent, the log10 tolerance of its final run on seed 0 and seed 1
+    finals = {"reinforce": (above, below), "ppo": (above, above)}
+
+    def hand_written_runs(ctx: Context, arms: list) -> dict:
+        for arm in arms:
+            agent = arm.label.split("-")[-2 if arm.label.endswith("-trial") else -1]
+            log_tol = constant if arm.label.endswith("-trial") else finals[agent][arm.seed]
+            if not arm.run_dir(ctx.runs_dir).exists():
+                _fixed_run(arm.run_dir(ctx.runs_dir), log_tol, None, [-1.0, -2.0, -3.0])
+        return {}
+
+    monkeypatch.setattr(scale, "run_arms", hand_written_runs)
+    config = load_config("leaderboard-scale", True, {"task": TASK, "trials": 1, "parallel_trials": 1, "grid_step": 1.0})
+    config["task_kwargs"] = KWARGS  # in place of the ODE task's, not merged into them
+    ctx = Context("leaderboard-scale", True, (0, 1), 1, 1, tmp_path, tmp_path / "out", config, {})
+    result = scale.run(ctx)
+    rows = {r["agent"]: r for r in result["rows"]}
+    assert result["best_constant"]["log10_tol"] == constant
+    assert result["best_constant"]["test_reward"] == pytest.approx(by_hand("test", constant))
+    assert rows["reinforce"]["per_seed"] == pytest.approx([by_hand("test", above), by_hand("test", below)])
+    assert not rows["reinforce"]["beats_constant"] and rows["ppo"]["beats_constant"]
+    assert result["targets"]["every_agent_beats_constant"] is False
+
+
 def test_a_scale_choice_is_at_an_edge_only_near_the_ends_of_its_range() -> None:
     from runs.studies.scale import at_edge
 

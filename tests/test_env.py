@@ -86,6 +86,23 @@ def test_observations_in_space(obs_mode):
         assert np.abs(observations[0]["features"]).sum() > 0
 
 
+def test_a_vector_observation_summarises_the_block_input_by_mean_std_mean_abs_and_log_max_abs():
+    """The statistics of ``obs_mode="vector"`` (infocnf_env.observation): over every value of the
+    block's input batch, its mean, (population) std, mean |h| and log(1 + max |h|)."""
+    from infocnf_env.observation import NUM_STATS, ObservationEncoder
+
+    encoder = ObservationEncoder("vector", 3, [(2,), (2,), (2,)])
+    h = torch.tensor([[-3.0, 1.0], [2.0, 0.0]])  # mean 0, variance 14 / 4, mean |h| 1.5, max |h| 3
+    obs = encoder.encode(1, h)
+    np.testing.assert_array_equal(obs[:3], [0.0, 1.0, 0.0])
+    np.testing.assert_allclose(obs[3:3 + NUM_STATS], [0.0, math.sqrt(3.5), 1.5, math.log(4.0)], rtol=1e-6)
+    wide = torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) * 5.0
+    values = wide.double().numpy().ravel()
+    np.testing.assert_allclose(encoder.encode(0, wide)[3:3 + NUM_STATS],
+                               [values.mean(), values.std(), np.abs(values).mean(), np.log1p(np.abs(values).max())],
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_info_keys_and_values():
     # beta 0.5 (the authors' --weight_y), not the digits ids' 1: with beta = 1 the loss check below
     # could not tell the model's beta from a hard-coded 1.

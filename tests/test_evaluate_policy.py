@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 
+import gymnasium as gym
 import pytest
 import torch
-from flowkit import TINY, env_kwargs
+from flowkit import DIGITS_ID, TINY, env_kwargs
 
+import infocnf_env  # noqa: F401  (registers the ids)
 from agents import evaluate as ev
 from agents import fixed, reinforce
 from agents.cli import parse_args
 from agents.loop import run_cli
 from flows import build_model, evaluate, iterate_batches, load_dataset
+from infocnf_env.actions import parse_action
 
 
 def _train(agent_main, run_dir, *extra):
@@ -59,6 +62,23 @@ def test_constant_tolerance_function_equals_the_float():
     model = build_model("ccnf", (1, 8, 8), 10, hidden=4)
     batches = list(iterate_batches(load_dataset("digits", "test"), 25, max_batches=2))
     assert evaluate(model, batches, tol=lambda state: 1e-3, seed=1) == evaluate(model, batches, tol=1e-3, seed=1)
+
+
+def test_a_policys_tolerance_outside_the_action_bounds_is_clipped_to_them_as_the_env_clips_it():
+    """policy_tolerance clips the chosen log10 tolerance to the action bounds at both ends, to
+    the tolerance the env itself would solve that action at (infocnf_env.actions.parse_action)."""
+    env = gym.make(DIGITS_ID, **TINY).unwrapped
+    low, high = float(env.action_space.low[0]), float(env.action_space.high[0])
+    chosen = [low - 0.5, high + 1.0, (low + high) / 2]
+    trace = ev.ToleranceTrace()
+    tolerance = ev.policy_tolerance(env, lambda obs, block: (chosen[block % 3], 0.0), trace)
+    x, y = next(iter(iterate_batches(load_dataset("digits", "test"), 4, max_batches=1)))
+    with torch.no_grad():
+        out = env.model(x.reshape(4, *env.model.data_shape), y, tol=tolerance,
+                        generator=torch.Generator().manual_seed(0))
+    expected = [parse_action(chosen[b % 3], "tol", (low, high)).tol for b in range(env.num_blocks)]
+    assert [s.tol for s in out.stats] == pytest.approx(expected)
+    assert trace.log_tols == [pytest.approx([low, high, (low + high) / 2][: env.num_blocks])]
 
 
 def test_fixed_run_policy_reproduces_fixed_evaluation(runs):

@@ -248,6 +248,16 @@ def test_bad_input_is_one_line(tmp_path, capsys, case):
     _check_one_line(tmp_path, capsys, [*flags, *cli(tmp_path / "run"), *kwargs], pattern)
 
 
+def test_the_seed_flag_takes_every_32_bit_seed_and_nothing_past_it(tmp_path, capsys):
+    """--seed is an integer in [0, 2**32): 2**32 - 1 passes the flag's check, 2**32 is refused
+    there, as one line naming the flag."""
+    from agents.run_dir import check_common_args
+
+    check_common_args(CommonArgs(seed=2**32 - 1))
+    _check_one_line(tmp_path, capsys, ["--seed", str(2**32), *cli(tmp_path / "run")],
+                    rf"^--seed must be an integer in \[0, 2\*\*32\), got {2**32}$")
+
+
 @pytest.mark.parametrize("case", sorted(REINFORCE_BAD))
 def test_bad_reinforce_flags_are_one_line(tmp_path, capsys, case):
     flags, pattern = REINFORCE_BAD[case]

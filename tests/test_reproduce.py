@@ -103,3 +103,41 @@ def test_reinforce_arms_run_the_papers_gaussian_gates_without_changing_their_cac
     assert "--gate-dist" not in Arm("x", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), ()).argv(tmp_path)
     resumed = plain.argv(tmp_path / "run", resume=True, threads=2)
     assert resumed[resumed.index("--threads") + 1] == "2" and "gaussian" in resumed
+
+
+def test_a_cached_run_counts_as_finished_only_at_its_arms_iterations(tmp_path, monkeypatch):
+    """run_arms trains every arm not yet finished: a run directory whose summary.json records
+    fewer iterations than the arm asks for (a shorter run) is trained on, not reused."""
+    from runs import run_cache
+    from runs.run_cache import Context, run_arms
+
+    ctx = Context("cache", False, (0,), 1, 1, tmp_path, tmp_path / "out", {}, {})
+    arms = [Arm(label, "fixed", "InfoCNF-Digits-v0", 0, 5, 0, ("--tol", tol), ()) for label, tol in
+            (("done", "1e-5"), ("short", "1e-4"), ("new", "1e-3"))]
+
+    def write_summary(arm, iterations):
+        run_dir = arm.run_dir(ctx.runs_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "summary.json").write_text(json.dumps({"iterations": iterations}))
+
+    write_summary(arms[0], 5)
+    write_summary(arms[1], 3)
+    trained = []
+    monkeypatch.setattr(run_cache, "_train", lambda arm, ctx, in_subprocess: (trained.append(arm.label),
+                                                                               write_summary(arm, arm.iterations)))
+    summaries = run_arms(ctx, arms)
+    assert trained == ["short", "new"]
+    assert all(summaries[a]["iterations"] == 5 for a in arms)
+
+
+def test_a_rows_figures_against_the_fixed_row_are_relative_to_the_fixed_row():
+    """vs_fixed: the training NFE as a ratio to the fixed-tolerance row's and the test bits/dim
+    as a relative difference from it (positive: worse than fixed)."""
+    from runs.studies.common import vs_fixed
+
+    fixed = {"nfe_mean": 200.0, "bits_per_dim_mean": 2.0}
+    learned = {"nfe_mean": 150.0, "bits_per_dim_mean": 2.2}
+    out = vs_fixed(learned, fixed)
+    assert out["nfe_ratio_vs_fixed"] == pytest.approx(0.75)
+    assert out["bits_per_dim_rel_diff_vs_fixed"] == pytest.approx(0.1)  # 10% more bits than fixed
+    assert vs_fixed(fixed, fixed) == {"nfe_ratio_vs_fixed": 1.0, "bits_per_dim_rel_diff_vs_fixed": 0.0}
