@@ -76,6 +76,10 @@ class FixedAgent(Agent):
 def make_fixed_agent(env: Any, tol: float, schedule: list[float], first_step: float | None) -> FixedAgent:
     """The fixed agent for ``env``: ``first_step`` is required exactly when the env's action
     holds a first step (``action_mode="tol_first_step"``)."""
+    mode = getattr(getattr(env.unwrapped, "spaces", None), "action_mode", None)
+    if mode == "tol_method":
+        raise ValueError("the fixed agent chooses no method: a fixed tolerance with the task's own method is "
+                         "action_mode=tol")
     wants_first_step = env.action_space.shape[0] == 2
     if wants_first_step and first_step is None:
         raise ValueError("this env's action holds a first step (action_mode=tol_first_step): pass --first-step")

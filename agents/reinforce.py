@@ -110,7 +110,12 @@ class ReinforceAgent(Agent):
             raise ValueError(f"the discount (--gamma) must be in [0, 1], got {gamma}")
         if gate_dist not in GATE_DISTS:
             raise ValueError(f"unknown gate distribution {gate_dist!r}; valid: {', '.join(GATE_DISTS)}")
-        means: InitMean = init_mean if action_dim == 1 else [init_mean, DEFAULT_FIRST_STEP_INIT_MEAN]
+        second = DEFAULT_FIRST_STEP_INIT_MEAN
+        if gate_dist == "squashed" and action_dim == 2 and action_bounds is not None:
+            low, high = action_bounds[0][1], action_bounds[1][1]
+            if not low < second < high:  # an entry that is no first step (tol_method's method position)
+                second = (low + high) / 2
+        means: InitMean = init_mean if action_dim == 1 else [init_mean, second]
         stds: InitStd = init_std
         self.squashed: SquashedGaussian | None = None
         if gate_dist == "squashed":

@@ -356,11 +356,18 @@ class BenchmarkEnv(gym.Env, Generic[E]):
                 "failures": float(sum(r["failed"] for r in results)), "episodes": float(count)}
 
     def constant_action(self, tol: float, first_step: float | None = None) -> list[np.ndarray]:
-        """The action that solves every step at ``tol`` (and ``first_step``), as :meth:`play` takes it."""
+        """The action that solves every step at ``tol`` (and ``first_step``; in the ``tol_method``
+        mode with the task's own method), as :meth:`play` takes it."""
         values = [math.log10(tol)]
         if self.spaces.action_mode == "tol_first_step":
             values.append(math.log10(first_step) if first_step else self.spaces.first_step_bounds[1])
+        elif self.spaces.action_mode == "tol_method":
+            values.append(self.own_method_position())
         return [np.array(values, dtype=np.float32)]
+
+    def own_method_position(self) -> float:
+        """The ``tol_method`` action's method position that picks the task's own method."""
+        raise ValueError(f"{type(self).__name__} has no tol_method action mode")
 
     # ------------------------------------------------------------------ runner interface
     def evaluate(self, split: str = "test", tol: float = EVAL_TOL, max_batches: int | None = None) -> dict[str, float]:

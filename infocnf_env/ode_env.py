@@ -333,6 +333,13 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
         index = action.method_index(len(self.config.method_choices))
         return self.config.method if index is None else self.config.method_choices[index]
 
+    def own_method_position(self) -> float:
+        """The middle of the task's own ``method``'s share of [0, 1] among ``method_choices``
+        (the first choice's where the task's method is not one of them)."""
+        choices = self.config.method_choices
+        index = choices.index(self.config.method) if self.config.method in choices else 0
+        return (index + 0.5) / len(choices)
+
     def _plan(self, play: Playthrough[Instance], action: BlockAction) -> _Segment:
         """What the next segment of ``play`` is solved over and with."""
         config, state = self.config, play.state

@@ -131,6 +131,28 @@ def test_the_method_position_picks_the_method_of_its_share_of_the_unit_interval(
     assert parse_action(np.array([-5.0]), "tol", (-9.0, -2.0)).method_index(3) is None
 
 
+@pytest.mark.parametrize("backend", ["torchdiffeq", "torchode"])
+def test_the_periodic_check_of_a_method_choosing_env_solves_with_the_tasks_own_method(ode_cache: str,
+                                                                                    backend: str) -> None:
+    """``evaluate`` (every step at one tolerance) in the ``tol_method`` mode plays the task's own
+    method: the same episodes as the ``tol`` mode."""
+    chooser = ODETaskEnv(**TINY_ODE, cache=ode_cache, action_mode="tol_method", backend=backend)
+    plain = ODETaskEnv(**TINY_ODE, cache=ode_cache, backend=backend)
+    (action,) = chooser.constant_action(1e-4)
+    picked = parse_action(action, "tol_method", chooser.spaces.tol_bounds).method_index(
+        len(chooser.config.method_choices))
+    assert chooser.config.method_choices[picked] == chooser.config.method
+    assert chooser.evaluate("test", 1e-4) == plain.evaluate("test", 1e-4)
+
+
+def test_the_fixed_agent_refuses_to_choose_a_method(ode_cache: str) -> None:
+    from agents.fixed import make_fixed_agent
+
+    env = gym.make("ODE-Mixed-v0", **TINY_ODE, cache=ode_cache, action_mode="tol_method")
+    with pytest.raises(ValueError, match="the fixed agent chooses no method"):
+        make_fixed_agent(env, 1e-5, [], None)
+
+
 @pytest.mark.parametrize("env_id", ["InfoCNF-Toy1D-v0", "CNF-Frozen-Checkerboard-v0"])
 def test_envs_with_one_solver_refuse_the_method_mode(env_id: str) -> None:
     with pytest.raises(ValueError, match="tol_method"):

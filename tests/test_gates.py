@@ -171,3 +171,14 @@ def test_sb3_deterministic_actions_trained_toward_a_bound_stay_inside_it(algo, s
     assert LOW <= after <= HIGH and after > before + 1.0
     unit, _ = model.predict(obs, deterministic=True)
     assert -1.0 <= float(unit[0]) <= 1.0
+
+
+def test_squashed_gates_that_choose_a_method_start_in_the_middle_of_the_method_positions():
+    """In the ``tol_method`` mode the second entry is a method position in [0, 1]: the squashed
+    gates start there (at 0.5), not at the first step's default mean, which lies outside it."""
+    agent = ReinforceAgent(_vector_space(), 1, init_mean=-5.0, init_std=0.5, seed=0, gate_dist="squashed",
+                           action_dim=2, action_bounds=([-9.0, 0.0], [-2.0, 1.0]))
+    with torch.no_grad():
+        actions = np.array([agent.act(np.zeros(5, np.float32)) for _ in range(400)])
+    assert np.all((actions[:, 1] > 0.0) & (actions[:, 1] < 1.0))
+    assert abs(float(np.median(actions[:, 1])) - 0.5) < 0.1 and abs(float(np.median(actions[:, 0])) + 5.0) < 0.3
