@@ -7,6 +7,8 @@ accumulated ``int_0^T tr(df/dz) dt``, so that ``log p(input) = log p(output) + l
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -15,8 +17,10 @@ from torch import nn
 from flows.divergence import DIVERGENCES, NOISE_TYPES, exact_divergence, hutchinson_divergence, sample_noise
 from flows.error_reg import dopri5_probe, error_penalty
 from flows.ode import (
+    BATCHED_BACKENDS,
     BlockStats,
     NFECounter,
+    SolverError,
     check_adjoint_norm,
     check_backend,
     check_method,
@@ -24,6 +28,7 @@ from flows.ode import (
     is_adaptive,
     rescale_step,
     solve,
+    solve_batch,
     solver_order,
 )
 
@@ -275,6 +280,76 @@ class CNFBlock(nn.Module):
             reg = z.new_zeros(batch, 2)
         stats = BlockStats(nfe=counter.forward, tol=tol, counter=counter, span=float(self.end_time.detach()))
         return BlockOutput(z_out, logdet, reg, stats, error)
+
+    def forward_batch(
+        self, z: torch.Tensor, tols: Sequence[float], first_steps: Sequence[float | None],
+    ) -> list[BlockOutput | SolverError]:
+        """N forward solves of the block in one loop, each row with its own tolerance, first step
+        and step-size control (:func:`flows.ode.solve_batch`); what :meth:`forward` gives for
+        each row solved alone, for the frozen flows of the benchmark's vector envs.
+
+        Args:
+            z: ``(N, B, ...)``: N block inputs of B samples each.
+            tols: N tolerances.
+            first_steps: N first steps as fractions of the time span, ``None`` where the row
+                takes the block's own choice (:meth:`forward`'s ``first_step``).
+
+        Returns:
+            Per row its :class:`BlockOutput` (no regularization integrals, no probe), or the
+            :class:`flows.ode.SolverError` of its failed solve (the other rows are unaffected).
+
+        Evaluation only, with the exact divergence (a Hutchinson estimate would need each row's
+        noise drawn as its own solve draws it) and a backend of
+        :data:`flows.ode.BATCHED_BACKENDS`; no gradient is taken. Each row's error is the largest
+        RMS over its ``z`` and its log-determinant, the norm of :meth:`forward`'s solve.
+        """
+        if self.backend not in BATCHED_BACKENDS:
+            raise ValueError(f"forward_batch needs a backend in {', '.join(BATCHED_BACKENDS)}, got {self.backend!r}")
+        if self.divergence != "exact" or self.training:
+            raise ValueError("forward_batch solves frozen blocks: evaluation mode with the exact divergence")
+        count, batch = z.shape[0], z.shape[1]
+        if not (len(tols) == len(first_steps) == count):
+            raise ValueError(f"forward_batch needs one tolerance and one first step per row ({count}), "
+                             f"got {len(tols)} and {len(first_steps)}")
+        sample_shape, width = z.shape[2:], z[0, 0].numel()
+        span = float(self.end_time.detach())
+        starts: list[float] = []  # NaN: the initial-step heuristic
+        for tol, first in zip((check_tolerance(t) for t in tols), first_steps, strict=True):
+            if first is not None:
+                if not 0 < first <= 1:
+                    raise ValueError(f"first_step must be a fraction of the time span in (0, 1], got {first!r}")
+                starts.append(first * span)
+            else:
+                kept = self.last_step if self.warm_start else None
+                starts.append(float("nan") if kept is None else self._rescaled(kept, tol))
+
+        def dynamics(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                zz = y[:, : batch * width].reshape(count * batch, *sample_shape).detach().requires_grad_(True)
+                dz = self.net(t.repeat_interleave(batch), zz)  # each sample at its row's time
+                div = exact_divergence(dz, zz, False)
+            return torch.cat([dz.reshape(count, -1), div.reshape(count, batch)], dim=1).detach()
+
+        y0 = torch.cat([z.reshape(count, -1), z.new_zeros(count, batch)], dim=1)
+        with torch.no_grad():
+            solution = solve_batch(
+                dynamics, y0, z.new_zeros(count), z.new_full((count,), span), z.new_tensor(list(tols)),
+                method=self.solver, controller=BATCHED_BACKENDS[self.backend],
+                first_step=None if all(math.isnan(f) for f in starts) else z.new_tensor(starts),
+                max_num_steps=self.max_num_steps, groups=[(0, batch * width), (batch * width, batch * (width + 1))])
+        out: list[BlockOutput | SolverError] = []
+        for row in range(count):
+            if solution.errors[row] is not None:
+                out.append(SolverError(str(solution.errors[row])))
+                continue
+            counter = NFECounter(forward=solution.nfe[row], last_step=solution.last_step[row],
+                                 accepted=solution.accepted[row], rejected=solution.rejected[row])
+            counter.close_forward()
+            y = solution.y[row]
+            stats = BlockStats(solution.nfe[row], float(tols[row]), counter, span)
+            out.append(BlockOutput(y[: batch * width].reshape(batch, *sample_shape), y[batch * width:],
+                                   z.new_zeros(batch, 2), stats))
+        return out
 
     def _rescaled(self, kept: tuple[float, float], tol: float) -> float:
         """A kept ``(step, at_tol)`` rescaled to ``tol``, at most the time span T."""

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flows.cnf_block import CNFBlock
+from flows.cnf_block import BlockOutput, CNFBlock
 from flows.heads import LatentHead
-from flows.ode import EVAL_TOL, BlockStats, NFETotals, check_tolerance
+from flows.ode import EVAL_TOL, BlockStats, NFETotals, SolverError, check_tolerance
 from flows.transforms import FactorOut, FlowState, LogitTransform, Transform
 
 #: A tolerance for every block, or a function of the state before each block (see ``forward``).
@@ -168,7 +168,31 @@ class FlowModel(nn.Module):
         if state.position >= len(self.ops):
             raise RuntimeError("all blocks have been solved; call finish()")
         block = self.ops[state.position]
-        out = block(state.z, tol=tol, generator=state.generator, first_step=first_step)
+        return self._after_block(state, block(state.z, tol=tol, generator=state.generator, first_step=first_step))
+
+    def advance_batch(
+        self, states: Sequence[FlowState], tols: Sequence[float], first_steps: Sequence[float | None],
+    ) -> list[tuple[FlowState, BlockStats] | SolverError]:
+        """:meth:`advance` of N states at the same block, in one batched solve of it
+        (:meth:`flows.CNFBlock.forward_batch`: a frozen block, evaluation only, each state with
+        its own tolerance, first step and step-size control); per state what :meth:`advance`
+        returns, or the ``SolverError`` of its failed solve."""
+        if len({s.position for s in states}) != 1 or len({s.z.shape for s in states}) != 1:
+            raise ValueError("advance_batch needs states at the same block, of the same shape")
+        position = states[0].position
+        if position >= len(self.ops):
+            raise RuntimeError("all blocks have been solved; call finish()")
+        block = self.ops[position]
+        if not isinstance(block, CNFBlock):
+            raise TypeError(f"op {position} is {type(block).__name__}, not a CNFBlock")
+        outs = block.forward_batch(torch.stack([s.z for s in states]), tols, first_steps)
+        return [out if isinstance(out, SolverError) else self._after_block(state, out)
+                for state, out in zip(states, outs, strict=True)]
+
+    def _after_block(self, state: FlowState, out: BlockOutput) -> tuple[FlowState, BlockStats]:
+        """The state after the block ``out`` solved (its sums updated, the glue after it run)."""
+        if state.logdet is None or state.regularization is None:
+            raise ValueError("advance() needs a state from start(): this one has no log-determinant sums")
         error = state.error_regularization
         if out.error is not None:
             error = out.error if error is None else error + out.error

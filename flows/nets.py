@@ -4,6 +4,10 @@ Appendix B: each flow's dynamics is a stack of 3x3 convolutions with 64 filters,
 between layers, with time concatenated to every layer's input (FFJORD's ``ConcatConv2d``).
 Vectors use an MLP with concatenated time or FFJORD's concat-squash layer.
 
+Every layer takes the time ``t`` as a scalar (one time for the whole batch, as the ODE solvers
+pass it) or as one time per sample, shape ``(B,)`` (rows of a batched solve at different times,
+:meth:`flows.CNFBlock.forward_batch`); a sample's output depends on its own time only.
+
 ``num_layers`` counts every layer of the network, the output layer included:
 ``num_layers - 1`` hidden layers of ``hidden`` units, ``c -> h -> ... -> h -> c``. The
 authors' runs (FFJORD's ``--dims 64,64,64``: three hidden layers of 64 filters) are
@@ -28,7 +32,7 @@ class ConcatConv2d(nn.Module):
         self.conv = nn.Conv2d(in_channels + 1, out_channels, kernel_size, padding=kernel_size // 2)
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        tt = t.to(h).expand(h.shape[0], 1, h.shape[2], h.shape[3])
+        tt = t.to(h).reshape(-1, 1, 1, 1).expand(h.shape[0], 1, h.shape[2], h.shape[3])
         return self.conv(torch.cat([tt, h], dim=1))
 
 
@@ -40,7 +44,7 @@ class ConcatLinear(nn.Module):
         self.linear = nn.Linear(in_features + 1, out_features)
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        tt = t.to(h).expand(h.shape[0], 1)
+        tt = t.to(h).reshape(-1, 1).expand(h.shape[0], 1)
         return self.linear(torch.cat([tt, h], dim=1))
 
 
@@ -54,7 +58,7 @@ class ConcatSquashLinear(nn.Module):
         self.shift = nn.Linear(1, out_features, bias=False)
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        tt = t.to(h).reshape(1, 1)
+        tt = t.to(h).reshape(-1, 1)  # (1, 1), or (B, 1): one time per sample
         return self.linear(h) * torch.sigmoid(self.gate(tt)) + self.shift(tt)
 
 

@@ -10,7 +10,7 @@ each row's NFE and failure apart.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -291,6 +291,7 @@ def solve_batch(
     first_step: torch.Tensor | None = None,
     max_num_steps: int | None = None,
     weights: torch.Tensor | None = None,
+    groups: Sequence[tuple[int, int]] | None = None,
 ) -> BatchSolution:
     """Solve N independent initial value problems in one loop, each with its own time span,
     tolerance, first step and step-size control (torchode's per-row control).
@@ -316,6 +317,9 @@ def solve_batch(
         max_num_steps: cap on each row's step attempts; a row past it fails alone.
         weights: ``(N, F)`` 0/1, the features of each row its error norm measures (``None``: all);
             the RMS is over the measured ones, so padding does not change a row's steps.
+        groups: feature ranges ``(start, stop)``; where given, a row's error is the largest RMS
+            over them, torchdiffeq's norm of a tuple state (one range per tensor: a flow's
+            ``z`` and its log-density), instead of one RMS; not with ``weights``.
 
     Returns:
         A :class:`BatchSolution`. A row that fails (step cap, step-size underflow, non-finite
@@ -325,6 +329,8 @@ def solve_batch(
     torchode = _import_torchode()
     if method not in TORCHODE_METHODS:
         raise ValueError(f"solve_batch supports methods {', '.join(TORCHODE_METHODS)}, got {method!r}")
+    if groups is not None and weights is not None:
+        raise ValueError("solve_batch takes weights or groups, not both")
     y0 = y0.detach()
     count, features = y0.shape
     weights = torch.ones_like(y0) if weights is None else weights.to(y0.dtype)
@@ -335,28 +341,45 @@ def solve_batch(
     y_end = y0.clone()
     failed = torch.zeros(count, dtype=torch.bool)
     while True:
-        # a row that failed is given an empty span, so that the others are solved again without it
+        # the rows still running; a failed row leaves the problem (torchode would stop at it again)
+        # and is held at its initial state and time for the dynamics, which see every row
+        rows = (~failed).nonzero().flatten()
+        if len(rows) == 0:
+            break
+        run_func = func if len(rows) == count else _rows_only(func, rows, y0, t_start)
         status, y1, steps, taken, last = _solve_rows(
-            torchode, func, y0, t_start, torch.where(failed, t_start, t_end), tol, method, controller, first_step,
-            max_num_steps, weights)
-        new = (status != torchode.status_codes.SUCCESS) & ~failed
+            torchode, run_func, y0[rows], t_start[rows], t_end[rows], tol[rows], method, controller,
+            None if first_step is None else first_step[rows], max_num_steps, weights[rows], groups)
+        new = status != torchode.status_codes.SUCCESS
         if bool(new.any()):  # the loop stopped at these rows' failure: report them, solve the rest again
-            for row in new.nonzero().flatten().tolist():
-                name = torchode.Status(int(status[row])).name.lower().replace("_", " ")
+            for position in new.nonzero().flatten().tolist():
+                name = torchode.Status(int(status[position])).name.lower().replace("_", " ")
+                row = int(rows[position])
                 errors[row], failed[row] = f"torchode: {name}", True
             continue
         finite = torch.isfinite(y1).all(dim=1)
-        for row in (~failed).nonzero().flatten().tolist():
-            nfe[row] = 1 + int(heuristic[row]) + _TORCHODE_STAGES[method] * int(steps[row])
-            accepted[row] = int(taken[row])
-            rejected[row] = int(steps[row] - taken[row])
-            last_step[row] = None if torch.isnan(last[row]) else float(last[row])
-            if bool(finite[row]):
-                y_end[row] = y1[row]
+        for position, row in enumerate(rows.tolist()):
+            nfe[row] = 1 + int(heuristic[row]) + _TORCHODE_STAGES[method] * int(steps[position])
+            accepted[row] = int(taken[position])
+            rejected[row] = int(steps[position] - taken[position])
+            last_step[row] = None if torch.isnan(last[position]) else float(last[position])
+            if bool(finite[position]):
+                y_end[row] = y1[position]
             else:
                 errors[row] = "non-finite values in the solution"
         break
     return BatchSolution(y_end, nfe, accepted, rejected, last_step, errors)
+
+
+def _rows_only(func: Callable, rows: torch.Tensor, y0: torch.Tensor, t0: torch.Tensor) -> Callable:
+    """``func`` on a subset ``rows`` of its N rows: the others held at ``y0`` and ``t0``, their
+    derivatives dropped (a row's derivative depends on its own row only)."""
+    def sub(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t_all, y_all = t0.clone(), y0.clone()
+        t_all[rows], y_all[rows] = t, y
+        return func(t_all, y_all)[rows]
+
+    return sub
 
 
 #: Evaluations per step attempt of torchode's methods (7 stages, the first the last one of the
@@ -366,7 +389,8 @@ _TORCHODE_STAGES: dict[str, int] = {"dopri5": 6, "tsit5": 6}
 
 def _solve_rows(torchode: Any, func: Callable, y0: torch.Tensor, t_start: torch.Tensor, t_end: torch.Tensor,
                 tol: torch.Tensor, method: str, controller: str, first_step: torch.Tensor | None,
-                max_num_steps: int | None, weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                max_num_steps: int | None, weights: torch.Tensor,
+                groups: Sequence[tuple[int, int]] | None = None) -> tuple[torch.Tensor, ...]:
     """One torchode loop over the rows: (status, end state, step attempts, accepted steps, last step)."""
     count = len(y0)
     measured = weights.sum(dim=1).clamp(min=1.0)
@@ -375,6 +399,8 @@ def _solve_rows(torchode: Any, func: Callable, y0: torch.Tensor, t_start: torch.
     dt_min = torch.finfo(t_start.dtype).eps * (t_end - t_start).abs().clamp(min=1.0)
 
     def norm(scaled: torch.Tensor) -> torch.Tensor:  # the RMS over a row's measured features, over its tol
+        if groups is not None:  # the largest RMS over the groups (a tuple state's tensors)
+            return torch.stack([scaled[:, a:b].pow(2).mean(dim=1).sqrt() for a, b in groups]).amax(0) / tol
         return (scaled.pow(2).mul(weights).sum(dim=1) / measured).sqrt() / tol
 
     class Controller(_torchode_controller(controller)):  # type: ignore[misc]
@@ -604,6 +630,9 @@ BACKENDS: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {
     "torchode-pi": functools.partial(_solve_torchode, controller="pi"),
     "scipy": _solve_scipy,
 }
+#: The backends whose solves also run batched, N problems in one loop (:func:`solve_batch`: the
+#: benchmark tasks' vector envs), backend -> its step-size controller.
+BATCHED_BACKENDS: dict[str, str] = {"torchode": "integral", "torchode-pi": "pi"}
 
 
 def check_backend(backend: str) -> str:

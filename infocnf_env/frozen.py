@@ -43,7 +43,7 @@ import torch
 
 from flows import FlowModel, SolverError, build_model
 from flows.data import BatchStream, load_dataset
-from flows.ode import check_backend_options, is_adaptive
+from flows.ode import BATCHED_BACKENDS, check_backend_options, is_adaptive
 from flows.toy_densities import TOY_DENSITIES, sample_toy
 from flows.train import Plateau, fit
 from infocnf_env.actions import BlockAction
@@ -65,6 +65,8 @@ __all__ = ["FrozenConfig", "FrozenFlowEnv", "episode_pools", "toy_flow", "traine
 
 #: Tolerance the frozen flows are trained at (the paper's evaluation tolerance).
 TRAIN_TOL = 1e-5
+#: The precisions of the episodes' solves (``FrozenConfig.dtype``).
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 VARIANTS = ("region", "scale", "noise")
 #: Bump when the flow's training changes, so that stale cached flows are not reused.
 FLOW_CACHE_VERSION = 2
@@ -94,7 +96,19 @@ class FrozenConfig:
         backend, method: the episode solves' backend, a name in ``flows.ode.BACKENDS``
             (``"torchode-pi"``: a PI step-size controller; ``"scipy"``: scipy's Runge-Kutta
             methods), and its adaptive method (``flows.ode.backend_methods``); training and
-            references use torchdiffeq's dopri5.
+            references use torchdiffeq's dopri5. With ``dtype="float64"``, the torchode
+            backends (``flows.ode.BATCHED_BACKENDS``) solve the blocks of many episodes in one
+            batch (the vector env's; a single env is then a batch of one); otherwise episodes
+            are solved one at a time.
+        dtype: the precision of the episodes' solves and references: ``"float32"`` (default),
+            the flows' own, or ``"float64"`` (the flows, trained in float32, cast). The
+            trade-off: in float32 the roundoff of these trained flows is of the size of the
+            accuracy errors the reward prices (the same episode solved in a batch of another
+            composition, whose matrix products add in another order, ends at another log p(x)
+            and may take other steps: ``throughput``'s ``invariance`` in
+            ``runs/results/throughput.json``), so float32 episodes are solved one at a time, as
+            the committed results were; float64 makes a batched episode the episode solved
+            alone, at about the same cost per step for networks this small.
         max_num_steps: step cap of every solve (a solve past it ends the episode, truncated).
         pools: the train and test pools (``train_pool_size``, ``test_pool_size``, ``pool_seed``).
         reward: :class:`~infocnf_env.benchmark.BenchmarkReward` in its linear form: block i
@@ -122,6 +136,7 @@ class FrozenConfig:
     reference_tol: float = 1e-8
     backend: str = "torchdiffeq"
     method: str = "dopri5"
+    dtype: str = "float32"
     max_num_steps: int = FROZEN_MAX_NUM_STEPS
     pools: PoolConfig = field(default_factory=lambda: PoolConfig(train_pool_size=32, test_pool_size=32))
     reward: BenchmarkReward = field(default_factory=BenchmarkReward)
@@ -140,6 +155,8 @@ class FrozenConfig:
         if len(set(self.densities)) != len(self.densities):
             raise ValueError(f"densities must not repeat, got {self.densities!r}")
         check_backend_options(self.backend, self.method, adjoint=False)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not is_adaptive(self.method, self.backend):
             raise ValueError(f"method must be an adaptive solver (its tolerance is the action), got {self.method!r}")
         if self.spaces.action_mode == "tol_method":
@@ -177,10 +194,10 @@ class FrozenConfig:
         return f"{density}-h{self.hidden}-b{self.num_blocks}-it{self.train_iterations}-" + _digest(spec)
 
     def pool_key(self) -> str:
-        """Cache name of the references: the flows, the pools and the reference tolerance."""
+        """Cache name of the references: the flows, the pools, the reference tolerance and the precision."""
         flows = [self.flow_key(d) for d in self.densities]
         spec = [POOL_CACHE_VERSION, flows, dataclasses.asdict(self.pools), self.batch_size,
-                list(self.variants), self.reference_tol]
+                list(self.variants), self.reference_tol] + ([] if self.dtype == "float32" else [self.dtype])
         return f"{'-'.join(self.densities)}-pool-" + _digest(spec)
 
 
@@ -405,10 +422,13 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
         #: iterations each density's flow was trained for (``train_iterations``, or fewer on a plateau)
         self.trained_steps: dict[str, int] = {}
         for density in config.densities:
-            self.models[density], self.trained_steps[density] = trained_toy_flow(config, density)
+            model, self.trained_steps[density] = trained_toy_flow(config, density)
+            self.models[density] = model.to(DTYPES[config.dtype])
         first = self.models[config.densities[0]]
         self.num_blocks = first.num_blocks
-        self.pools = episode_pools(config)
+        dtype = DTYPES[config.dtype]  # the episodes' batches in the solves' precision
+        self.pools = {split: [dataclasses.replace(e, x=e.x.to(dtype)) for e in pool]
+                      for split, pool in episode_pools(config).items()}
         self.references, self.reference_nfe = self._references()
         for model in self.models.values():  # the episodes' solves; training and references use the default
             for block in model.blocks:
@@ -465,6 +485,27 @@ class FrozenFlowEnv(BenchmarkEnv[Episode]):
             state, stats = self.models[play.episode.density].advance(play.state, action.tol,
                                                                      first_step=action.first_step)
         return state, Feedback.of_block(stats)
+
+    def _advance_many(self, plays: list[Playthrough[Episode]],
+                      actions: list[BlockAction]) -> list[tuple[Any, Feedback] | SolverError]:
+        """In float64 on torchode (``backend`` in ``flows.ode.BATCHED_BACKENDS``): the plays of one
+        density at one block in one :meth:`flows.FlowModel.advance_batch`, each with its own
+        tolerance, first step and step-size control (a single env is this at N = 1); otherwise
+        each play is solved in turn (float32 roundoff would make a play's episode depend on the
+        batch it is solved in: ``FrozenConfig.dtype``)."""
+        if self.config.backend not in BATCHED_BACKENDS or self.config.dtype != "float64":
+            return super()._advance_many(plays, actions)
+        out: list[tuple[Any, Feedback] | SolverError] = [SolverError("not solved")] * len(plays)
+        groups: dict[tuple[str, int], list[int]] = {}
+        for k, play in enumerate(plays):
+            groups.setdefault((play.episode.density, play.state.position), []).append(k)
+        for (density, _), rows in groups.items():
+            solved = self.models[density].advance_batch([plays[k].state for k in rows],
+                                                        [actions[k].tol for k in rows],
+                                                        [actions[k].first_step for k in rows])
+            for k, result in zip(rows, solved, strict=True):
+                out[k] = result if isinstance(result, SolverError) else (result[0], Feedback.of_block(result[1]))
+        return out
 
     def _error(self, play: Playthrough[Episode]) -> float:
         with torch.no_grad():

@@ -51,6 +51,7 @@ from flows.ivp import (
     relative_error,
 )
 from flows.ode import (
+    BATCHED_BACKENDS,
     NFECounter,
     SolverError,
     backend_methods,
@@ -97,7 +98,7 @@ class ODEConfig:
         backend: the episode solves' backend, a name in ``flows.ode.BACKENDS``. The default,
             ``"torchode"`` (torchdiffeq's integral step-size rule) and ``"torchode-pi"`` (a PI
             controller) solve the segments of many episodes in one batched solve
-            (:data:`BATCHED_BACKENDS`, the vector env's); ``"torchdiffeq"`` and ``"scipy"``
+            (``flows.ode.BATCHED_BACKENDS``, the vector env's); ``"torchdiffeq"`` and ``"scipy"``
             (``RK23`` / ``RK45`` / ``DOP853``) solve one episode at a time. The references always
             use torchdiffeq.
         method_choices: the methods of ``backend`` the ``tol_method`` action mode chooses among
@@ -212,9 +213,6 @@ def reference_solution(instance: Instance, method: str, tol: float, max_num_step
     return ys[-1].detach()
 
 
-#: The backends whose segments the ODE tasks solve in one batch (:func:`flows.ode.solve_batch`),
-#: backend -> step-size controller.
-BATCHED_BACKENDS: dict[str, str] = {"torchode": "integral", "torchode-pi": "pi"}
 
 
 @dataclass(frozen=True)
@@ -288,7 +286,7 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
 
     @property
     def solver_version(self) -> int:  # type: ignore[override]
-        """1 on the batched backends (:data:`BATCHED_BACKENDS`); bump when their solve changes."""
+        """1 on the batched backends (``flows.ode.BATCHED_BACKENDS``); bump when their solve changes."""
         return 1 if self.config.backend in BATCHED_BACKENDS else 0
 
     def __init__(self, config: ODEConfig | None = None, **overrides: Any):
@@ -380,7 +378,7 @@ class ODETaskEnv(BenchmarkEnv[Instance]):
 
     def _advance_many(self, plays: list[Playthrough[Instance]],
                       actions: list[BlockAction]) -> list[tuple[Any, Feedback] | SolverError]:
-        """On torchode (``backend`` in :data:`BATCHED_BACKENDS`): every play's segment in one
+        """On torchode (``backend`` in ``flows.ode.BATCHED_BACKENDS``): every play's segment in one
         :func:`flows.ode.solve_batch` per method, each with its own span, tolerance, first step
         and step-size control (a single env is this at N = 1); other backends solve in turn."""
         controller = BATCHED_BACKENDS.get(self.config.backend)

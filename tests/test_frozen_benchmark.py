@@ -189,7 +189,7 @@ FLOW_FIELDS = dict(densities="pinwheel", hidden=9, num_blocks=2, train_iteration
                    train_lr=2e-3, flow_seed=1, plateau=Plateau())
 #: The fields that decide the pool and its cached references (besides the flow's).
 POOL_FIELDS = dict(train_pool_size=5, test_pool_size=3, batch_size=17, variants=("region",), pool_seed=1,
-                   reference_tol=1e-7)
+                   reference_tol=1e-7, dtype="float64")
 #: Fields that decide neither: the reward, the action, the step cap (a reference past it fails
 #: rather than changes), the episode draws, where the cache lies, the episodes' solver backend
 #: (training and references use torchdiffeq) and the observation's feedback.

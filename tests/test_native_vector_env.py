@@ -1,7 +1,7 @@
 """The benchmark tasks' native vector envs (``gymnasium.make_vec`` -> infocnf_env.vector) and the
-batched solve under them (flows.ode.solve_batch): the same episodes as the single env, NFE
-against an independent count, Gymnasium's autoreset and seeding contract, failures kept to
-their own episode, and one clear error for a bad ``num_envs``."""
+batched solves under them (flows.ode.solve_batch, flows.CNFBlock.forward_batch): the same
+episodes as the single env, NFE against an independent count, Gymnasium's autoreset and seeding
+contract, failures kept to their own episode, and one clear error for a bad ``num_envs``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from flowkit import TINY_FROZEN, TINY_ODE
+from flowkit import TINY_FROZEN, TINY_ODE, count_net_calls, perturb
 
 import infocnf_env  # noqa: F401  (registers the ids)
+from flows import SolverError, build_model
 from flows.ivp import FAMILIES, BatchDynamics, IVPDynamics, draw_instance
+from flows.nets import ConcatConv2d, ConcatLinear, ConcatSquashLinear
 from flows.ode import NFECounter, solve, solve_batch
 from infocnf_env.vector import BenchmarkVectorEnv, FrozenVectorEnv, ODEVectorEnv, sub_env_info
 
@@ -147,6 +149,106 @@ def _vector_episodes(venv: BenchmarkVectorEnv, split: str, actions: np.ndarray) 
     return totals, finals
 
 
+# ---------------------------------------------------------------------- the flows' batched block solve
+@pytest.mark.parametrize("layer", [ConcatLinear(3, 5), ConcatSquashLinear(3, 5)], ids=["concat", "concatsquash"])
+def test_a_layer_given_one_time_per_sample_gives_each_sample_its_own_times_output(layer) -> None:
+    h, t = torch.randn(4, 3), torch.tensor([0.0, 0.3, 0.3, 1.0])
+    alone = torch.cat([layer(t[i], h[i: i + 1]) for i in range(4)])
+    assert torch.allclose(layer(t, h), alone, atol=1e-6)
+    conv = ConcatConv2d(2, 3)
+    x = torch.randn(4, 2, 5, 5)
+    assert torch.allclose(conv(t, x), torch.cat([conv(t[i], x[i: i + 1]) for i in range(4)]), atol=1e-6)
+
+
+def _toy_flow(backend: str = "torchode", blocks: int = 1, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model("cnf", (2,), 4, "mlp", hidden=16, num_blocks=blocks, divergence="exact", logit_alpha=None,
+                        num_levels=None, max_num_steps=500).double().eval()
+    perturb(model, 0.8, seed)  # dynamics that need several steps and reject some
+    for block in model.blocks:
+        block.backend = backend
+    return model
+
+
+@pytest.mark.parametrize("backend", ["torchode", "torchode-pi"])
+@pytest.mark.parametrize("first_step", [None, 0.05])
+def test_a_batched_block_solve_is_each_rows_own_solve(backend: str, first_step) -> None:
+    """Each row of a batch gets what it gets solved alone (float64: to amplified roundoff), and the steps
+    and NFE of the block's one-problem solve (``forward``), whose controller holds its absolute
+    tolerance in float32 (torchode's buffer): z and log-determinant agree to that rounding."""
+    model = _toy_flow(backend)
+    block = model.blocks[0]
+    z = torch.randn(5, 6, 2, dtype=torch.float64) * torch.tensor([0.3, 1.0, 2.0, 3.0, 4.0]).reshape(5, 1, 1).double()
+    tols = [1e-2, 1e-6, 1e-4, 1e-3, 1e-5]
+    batch = block.forward_batch(z, tols, [first_step] * 5)
+    for row, out in enumerate(batch):
+        (own,) = block.forward_batch(z[row: row + 1], tols[row: row + 1], [first_step])
+        assert not isinstance(out, SolverError) and not isinstance(own, SolverError)
+        assert out.stats.nfe == own.stats.nfe and out.stats.counter.last_step == pytest.approx(
+            own.stats.counter.last_step, rel=1e-8)
+        for mine, its in ((out.z, own.z), (out.logdet, own.logdet)):
+            assert torch.allclose(mine, its, rtol=1e-9, atol=1e-9)
+        with torch.no_grad():
+            alone = block(z[row], tol=tols[row], first_step=first_step)
+        assert out.stats.nfe == alone.stats.nfe
+        assert (out.stats.counter.accepted, out.stats.counter.rejected) == (
+            alone.stats.counter.accepted, alone.stats.counter.rejected)
+        assert torch.allclose(out.logdet, alone.logdet, rtol=1e-6, atol=1e-8)
+    assert len({out.stats.nfe for out in batch}) > 1  # the rows' own tolerances decided their steps
+
+
+def test_a_batched_block_rows_nfe_is_the_number_of_calls_its_solve_makes() -> None:
+    model = _toy_flow()
+    calls = count_net_calls(model)
+    (out,) = model.blocks[0].forward_batch(torch.randn(1, 6, 2, dtype=torch.float64), [1e-5], [None])
+    assert not isinstance(out, SolverError) and out.stats.nfe == calls["n"] > 0
+
+
+def test_a_flows_batched_advance_is_its_advance_block_by_block() -> None:
+    model = _toy_flow(blocks=2)
+    xs = [torch.randn(6, 2, dtype=torch.float64) * scale for scale in (0.5, 2.0, 3.0)]
+    states = [model.start(x) for x in xs]
+    alone = [model.start(x) for x in xs]
+    for tol in (1e-3, 1e-5):
+        batch = model.advance_batch(states, [tol, tol * 10, tol / 10], [None, 0.1, None])
+        for k, result in enumerate(batch):
+            assert not isinstance(result, SolverError)
+            with torch.no_grad():
+                alone[k], stats = model.advance(alone[k], [tol, tol * 10, tol / 10][k], first_step=[None, 0.1, None][k])
+            assert result[1].nfe == stats.nfe and result[0].position == alone[k].position
+            assert torch.allclose(result[0].logdet, alone[k].logdet, rtol=1e-6, atol=1e-8)
+        states = [result[0] for result in batch]
+    with pytest.raises(ValueError, match="same block"):
+        model.advance_batch([model.start(xs[0]), states[0]], [1e-3, 1e-3], [None, None])
+
+
+def test_a_failed_row_of_a_batched_block_fails_alone() -> None:
+    block = _toy_flow().blocks[0]
+    z = torch.randn(3, 6, 2, dtype=torch.float64)
+    z[1, 0, 0] = float("nan")
+    out = block.forward_batch(z, [1e-4] * 3, [None] * 3)
+    assert isinstance(out[1], SolverError)
+    for row in (0, 2):
+        with torch.no_grad():
+            alone = block(z[row], tol=1e-4)
+        assert not isinstance(out[row], SolverError) and out[row].stats.nfe == alone.stats.nfe
+
+
+def test_a_batched_block_solve_refuses_what_it_cannot_batch() -> None:
+    model = _toy_flow()
+    block = model.blocks[0]
+    z = torch.randn(2, 4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="one tolerance and one first step per row"):
+        block.forward_batch(z, [1e-3], [None, None])
+    block.train()
+    with pytest.raises(ValueError, match="evaluation mode with the exact divergence"):
+        block.forward_batch(z, [1e-3] * 2, [None] * 2)
+    block.eval()
+    block.backend = "torchdiffeq"
+    with pytest.raises(ValueError, match="needs a backend in torchode, torchode-pi"):
+        block.forward_batch(z, [1e-3] * 2, [None] * 2)
+
+
 @pytest.mark.parametrize("mode", ODE_MODES, ids=lambda m: "-".join(map(str, m.values())))
 def test_a_sub_envs_ode_episode_is_the_single_envs(cache: str, mode: dict) -> None:
     venv = _ode(cache, 6, **mode)
@@ -160,9 +262,15 @@ def test_a_sub_envs_ode_episode_is_the_single_envs(cache: str, mode: dict) -> No
         assert finals[i]["error"] == pytest.approx(played["error"], rel=1e-9)
 
 
+#: The frozen flows' solvers: one episode at a time (the default: torchdiffeq, float32), batched.
+FROZEN_SOLVERS = {"in-turn": {}, "batched": {"backend": "torchode", "dtype": "float64"},
+                  "batched-pi": {"backend": "torchode-pi", "dtype": "float64"}}
+
+
+@pytest.mark.parametrize("solver", list(FROZEN_SOLVERS))
 @pytest.mark.parametrize("mode", ["tol", "tol_first_step"])
-def test_a_sub_envs_frozen_episode_is_the_single_envs(cache: str, mode: str) -> None:
-    venv = _frozen(cache, 3, action_mode=mode)
+def test_a_sub_envs_frozen_episode_is_the_single_envs(cache: str, mode: str, solver: str) -> None:
+    venv = _frozen(cache, 3, action_mode=mode, **FROZEN_SOLVERS[solver])
     single = venv.task
     actions = _actions(single.action_space, 3, single.num_blocks, seed=4)
     totals, finals = _vector_episodes(venv, "train", actions)
@@ -170,6 +278,27 @@ def test_a_sub_envs_frozen_episode_is_the_single_envs(cache: str, mode: str) -> 
         played = single.play("train", i, list(actions[:, i]))
         assert finals[i]["nfe_forward"] == played["nfe"]
         assert totals[i] == pytest.approx(played["reward"], rel=1e-9)
+        # the error is a difference of nearby log-densities: its rounding is absolute
+        assert finals[i]["error"] == pytest.approx(played["error"], rel=1e-9, abs=1e-10)
+
+
+@pytest.mark.parametrize("solver", list(FROZEN_SOLVERS))
+def test_the_frozen_vector_env_batches_each_density_and_block_in_float64_on_torchode(cache: str, solver: str,
+                                                                                    monkeypatch) -> None:
+    from flows import FlowModel
+
+    calls: list[int] = []
+    batched = FlowModel.advance_batch
+
+    def counted(self, states, tols, first_steps):
+        calls.append(len(states))
+        return batched(self, states, tols, first_steps)
+
+    monkeypatch.setattr(FlowModel, "advance_batch", counted)
+    venv = _frozen(cache, 4, **FROZEN_SOLVERS[solver])
+    venv.reset(seed=0, options={"episode": [0, 1, 2, 3]})  # two episodes of each of the two densities
+    venv.step(np.full((4, 1), -3.0, dtype=np.float32))
+    assert calls == ([] if solver == "in-turn" else [2, 2])
 
 
 def test_scoring_a_pool_in_one_batch_gives_each_episodes_own_score(cache: str) -> None:
@@ -251,6 +380,36 @@ def test_a_failed_solve_truncates_only_its_own_episode(cache: str) -> None:
     single.reset(options={"episode": 2})
     _, reward, *_ = single.step(np.array([-3.0], np.float32))
     assert rewards[2] == pytest.approx(reward, rel=1e-12)
+
+
+def test_a_batched_frozen_sub_env_that_failed_goes_on_from_its_first_block_beside_the_others(cache: str) -> None:
+    """After a failed solve one sub-env is at block 0 while the others are at block 1: each
+    block is solved with its own episodes, and every sub-env's steps are the single env's."""
+    def capped(env) -> None:  # a step cap for the episodes' solves only (the references need more)
+        for model in env.models.values():
+            for block in model.blocks:
+                block.max_num_steps = 3
+
+    one_density = {**TINY_FROZEN, **POOL, **FROZEN_SOLVERS["batched"], "densities": ("checkerboard",),
+                   "num_blocks": 2, "cache": cache}  # so that every block shares one flow
+    venv = gym.make_vec("CNF-Frozen-Mixed-v0", num_envs=3, **one_density)
+    capped(venv.task)
+    venv.reset(options={"episode": [0, 1, 2]})
+    first = np.array([[-1.0], [-8.0], [-1.0]], np.float32)  # sub-env 1 needs more steps than the cap
+    _, _, _, truncated, infos = venv.step(first)
+    assert list(truncated) == [False, True, False]
+    then = np.array([[-2.0], [-1.0], [-2.0]], np.float32)
+    _, rewards, terminated, _, infos = venv.step(then)
+    assert list(terminated) == [True, False, True]  # 0 and 2 finished their second block, 1 its first
+    single = gym.make("CNF-Frozen-Mixed-v0", **one_density).unwrapped
+    capped(single)
+    for i in (0, 2):
+        played = single.play("train", i, [first[i], then[i]])
+        assert infos["final_info"]["nfe_forward"][i] == played["nfe"]
+    index = int(infos["index"][1])  # sub-env 1's new episode, one block in
+    single.reset(options={"episode": index})
+    _, reward, *_ = single.step(then[1])
+    assert rewards[1] == pytest.approx(reward, rel=1e-9)
 
 
 @pytest.mark.parametrize("num_envs", [0, -2, 1.5, "4", True])

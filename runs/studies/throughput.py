@@ -7,8 +7,8 @@ touches them all alike), each time for at least ``seconds`` of stepping after on
 step; a row reports the median round:
 
 * ``single``: ``gymnasium.make(id)``, one episode after another (``reset`` when one ends);
-* ``single-torchdiffeq`` (ODE tasks): the same with ``backend="torchdiffeq"``, the solver the
-  ODE tasks ran on before their batched torchode backend;
+* ``single-torchdiffeq``: the same with ``backend="torchdiffeq"``, the solver the tasks ran on
+  before their batched torchode backend;
 * ``sync``: gymnasium's ``SyncVectorEnv`` of ``sync_envs`` single envs (one process);
 * ``async``: gymnasium's ``AsyncVectorEnv`` of ``async_envs`` single envs (one worker process each);
 * ``native``: the task's native vector env (:mod:`infocnf_env.vector`) at each N of ``native_envs``.
@@ -18,7 +18,13 @@ bounds (log10 tolerance -5.5 on the ODE tasks, -4 on the frozen flows): the cost
 solve, not of the extremes a random policy reaches. Steps per second count sub-env steps (a
 vector step of N sub-envs is N steps). ``ratio``: steps/s over the ``single`` row of the same
 task. ``targets``: the native env at N = 256 at least ``ode_ratio`` (100) times the single env
-on the ODE task and ``cnf_ratio`` (20) times on the frozen-flow task.
+on the ODE task and ``cnf_ratio`` (20) times on the frozen-flow task. The frozen-flow task runs
+in its batched configuration (:data:`CNF_BATCHED`: torchode in float64; its default, torchdiffeq
+in float32, solves one episode at a time), every mode alike.
+
+``invariance``: why the frozen flows batch in float64 only: per precision, the test pool solved
+at ``invariance_log_tol`` with each episode alone and with the other episodes of its density
+(:func:`invariance`).
 
 On a GPU (``--set device=cuda``) nothing here moves: the envs' solves run on the CPU (the
 batched ODE solve builds its tensors there), so this study has no GPU variant yet.
@@ -31,8 +37,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 import infocnf_env  # noqa: F401  (registers the ids)
+from flows import SolverError
+from infocnf_env.frozen import FrozenFlowEnv, accuracy_error
 from infocnf_env.threads import set_threads
 from runs.format import bullets, verdict
 from runs.run_cache import Context
@@ -40,8 +49,11 @@ from runs.study import Finding, Page, Res, Study
 
 ROW_KEYS = ("task", "mode", "num_envs", "steps", "seconds", "steps_per_s", "ratio")
 
+#: The frozen-flow task's batched solver (``FrozenConfig``: torchode in float64).
+CNF_BATCHED = {"backend": "torchode", "dtype": "float64"}
+
 CONFIG: dict[str, Any] = {
-    "tasks": {"ODE-Mixed-v0": {}, "CNF-Frozen-Mixed-v0": {}},
+    "tasks": {"ODE-Mixed-v0": {}, "CNF-Frozen-Mixed-v0": CNF_BATCHED},
     "modes": ["single", "single-torchdiffeq", "sync", "async", "native"],
     "sync_envs": 16,
     "async_envs": 2,
@@ -49,12 +61,15 @@ CONFIG: dict[str, Any] = {
     "seconds": 6.0,
     "rounds": 3,
     "targets": {"ode_ratio": 100.0, "cnf_ratio": 20.0, "at_envs": 256},
+    #: the batch-invariance check: the frozen-flow task's test pool at this log10 tolerance
+    "invariance_log_tol": -4.0,
 }
 QUICK: dict[str, Any] = {
     "tasks": {"ODE-Mixed-v0": {"families": ["vdp", "lorenz"], "segments": 2, "train_pool_size": 4,
                                "test_pool_size": 2, "ood_pool_size": 0, "reference_tol": 1e-9},
               "CNF-Frozen-Mixed-v0": {"densities": ["checkerboard", "8gaussians"], "hidden": 4,
-                                      "train_iterations": 3, "train_pool_size": 2, "test_pool_size": 2}},
+                                      "train_iterations": 3, "train_pool_size": 2, "test_pool_size": 2,
+                                      **CNF_BATCHED}},
     "modes": ["single", "single-torchdiffeq", "sync", "native"],
     "sync_envs": 2,
     "native_envs": [1, 4],
@@ -102,7 +117,7 @@ def _measure(task: str, kwargs: dict[str, Any], mode: str, num_envs: int, second
     if mode == "single":
         steps, elapsed = _time_single(gym.make(task, **kwargs), seconds)
     elif mode == "single-torchdiffeq":
-        steps, elapsed = _time_single(gym.make(task, **kwargs, backend="torchdiffeq"), seconds)
+        steps, elapsed = _time_single(gym.make(task, **{**kwargs, "backend": "torchdiffeq"}), seconds)
     elif mode in ("sync", "async", "native"):
         vectorization = {"native": "vector_entry_point"}.get(mode, mode)
         steps, elapsed = _time_vector(gym.make_vec(task, num_envs=num_envs, vectorization_mode=vectorization,
@@ -113,6 +128,44 @@ def _measure(task: str, kwargs: dict[str, Any], mode: str, num_envs: int, second
             "steps_per_s": steps / elapsed}
 
 
+def invariance(task: str, kwargs: dict[str, Any], log_tol: float) -> list[dict[str, Any]]:
+    """Per precision, how much a frozen-flow episode depends on the batch it is solved in: the
+    test pool's episodes solved block by block each alone (a batch of one) and all of a density
+    together (:meth:`flows.FlowModel.advance_batch`), at one tolerance: the share of episodes
+    whose NFE differs, and the largest difference of their final log p(x) and of their error
+    against the reference (nats)."""
+    out = []
+    for dtype in ("float32", "float64"):
+        env = gym.make(task, **{**kwargs, "dtype": dtype}).unwrapped
+        assert isinstance(env, FrozenFlowEnv)
+        pool, tol = env.pool("test"), 10.0 ** log_tol
+        nfe_differs, logp_gap, error_gap = 0, 0.0, 0.0
+        for density in env.config.densities:
+            indices = [i for i, e in enumerate(pool) if e.density == density]
+            model = env.models[density]
+            with torch.no_grad():
+                together = [model.start(pool[i].x) for i in indices]
+                alone = [model.start(pool[i].x) for i in indices]
+                nfe = [[0, 0] for _ in indices]
+                for _ in range(env.num_blocks):
+                    batch = model.advance_batch(together, [tol] * len(indices), [None] * len(indices))
+                    singles = [model.advance_batch([s], [tol], [None])[0] for s in alone]
+                    for k, (b, a) in enumerate(zip(batch, singles, strict=True)):
+                        assert not isinstance(a, SolverError) and not isinstance(b, SolverError)
+                        together[k], alone[k] = b[0], a[0]
+                        nfe[k][0] += b[1].nfe
+                        nfe[k][1] += a[1].nfe
+                for k, i in enumerate(indices):
+                    ours, its = model.finish(together[k]).logpx, model.finish(alone[k]).logpx
+                    reference = env.references["test"][i]
+                    nfe_differs += nfe[k][0] != nfe[k][1]
+                    logp_gap = max(logp_gap, float((ours - its).abs().max()))
+                    error_gap = max(error_gap, abs(accuracy_error(ours, reference) - accuracy_error(its, reference)))
+        out.append({"dtype": dtype, "episodes": len(pool), "nfe_differs": nfe_differs,
+                    "max_logp_gap": logp_gap, "max_error_gap": error_gap})
+    return out
+
+
 def run(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
     set_threads(1)
@@ -120,8 +173,6 @@ def run(ctx: Context) -> dict[str, Any]:
     for task, kwargs in cfg["tasks"].items():
         gym.make(task, **kwargs)  # first use (flows, references) before any clock starts
         for mode in cfg["modes"]:
-            if mode == "single-torchdiffeq" and not task.startswith("ODE-"):
-                continue
             counts = {"sync": [cfg["sync_envs"]], "async": [cfg["async_envs"]],
                       "native": cfg["native_envs"]}.get(mode, [1])
             plan += [(task, mode, n) for n in counts]
@@ -147,7 +198,9 @@ def run(ctx: Context) -> dict[str, Any]:
         return found[0] if found else None
 
     ode, cnf = native_ratio("ODE-"), native_ratio("CNF-")
+    frozen = next(task for task in cfg["tasks"] if task.startswith("CNF-"))
     return {"rows": rows, "native_ratio_ode": ode, "native_ratio_cnf": cnf,
+            "invariance": invariance(frozen, cfg["tasks"][frozen], cfg["invariance_log_tol"]),
             "ode_target_met": None if ode is None else ode >= targets.get("ode_ratio", 100.0),
             "cnf_target_met": None if cnf is None else cnf >= targets.get("cnf_ratio", 20.0)}
 
@@ -163,10 +216,15 @@ def section(res: Res) -> str:
         f"ODE task, native vector env at N = {targets['at_envs']}: {ode:.1f}x the single env's steps/s "
         f"(target {targets['ode_ratio']:.0f}x: {verdict(t['ode_target_met'])})" if ode is not None else "",
         f"frozen-flow task, native vector env at N = {targets['at_envs']}: {cnf:.1f}x "
-        f"(target {targets['cnf_ratio']:.0f}x: {verdict(t['cnf_target_met'])}); its blocks are solved one "
-        "episode after another inside the vector env (the flows' solves do not batch across episodes yet)"
-        if cnf is not None else "",
+        f"(target {targets['cnf_ratio']:.0f}x: {verdict(t['cnf_target_met'])}); one batched solve per density "
+        "and block" if cnf is not None else "",
     ]
+    for inv in t.get("invariance", []):
+        facts.append(f"Batch invariance of the frozen-flow episodes in {inv['dtype']} (test pool, log10 tolerance "
+                     f"{t['config']['invariance_log_tol']:g}, each episode solved alone and with the others of its "
+                     f"density): NFE differs on {inv['nfe_differs']} of {inv['episodes']} episodes; final log p(x) "
+                     f"differs by up to {inv['max_logp_gap']:.1e} nats, the error against the reference by up to "
+                     f"{inv['max_error_gap']:.1e} nats.")
     spread = max((max(r["rounds"]) / min(r["rounds"]) for r in t["rows"] if r.get("rounds") and min(r["rounds"]) > 0),
                  default=1.0)
     facts.append(f"The rounds of one row differ by up to {spread:.2f}x (the JSON's `rounds`): on this shared "
