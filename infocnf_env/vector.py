@@ -4,12 +4,12 @@
 ``"vector_entry_point"``, the default for these ids) returns a :class:`BenchmarkVectorEnv`. It
 holds one task env (its pools, references and solver) and N playthroughs, and steps them all
 through the task's :meth:`~infocnf_env.benchmark.BenchmarkEnv._take_many`: the very step code
-of the single env, which is ``_take_many`` of one playthrough. On the torchode backends (the
-tasks' default) that is one :func:`flows.ode.solve_batch` per step: on the ODE tasks one per
-method in the ``tol_method`` mode, on the frozen-flow tasks one per density and block
-(:meth:`flows.FlowModel.advance_batch`), each episode with its own tolerance, first step and
-step-size control, so a sub-env's episode equals the single env's episode of the same instance
-and actions (NFE exactly). The other backends solve the N episodes in turn.
+of the single env, which is ``_take_many`` of one playthrough. On the ODE tasks' torchode
+backends (their default) that is one :func:`flows.ode.solve_batch` per step (per method in the
+``tol_method`` mode), and on the frozen-flow tasks in float64 on torchode one per density and
+block (:meth:`flows.FlowModel.advance_batch`), each episode with its own tolerance, first step
+and step-size control, so a sub-env's episode equals the single env's episode of the same
+instance and actions (NFE exactly). Otherwise the N episodes are solved in turn.
 
 Gymnasium 1.x semantics:
 
