@@ -212,10 +212,13 @@ def section(res: Res) -> str:
     for r in t["rows"]:
         lines.append(f"| `{r['task']}` | {r['mode']} | {r['num_envs']} | {r['steps_per_s']:.1f} | {r['ratio']:.2f} |")
     ode, cnf = t["native_ratio_ode"], t["native_ratio_cnf"]
+    frozen_kwargs = {k: v for task, kwargs in t["config"]["tasks"].items() if task.startswith("CNF-")
+                     for k, v in kwargs.items() if k in ("backend", "dtype")}
     facts = [
         f"ODE task, native vector env at N = {targets['at_envs']}: {ode:.1f}x the single env's steps/s "
         f"(target {targets['ode_ratio']:.0f}x: {verdict(t['ode_target_met'])})" if ode is not None else "",
-        f"frozen-flow task, native vector env at N = {targets['at_envs']}: {cnf:.1f}x "
+        f"frozen-flow task ({', '.join(f'{k}={v}' for k, v in frozen_kwargs.items())}), native vector env at "
+        f"N = {targets['at_envs']}: {cnf:.1f}x "
         f"(target {targets['cnf_ratio']:.0f}x: {verdict(t['cnf_target_met'])}); one batched solve per density "
         "and block" if cnf is not None else "",
     ]
@@ -243,9 +246,11 @@ def finding_answer(res: Res) -> str:
     """The README's findings row: the native vector env's ratio over the single env, per task."""
     d = res["throughput"]
     targets = d["config"]["targets"]
-    parts = [f"the {what} task's native vector env at N = {targets['at_envs']} runs "
-             f"{f'{ratio:.0f}' if ratio >= 10 else f'{ratio:.2g}'}x the single env's "
-             f"steps/s (target {targets[key]:.0f}x)"
+    settings = {task[:3]: ", ".join(f"{k}={v}" for k, v in kwargs.items() if k in ("backend", "dtype"))
+                for task, kwargs in d["config"]["tasks"].items()}
+    parts = [f"the {what} task's native vector env" + (f" ({settings[what]})" if settings.get(what) else "")
+             + f" at N = {targets['at_envs']} runs {f'{ratio:.0f}' if ratio >= 10 else f'{ratio:.2g}'}x the single "
+             f"env's steps/s (target {targets[key]:.0f}x)"
              for what, ratio, key in (("ODE", d["native_ratio_ode"], "ode_ratio"),
                                       ("CNF", d["native_ratio_cnf"], "cnf_ratio")) if ratio is not None]
     return "; ".join(parts)
