@@ -933,7 +933,7 @@ def readme_summary(d: dict) -> str:
                 + f" (target {pct(th['vs_classical'], 0)}: {'met' if v['vs_classical_met'] else 'not met'}).")
         saving = v["nfe_saving_vs_classical_median"]
         if saving is not None:
-            text += f" At equal median error the best agent saves {pct(saving, 0)} NFE against its front."
+            text += f" The best agent's NFE saved against its front at equal median error: {pct(saving, 0)}."
         if v["ood_no_worse_per_family"]:
             worse = [f for f, ok in v["ood_no_worse_per_family"].items() if not ok]
             text += (f" Out of range it is worse than that setting on {len(worse)} of "
