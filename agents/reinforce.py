@@ -84,7 +84,8 @@ class ReinforceAgent(Agent):
         entropy: weight of an entropy bonus (0: the paper's plain REINFORCE).
         init_mean: initial mean of log10(tol).
         action_dim: entries of the action: 1 (log10 tol) or 2 (``tol_first_step`` mode, whose
-            first-step entry starts at ``DEFAULT_FIRST_STEP_INIT_MEAN``).
+            first-step entry starts at ``DEFAULT_FIRST_STEP_INIT_MEAN``; ``tol_method`` mode,
+            whose method position the squashed gates start in the middle of its bounds).
         init_std: initial standard deviation of log10(tol).
         hidden: width of the gates.
         seed: seed of the gates' initialisation and sampling.

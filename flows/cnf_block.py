@@ -251,12 +251,7 @@ class CNFBlock(nn.Module):
         if self.error_probe and self.training and with_logdet and not reverse:
             # Before the solve: the counter takes forward evaluations until solve() closes it.
             error = self._probe_error(z, counter)
-        if first_step is not None:
-            if not 0 < first_step <= 1:
-                raise ValueError(f"first_step must be a fraction of the time span in (0, 1], got {first_step!r}")
-            first_step = first_step * float(self.end_time)
-        elif warm and self.last_step is not None:
-            first_step = self._rescaled(self.last_step, tol)
+        first_step = self._first_step(first_step, tol, warm)
         keep = warm and self.training and torch.is_grad_enabled()  # a training pass: keep its steps
         adjoint_first_step = None
         if warm and self.adjoint and self.last_backward_step is not None:
@@ -313,15 +308,9 @@ class CNFBlock(nn.Module):
                              f"got {len(tols)} and {len(first_steps)}")
         sample_shape, width = z.shape[2:], z[0, 0].numel()
         span = float(self.end_time.detach())
-        starts: list[float] = []  # NaN: the initial-step heuristic
-        for tol, first in zip((check_tolerance(t) for t in tols), first_steps, strict=True):
-            if first is not None:
-                if not 0 < first <= 1:
-                    raise ValueError(f"first_step must be a fraction of the time span in (0, 1], got {first!r}")
-                starts.append(first * span)
-            else:
-                kept = self.last_step if self.warm_start else None
-                starts.append(float("nan") if kept is None else self._rescaled(kept, tol))
+        starts = [float("nan") if step is None else step  # NaN: the initial-step heuristic
+                  for step in (self._first_step(first, check_tolerance(tol), self.warm_start)
+                               for tol, first in zip(tols, first_steps, strict=True))]
 
         def dynamics(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.enable_grad():
@@ -350,6 +339,17 @@ class CNFBlock(nn.Module):
             out.append(BlockOutput(y[: batch * width].reshape(batch, *sample_shape), y[batch * width:],
                                    z.new_zeros(batch, 2), stats))
         return out
+
+    def _first_step(self, first_step: float | None, tol: float, warm: bool) -> float | None:
+        """A solve's first step in time units: ``first_step`` (a fraction of the span), else with
+        ``warm`` the kept last step rescaled to ``tol``, else ``None`` (the solver's heuristic)."""
+        if first_step is not None:
+            if not 0 < first_step <= 1:
+                raise ValueError(f"first_step must be a fraction of the time span in (0, 1], got {first_step!r}")
+            return first_step * float(self.end_time)
+        if warm and self.last_step is not None:
+            return self._rescaled(self.last_step, tol)
+        return None
 
     def _rescaled(self, kept: tuple[float, float], tol: float) -> float:
         """A kept ``(step, at_tol)`` rescaled to ``tol``, at most the time span T."""
