@@ -127,6 +127,13 @@ def test_an_episode_agent_is_built_for_an_env_from_its_entry(name):
         assert action[0] == pytest.approx(-4.0)
 
 
+def test_reinforce_asks_its_env_for_the_observation_its_gates_read():
+    reinforce = registry.get("reinforce").agent_class()
+    assert reinforce.env_kwargs("InfoCNF-CIFAR10-v0") == {"obs_mode": "features"}  # the paper's CNN gates
+    assert reinforce.env_kwargs("InfoCNF-Digits-v0") == {"obs_mode": "vector"}
+    assert registry.get("fixed").agent_class().env_kwargs("InfoCNF-CIFAR10-v0") == {}
+
+
 def test_an_agent_that_drives_the_env_itself_has_no_episode_agent():
     assert [n for n, e in registry.AGENTS.items() if e.agent_class().plays_episodes()] == ["fixed", "reinforce"]
     with pytest.raises(NotImplementedError, match="drives the env itself"):

@@ -566,3 +566,13 @@ def test_a_scale_choice_is_at_an_edge_only_near_the_ends_of_its_range() -> None:
     assert at_edge(("log", 1e-4, 1e-2), 1.1e-4) and not at_edge(("log", 1e-4, 1e-2), 1e-3)
     assert not at_edge(("log", 1e-4, 1e-2), 2e-4)  # 15% of the decades in: inside
     assert at_edge(("float", 0.2, 1.5), 1.47) and not at_edge(("float", 0.2, 1.5), 0.9)
+
+
+def test_the_committed_leaderboard_ran_the_studys_own_tasks_and_settings() -> None:
+    """``python -m runs.reproduce benchmark`` reruns what runs/results/benchmark.json holds: the
+    committed run's tasks, their settings and their task arguments are the study's config."""
+    committed = json.loads((Path(__file__).resolve().parents[1] / "runs" / "results" / "benchmark.json").read_text())
+    for task, spec in S.CONFIG["tasks"].items():
+        ran = committed["config"]["tasks"][task]
+        assert ran["settings"] == spec["settings"], task
+        assert ran["task_kwargs"] == spec["task_kwargs"], task

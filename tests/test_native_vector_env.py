@@ -198,6 +198,23 @@ def test_a_batched_block_solve_is_each_rows_own_solve(backend: str, first_step) 
     assert len({out.stats.nfe for out in batch}) > 1  # the rows' own tolerances decided their steps
 
 
+def test_a_first_step_is_a_fraction_of_the_blocks_span_alone_and_batched(monkeypatch) -> None:
+    """``first_step`` is a fraction of the block's time span (here 2): both solves start there."""
+    import flows.cnf_block as cnf_block
+
+    block = _toy_flow().blocks[0]
+    seen: list = []
+    solve_alone, solve_rows = cnf_block.solve, cnf_block.solve_batch
+    monkeypatch.setattr(cnf_block, "solve", lambda *a, **k: seen.append(k["first_step"]) or solve_alone(*a, **k))
+    monkeypatch.setattr(cnf_block, "solve_batch",
+                        lambda *a, **k: seen.append(k["first_step"].tolist()) or solve_rows(*a, **k))
+    z = torch.randn(2, 4, 2, dtype=torch.float64)
+    with torch.no_grad():
+        block(z[0], tol=1e-3, first_step=0.25)
+    block.forward_batch(z, [1e-3, 1e-3], [0.25, None])
+    assert seen[0] == pytest.approx(0.5) and seen[1][0] == pytest.approx(0.5) and math.isnan(seen[1][1])
+
+
 def test_a_batched_block_rows_nfe_is_the_number_of_calls_its_solve_makes() -> None:
     model = _toy_flow()
     calls = count_net_calls(model)
@@ -386,28 +403,23 @@ def test_a_failed_solve_truncates_only_its_own_episode(cache: str) -> None:
 def test_a_batched_frozen_sub_env_that_failed_goes_on_from_its_first_block_beside_the_others(cache: str) -> None:
     """After a failed solve one sub-env is at block 0 while the others are at block 1: each
     block is solved with its own episodes, and every sub-env's steps are the single env's."""
-    def capped(env) -> None:  # a step cap for the episodes' solves only (the references need more)
-        for model in env.models.values():
-            for block in model.blocks:
-                block.max_num_steps = 3
-
     one_density = {**TINY_FROZEN, **POOL, **FROZEN_SOLVERS["batched"], "densities": ("checkerboard",),
                    "num_blocks": 2, "cache": cache}  # so that every block shares one flow
     venv = gym.make_vec("CNF-Frozen-Mixed-v0", num_envs=3, **one_density)
-    capped(venv.task)
-    venv.reset(options={"episode": [0, 1, 2]})
-    first = np.array([[-1.0], [-8.0], [-1.0]], np.float32)  # sub-env 1 needs more steps than the cap
+    venv.task.pool("train")[1].x[0, 0] = float("nan")  # episode 1's solve fails (non-finite)
+    venv.reset(seed=0, options={"episode": [0, 1, 2]})
+    first = np.full((3, 1), -1.0, np.float32)
     _, _, _, truncated, infos = venv.step(first)
     assert list(truncated) == [False, True, False]
+    index = int(infos["index"][1])  # sub-env 1's next episode, drawn by its seeded generator
+    assert index != 1
     then = np.array([[-2.0], [-1.0], [-2.0]], np.float32)
     _, rewards, terminated, _, infos = venv.step(then)
     assert list(terminated) == [True, False, True]  # 0 and 2 finished their second block, 1 its first
     single = gym.make("CNF-Frozen-Mixed-v0", **one_density).unwrapped
-    capped(single)
     for i in (0, 2):
         played = single.play("train", i, [first[i], then[i]])
         assert infos["final_info"]["nfe_forward"][i] == played["nfe"]
-    index = int(infos["index"][1])  # sub-env 1's new episode, one block in
     single.reset(options={"episode": index})
     _, reward, *_ = single.step(then[1])
     assert rewards[1] == pytest.approx(reward, rel=1e-9)

@@ -166,3 +166,28 @@ def test_the_throughput_study_counts_every_sub_envs_step():
     envs = Counting()
     steps, elapsed = throughput._time_vector(envs, 0.02)  # type: ignore[arg-type]
     assert envs.calls > 1 and steps == 4 * (envs.calls - 1) and elapsed >= 0.02 and envs.closed
+
+
+def test_the_invariance_check_compares_each_episode_alone_with_its_densitys_batch(tmp_path, monkeypatch):
+    """With a solve whose NFE grows with its batch, every episode that shares its density with
+    another counts as changed; with the real solve in float64 none does."""
+    import dataclasses
+
+    from flowkit import TINY_FROZEN
+
+    from flows import FlowModel
+    from runs.studies import throughput
+
+    kwargs = {**TINY_FROZEN, "densities": ["checkerboard"], "train_iterations": 3, "train_pool_size": 2,
+              "test_pool_size": 3, "backend": "torchode", "cache": str(tmp_path)}
+    honest = throughput.invariance("CNF-Frozen-Mixed-v0", kwargs, -3.0)
+    assert [r["dtype"] for r in honest] == ["float32", "float64"] and all(r["episodes"] == 3 for r in honest)
+    assert honest[1]["nfe_differs"] == 0 and honest[1]["max_error_gap"] < 1e-9
+    batched = FlowModel.advance_batch
+
+    def by_batch_size(self, states, tols, first_steps):
+        return [(out[0], dataclasses.replace(out[1], nfe=out[1].nfe + len(states)))
+                for out in batched(self, states, tols, first_steps)]
+
+    monkeypatch.setattr(FlowModel, "advance_batch", by_batch_size)
+    assert [r["nfe_differs"] for r in throughput.invariance("CNF-Frozen-Mixed-v0", kwargs, -3.0)] == [3, 3]
