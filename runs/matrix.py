@@ -66,14 +66,15 @@ def with_paper_gates(module: str, flags: tuple[str, ...] | list[str]) -> list[st
     return registry.study_flags_for(module, flags)
 
 
-#: ``--quick``: 4-filter dynamics, a few iterations, small batches.
+#: ``--quick``: 4-filter dynamics, a few iterations, small batches, the 300 test digits in one
+#: evaluation batch.
 QUICK_REGIMES = {
-    "small": {"batch_size": 32, "lr": 2e-3, "iterations": 4, "eval_every": 1,
-              "lr_decay_at": 0.625, "lr_decay": 0.1, "env_kwargs": {"hidden": 4}},
+    "small": {"batch_size": 32, "lr": 2e-3, "iterations": 4, "eval_every": 2,
+              "lr_decay_at": 0.625, "lr_decay": 0.1, "env_kwargs": {"hidden": 4, "eval_batch_size": 300}},
     "large": {"batch_size": 128, "lr": 8e-3, "iterations": 2, "eval_every": 1,
-              "lr_decay_at": 0.3, "lr_decay": 0.1, "env_kwargs": {"hidden": 4}},
+              "lr_decay_at": 0.3, "lr_decay": 0.1, "env_kwargs": {"hidden": 4, "eval_batch_size": 300}},
     "large-long": {"batch_size": 128, "lr": 8e-3, "iterations": 3, "eval_every": 1,
-                   "lr_decay_at": 0.3, "lr_decay": 0.1, "env_kwargs": {"hidden": 4}},
+                   "lr_decay_at": 0.3, "lr_decay": 0.1, "env_kwargs": {"hidden": 4, "eval_batch_size": 300}},
 }
 
 

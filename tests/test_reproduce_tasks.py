@@ -52,9 +52,11 @@ def test_bench_gpu_command_line_sets_the_studys_config(tmp_path):
 
     path = tmp_path / "bench.json"
     result = bench_gpu.main(["--device", "cpu", "--threads", "1", "--synthetic", "--iterations", "2", "--warmup", "0",
-                             "--batch-size", "4", "--env-kwargs", "hidden=8", "--json", str(path), "--no-progress"])
+                             "--batch-size", "4", "--env-kwargs", "hidden=4", "flows_per_scale=1", "num_scales=2",
+                             "--json", str(path), "--no-progress"])
     saved = json.loads(path.read_text())
-    assert saved["study"] == "bench-gpu" and saved["config"]["env_kwargs"] == {"hidden": 8}
+    assert saved["study"] == "bench-gpu"
+    assert saved["config"]["env_kwargs"] == {"hidden": 4, "flows_per_scale": 1, "num_scales": 2}
     assert saved["iterations_done"] == 2 and saved["timed_iterations"] == 2
     for key in ("seconds_per_iteration_median", "nfe_forward_mean", "nfe_backward_mean"):
         assert math.isfinite(result[key]) and result[key] > 0

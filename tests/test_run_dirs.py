@@ -229,11 +229,22 @@ def test_tensorboard_holds_each_step_once_after_a_resume(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------- SIGINT / SIGTERM
+SIGNAL_ITERATIONS = 8  # the signal comes after iteration 2 (polled every 10 ms), long before the end
+SIGNAL_FLAGS = ["--iterations", str(SIGNAL_ITERATIONS), "--checkpoint-every", "1000", "--eval-every", "0", *QUIET,
+                "--gate-lr", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_metrics(tmp_path_factory):
+    """The metrics of the signal tests' run, trained without a signal."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    reinforce.main([*SIGNAL_FLAGS, "--out", str(out), *env_kwargs(TINY)])
+    return without_wall_time(read_jsonl(out / "metrics.jsonl"))
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_with_a_checkpoint_and_a_resume_line(tmp_path, signum, code):
-    iterations = 16  # the signal comes after iteration 2 (polled every 10 ms), long before the end
-    flags = ["--iterations", str(iterations), "--checkpoint-every", "1000", "--eval-every", "0", *QUIET,
-             "--gate-lr", "0.05"]
+def test_a_signal_stops_with_a_checkpoint_and_a_resume_line(tmp_path, signum, code, uninterrupted_metrics):
+    iterations, flags = SIGNAL_ITERATIONS, SIGNAL_FLAGS
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "agents.reinforce", *flags, "--out", str(run), *env_kwargs(TINY)],
                             cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -255,9 +266,7 @@ def test_a_signal_stops_with_a_checkpoint_and_a_resume_line(tmp_path, signum, co
     assert [r["iteration"] for r in read_jsonl(metrics)] == list(range(1, stopped_at + 1))
     assert 2 <= stopped_at < iterations and not (run / "summary.json").exists()
     reinforce.main(["--resume", str(run)])
-    reinforce.main([*flags, "--out", str(tmp_path / "straight"), *env_kwargs(TINY)])
-    assert without_wall_time(read_jsonl(metrics)) == without_wall_time(read_jsonl(tmp_path / "straight" /
-                                                                                  "metrics.jsonl"))
+    assert without_wall_time(read_jsonl(metrics)) == uninterrupted_metrics
 
 
 # ---------------------------------------------------------------------- SB3: resumed, not bit-exact

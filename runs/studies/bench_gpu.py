@@ -201,9 +201,11 @@ def _summary(args: argparse.Namespace, core, kwargs: dict, records: list[dict], 
 CONFIG: dict[str, Any] = {"env": "InfoCNF-CIFAR10-v0", "iterations": 300, "warmup": 3, "policy": "fixed",
                           "tol": 1e-5, "batch_size": None, "device": "auto", "data_root": None, "synthetic": False,
                           "env_kwargs": {}, "seed": 0, "max_seconds": None, "progress": True, "threads": None}
-#: ``--quick``: a CPU smoke test on synthetic CIFAR10, two iterations of a narrow model.
+#: ``--quick``: a CPU smoke test on synthetic CIFAR10, two iterations of a narrow, shallow model
+#: (two scales of one flow each).
 QUICK: dict[str, Any] = {"device": "cpu", "threads": 1, "synthetic": True, "iterations": 2, "warmup": 0,
-                         "batch_size": 4, "env_kwargs": {"hidden": 8}, "progress": False}
+                         "batch_size": 4, "env_kwargs": {"hidden": 4, "flows_per_scale": 1, "num_scales": 2},
+                         "progress": False}
 
 
 def check(c: dict[str, Any]) -> None:

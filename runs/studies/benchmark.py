@@ -142,7 +142,7 @@ QUICK: dict[str, Any] = {
     "tasks": {
         "ODE-Mixed-v0": {"task_kwargs": {"families": ["vdp", "lorenz"], "segments": 2, "train_pool_size": 2,
                                          "test_pool_size": 2, "ood_pool_size": 2, "reference_tol": 1e-9},
-                         "settings": ["dopri5", "bosh3", "scipy-DOP853"],
+                         "settings": ["dopri5", "tsit5", "scipy-DOP853"],
                          "whole_span": ["DOP853"]},
         "CNF-Frozen-Mixed-v0": {"task_kwargs": {"densities": ["checkerboard", "8gaussians"], "hidden": 4,
                                                 "train_iterations": 3, "train_pool_size": 2, "test_pool_size": 2},
