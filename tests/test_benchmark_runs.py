@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from flowkit import AnalyticTask
+from flowkit import AnalyticTask, read_jsonl
 
 from agents import evaluate, fixed, reinforce
 from infocnf_env import ODETaskEnv
@@ -216,6 +216,47 @@ def test_sb3_trains_on_actions_in_the_unit_interval(cache) -> None:
         venv.reset()
         *_, infos = venv.step(np.array([[unit]], dtype=np.float32))
         assert math.log10(infos[0]["tol"]) == pytest.approx(log_tol, abs=1e-5)
+
+
+def test_reward_normalisation_leaves_the_observations_as_the_env_gives_them(cache) -> None:
+    """--normalize-reward scales the rewards only: the policy trains on the env's own
+    observations, the ones its saved form is played on."""
+    from agents.sb3 import training_envs
+
+    raw = _ode_env(cache)
+    venv = training_envs([_ode_env(cache)], normalize_reward=True)
+    venv.seed(5)
+    expected, _ = raw.reset(seed=5)
+    np.testing.assert_array_equal(venv.reset()[0], expected)
+    low, high = raw.spaces.tol_bounds
+    expected, *_ = raw.step(np.array([(low + high) / 2], dtype=np.float32))
+    observations, *_ = venv.step(np.zeros((1, 1), dtype=np.float32))  # the middle of the bounds
+    np.testing.assert_allclose(observations[0], expected, rtol=1e-6)
+
+
+def test_a_runs_episodes_after_the_first_are_drawn_on_from_the_envs_generator(tmp_path, cache) -> None:
+    """Only a fresh run's first reset is seeded: six episodes of a four-episode training pool at
+    one tolerance meet several episodes (each with its own NFE and error), not one six times."""
+    kwargs = [k for k in ODE_KWARGS if not k.startswith("train_pool_size")] + ["train_pool_size=4"]
+    fixed.main(["--env", "ODE-Mixed-v0", "--tol", "1e-4", "--iterations", "6", "--seed", "3", "--eval-every", "0",
+                "--out", str(tmp_path / "run"), "--no-progress", "--no-tensorboard", "--env-kwargs", *kwargs,
+                f"cache={cache!r}"])
+    episodes = {(r["nfe_forward"], r["error"]) for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")}
+    assert len(episodes) > 1
+
+
+def test_the_summarys_tolerance_is_the_mean_over_the_last_tenth_of_the_episodes(tmp_path, cache) -> None:
+    summary = reinforce.main(["--env", "ODE-Mixed-v0", "--iterations", "20", "--seed", "0", "--gate-lr", "0.05",
+                              "--init-std", "1.0", "--eval-every", "0", "--out", str(tmp_path / "run"), "--no-progress",
+                              "--no-tensorboard", "--env-kwargs", *ODE_KWARGS, f"cache={cache!r}"])
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert len(records) == 20
+
+    def mean_log10_tol(rs: list[dict]) -> float:
+        return float(np.mean([np.log10(r["tols"]).mean() for r in rs]))
+
+    assert summary["mean_log10_tol_last"] == pytest.approx(mean_log10_tol(records[-2:]), rel=1e-9)
+    assert mean_log10_tol(records[-2:]) != pytest.approx(mean_log10_tol(records[:2]), abs=1e-3)
 
 
 def test_a_run_whose_episodes_fail_finishes_with_its_summary(tmp_path, cache) -> None:

@@ -131,6 +131,19 @@ def test_the_method_position_picks_the_method_of_its_share_of_the_unit_interval(
     assert parse_action(np.array([-5.0]), "tol", (-9.0, -2.0)).method_index(3) is None
 
 
+@pytest.mark.parametrize("method", ["bosh3", "dopri5", "dopri8"])
+def test_the_constant_action_of_a_method_choosing_env_plays_the_tasks_own_method(ode_cache: str, method: str) -> None:
+    """constant_action's method position (own_method_position) lies inside the task's own
+    method's share of [0, 1], whichever of the choices that method is."""
+    env = ODETaskEnv(**TINY_ODE, cache=ode_cache, action_mode="tol_method", backend="torchdiffeq", method=method)
+    (action,) = env.constant_action(1e-5)
+    env.reset(seed=0, options={"episode": 0})
+    terminated = truncated = False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, info = env.step(action)
+    assert terminated and info["methods"] == [method] * env.config.segments
+
+
 @pytest.mark.parametrize("backend", ["torchdiffeq", "torchode"])
 def test_the_periodic_check_of_a_method_choosing_env_solves_with_the_tasks_own_method(ode_cache: str,
                                                                                     backend: str) -> None:

@@ -328,7 +328,23 @@ def test_scoring_a_pool_in_one_batch_gives_each_episodes_own_score(cache: str) -
         assert played["nfe"] == alone["nfe"] and played["failed"] == alone["failed"]
         assert played["reward"] == pytest.approx(alone["reward"], rel=1e-9)
         assert played["error"] == pytest.approx(alone["error"], rel=1e-9)
-    assert venv.score(action)["reward"] == pytest.approx(np.mean([b["reward"] for b in batched]))
+
+
+def test_a_pools_score_is_the_mean_of_its_own_episodes(cache: str) -> None:
+    """score(policy, split) of the vector env and of its task: reward, NFE and error are means
+    over the episodes of the pool asked for (six episodes of two families: the pools differ, and
+    a median is not their mean)."""
+    venv = _ode(cache, 2)
+    action = venv.task.constant_action(1e-5)
+    played = {split: venv.task.play_many(split, list(range(6)), action) for split in ("train", "test")}
+    nfe = {split: [r["nfe"] for r in results] for split, results in played.items()}
+    assert np.mean(nfe["train"]) != pytest.approx(np.mean(nfe["test"]))
+    assert any(np.median(v) != pytest.approx(np.mean(v)) for v in nfe.values())
+    for split, results in played.items():
+        for score in (venv.score(action, split), venv.task.score(action, split)):
+            assert score["episodes"] == 6 and score["failures"] == 0
+            for key in ("reward", "nfe", "error"):
+                assert score[key] == pytest.approx(np.mean([r[key] for r in results]), rel=1e-12), (split, key)
 
 
 # ---------------------------------------------------------------------------- Gymnasium's contract

@@ -90,6 +90,25 @@ def test_arm_key_changes_with_training_settings():
         assert Arm(**{**arm.__dict__, **changed}).key != arm.key
 
 
+def test_a_regimes_learning_rate_drops_once_at_the_epoch_nearest_its_decay_point():
+    """lr_decay_at x iterations is where the drop is asked for; the flows decay at epoch
+    boundaries, so the drop comes at the nearest one (never an epoch early or late)."""
+    from runs.matrix import DIGITS_TRAIN_SIZE, QUICK_REGIMES, REGIMES
+    from runs.run_cache import _lr_milestones
+
+    for name, regime in {**REGIMES, **{f"quick {k}": v for k, v in QUICK_REGIMES.items()}}.items():
+        per_epoch = DIGITS_TRAIN_SIZE // regime["batch_size"]
+        asked = regime["lr_decay_at"] * regime["iterations"]
+        milestones = _lr_milestones(regime)
+        if round(asked / per_epoch) < 1 or round(asked / per_epoch) * per_epoch >= regime["iterations"]:
+            assert milestones == (), name  # no drop before the first epoch ends or after the run
+            continue
+        ((epoch, lr),) = milestones
+        assert abs(epoch * per_epoch - asked) <= per_epoch / 2, name
+        assert lr == pytest.approx(regime["lr"] * regime["lr_decay"]), name
+    assert _lr_milestones(REGIMES["large"])[0][0] == 8  # 23.1 iterations of 3 per epoch: 7.7 epochs
+
+
 def test_reinforce_arms_run_the_papers_gaussian_gates_without_changing_their_cache_key(tmp_path):
     """The committed studies ran the paper's Gaussian gates: every REINFORCE run of runs/ passes
     them (agents.reinforce's default is now the squashed gate), unless a run chooses its own."""

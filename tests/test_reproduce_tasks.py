@@ -141,6 +141,14 @@ def test_the_threads_study_times_the_iterations_after_the_warmup(tmp_path, monke
     assert not set(threads.THREAD_VARIABLES) & set(threads._child_env())
 
 
+def test_a_throughput_row_is_its_median_round():
+    from runs.studies import throughput
+
+    rounds = [{"steps_per_s": v, "round": k} for k, v in enumerate([5.0, 1.0, 3.0])]
+    assert throughput.median_round(rounds)["round"] == 2
+    assert throughput.median_round(rounds[:1])["round"] == 0
+
+
 def test_the_throughput_study_counts_every_sub_envs_step():
     """A vector step of N sub-envs is N environment steps; the warm-up step is not timed."""
     import gymnasium as gym
@@ -161,13 +169,27 @@ def test_the_throughput_study_counts_every_sub_envs_step():
         def step(self, actions):
             assert actions.shape == (4, 1) and np.all(actions == -4.0)  # the middle of the bounds
             self.calls += 1
+            nfe = [10, 20, 30, 40] if self.calls % 2 else [40, 40, 40, 40]
+            return None, None, None, None, {"nfe": np.array(nfe), "_nfe": np.ones(4, bool)}
 
         def close(self) -> None:
             self.closed = True
 
     envs = Counting()
-    steps, elapsed = throughput._time_vector(envs, 0.02)  # type: ignore[arg-type]
+    steps, elapsed, share = throughput._time_vector(envs, 0.02)  # type: ignore[arg-type]
     assert envs.calls > 1 and steps == 4 * (envs.calls - 1) and elapsed >= 0.02 and envs.closed
+    timed = range(2, envs.calls + 1)  # the calls after the warm-up: odd ones use 25/40 of the loop, even ones all
+    assert share == pytest.approx(np.mean([0.625 if k % 2 else 1.0 for k in timed]))
+
+
+def test_a_steps_nfe_share_is_the_sub_envs_mean_nfe_over_their_largest():
+    import numpy as np
+
+    from runs.studies import throughput
+
+    assert throughput.nfe_share({"nfe": np.array([10, 30, 20]), "_nfe": np.ones(3, bool)}) == pytest.approx(20 / 30)
+    assert throughput.nfe_share({"nfe": np.array([10, 0, 40]), "_nfe": np.array([True, False, True])}) == 25 / 40
+    assert throughput.nfe_share({"tol": np.ones(3)}) is None
 
 
 def test_the_invariance_check_compares_each_episode_alone_with_its_densitys_batch(tmp_path, monkeypatch):
