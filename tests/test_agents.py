@@ -337,6 +337,10 @@ def _check_run_dir(run_dir: Path, agent: str, extra_metric_keys: set[str] = froz
     assert summary["iterations"] == 2 and summary["agent"] == agent
     assert summary["test"] == {k: v for k, v in evals[1].items() if k != "iteration"}
     assert summary["train_loss_last"] == metrics[-1]["loss"]
+    forward, backward = (np.mean([m[k] for m in metrics]) for k in ("nfe_forward", "nfe_backward"))
+    assert backward > 0  # a training pass: the NFE of training counts both solves
+    assert (summary["train_nfe_forward_mean"], summary["train_nfe_backward_mean"]) == pytest.approx((forward, backward))
+    assert summary["train_nfe_mean"] == pytest.approx(forward + backward)
     events = list(run_dir.glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
     return metrics

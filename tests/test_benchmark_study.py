@@ -133,6 +133,13 @@ def test_the_baselines_are_their_definitions(board: dict) -> None:
         assert row["log10_tol"] == chosen and row["setting"] == setting
         assert row["reward_mean"] == pytest.approx(_mean(solver, "test", [chosen] * n))
         trains[f"classical:{setting}"] = _mean(solver, "train", [chosen] * n)
+        (entry,) = [e for e in result["settings"] if e["setting"] == setting]  # the settings table's line
+        assert entry["log10_tol"] == chosen
+        for key, split, column in (("train_reward", "train", 0), ("test_reward", "test", 0), ("nfe", "test", 1),
+                                   ("error", "test", 2)):
+            assert entry[key] == pytest.approx(_mean(solver, split, [chosen] * n, key=column)), (setting, key)
+        assert entry["oracle_reward"] == pytest.approx(
+            np.mean([max(solver.by_hand(d, [t] * n)[0] for t in GRID) for d in solver.pool("test")]))
     trains["classical:dopri5+first-step"] = _mean(env, "train", [best] * n, 10.0 ** first)
     classical = max(trains, key=trains.get)  # the best classical configuration, chosen on the training pool
     assert result["best_classical"] == classical == rows["best_classical"]["row"] == "classical:dopri5-pi"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from flowkit import DIGITS_ID, TINY, env_kwargs
@@ -79,6 +80,16 @@ def test_a_policys_tolerance_outside_the_action_bounds_is_clipped_to_them_as_the
     expected = [parse_action(chosen[b % 3], "tol", (low, high)).tol for b in range(env.num_blocks)]
     assert [s.tol for s in out.stats] == pytest.approx(expected)
     assert trace.log_tols == [pytest.approx([low, high, (low + high) / 2][: env.num_blocks])]
+
+
+def test_a_policys_reported_tolerance_is_the_mean_of_its_choices_over_blocks_and_batches():
+    env = gym.make(DIGITS_ID, **TINY).unwrapped
+    chosen = [-2.5, -6.0, -4.0, -3.0][: env.num_blocks]
+    batches = list(iterate_batches(load_dataset("digits", "test"), 8, max_batches=2))
+    result = ev.evaluate_policy(env, batches, lambda obs, block: (chosen[block], 0.0))
+    assert result["log10_tol_blocks"] == pytest.approx(chosen)
+    assert result["log10_tol"] == pytest.approx(float(np.mean(chosen)))
+    assert float(np.mean(chosen)) != pytest.approx(float(np.median(chosen)))  # a median would differ
 
 
 def test_fixed_run_policy_reproduces_fixed_evaluation(runs):

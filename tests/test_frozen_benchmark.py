@@ -80,6 +80,22 @@ def test_flow_and_references_come_from_the_cache(cache):
     assert [e.variant for e in pools["test"]] == ["region", "scale:2", "noise:0.5", "region"]
 
 
+def test_a_variants_amount_scales_its_points_or_its_noise():
+    """``scale:S`` multiplies an episode's points by S and ``noise:S`` adds S times unit Gaussian
+    noise: under one pool seed the same points and the same noise draw, so (x - points) / S is
+    one array whatever S."""
+    def first(variant: str) -> torch.Tensor:
+        config = FrozenConfig().replace(densities=("checkerboard",), variants=(variant,), train_pool_size=1,
+                                        test_pool_size=1)
+        return episode_pools(config)["train"][0].x
+
+    points = first("scale:1")
+    torch.testing.assert_close(first("scale:2"), 2 * points)
+    half, double = (first("noise:0.5") - points) / 0.5, (first("noise:2") - points) / 2
+    torch.testing.assert_close(half, double)
+    assert 0.5 < float(half.std()) < 2.0  # unit noise
+
+
 def test_train_and_test_pools_share_no_point(cache):
     pools = episode_pools(_env(cache).config)
     train = {tuple(p) for e in pools["train"] if e.variant == "region" for p in e.x.tolist()}

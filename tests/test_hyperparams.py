@@ -39,6 +39,19 @@ def test_the_grid_default_is_what_the_default_flags_give():
         assert own == GRID[agent]["default"], agent
 
 
+@pytest.mark.parametrize("blocks", [1, 2, 4])
+def test_the_sized_defaults_update_on_whole_groups_of_episodes(blocks):
+    """agents.sb3's defaults for episodes of ``blocks`` steps: PPO's rollout holds 16 episodes
+    (and at least 8 steps) in one minibatch, A2C's 4 episodes; SAC and TD3 learn after 4
+    episodes, on every step."""
+    ppo = default_algo_kwargs("ppo", blocks)
+    assert ppo["n_steps"] == ppo["batch_size"] == max(8, 16 * blocks)
+    assert default_algo_kwargs("a2c", blocks)["n_steps"] == 4 * blocks
+    for algo in ("sac", "td3"):
+        off = default_algo_kwargs(algo, blocks)
+        assert off["learning_starts"] == 4 * blocks and off["train_freq"] == 1 and off["gradient_steps"] == 1
+
+
 @pytest.mark.parametrize("study", ["tune", "tune-cnf"])
 def test_committed_flags_are_the_tune_studys_choice(study):
     path = RESULTS / f"{study}.json"

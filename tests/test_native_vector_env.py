@@ -524,6 +524,9 @@ def test_reinforce_n_envs_makes_one_update_from_each_batch_of_episodes(cache: st
     metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [m["iteration"] for m in metrics] == list(range(1, 11))
     assert len({m["gate_mean"] for m in metrics[:4]}) == 1 and metrics[3]["gate_mean"] != metrics[4]["gate_mean"]
+    for m in metrics:  # each line: its own episode's end (final_info), not the next episode's reset info
+        assert math.isfinite(m["error"]) and m["nfe_forward"] == sum(m["nfe_blocks"]) > 0
+        assert len(m["tols"]) == TINY_ODE["segments"]
 
 
 def test_a_sub_env_ended_early_by_a_failed_solve_waits_and_its_next_episode_is_not_learned_from(
