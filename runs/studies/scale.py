@@ -51,15 +51,18 @@ ROW_KEYS = ("task", "agent", "test_reward_mean", "test_reward_std", "ood_reward_
 #: Per agent, its search space: name -> ("log", low, high) | ("float", low, high) | ("cat", choices).
 #: A name with dashes is a CLI flag of the agent; one without is an SB3 constructor argument
 #: (``--algo-kwargs``). PPO's and A2C's ``n_steps`` are per sub-env (a rollout holds ``n_steps``
-#: times ``n_envs`` steps).
+#: times ``n_envs`` steps); SAC's and TD3's ``learning_starts`` count environment steps over all
+#: sub-envs (a trial of ``trial_episodes`` episodes of 4 segments takes 5,000). A value chosen
+#: at an edge of its range (``edges``) asks for the range to be widened on that side and the
+#: search run again.
 SPACES: dict[str, dict[str, tuple]] = {
-    "reinforce": {"--gate-lr": ("log", 1e-4, 3e-2), "--init-std": ("float", 0.2, 1.5)},
+    "reinforce": {"--gate-lr": ("log", 1e-4, 3e-2), "--init-std": ("log", 0.03, 1.5)},
     "ppo": {"--policy-lr": ("log", 3e-5, 3e-3), "n_steps": ("cat", [4, 8, 16, 32]), "ent_coef": ("log", 1e-5, 1e-1)},
-    "a2c": {"--policy-lr": ("log", 1e-4, 1e-2), "n_steps": ("cat", [1, 2, 4, 8]), "ent_coef": ("log", 1e-5, 1e-1)},
+    "a2c": {"--policy-lr": ("log", 1e-4, 1e-2), "n_steps": ("cat", [2, 4, 8, 16, 32]), "ent_coef": ("log", 1e-5, 1e-1)},
     "sac": {"--policy-lr": ("log", 3e-5, 3e-3), "buffer_size": ("cat", [2000, 10000, 50000]),
-            "learning_starts": ("cat", [64, 256, 1024]), "train_freq": ("cat", [1, 4, 16])},
-    "td3": {"--policy-lr": ("log", 3e-5, 3e-3), "buffer_size": ("cat", [2000, 10000, 50000]),
-            "learning_starts": ("cat", [64, 256, 1024]), "train_freq": ("cat", [1, 4, 16])},
+            "learning_starts": ("cat", [64, 256, 1024, 2048, 4096]), "train_freq": ("cat", [1, 4, 16])},
+    "td3": {"--policy-lr": ("log", 3e-6, 3e-3), "buffer_size": ("cat", [2000, 10000, 50000, 200000]),
+            "learning_starts": ("cat", [64, 256, 1024]), "train_freq": ("cat", [1, 4, 16, 64])},
 }
 #: Constructor arguments every SB3 trial of an algorithm gets beside its search (PPO: minibatches
 #: of 64 whatever the rollout length).
