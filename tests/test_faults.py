@@ -44,7 +44,7 @@ FAMILIES = {"reinforce": (reinforce, ["--gate-lr", "0.05"], True), "fixed": (fix
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_sigkill_at_a_random_iteration_then_resume(tmp_path, family):
     cli, own_flags, exact = FAMILIES[family]
-    iterations = 10
+    iterations = 7
     kill_after = random.Random(6).randint(2, iterations - 3)  # lines in metrics.jsonl before the kill
     flags = ["--iterations", str(iterations), "--checkpoint-every", "1", "--eval-every", "0", "--no-progress",
              "--no-tensorboard", *own_flags, "--seed", "3"]
