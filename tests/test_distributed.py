@@ -171,12 +171,18 @@ def test_sharded_stream_splits_the_global_batch():
 
 @pytest.mark.parametrize("rank", ["0", "1"])
 def test_sb3_refuses_to_run_under_torchrun(tmp_path, monkeypatch, capsys, rank):
-    """One line on rank 0, nothing on the others, and the exit status of bad input on every rank."""
+    """One line on rank 0, nothing on the others (which wait before they exit, so that rank 0
+    fails first and torchrun reports its line), and the exit status of bad input on every rank."""
+    import agents.loop
+
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", rank)
+    waits: list[float] = []
+    monkeypatch.setattr(agents.loop.time, "sleep", waits.append)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: sb3.main(["--out", str(tmp_path / "run"), "--no-progress"]))
     assert exit_info.value.code == 2
+    assert (waits == []) if rank == "0" else (len(waits) == 1 and waits[0] > 0)
     err = capsys.readouterr().err
     if rank == "0":
         assert err.count("\n") == 1 and err.startswith("error: agents.sb3 runs in one process")
