@@ -273,6 +273,19 @@ def test_actions_are_read_within_their_bounds_in_both_modes() -> None:
             parse_action(bad, "tol_first_step", (-8.0, -2.0))
 
 
+def test_the_registered_benchmark_tasks_pools_are_the_documented_sizes() -> None:
+    """docs/environment.md: the ODE tasks and the mixed frozen-flow task hold 64 + 64 episodes by
+    default, the single-density frozen ids 32 + 32."""
+    import gymnasium as gym
+
+    import infocnf_env  # noqa: F401  (registers the ids)
+
+    sizes = {task: (spec.kwargs["config"].pools.train_pool_size, spec.kwargs["config"].pools.test_pool_size)
+             for task, spec in gym.registry.items() if task.startswith(("ODE-", "CNF-Frozen-"))}
+    assert sizes and all(size == ((64, 64) if task.startswith("ODE-") or task == "CNF-Frozen-Mixed-v0" else (32, 32))
+                         for task, size in sizes.items()), sizes
+
+
 def test_action_spaces_and_bounds() -> None:
     box = action_space("tol", (-8.0, -2.0))
     assert box.shape == (1,) and box.low.tolist() == [-8.0] and box.high.tolist() == [-2.0]

@@ -575,6 +575,25 @@ def test_a_scale_choice_is_at_an_edge_only_near_the_ends_of_its_range() -> None:
     assert at_edge(("float", 0.2, 1.5), 1.47) and not at_edge(("float", 0.2, 1.5), 0.9)
 
 
+def test_savings_read_each_front_at_the_agents_mean_and_at_its_median_error() -> None:
+    """savings(): NFE saved at equal mean error and at equal median error, on the pool and per
+    family, each read off the front by baselines.saving_on_front with the matching statistic."""
+    from infocnf_env import baselines as B
+
+    nfe = np.array([[300.0, 200.0, 100.0], [310.0, 210.0, 110.0], [320.0, 220.0, 120.0]])
+    error = np.array([[1e-6, 1e-4, 1e-2], [2e-6, 3e-4, 5e-2], [1e-5, 2e-3, 1e-1]])
+    table = B.GridTable([-6.0, -4.0, -2.0], reward={}, nfe={"test": nfe}, error={"test": error})
+    episodes = [{"nfe": 150.0, "error": 1e-5, "family": "a"}, {"nfe": 160.0, "error": 1e-4, "family": "a"},
+                {"nfe": 170.0, "error": 5e-3, "family": "b"}]
+    out = S.savings({"s": table}, ["s"], episodes, "test", ["a", "a", "b"])["s"]
+    errors = [e["error"] for e in episodes]
+    assert out["mean"] == pytest.approx(B.saving_on_front(table, 160.0, float(np.mean(errors)), "test", "mean"))
+    assert out["median"] == pytest.approx(B.saving_on_front(table, 160.0, float(np.median(errors)), "test", "median"))
+    assert out["mean"] != pytest.approx(out["median"])
+    assert out["per_family"]["a"]["median"] == pytest.approx(
+        B.saving_on_front(table, 155.0, float(np.median(errors[:2])), "test", "median", [0, 1]))
+
+
 def test_the_committed_leaderboard_ran_the_studys_own_tasks_and_settings() -> None:
     """``python -m runs.reproduce benchmark`` reruns what runs/results/benchmark.json holds: the
     committed run's tasks, their settings and their task arguments are the study's config."""
@@ -583,3 +602,17 @@ def test_the_committed_leaderboard_ran_the_studys_own_tasks_and_settings() -> No
         ran = committed["config"]["tasks"][task]
         assert ran["settings"] == spec["settings"], task
         assert ran["task_kwargs"] == spec["task_kwargs"], task
+
+
+def test_the_committed_leaderboard_played_the_pools_its_task_gives_today() -> None:
+    """The pools of a rerun, the registered task's config with the study's task arguments, are
+    the pools the committed run played (a changed default pool size would change every figure)."""
+    import infocnf_env  # noqa: F401  (registers the ids)
+
+    committed = json.loads((Path(__file__).resolve().parents[1] / "runs" / "results" / "benchmark.json").read_text())
+    for result in committed["tasks"]:
+        config = gym.spec(result["task"]).kwargs["config"].replace(**S.CONFIG["tasks"][result["task"]]["task_kwargs"])
+        sizes = {"train": config.pools.train_pool_size, "test": config.pools.test_pool_size}
+        if getattr(config, "ood_pool_size", 0):
+            sizes["ood"] = config.ood_pool_size
+        assert result["pool_sizes"] == sizes, result["task"]

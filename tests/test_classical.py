@@ -322,4 +322,6 @@ def test_every_setting_of_the_task_changes_the_grid_key(ode_cache: str) -> None:
         other = ODETaskEnv(**{**TINY_ODE, **overrides}, cache=ode_cache)
         assert B.grid_key(other, grid) != base, overrides
     assert B.grid_key(env, [-6.0, -5.0]) != base
+    first_steps = {B.grid_key(env, grid, first_step=f) for f in (None, 0.1, 0.2)}  # the first-step grid's tables
+    assert len(first_steps) == 3
     assert B.grid_key(ODETaskEnv(**TINY_ODE, cache=ode_cache, seed=3), grid) == base  # the draws' seed is not part

@@ -89,3 +89,14 @@ def test_a_missing_result_is_one_clear_error() -> None:
     assert fmt.required(3, "beta") == 3 and fmt.required(0, "beta") == 0
     with pytest.raises(ValueError, match="needs beta.json"):
         fmt.required(None, "beta")
+
+
+# ----------------------------------------------------------------------------- runs.tables
+def test_a_table_cell_writes_tolerances_in_significant_digits_and_other_floats_in_fixed_point() -> None:
+    from runs.tables import cell
+
+    assert cell({"tol": 1e-5}, "tol", 2) == "1e-05" and cell({"nfe": 12.345}, "nfe", 2) == "12.35"
+    assert cell({"x_mean": 1.234, "x_std": 0.05}, "x", 2) == "1.23 ± 0.05"
+    assert cell({"x_mean": 1.234}, "x", 1) == "1.2"  # no std: the mean alone
+    assert cell({"x_mean": None}, "x", 2) == "diverged" and cell({"x": None}, "x", 2) == "—"
+    assert cell({"nfe_rel_diff": 0.1}, "nfe_rel_diff", 2) == "+10.00%" and cell({"name": "a"}, "name", 2) == "a"

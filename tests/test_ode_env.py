@@ -282,6 +282,20 @@ def test_an_unwritable_cache_fails_before_any_solve(tmp_path) -> None:
         ODETaskEnv(**TINY, cache=str(blocker / "cache"))
 
 
+def test_the_cache_folder_is_the_argument_then_infocnf_cache_then_xdg_cache_home(tmp_path, monkeypatch) -> None:
+    from infocnf_env.cache import cache_dir
+
+    monkeypatch.delenv("INFOCNF_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "infocnf-gym"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "infocnf-gym"
+    monkeypatch.setenv("INFOCNF_CACHE", str(tmp_path / "own"))
+    assert cache_dir() == tmp_path / "own"
+    assert cache_dir(tmp_path / "given") == tmp_path / "given"
+
+
 # ---------------------------------------------------------------------------- baselines
 GRID = [-8.0, -5.0, -2.0]
 

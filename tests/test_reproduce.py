@@ -149,6 +149,18 @@ def test_a_cached_run_counts_as_finished_only_at_its_arms_iterations(tmp_path, m
     assert all(summaries[a]["iterations"] == 5 for a in arms)
 
 
+def test_a_probes_error_is_its_error_on_the_held_out_set():
+    import numpy as np
+
+    from runs.studies.common import probe_error
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-3.0, 0.3, (20, 2)), rng.normal(3.0, 0.3, (20, 2))])
+    y = np.repeat([0, 1], 20)
+    assert probe_error((x, y), (x, y)) == 0.0
+    assert probe_error((x, y), (x, 1 - y)) == 1.0  # the held-out labels flipped: every point misread
+
+
 def test_a_rows_figures_against_the_fixed_row_are_relative_to_the_fixed_row():
     """vs_fixed: the training NFE as a ratio to the fixed-tolerance row's and the test bits/dim
     as a relative difference from it (positive: worse than fixed)."""
