@@ -107,8 +107,8 @@ class FrozenConfig:
             composition, whose matrix products add in another order, ends at another log p(x)
             and may take other steps: ``throughput``'s ``invariance`` in
             ``runs/results/throughput.json``), so float32 episodes are solved one at a time, as
-            the committed results were; float64 makes a batched episode the episode solved
-            alone, at about the same cost per step for networks this small.
+            the committed results were; in float64 a batched episode is the episode solved
+            alone (the same ``invariance`` measures it).
         max_num_steps: step cap of every solve (a solve past it ends the episode, truncated).
         pools: the train and test pools (``train_pool_size``, ``test_pool_size``, ``pool_seed``).
         reward: :class:`~infocnf_env.benchmark.BenchmarkReward` in its linear form: block i

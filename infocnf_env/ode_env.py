@@ -213,8 +213,6 @@ def reference_solution(instance: Instance, method: str, tol: float, max_num_step
     return ys[-1].detach()
 
 
-
-
 @dataclass(frozen=True)
 class _Segment:
     """How one segment is solved: its two times, its length, the method and the first step."""

@@ -70,6 +70,20 @@ def test_bench_gpu_refuses_settings_that_cannot_run(capsys):
     assert "--synthetic writes CIFAR10-format data" in capsys.readouterr().err
 
 
+def test_the_throughput_studys_bound_is_n_times_the_native_rows_nfe_share(dirs):
+    """Native rows record their NFE share (a share of the loop, in (0, 1]; a batch of one uses
+    all of it), other rows none; the ODE bound is N times the share of the ODE native row at N."""
+    saved = quick_result("throughput", dirs)
+    at = saved["config"]["targets"]["at_envs"]
+    for r in saved["rows"]:
+        assert ("nfe_share" in r) == (r["mode"] == "native"), r
+        if r["mode"] == "native":
+            assert 0 < r["nfe_share"] <= 1 and (r["num_envs"] > 1 or r["nfe_share"] == 1.0), r
+    (ode,) = [r for r in saved["rows"] if r["task"].startswith("ODE-") and r["mode"] == "native"
+              and r["num_envs"] == at]
+    assert saved["native_bound_ode"] == pytest.approx(at * ode["nfe_share"])
+
+
 def test_bench_flow_quick_writes_the_sweep_with_warm_starts(dirs):
     """NFE against the tolerance, with the heuristic start and warm-started, and the per-NFE cost."""
     saved = quick_result("bench-flow", dirs)

@@ -146,7 +146,7 @@ def _measure(task: str, kwargs: dict[str, Any], mode: str, num_envs: int, second
 def invariance(task: str, kwargs: dict[str, Any], log_tol: float) -> list[dict[str, Any]]:
     """Per precision, how much a frozen-flow episode depends on the batch it is solved in: the
     test pool's episodes solved block by block each alone (a batch of one) and all of a density
-    together (:meth:`flows.FlowModel.advance_batch`), at one tolerance: the share of episodes
+    together (:meth:`flows.FlowModel.advance_batch`), at one tolerance: the number of episodes
     whose NFE differs, and the largest difference of their final log p(x) and of their error
     against the reference (nats)."""
     out = []
