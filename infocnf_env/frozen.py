@@ -94,21 +94,23 @@ class FrozenConfig:
         variants: the input variants of the pools (module docstring), taken in turn.
         reference_tol: tolerance of the cached reference solves.
         backend, method: the episode solves' backend, a name in ``flows.ode.BACKENDS``
-            (``"torchode-pi"``: a PI step-size controller; ``"scipy"``: scipy's Runge-Kutta
-            methods), and its adaptive method (``flows.ode.backend_methods``); training and
-            references use torchdiffeq's dopri5. With ``dtype="float64"``, the torchode
-            backends (``flows.ode.BATCHED_BACKENDS``) solve the blocks of many episodes in one
-            batch (the vector env's; a single env is then a batch of one); otherwise episodes
-            are solved one at a time.
-        dtype: the precision of the episodes' solves and references: ``"float32"`` (default),
-            the flows' own, or ``"float64"`` (the flows, trained in float32, cast). The
+            (default ``"torchode"``, torchode's dopri5 with the integral step-size rule;
+            ``"torchode-pi"``: a PI step-size controller; ``"torchdiffeq"``; ``"scipy"``:
+            scipy's Runge-Kutta methods), and its adaptive method
+            (``flows.ode.backend_methods``); training and references use torchdiffeq's dopri5.
+            With ``dtype="float64"``, the torchode backends (``flows.ode.BATCHED_BACKENDS``)
+            solve the blocks of many episodes in one batch (the vector env's; a single env is
+            then a batch of one); otherwise episodes are solved one at a time.
+        dtype: the precision of the episodes' solves and references: ``"float64"`` (default;
+            the flows, trained in float32, cast) or ``"float32"``, the flows' own. The
             trade-off: in float32 the roundoff of these trained flows is of the size of the
             accuracy errors the reward prices (the same episode solved in a batch of another
             composition, whose matrix products add in another order, ends at another log p(x)
             and may take other steps: ``throughput``'s ``invariance`` in
-            ``runs/results/throughput.json``), so float32 episodes are solved one at a time, as
-            the committed results were; in float64 a batched episode is the episode solved
-            alone (the same ``invariance`` measures it).
+            ``runs/results/throughput.json``), so float32 episodes are solved one at a time;
+            in float64 a batched episode is the episode solved alone (the same ``invariance``
+            measures it), which is what lets the vector env batch, at the price of float64
+            arithmetic.
         max_num_steps: step cap of every solve (a solve past it ends the episode, truncated).
         pools: the train and test pools (``train_pool_size``, ``test_pool_size``, ``pool_seed``).
         reward: :class:`~infocnf_env.benchmark.BenchmarkReward` in its linear form: block i
@@ -134,9 +136,9 @@ class FrozenConfig:
     batch_size: int = 64
     variants: tuple[str, ...] = ("region", "scale:2", "noise:0.5")
     reference_tol: float = 1e-8
-    backend: str = "torchdiffeq"
+    backend: str = "torchode"
     method: str = "dopri5"
-    dtype: str = "float32"
+    dtype: str = "float64"
     max_num_steps: int = FROZEN_MAX_NUM_STEPS
     pools: PoolConfig = field(default_factory=lambda: PoolConfig(train_pool_size=32, test_pool_size=32))
     reward: BenchmarkReward = field(default_factory=BenchmarkReward)

@@ -280,8 +280,8 @@ def test_a_sub_envs_ode_episode_is_the_single_envs(cache: str, mode: dict) -> No
         assert finals[i]["error"] == pytest.approx(played["error"], rel=1e-9)
 
 
-#: The frozen flows' solvers: one episode at a time (the default: torchdiffeq, float32), batched.
-FROZEN_SOLVERS = {"in-turn": {}, "batched": {"backend": "torchode", "dtype": "float64"},
+#: The frozen flows' solvers: batched (the default: torchode, float64), one episode at a time.
+FROZEN_SOLVERS = {"in-turn": {"backend": "torchdiffeq", "dtype": "float32"}, "batched": {},
                   "batched-pi": {"backend": "torchode-pi", "dtype": "float64"}}
 
 
@@ -313,7 +313,7 @@ def test_the_frozen_vector_env_batches_each_density_and_block_in_float64_on_torc
         return batched(self, states, tols, first_steps)
 
     monkeypatch.setattr(FlowModel, "advance_batch", counted)
-    venv = _frozen(cache, 4, **FROZEN_SOLVERS.get(solver, {"backend": "torchode"}))
+    venv = _frozen(cache, 4, **FROZEN_SOLVERS.get(solver, {"dtype": "float32"}))
     venv.reset(seed=0, options={"episode": [0, 1, 2, 3]})  # two episodes of each of the two densities
     venv.step(np.full((4, 1), -3.0, dtype=np.float32))
     assert calls == ([2, 2] if solver.startswith("batched") else [])  # float32 solves in turn

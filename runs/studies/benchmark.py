@@ -19,8 +19,8 @@ scored on the test pool.
   first step of ``first_step_grid`` (row ``classical:SETTING+first-step``).
 * ``best_classical``: the best of those rows on the training pool: the task's best classical
   configuration, which the agents' verdicts use.
-* On the task's own solver (dopri5 with the integral controller: torchode's, batched, on the
-  ODE task; torchdiffeq's on the CNF task): ``best_constant``,
+* On the task's own solver (dopri5 with the integral controller, torchode's, batched; in
+  float64 on the CNF task): ``best_constant``,
   ``best_constant_first_step``, ``best_schedule`` (one grid tolerance per step, coordinate ascent
   from the best constant), ``oracle`` (each test episode's best grid tolerance in hindsight),
   ``contextual`` (a nearest-neighbour regressor from the observation to the oracle's tolerance),
@@ -94,8 +94,8 @@ NULLABLE_KEYS = ("gap_closed", "gap_closed_vs_constant", "nfe_saving_at_equal_er
 #: The solve layer's methods and step-size controllers (env overrides by setting name; no
 #: ``backend``: torchdiffeq's); a task's ``settings`` name those it is scored with, the first being
 #: the task's own solver: ``dopri5``, Dormand-Prince 5(4) with torchdiffeq's integral step-size
-#: rule on the task's own backend (the ODE tasks: torchode's, batched across episodes; the
-#: frozen-flow tasks: torchdiffeq's, in float32, one episode at a time).
+#: rule on the task's own backend (torchode's, batched across episodes; the frozen-flow tasks'
+#: in float64).
 SETTINGS: dict[str, dict[str, str]] = {
     "dopri5": {},
     "dopri5-torchdiffeq": {"backend": "torchdiffeq"},
@@ -116,7 +116,7 @@ CONFIG: dict[str, Any] = {
                          "first_step_settings": ["dopri5"], "extra_modes": ["tol_method"],
                          "targets": {"gap_fraction": 0.25, "gap_closed": 0.6, "nfe_saving_at_equal_error": 0.2,
                                      "vs_classical": 0.10, "nfe_saving_vs_classical_median": 0.2}},
-        "CNF-Frozen-Mixed-v0": {"task_kwargs": {}, "settings": [s for s in SETTINGS if s != "dopri5-torchdiffeq"],
+        "CNF-Frozen-Mixed-v0": {"task_kwargs": {}, "settings": list(SETTINGS),
                                 "whole_span": [],
                                 "first_step_settings": ["dopri5", "dopri5-pi"], "extra_modes": ["tol_first_step"],
                                 "first_step_oracle_settings": ["dopri5-pi"],

@@ -19,8 +19,8 @@ solve, not of the extremes a random policy reaches. Steps per second count sub-e
 vector step of N sub-envs is N steps). ``ratio``: steps/s over the ``single`` row of the same
 task. ``targets``: the native env at N = 256 at least ``ode_ratio`` (100) times the single env
 on the ODE task and ``cnf_ratio`` (20) times on the frozen-flow task. The frozen-flow task runs
-in its batched configuration (:data:`CNF_BATCHED`: torchode in float64; its default, torchdiffeq
-in float32, solves one episode at a time), every mode alike.
+in its batched configuration (:data:`CNF_BATCHED`: torchode in float64, the task's default),
+every mode alike.
 
 ``invariance``: why the frozen flows batch in float64 only: per precision, the test pool solved
 at ``invariance_log_tol`` with each episode alone and with the other episodes of its density
