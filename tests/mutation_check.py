@@ -5,6 +5,7 @@
         --tests tests/test_benchmark_guards.py
     python tests/mutation_check.py --plan tests/mutants.toml            # every planted bug of a plan
     python tests/mutation_check.py --plan tests/mutants.toml --only reset-skips-last --json out.json
+    python tests/mutation_check.py --plan tests/mutants.toml --only reset-skips-last --whole-suite
 
 A *mutant* is one exact replacement in one file (``old`` must occur exactly once, or give
 ``occurrence``: which one, counted from 0) and the test files that should notice it. Each
@@ -15,7 +16,9 @@ temporary folder behind, which is removed on exit.
 
 A mutant is *caught* when the tests fail (exit code 1); a mutant whose tests cannot even be
 collected (exit code 2 or more, e.g. a syntax error) is reported as ``broken``, and one whose
-tests pass ``survived``: a missing test. Before the mutants, the plan's test files run once
+tests pass ``survived``: a missing test. ``--whole-suite`` runs the whole suite as the README's
+test command does (two workers) instead of each mutant's test files: whether the suite catches
+the bug, not only the files the mutant names. Before the mutants, the plan's test files run once
 unmutated (``--no-baseline`` skips it); a failing baseline stops the check, since every mutant
 would look caught.
 
@@ -34,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,6 +111,10 @@ def mutate(text: str, mutant: Mutant) -> str:
     return text[:at] + mutant.new + text[at + len(mutant.old):]
 
 
+#: The README's test command's workers, for ``--whole-suite``.
+WHOLE_SUITE = ["-n", "2", "--dist", "loadfile", "tests"]
+
+
 def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[int, str]:
     env = dict(os.environ, PYTHONPATH=str(copy), OMP_NUM_THREADS="1", INFOCNF_CACHE=str(copy / ".cache"),
                PYTHONDONTWRITEBYTECODE="1")
@@ -121,16 +128,19 @@ def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[int, str]:
     return proc.returncode, (failed[0] if failed else (lines[-1] if lines else proc.stderr.strip()[-200:]))
 
 
-def check(mutants: list[Mutant], baseline: bool, timeout: float) -> list[Outcome]:
+def check(mutants: list[Mutant], baseline: bool, timeout: float, whole_suite: bool = False) -> list[Outcome]:
+    if whole_suite:
+        mutants = [replace(m, tests=WHOLE_SUITE) for m in mutants]
     copy = scratch_copy(REPO)
     outcomes: list[Outcome] = []
     try:
         if baseline:
-            tests = sorted({t for m in mutants for t in m.tests})
+            tests = WHOLE_SUITE if whole_suite else sorted({t for m in mutants for t in m.tests})
             code, detail = run_tests(copy, tests, timeout * 4)
             if code != 0:
                 raise SystemExit(f"the unmutated tests fail ({detail}); fix them before planting bugs")
-            print(f"baseline: {len(tests)} test file(s) pass unmutated", flush=True)
+            what = "the whole suite passes" if whole_suite else f"{len(tests)} test file(s) pass"
+            print(f"baseline: {what} unmutated", flush=True)
         for mutant in mutants:
             path = copy / mutant.file
             original = path.read_text()
@@ -166,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the tests")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant's test run")
     parser.add_argument("--json", type=Path, help="write the outcomes here")
+    parser.add_argument("--whole-suite", action="store_true",
+                        help="run the whole suite (two workers) for each mutant instead of its test files")
     args = parser.parse_args(argv)
     if args.plan:
         mutants = load_plan(args.plan)
@@ -178,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         mutants = [Mutant("cli", args.file, args.old, args.new, list(args.tests), args.occurrence)]
     else:
         parser.error("give --plan, or --file, --old, --new and --tests")
-    outcomes = check(mutants, not args.no_baseline, args.timeout)
+    outcomes = check(mutants, not args.no_baseline, args.timeout, args.whole_suite)
     counted = [o for o in outcomes if o.status in ("caught", "survived")]
     caught = sum(o.status == "caught" for o in counted)
     print(f"\ncaught {caught} of {len(counted)} planted bugs"

@@ -50,6 +50,18 @@ def test_registered_ids():
         assert gym.registry[env_id].entry_point == "infocnf_env.training_env:TrainingStepEnv"
 
 
+def test_the_clis_take_an_id_with_or_without_the_package_prefix_and_name_another_packages_id():
+    from agents.envs import ID_PREFIX, check_env_id
+
+    for name in ("InfoCNF-Digits-v0", "CNF-Frozen-Mixed-v0", "ODE-Mixed-v0"):
+        assert check_env_id(name) == name
+        assert check_env_id(ID_PREFIX + name) == name
+    with pytest.raises(ValueError, match="'CartPole-v1' is not an InfoCNF id"):
+        check_env_id("CartPole-v1")
+    with pytest.raises(ValueError, match="unknown env id 'InfoCNF-Digits-v9'"):
+        check_env_id(ID_PREFIX + "InfoCNF-Digits-v9")
+
+
 def test_paper_recipes_in_registered_kwargs():
     """Section 4.1 / Appendix B settings of the CIFAR10 ids (overridden elsewhere to stay small)."""
     small, large = infocnf_env.ENV_IDS["InfoCNF-CIFAR10-v0"], infocnf_env.ENV_IDS["InfoCNF-CIFAR10-LargeBatch-v0"]

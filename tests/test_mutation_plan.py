@@ -18,3 +18,24 @@ def test_every_planted_bug_applies_to_the_code_as_it_is(mutant) -> None:
     text = (REPO / mutant.file).read_text()
     assert mutate(text, mutant) != text  # raises if ``old`` is missing or ambiguous
     assert mutant.tests and all((REPO / t).is_file() for t in mutant.tests), mutant.tests
+
+
+def test_the_whole_suite_option_runs_the_readmes_suite_for_every_mutant(monkeypatch) -> None:
+    import mutation_check
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(mutation_check, "scratch_copy", lambda root: Path(mutation_check.tempfile.mkdtemp()))
+
+    def run_tests(copy, tests, timeout):  # the baseline passes, the mutant fails
+        ran.append(tests)
+        return (0, "passed") if len(ran) == 1 else (1, "FAILED")
+
+    monkeypatch.setattr(mutation_check, "run_tests", run_tests)
+    mutant = mutation_check.Mutant("m", "f.py", "a", "b", ["tests/test_x.py"])
+    monkeypatch.setattr(Path, "read_text", lambda self: "a")
+    monkeypatch.setattr(Path, "write_text", lambda self, text: None)
+    outcomes = mutation_check.check([mutant], baseline=True, timeout=1.0, whole_suite=True)
+    assert ran == [mutation_check.WHOLE_SUITE] * 2 and outcomes[0].status == "caught"
+    ran.clear()
+    mutation_check.check([mutant], baseline=True, timeout=1.0)
+    assert ran == [["tests/test_x.py"]] * 2

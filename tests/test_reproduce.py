@@ -81,12 +81,28 @@ def test_runs_are_cached_by_config(dirs, capsys):
     assert "0 to train" in capsys.readouterr().out
 
 
+def test_the_frozen_study_scores_on_the_test_split(dirs, monkeypatch):
+    from infocnf_env.tasks import FlowTask
+
+    splits: list[str] = []
+    data = FlowTask.data
+
+    def recorded(self, split):
+        splits.append(split)
+        return data(self, split)
+
+    monkeypatch.setattr(FlowTask, "data", recorded)
+    reproduce.run_study("frozen", quick=True, workdir=dirs[0], out=dirs[1])  # its runs are cached by now
+    assert splits and set(splits) == {"test"}
+
+
 def test_arm_key_changes_with_training_settings():
     arm = Arm("x", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),))
     same = Arm("other-label", "fixed", "InfoCNF-Digits-v0", 0, 10, 0, ("--tol", "1e-5"), (("hidden", 4),))
     assert arm.key == same.key
-    for changed in ({"seed": 1}, {"iterations": 11}, {"agent_args": ("--tol", "1e-4")},
-                    {"env_kwargs": (("hidden", 8),)}):
+    for changed in ({"module": "reinforce"}, {"env": "CCNF-Digits-v0"}, {"seed": 1}, {"iterations": 11},
+                    {"eval_every": 5}, {"agent_args": ("--tol", "1e-4")}, {"env_kwargs": (("hidden", 8),)},
+                    {"task_key": "other-flows"}):
         assert Arm(**{**arm.__dict__, **changed}).key != arm.key
 
 

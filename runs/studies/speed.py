@@ -100,8 +100,8 @@ def run_figures(ctx: Context, arm: Arm, summary: dict) -> dict:
 
 
 def _choose_weight(ctx: Context) -> tuple[float, list[dict]]:
-    """The largest swept weight whose seed-0 test bits/dim is within ``reg_bpd_tol`` of fixed's
-    (the smallest swept weight if none is; ``reg_weight_within_tol`` in the result says which)."""
+    """The weight of :func:`choose_weight` over the sweep of ``reg_weights`` on seed 0 (its test
+    bits/dim against fixed's; ``reg_weight_within_tol`` in the result says whether one was within)."""
     cfg, seed = ctx.config, ctx.seeds[0]
     fixed = _arm(ctx, "fixed", seed, 0.0)
     sweep = {w: _arm(ctx, "regularised", seed, w) for w in cfg["reg_weights"]}
@@ -114,8 +114,14 @@ def _choose_weight(ctx: Context) -> tuple[float, list[dict]]:
                      "bpd_ratio": ratio(f["bits_per_dim"], base["bits_per_dim"]),
                      "nfe_ratio": ratio(f["nfe"], base["nfe"]),
                      "test_nfe_ratio": ratio(f["test_nfe"], base["test_nfe"])})
-    ok = [r["reg_weight"] for r in rows if abs(r["bpd_ratio"] - 1) <= cfg["reg_bpd_tol"]]
-    return (max(ok) if ok else min(cfg["reg_weights"])), rows
+    return choose_weight(rows, cfg["reg_bpd_tol"]), rows
+
+
+def choose_weight(sweep: list[dict], tol: float) -> float:
+    """The largest ``reg_weight`` of ``sweep`` whose ``bpd_ratio`` is within ``tol`` of 1 (the
+    smallest swept weight if none is)."""
+    ok = [r["reg_weight"] for r in sweep if abs(r["bpd_ratio"] - 1) <= tol]
+    return max(ok) if ok else min(r["reg_weight"] for r in sweep)
 
 
 def run(ctx: Context) -> dict:

@@ -43,6 +43,7 @@ from flows.latent_ode import LatentODE, evaluate_latent_ode
 from flows.spirals import A_MEAN, B_MEAN, SpiralData, make_spirals
 from flows.train import fit
 from infocnf_env.threads import set_threads
+from runs.aggregate import summarise
 from runs.format import IMAGES, row, sci
 from runs.run_cache import Context
 from runs.study import Page, Res, Study
@@ -142,14 +143,9 @@ def train_model(name: str, data: SpiralData, cfg: SpiralRunConfig, seed: int) ->
 
 
 def _summarise(name: str, seeds: tuple[int, ...], per_seed: list[dict]) -> dict:
-    """Mean and std over seeds (sample std, ddof=1; 0.0 for a single seed) of every scalar metric."""
-    row: dict = {"model": name, "seeds": list(seeds)}
-    for key in (k for k, v in per_seed[0].items() if not isinstance(v, list)):
-        values = np.array([r[key] for r in per_seed], dtype=np.float64)
-        row[f"{key}_mean"] = float(values.mean())
-        row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    row["per_seed"] = per_seed
-    return row
+    """Mean and std over seeds (:func:`runs.aggregate.summarise`) of every scalar metric."""
+    scalars = [k for k, v in per_seed[0].items() if not isinstance(v, list)]
+    return {"model": name, "seeds": list(seeds), **summarise(per_seed, scalars), "per_seed": per_seed}
 
 
 def plot(models: dict[str, LatentODE], test: SpiralData, path: Path, tol: float, num: int = 4) -> None:

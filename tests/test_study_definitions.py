@@ -1,0 +1,105 @@
+"""The studies' derived figures against their definitions, on made-up inputs.
+
+A quick study runs one seed on tiny models, so a ratio taken the wrong way round, a sample
+std taken as a population one or a "best" taken with ``max`` for ``min`` still writes a JSON of
+the right schema. These tests feed each derivation inputs whose right answer is known by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+
+import numpy as np
+import pytest
+
+from runs import figures
+from runs.studies import curves, digits_table, speed, speed_classical, spirals, threads
+
+
+def _curve_row(policy: str, batch: str, nfe: list[float]) -> dict:
+    n = len(nfe)
+    return {"model": "infocnf", "policy": policy, "batch": batch, "iteration": list(range(n)),
+            "epoch": list(range(n)), "nfe_mean": nfe, "nfe_std": [1.0] * n, "bits_per_dim_mean": [2.0] * n,
+            "test_error_mean": [0.1] * n}
+
+
+def test_the_curves_page_reads_the_learned_arms_nfe_cut_against_the_fixed_arm():
+    rows = [_curve_row("reinforce", "small", [60.0, 30.0]), _curve_row("fixed", "small", [100.0, 100.0]),
+            _curve_row("reinforce", "large", [50.0, 50.0]), _curve_row("fixed", "large", [100.0, 100.0])]
+    text = curves.section({"curves": {"rows": rows}})
+    assert "training NFE stays 40-70% lower" in text  # 1 - learned / fixed: 0.4, 0.7, 0.5, 0.5
+
+
+def test_the_digits_tables_ratios_put_the_named_arm_over_its_reference():
+    def arm(model, policy, error, bpd=1.0, nfe=100.0):
+        return {"model": model, "policy": policy, "batch": "small", "test_error_mean": error,
+                "bits_per_dim_mean": bpd, "nfe_mean": nfe}
+
+    rows = [arm("infocnf", "fixed", 0.08), arm("ccnf", "fixed", 0.10), arm("infocnf", "reinforce", 0.12, nfe=60.0)]
+    cfg = {"regimes": ["small"], "targets": digits_table.CONFIG["targets"]}
+    (entry,) = digits_table.target_checks(rows, cfg)
+    assert entry["error_ratio"] == pytest.approx(0.8)  # InfoCNF's error over CCNF's
+    assert entry["error_target_met"] is (0.8 <= cfg["targets"]["error_ratio"])
+    assert entry["error_ratio_learned"] == pytest.approx(1.2)
+    assert entry["nfe_ratio"] == pytest.approx(0.6)  # learned over fixed
+
+
+def test_a_runs_rate_counts_the_iterations_after_the_warmup_over_their_time(tmp_path):
+    walls = [0.0, 5.0, 6.0, 8.0, 9.0, 13.0]  # the first two iterations are the warmup
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"wall_time": w}) + "\n" for w in walls))
+    # four timed iterations, from the end of the warmup's last (5.0) to the end of the run (13.0)
+    assert threads._rate(tmp_path, warmup=2) == pytest.approx(4 / 8.0)
+
+
+def test_the_regularised_arms_weight_is_the_largest_swept_one_within_the_bits_per_dim_tolerance():
+    sweep = [{"reg_weight": w, "bpd_ratio": r} for w, r in ((0.01, 1.001), (0.1, 1.004), (1.0, 1.05))]
+    assert speed.choose_weight(sweep, tol=0.005) == 0.1
+    assert speed.choose_weight(sweep, tol=0.0001) == 0.01  # none within: the smallest swept weight
+
+
+def test_the_best_classical_setting_is_the_cheapest_one_within_the_tolerance():
+    rows = [{"arm": "baseline", "bpd_ratio": 1.0, "nfe_mean": 300.0},
+            {"arm": "cheap-but-off", "bpd_ratio": 1.2, "nfe_mean": 100.0},
+            {"arm": "cheap", "bpd_ratio": 1.003, "nfe_mean": 200.0},
+            {"arm": "costly", "bpd_ratio": 0.999, "nfe_mean": 400.0}]
+    assert speed_classical.best_setting(rows, tol=0.005) == "cheap"
+    assert speed_classical.best_setting(rows[1:2] + rows[:1], tol=0.005) == "baseline"  # its first row otherwise
+
+
+def test_the_spirals_rows_take_the_sample_std_over_seeds():
+    per_seed = [{"recon_mse": 1.0, "nfe": 10.0}, {"recon_mse": 2.0, "nfe": 20.0}, {"recon_mse": 6.0, "nfe": 30.0}]
+    row = spirals._summarise("infocnf", (0, 1, 2), per_seed)
+    assert row["recon_mse_mean"] == pytest.approx(3.0)
+    assert row["recon_mse_std"] == pytest.approx(np.std([1.0, 2.0, 6.0], ddof=1))
+    assert row["nfe_std"] == pytest.approx(10.0)
+
+
+def test_a_bar_figures_error_bars_are_each_rows_std():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [{"model": "infocnf", "policy": "fixed", "batch": b, "nfe_mean": m, "nfe_std": s}
+            for b, m, s in (("small", 100.0, 4.0), ("large", 80.0, 7.0))]
+    fig, ax = plt.subplots()
+    try:
+        figures.bars(ax, rows, "nfe", ["small", "large"], "NFE")
+        from matplotlib.container import ErrorbarContainer
+
+        (container,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        segments = container.lines[2][0].get_segments()
+        assert [(float(s[0][1]), float(s[1][1])) for s in segments] == [(96.0, 104.0), (73.0, 87.0)]
+    finally:
+        plt.close(fig)
+
+
+def test_python_m_runs_studies_prints_the_study_table(capsys):
+    from runs.studies import names, registry
+
+    runpy.run_module("runs.studies", run_name="__main__")
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == len(names()) + 2  # a rule above and below
+    for name, line in zip(names(), printed[1:-1], strict=True):
+        assert line.startswith(f"``{name}``") and line.endswith(registry()[name].summary)
