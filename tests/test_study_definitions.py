@@ -103,3 +103,73 @@ def test_python_m_runs_studies_prints_the_study_table(capsys):
     assert len(printed) == len(names()) + 2  # a rule above and below
     for name, line in zip(names(), printed[1:-1], strict=True):
         assert line.startswith(f"``{name}``") and line.endswith(registry()[name].summary)
+
+
+def _jsonl(path, records) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_a_runs_series_averages_the_training_nfe_since_the_previous_evaluation(tmp_path):
+    from runs.aggregate import run_series
+    from runs.matrix import DIGITS_TRAIN_SIZE
+
+    metrics = [{"iteration": i, "nfe_forward": 10 * i, "nfe_backward": i} for i in range(1, 7)]
+    _jsonl(tmp_path / "metrics.jsonl", metrics)
+    evals = [{"iteration": 2, "bits_per_dim": 9.0}, {"iteration": 2, "bits_per_dim": 3.0, "error": 0.5},  # resumed
+             {"iteration": 6, "bits_per_dim": 2.0, "error": 0.25}]
+    _jsonl(tmp_path / "eval.jsonl", evals)
+    series = run_series(tmp_path, batch_size=100)
+    assert series["iteration"] == [2, 6] and series["bits_per_dim"] == [3.0, 2.0]  # the last record of an evaluation
+    assert series["test_error"] == [0.5, 0.25]
+    assert series["nfe"] == pytest.approx([np.mean([11, 22]), np.mean([33, 44, 55, 66])])
+    assert series["epoch"] == pytest.approx([200 / DIGITS_TRAIN_SIZE, 600 / DIGITS_TRAIN_SIZE])
+
+
+def test_series_over_seeds_are_cut_to_the_shortest_and_summarised_point_by_point():
+    from runs.aggregate import aggregate_series
+
+    nan = float("nan")
+    a = {"iteration": [1, 2, 3], "epoch": [0.1, 0.2, 0.3], "nfe": [10.0, 20.0, 30.0], "bits_per_dim": [4.0, 3.0, 2.0],
+         "test_error": [nan, nan, nan]}
+    b = {"iteration": [1, 2], "epoch": [0.1, 0.2], "nfe": [14.0, 30.0], "bits_per_dim": [5.0, 3.0],
+         "test_error": [nan, nan]}
+    out = aggregate_series([a, b])
+    assert out["iteration"] == [1, 2] and "test_error_mean" not in out  # no seed evaluated the error
+    assert out["nfe_mean"] == pytest.approx([12.0, 25.0])
+    assert out["nfe_std"] == pytest.approx([np.std([10, 14], ddof=1), np.std([20, 30], ddof=1)])
+    assert out["bits_per_dim_std"] == pytest.approx([np.std([4, 5], ddof=1), 0.0])
+
+
+def test_a_runs_training_tail_is_its_last_quarter_of_the_records_with_the_keys(tmp_path):
+    from runs.studies.common import LAST_FRACTION, training_tail
+
+    records = [{"iteration": i, "nfe_forward": i} for i in range(1, 21)] + [{"iteration": 21}]  # the last lacks it
+    _jsonl(tmp_path / "metrics.jsonl", records)
+    tail = training_tail(tmp_path, "nfe_forward")
+    assert [r["iteration"] for r in tail] == list(range(21 - int(20 * LAST_FRACTION), 21))
+    _jsonl(tmp_path / "metrics.jsonl", records[:2])
+    assert [r["iteration"] for r in training_tail(tmp_path, "nfe_forward")] == [2]  # at least one
+
+
+def test_a_scale_curve_is_the_moving_average_of_the_rewards_against_env_steps(tmp_path):
+    from runs.studies import scale
+
+    _jsonl(tmp_path / "metrics.jsonl", [{"reward": float(r)} for r in (0, 2, 4, 10, 20)])
+    steps, rewards = scale._curve(tmp_path, window=2, blocks=4)
+    # the average of episodes 1-2 is reached after 2 episodes of 4 steps each
+    assert steps == [8, 12, 16, 20] and rewards == pytest.approx([1.0, 3.0, 7.0, 15.0])
+    assert scale._curve(tmp_path, window=6, blocks=4) == ([], [])  # fewer episodes than the window
+
+
+def test_the_speed_studys_targets_are_met_at_their_thresholds_and_not_beyond():
+    t = {"combined_nfe_ratio": 0.5, "combined_wall_ratio": 0.6, "combined_bpd_tol": 0.01,
+         "regularised_test_nfe_ratio": 0.8, "warm_nfe_forward_ratio": 0.9, "warm_bpd_tol": 0.02}
+    rows = [{"arm": "combined", "nfe_ratio": 0.5, "wall_ratio": 0.6, "bpd_ratio": 1.009},
+            {"arm": "regularised", "test_nfe_ratio": 0.81},
+            {"arm": "warm", "nfe_forward_ratio": 0.9, "test_nfe_ratio": 0.5, "bpd_ratio": 0.97}]
+    out = speed._targets(rows, t)
+    assert out["combined"]["met"] is True and out["regularised"]["met"] is False
+    assert out["warm"]["met"] is False  # bits/dim 3% off against a 2% tolerance
+    assert out["thresholds"] == t and out["combined"]["nfe_ratio"] == 0.5
+    rows[0]["wall_ratio"] = 0.61
+    assert speed._targets(rows, t)["combined"]["met"] is False

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from runs.aggregate import mean_std
 from runs.format import eval_tol
 from runs.matrix import policy_agent_args
 from runs.run_cache import Arm, Context, run_arms
@@ -33,10 +34,6 @@ QUICK: dict[str, Any] = {"iterations": 2}
 
 #: The result files of this study on the page: the current one and the older run at initial mean -5.
 FILES = ("learned_vs_fixed__init_mean-5", "learned_vs_fixed")
-
-
-def _stats(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0  # as runs.reproduce
 
 
 def run(ctx: Context) -> dict:
@@ -53,9 +50,9 @@ def run(ctx: Context) -> dict:
         table[policy] = {
             "seeds": [r["seed"] for r in runs],
             **{f"{k}_{m}": v for k, key in (("nfe", "train_nfe_mean"), ("nfe_forward", "train_nfe_forward_mean"))
-               for m, v in zip(("mean", "std"), _stats([r[key] for r in runs]), strict=True)},
+               for m, v in zip(("mean", "std"), mean_std([r[key] for r in runs]), strict=True)},
             **{f"{k}_{m}": v for k in ("bits_per_dim", "marginal_bits_per_dim", "error")
-               for m, v in zip(("mean", "std"), _stats([r["test"][k] for r in runs]), strict=True)},
+               for m, v in zip(("mean", "std"), mean_std([r["test"][k] for r in runs]), strict=True)},
             "wall_s_mean": float(np.mean([r["wall_s"] for r in runs])),
             "mean_log10_tol_last": float(np.mean([r["mean_log10_tol_last"] for r in runs])),
         }
