@@ -9,37 +9,38 @@ Studies (one module each in ``runs/studies/``, registered in :mod:`runs.studies`
 section; its module's docstring says what is run, how it maps to the paper and what it costs;
 this table is the registry's, ``python -m runs.studies``):
 
-======================  ===============================================================================================
-``digits-table``        Tables 1-2: CCNF / InfoCNF fixed 1e-5 / InfoCNF learned, small + large batch
-``uncond``              Fig. 4: unconditional CNF with vs without learned tolerances
-``tol-integral``        Fig. 2a: |integral of p - 1| against the evaluation tolerance (1-D mixture)
-``tol-hist``            Fig. 2b: learned tolerances per block on the train vs test sets
-``curves``              Fig. 3: test error, test bits/dim and NFE over training
-``eval-batch``          Appendix D: evaluation with the learned tolerances at various batch sizes
-``policies``            REINFORCE vs SB3 PPO / SAC / A2C / TD3 vs fixed as the tolerance policy
-``frozen``              policies on a frozen pre-trained flow against the fixed-tolerance front
-``samples``             Fig. 7: class-conditional sample grid
-``reinforce-ablation``  REINFORCE variants (gate lr, baseline, entropy, bounds) vs fixed 1e-5 / 1e-2
-``latent-probe``        linear probes on z_y, z_u and z of CCNF and InfoCNF against their own classifier
-``speed``               warm starts, regularizers, learned tolerances, combined
-``speed-adjoint``       the seminorm adjoint, warm starts, learned tolerances on the adjoint path
-``speed-classical``     learned tolerances on top of the best classical solver setting, direct and adjoint
-``beta``                InfoCNF vs CCNF (authors' heads) as beta grows to CIFAR10's supervision ratio
-``tune``                the leaderboard agents' learning rates, chosen on the training pool of ODE-Mixed-v0
-``tune-cnf``            the same on CNF-Frozen-Mixed-v0
-``benchmark``           the leaderboard: agents vs every classical solver setting and the oracles, ODE and CNF tasks
-``leaderboard-scale``   the leaderboard agents searched by Optuna and trained 10x longer on the native vector env (ODE)
-``threads``             the README's main job at 1 and 2 CPU threads, idle and beside a busy process
-``learned-vs-fixed``    learned (REINFORCE) vs fixed 1e-5 tolerances on digits at an equal training budget
-``spirals``             Section 4.6: the LatentODE with and without the partitioned latent code on spirals
-``spirals-ab-ceiling``  how much of a spiral's (a, b) one noisy window holds: the ceiling of the spirals head
-``bench-env``           performance: a training iteration through the environment vs the plain block loop
-``throughput``          performance: benchmark env steps/s: single env, gymnasium's vector envs, the native vector env
-``bench-flow``          performance: our CNF block's cost per NFE, and the NFE per iteration against the tolerance
-``bench-backend``       performance: the ODE backends of flows.ode.solve on the digits flow
-``bench-cifar``         performance: the CIFAR10 ids' adjoint path beside a minimal FFJORD solve
-``bench-gpu``           performance: the CIFAR10 id on a GPU (time per iteration, NFE, memory); run by name
-======================  ===============================================================================================
+=========================  =============================================================================================
+``digits-table``           Tables 1-2: CCNF / InfoCNF fixed 1e-5 / InfoCNF learned, small + large batch
+``uncond``                 Fig. 4: unconditional CNF with vs without learned tolerances
+``tol-integral``           Fig. 2a: |integral of p - 1| against the evaluation tolerance (1-D mixture)
+``tol-hist``               Fig. 2b: learned tolerances per block on the train vs test sets
+``curves``                 Fig. 3: test error, test bits/dim and NFE over training
+``eval-batch``             Appendix D: evaluation with the learned tolerances at various batch sizes
+``policies``               REINFORCE vs SB3 PPO / SAC / A2C / TD3 vs fixed as the tolerance policy
+``frozen``                 policies on a frozen pre-trained flow against the fixed-tolerance front
+``samples``                Fig. 7: class-conditional sample grid
+``reinforce-ablation``     REINFORCE variants (gate lr, baseline, entropy, bounds) vs fixed 1e-5 / 1e-2
+``latent-probe``           linear probes on z_y, z_u and z of CCNF and InfoCNF against their own classifier
+``speed``                  warm starts, regularizers, learned tolerances, combined
+``speed-adjoint``          the seminorm adjoint, warm starts, learned tolerances on the adjoint path
+``speed-classical``        learned tolerances on top of the best classical solver setting, direct and adjoint
+``beta``                   InfoCNF vs CCNF (authors' heads) as beta grows to CIFAR10's supervision ratio
+``tune``                   the leaderboard agents' learning rates, chosen on the training pool of ODE-Mixed-v0
+``tune-cnf``               the same on CNF-Frozen-Mixed-v0
+``benchmark``              the leaderboard: agents vs every classical solver setting and the oracles, ODE and CNF tasks
+``leaderboard-scale``      the leaderboard's agents searched by Optuna, trained 10x longer on the ODE task's vector env
+``leaderboard-scale-cnf``  the leaderboard's agents searched by Optuna, trained 10x longer on the CNF task's vector env
+``threads``                the README's main job at 1 and 2 CPU threads, idle and beside a busy process
+``learned-vs-fixed``       learned (REINFORCE) vs fixed 1e-5 tolerances on digits at an equal training budget
+``spirals``                Section 4.6: the LatentODE with and without the partitioned latent code on spirals
+``spirals-ab-ceiling``     how much of a spiral's (a, b) one noisy window holds: the ceiling of the spirals head
+``bench-env``              performance: a training iteration through the environment vs the plain block loop
+``throughput``             performance: env steps/s of the single env, gymnasium's vector envs and the native vector env
+``bench-flow``             performance: our CNF block's cost per NFE, and the NFE per iteration against the tolerance
+``bench-backend``          performance: the ODE backends of flows.ode.solve on the digits flow
+``bench-cifar``            performance: the CIFAR10 ids' adjoint path beside a minimal FFJORD solve
+``bench-gpu``              performance: the CIFAR10 id on a GPU (time per iteration, NFE, memory); run by name
+=========================  =============================================================================================
 
 Every study aggregates mean ± std over seeds (sample std, ddof=1; 0 for one seed) and writes
 ``OUT/STEM.json`` (``STEM`` is the study's name unless it keeps an older file name, e.g.

@@ -526,6 +526,22 @@ def test_a_scale_trial_sets_its_values_over_the_committed_flags_and_the_cli_read
     assert gates[gates.index("--init-std") + 1] == "0.7" and "--algo-kwargs" not in gates
 
 
+@pytest.mark.parametrize("name", ["leaderboard-scale", "leaderboard-scale-cnf"])
+def test_an_off_policy_agent_in_a_scale_search_starts_learning_within_its_trial(name: str) -> None:
+    """Every ``learning_starts`` choice of a scale study's search comes before a trial's last
+    environment step (its episodes times its task's decisions per episode)."""
+    import infocnf_env
+    from runs.studies import load_config
+
+    config = load_config(name, False, {})
+    task = config["task"]
+    steps_per_episode = (infocnf_env.ODE_IDS[task].segments if task in infocnf_env.ODE_IDS
+                         else infocnf_env.FROZEN_IDS[task].num_blocks)
+    for agent in ("sac", "td3"):
+        kind, choices = config["spaces"][agent]["learning_starts"]
+        assert kind == "cat" and max(choices) < config["trial_episodes"] * steps_per_episode, (agent, choices)
+
+
 def test_a_scale_agent_beats_the_best_constant_only_when_every_seed_does(tmp_path: Path, monkeypatch) -> None:
     """leaderboard-scale's ``beats_constant`` (its table's "beats it every seed") and its target:
     on the analytic task, with hand-written fixed runs in place of the trained ones, an agent one

@@ -48,6 +48,7 @@ MODULES = (
     "tune_cnf",
     "benchmark",
     "scale",
+    "scale_cnf",
     "threads",
     "learned_vs_fixed",
     "spirals",

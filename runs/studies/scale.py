@@ -252,7 +252,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def section(res: Res) -> str:
-    d = res["leaderboard-scale"]
+    return scale_section(res, "leaderboard-scale")
+
+
+def scale_section(res: Res, stem: str) -> str:
+    """The page section of the result ``res[stem]`` (``leaderboard-scale`` or a variant on another task)."""
+    d = res[stem]
     cfg = d["config"]
     lines = ["| agent | test reward | vs best constant | beats it every seed | ood reward | NFE | chosen |",
              "| --- | ---: | ---: | --- | ---: | ---: | --- |"]
@@ -261,7 +266,7 @@ def section(res: Res) -> str:
                            for k, v in d["chosen"][r["agent"]]["params"].items())
         lines.append(f"| {r['agent']} | {r['test_reward_mean']:.2f} ± {r['test_reward_std']:.2f} | "
                      f"{r['vs_constant']:+.2f} | {'yes' if r['beats_constant'] else 'no'} | "
-                     f"{r['ood_reward_mean']:.2f} ± {r['ood_reward_std']:.2f} | {r['nfe_mean']:.0f} | {params} |")
+                     f"{_pm(r['ood_reward_mean'], r['ood_reward_std'])} | {r['nfe_mean']:.0f} | {params} |")
     classical = d.get("best_classical")
     edges = [f"{agent}: {', '.join(names)}" for agent, names in d["edges"].items() if names]
     curves = []  # why an agent below the best constant is there: where its training reward went
@@ -271,8 +276,8 @@ def section(res: Res) -> str:
             k = int(np.argmax(c["reward"]))
             curves.append(f"{r['agent']}'s training reward ({cfg['curve_window']}-episode mean) peaks at "
                           f"{c['reward'][k]:.1f} after {c['env_steps'][k]} env steps and ends at {c['reward'][-1]:.1f}")
-    return "\n\n".join([figure("leaderboard-scale"), f"""\
-`python -m runs.reproduce leaderboard-scale --jobs 2` (`runs/results/leaderboard-scale.json`): on {cfg['task']}, \
+    return "\n\n".join([figure(stem), f"""\
+`python -m runs.reproduce {d['study']} --jobs 2` (`runs/results/{stem}.json`): on {cfg['task']}, \
 each agent searched by Optuna's TPE sampler ({cfg['trials']} trials of {cfg['trial_episodes']} episodes, one seed, \
 scored on the training pool), then trained with the best trial's flags for {cfg['final_episodes']} episodes \
 (ten times the leaderboard's) on {len(d['seeds'])} seeds, every run on the task's native vector env with \
@@ -290,9 +295,14 @@ scored on the training pool), then trained with the best trial's flags for {cfg[
             "`trials`."])])
 
 
-def finding_answer(res: Res) -> str:
+def _pm(mean: float | None, std: float | None) -> str:
+    """``mean ± std``, or a dash for a pool the task does not have (``ood`` on the frozen flows)."""
+    return "—" if mean is None or std is None or math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
+def finding_answer(res: Res, stem: str = "leaderboard-scale") -> str:
     """The README's findings row: who beats the best constant, and the best classical setting."""
-    d = res["leaderboard-scale"]
+    d = res[stem]
     rows, constant = d["rows"], d["best_constant"]["test_reward"]
 
     def agents(beat: bool) -> str:
@@ -316,7 +326,7 @@ def finding_answer(res: Res) -> str:
 
 STUDY = Study(
     name="leaderboard-scale",
-    summary="the leaderboard agents searched by Optuna and trained 10x longer on the native vector env (ODE)",
+    summary="the leaderboard's agents searched by Optuna, trained 10x longer on the ODE task's vector env",
     config=CONFIG,
     quick=QUICK,
     run=run,

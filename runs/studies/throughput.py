@@ -292,7 +292,7 @@ def finding_answer(res: Res) -> str:
 
 STUDY = Study(
     name="throughput",
-    summary="performance: benchmark env steps/s: single env, gymnasium's vector envs, the native vector env",
+    summary="performance: env steps/s of the single env, gymnasium's vector envs and the native vector env",
     config=CONFIG,
     quick=QUICK,
     run=run,
