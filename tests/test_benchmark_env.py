@@ -450,6 +450,9 @@ def test_gap_closed_and_the_saving_follow_their_definitions() -> None:
     assert B.saving_on_front(table, nfe=60.0, error=1e-6) is None
     assert B.saving_on_front(table, nfe=60.0, error=2e-5, statistic="median") == pytest.approx(1 - 60.0 / 80.0)
     assert B.saving_on_front(table, nfe=60.0, error=3e-5, episodes=[1]) == pytest.approx(1 - 60.0 / 90.0)
+    # a front that is not monotone brackets the target twice: the cheapest reading counts
+    nfe, error = [100.0, 50.0, 80.0, 40.0], [1e-6, 1e-4, 1e-5, 1e-3]
+    assert B.front_nfe_at_error(nfe, error, 1e-5) == pytest.approx(math.sqrt(100.0 * 50.0))  # the other pairs read 80
 
 
 class _Levelled(AnalyticTask):

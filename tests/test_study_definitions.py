@@ -173,3 +173,10 @@ def test_the_speed_studys_targets_are_met_at_their_thresholds_and_not_beyond():
     assert out["thresholds"] == t and out["combined"]["nfe_ratio"] == 0.5
     rows[0]["wall_ratio"] = 0.61
     assert speed._targets(rows, t)["combined"]["met"] is False
+
+
+def test_the_cifar_benchmarks_ratios_are_of_the_minimum_and_of_the_median_times():
+    from runs.studies import bench_cifar
+
+    ratios = bench_cifar._ratios([1.0, 2.0, 9.0], [2.0, 4.0, 5.0])
+    assert ratios == {"min": pytest.approx(0.5), "median": pytest.approx(0.5)}  # the means' would be 12 / 11
