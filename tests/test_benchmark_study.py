@@ -577,6 +577,9 @@ def test_a_scale_agent_beats_the_best_constant_only_when_every_seed_does(tmp_pat
     rows = {r["agent"]: r for r in result["rows"]}
     assert result["best_constant"]["log10_tol"] == constant
     assert result["best_constant"]["test_reward"] == pytest.approx(by_hand("test", constant))
+    # the search scores its trials (runs at the best constant here) on the training pool
+    assert by_hand("train", constant) != pytest.approx(by_hand("test", constant))
+    assert [t["train_reward"] for t in result["trials"]] == pytest.approx([by_hand("train", constant)] * 2)
     assert rows["reinforce"]["per_seed"] == pytest.approx([by_hand("test", above), by_hand("test", below)])
     assert not rows["reinforce"]["beats_constant"] and rows["ppo"]["beats_constant"]
     assert result["targets"]["every_agent_beats_constant"] is False

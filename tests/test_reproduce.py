@@ -21,7 +21,7 @@ from runs.run_cache import Arm
 from runs.studies import study
 
 #: The studies that train digits flows, digits-table first: the later ones reuse its runs
-#: (``frozen``'s quick run is checked by its own test below).
+#: (the quick runs of ``frozen`` and ``tol-integral`` are checked by their own tests below).
 DIGITS_STUDIES = [name for name in STUDIES if study(name).uses_digits_regimes]
 
 
@@ -31,7 +31,7 @@ def dirs(tmp_path_factory):
     return root / "work", root / "results"
 
 
-@pytest.mark.parametrize("name", [name for name in DIGITS_STUDIES if name != "frozen"])
+@pytest.mark.parametrize("name", [name for name in DIGITS_STUDIES if name not in ("frozen", "tol-integral")])
 def test_quick_study_writes_schema_and_plot(name, dirs):
     check_quick_study(name, dirs)
 
@@ -49,6 +49,21 @@ def test_the_frozen_studys_quick_run_scores_on_the_test_split(dirs, monkeypatch)
     monkeypatch.setattr(FlowTask, "data", recorded)
     check_quick_study("frozen", dirs)
     assert splits and set(splits) == {"test"}
+
+
+def test_the_tol_integral_studys_learned_tolerance_is_the_mean_of_the_policys_choices(dirs, monkeypatch):
+    from runs.studies import tol_integral
+
+    policy_pass = tol_integral.policy_pass
+
+    def three_choices(*args, **kwargs):  # the policy's per-block choices replaced by three known ones
+        out, _, rest = policy_pass(*args, **kwargs)
+        return out, [-5.0, -4.0, 0.0], rest
+
+    monkeypatch.setattr(tol_integral, "policy_pass", three_choices)
+    check_quick_study("tol-integral", dirs)
+    (learned,) = [r for r in quick_result("tol-integral", dirs)["rows"] if r["policy"] == "reinforce"]
+    assert learned["log10_tol_mean"] == pytest.approx(-3.0) and learned["tol"] == pytest.approx(1e-3)
 
 
 def test_digits_table_rows_and_targets(dirs):
