@@ -111,8 +111,9 @@ def mutate(text: str, mutant: Mutant) -> str:
     return text[:at] + mutant.new + text[at + len(mutant.old):]
 
 
-#: The README's test command's workers, for ``--whole-suite``.
-WHOLE_SUITE = ["-n", "2", "--dist", "loadfile", "tests"]
+#: The README's test command, for ``--whole-suite``; without the plan's own check
+#: (``test_mutation_plan.py``), which fails on any change to a line another mutant targets.
+WHOLE_SUITE = ["-n", "2", "--dist", "loadfile", "--ignore", "tests/test_mutation_plan.py", "tests"]
 
 
 def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[int, str]:
@@ -123,9 +124,17 @@ def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[int, str]:
                               cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return 3, f"timed out after {timeout:.0f}s"
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return outcome(proc.returncode, proc.stdout, proc.stderr)
+
+
+def outcome(code: int, stdout: str, stderr: str = "") -> tuple[int, str]:
+    """pytest's exit code as the check reads it (1: a test failed; 2 or more: the tests could not
+    run) and the line that says why."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
-    return proc.returncode, (failed[0] if failed else (lines[-1] if lines else proc.stderr.strip()[-200:]))
+    if code == 2 and any(line.startswith("FAILED") for line in failed):
+        code = 1  # pytest-xdist reports a stop at the first failure (-x) as an interruption
+    return code, (failed[0] if failed else (lines[-1] if lines else stderr.strip()[-200:]))
 
 
 def check(mutants: list[Mutant], baseline: bool, timeout: float, whole_suite: bool = False) -> list[Outcome]:

@@ -39,3 +39,14 @@ def test_the_whole_suite_option_runs_the_readmes_suite_for_every_mutant(monkeypa
     ran.clear()
     mutation_check.check([mutant], baseline=True, timeout=1.0)
     assert ran == [["tests/test_x.py"]] * 2
+
+
+def test_a_failure_under_two_workers_counts_as_caught_and_a_collection_error_as_broken() -> None:
+    from mutation_check import outcome
+
+    xdist_stop = ("F\nFAILED tests/test_a.py::test_a - assert False\n"
+                  "!! xdist.dsession.Interrupted: stopping after 1 failures !!")
+    assert outcome(2, xdist_stop) == (1, "FAILED tests/test_a.py::test_a - assert False")
+    assert outcome(1, "FAILED tests/test_a.py::test_a - x\n1 failed")[0] == 1
+    assert outcome(2, "ERROR tests/test_b.py - ModuleNotFoundError\n1 error")[0] == 2
+    assert outcome(0, "3 passed") == (0, "3 passed")
