@@ -287,8 +287,9 @@ scored on the training pool), then trained with the best trial's flags for {cfg[
         "\n".join(lines), bullets([
             f"Every agent trained at scale beats the best constant on every seed: "
             f"{verdict(d['targets']['every_agent_beats_constant'])}.",
-            f"Searched but not trained at scale: {', '.join(d['not_trained_at_scale'])} (its chosen flags are in "
-            "the JSON's `chosen`)." if d.get("not_trained_at_scale") else "",
+            f"Searched but not trained at scale: {', '.join(d['not_trained_at_scale'])} "
+            f"({'their' if len(d['not_trained_at_scale']) > 1 else 'its'} chosen flags are in the JSON's `chosen`)."
+            if d.get("not_trained_at_scale") else "",
             f"Below the best constant: {'; '.join(curves)}." if curves else "",
             f"Chosen at an edge of its range (a wider range might choose better): {'; '.join(edges) or 'none'}.",
             f"All {len(d['trials'])} trials, with their values and training-pool rewards, are in the JSON's "
@@ -313,7 +314,8 @@ def finding_answer(res: Res, stem: str = "leaderboard-scale") -> str:
         f"{agents(True)} beat its best constant ({constant:.1f}) on every seed" if agents(True) else
         f"no agent beats its best constant ({constant:.1f}) on every seed")
     if agents(False):
-        text += f"; {agents(False)} do not (the page says why)"
+        below = sum(not r["beats_constant"] for r in rows)
+        text += f"; {agents(False)} {'do' if below > 1 else 'does'} not (the page says why)"
     if d.get("best_classical"):
         c = d["best_classical"]
         beaten = [r["agent"].upper() for r in rows if r["test_reward_mean"] > c["reward"]]
