@@ -276,8 +276,10 @@ def scale_section(res: Res, stem: str) -> str:
             k = int(np.argmax(c["reward"]))
             curves.append(f"{r['agent']}'s training reward ({cfg['curve_window']}-episode mean) peaks at "
                           f"{c['reward'][k]:.1f} after {c['env_steps'][k]} env steps and ends at {c['reward'][-1]:.1f}")
+    command = f"python -m runs.reproduce {d['study']} --jobs 2" + (
+        f" --set \"final_agents={cfg['final_agents']!r}\"" if cfg.get("final_agents") else "")
     return "\n\n".join([figure(stem), f"""\
-`python -m runs.reproduce {d['study']} --jobs 2` (`runs/results/{stem}.json`): on {cfg['task']}, \
+`{command}` (`runs/results/{stem}.json`): on {cfg['task']}, \
 each agent searched by Optuna's TPE sampler ({cfg['trials']} trials of {cfg['trial_episodes']} episodes, one seed, \
 scored on the training pool), then trained with the best trial's flags for {cfg['final_episodes']} episodes \
 (ten times the leaderboard's) on {len(d['seeds'])} seeds, every run on the task's native vector env with \
