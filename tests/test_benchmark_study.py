@@ -592,6 +592,20 @@ def test_a_scale_choice_is_at_an_edge_only_near_the_ends_of_its_range() -> None:
     assert at_edge(("log", 1e-4, 1e-2), 1.1e-4) and not at_edge(("log", 1e-4, 1e-2), 1e-3)
     assert not at_edge(("log", 1e-4, 1e-2), 2e-4)  # 15% of the decades in: inside
     assert at_edge(("float", 0.2, 1.5), 1.47) and not at_edge(("float", 0.2, 1.5), 0.9)
+    assert not at_edge(("cat", [1, 2, 4]), 1, floor=1) and at_edge(("cat", [1, 2, 4]), 4, floor=1)
+
+
+def test_a_train_frequency_of_one_is_an_edge_unless_gradient_steps_is_searched_too() -> None:
+    """With ``train_freq`` and ``gradient_steps`` both searched, a 1 for either leaves room on
+    both sides of the update ratio; with ``train_freq`` alone, a 1 asks for more updates."""
+    from runs.studies.scale import edge_names
+
+    freq, steps, lr = ("cat", [1, 4, 16]), ("cat", [1, 4, 16]), ("log", 1e-4, 1e-2)
+    assert edge_names({"train_freq": freq, "lr": lr}, {"train_freq": 1, "lr": 1e-3}) == ["train_freq"]
+    both = {"train_freq": freq, "gradient_steps": steps, "lr": lr}
+    assert edge_names(both, {"train_freq": 1, "gradient_steps": 1, "lr": 1e-3}) == []
+    top = {"train_freq": 16, "gradient_steps": 16, "lr": 1e-4}
+    assert edge_names(both, top) == ["train_freq", "gradient_steps", "lr"]
 
 
 def test_savings_read_each_front_at_the_agents_mean_and_at_its_median_error() -> None:

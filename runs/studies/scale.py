@@ -130,14 +130,31 @@ def trial_flags(task: str, agent: str, values: dict[str, Any], n_envs: int) -> l
     return flags
 
 
-def at_edge(spec: tuple, value: Any) -> bool:
+#: SB3 arguments no range can take below 1. With both searched, the number of updates per
+#: environment step has room on either side of a 1 (a larger ``train_freq`` gives fewer, a
+#: larger ``gradient_steps`` more), so a 1 chosen for either is not an edge of the search.
+UPDATE_RATIO = ("train_freq", "gradient_steps")
+
+
+def at_edge(spec: tuple, value: Any, floor: Any = None) -> bool:
     """Whether ``value`` lies at an edge of its range: the first or last choice, or within 5% of
-    the range (in log10 for a log range) of a bound."""
+    the range (in log10 for a log range) of a bound. A value equal to ``floor``, the least the
+    parameter can take, is not an edge: no wider range reaches below it."""
+    if floor is not None and value == floor:
+        return False
     if spec[0] == "cat":
         return value in (spec[1][0], spec[1][-1])
     low, high = (math.log10(spec[1]), math.log10(spec[2])) if spec[0] == "log" else (spec[1], spec[2])
     x = math.log10(value) if spec[0] == "log" else value
     return min(x - low, high - x) <= 0.05 * (high - low)
+
+
+def edge_names(space: dict[str, tuple], params: dict[str, Any]) -> list[str]:
+    """The hyperparameters of ``space`` whose chosen value in ``params`` lies at an edge of its
+    range; a 1 for a :data:`UPDATE_RATIO` argument counts only when the other is not searched."""
+    both = all(name in space for name in UPDATE_RATIO)
+    return [name for name, spec in space.items()
+            if at_edge(tuple(spec), params[name], floor=1 if both and name in UPDATE_RATIO else None)]
 
 
 def _curve(run_dir: Path, window: int, blocks: int) -> tuple[list[int], list[float]]:
@@ -197,8 +214,7 @@ def run(ctx: Context) -> dict[str, Any]:
     constant_test = float(table.reward["test"][:, constant].mean())
     classical = None if ctx.quick else _best_classical(task)
     rows, curves = [], {}
-    edges = {agent: [name for name, spec in cfg["spaces"][agent].items()
-                     if at_edge(tuple(spec), chosen[agent]["params"][name])] for agent in cfg["agents"]}
+    edges = {agent: edge_names(cfg["spaces"][agent], chosen[agent]["params"]) for agent in cfg["agents"]}
     for agent in cfg["final_agents"] or cfg["agents"]:
         arms = [agent_arm(ctx, task, cfg["task_kwargs"], agent, s, chosen[agent]["flags"],
                           episodes=cfg["final_episodes"], label=f"scale-{task}-{agent}") for s in ctx.seeds]

@@ -25,10 +25,23 @@ from runs.study import Finding, Page, Res
 
 TASK = "CNF-Frozen-Mixed-v0"
 
-#: The ODE task's spaces, but SAC's learning starts stop at 2048: a trial of 1,250 episodes of
-#: this task's 2 blocks takes 2,500 environment steps, so a later start would learn nothing.
+#: The ODE task's spaces for the on-policy agents. SAC's and TD3's are sized to this task's
+#: episodes of 2 blocks: a trial of 1,250 episodes takes 2,500 environment steps, so learning
+#: starts stop at 2048 (a later start would learn nothing), and a final run of 5,000 episodes
+#: takes 10,000, so a buffer of 10,000 already holds every transition (larger ones are the
+#: same buffer). Both also search ``gradient_steps``, the updates per training call: with 16
+#: sub-envs a ``train_freq`` of 1 trains once per 16 transitions, and only ``gradient_steps``
+#: can train more often than that.
+_OFF_POLICY: dict[str, tuple] = {
+    "buffer_size": ("cat", [500, 1000, 2000, 10000]),
+    "learning_starts": ("cat", [64, 256, 1024, 2048]),
+    "train_freq": ("cat", [1, 4, 16, 64, 256]),
+    "gradient_steps": ("cat", [1, 4, 16]),
+}
 CNF_SPACES: dict[str, dict[str, tuple]] = {
-    **SPACES, "sac": {**SPACES["sac"], "learning_starts": ("cat", [64, 256, 1024, 2048])},
+    **SPACES,
+    "sac": {"--policy-lr": SPACES["sac"]["--policy-lr"], **_OFF_POLICY},
+    "td3": {"--policy-lr": SPACES["td3"]["--policy-lr"], **_OFF_POLICY},
 }
 
 CONFIG: dict[str, Any] = {**ODE_CONFIG, "task": TASK, "task_kwargs": {}, "spaces": CNF_SPACES}
