@@ -38,6 +38,7 @@ import numpy as np
 
 from agents.registry import agent_flags
 from runs import figures
+from runs.aggregate import mean_std
 from runs.format import bullets, figure, verdict
 from runs.run_cache import REPO, Context, run_arms
 from runs.studies.benchmark import CONFIG as BENCHMARK
@@ -52,15 +53,18 @@ ROW_KEYS = ("task", "agent", "test_reward_mean", "test_reward_std", "ood_reward_
 #: A name with dashes is a CLI flag of the agent; one without is an SB3 constructor argument
 #: (``--algo-kwargs``). PPO's and A2C's ``n_steps`` are per sub-env (a rollout holds ``n_steps``
 #: times ``n_envs`` steps); SAC's and TD3's ``learning_starts`` count environment steps over all
-#: sub-envs (a trial of ``trial_episodes`` episodes of 4 segments takes 5,000). A value chosen
-#: at an edge of its range (``edges``) asks for the range to be widened on that side and the
-#: search run again.
+#: sub-envs (a trial of ``trial_episodes`` episodes of 4 segments takes 5,000, so 4096 is the
+#: latest start that learns within a trial). SAC also searches ``gradient_steps``, the updates
+#: per training call: with 16 sub-envs a ``train_freq`` of 1 trains once per 16 transitions, and
+#: only ``gradient_steps`` trains more often. A value chosen at an edge of its range (``edges``)
+#: asks for the range to be widened on that side and the search run again.
 SPACES: dict[str, dict[str, tuple]] = {
     "reinforce": {"--gate-lr": ("log", 1e-4, 3e-2), "--init-std": ("log", 0.03, 1.5)},
     "ppo": {"--policy-lr": ("log", 3e-5, 3e-3), "n_steps": ("cat", [4, 8, 16, 32]), "ent_coef": ("log", 1e-5, 1e-1)},
     "a2c": {"--policy-lr": ("log", 1e-4, 1e-2), "n_steps": ("cat", [2, 4, 8, 16, 32]), "ent_coef": ("log", 1e-5, 1e-1)},
     "sac": {"--policy-lr": ("log", 3e-5, 3e-3), "buffer_size": ("cat", [2000, 10000, 50000]),
-            "learning_starts": ("cat", [64, 256, 1024, 2048, 4096]), "train_freq": ("cat", [1, 4, 16])},
+            "learning_starts": ("cat", [64, 256, 1024, 2048, 4096]), "train_freq": ("cat", [1, 4, 16]),
+            "gradient_steps": ("cat", [1, 4, 16])},
     "td3": {"--policy-lr": ("log", 3e-6, 3e-3), "buffer_size": ("cat", [2000, 10000, 50000, 200000]),
             "learning_starts": ("cat", [64, 256, 1024]), "train_freq": ("cat", [1, 4, 16, 64])},
 }
@@ -225,9 +229,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
         def stat(split: str, key: str, scored: dict = scored) -> tuple[float, float]:
             values = [s[key] for s in scored.get(split, [])]
-            if not values:
-                return math.nan, math.nan
-            return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            return mean_std(values) if values else (math.nan, math.nan)
 
         test, ood, nfe = stat("test", "reward"), stat("ood", "reward"), stat("test", "nfe")
         rows.append({"task": task, "agent": agent, "test_reward_mean": test[0], "test_reward_std": test[1],
