@@ -163,11 +163,9 @@ def test_quick_settings_are_merged_key_by_key_and_never_drop_a_nested_setting():
 
 
 #: Committed results run with other settings than their study's full config, each documented
-#: beside its figures (docs/limitations.md): speed-classical on the direct path over 2 seeds;
-#: leaderboard-scale-cnf with SAC and TD3 searched but not trained at scale.
+#: beside its figures (docs/limitations.md): speed-classical on the direct path over 2 seeds.
 PARTIAL_RUNS: dict[str, tuple[dict, list[int]]] = {
     "speed-classical": ({"paths": ["direct"]}, [0, 1]),
-    "leaderboard-scale-cnf": ({"final_agents": ["reinforce", "ppo", "a2c"]}, [0, 1, 2, 3, 4]),
 }
 
 
