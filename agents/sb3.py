@@ -41,7 +41,9 @@ loop keeps state between episodes that its ``save`` does not hold, the on-policy
 partly collected rollout and the observation it will act on next, so a resumed run drops the
 partial rollout and starts a new episode where the interrupted run had one pending. It goes
 on from the saved policy, optimiser, replay buffer, counters and random states, with the
-same environment stream, so it does not repeat the episodes it already ran. With K
+same environment stream, so it does not repeat the episodes it already ran. The saved replay
+buffer lacks one transition, the step whose episode end wrote the checkpoint: SB3 stores a
+step's transition after the callbacks that log its episode. With K
 environments, a checkpoint written while episodes that ended in the same step are still to be
 logged holds their flows' updates but not their lines, which the resumed run drops.
 """

@@ -413,6 +413,21 @@ def test_sb3_algo_kwargs_reach_the_algorithm(tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_an_off_policy_runs_checkpoint_holds_every_transition_of_its_replay_buffer(tmp_path, algo):
+    """A resumed SAC or TD3 run learns from the transitions it had gathered: its checkpoint
+    holds the replay buffer, one transition per block of every episode so far but the step that
+    wrote it (SB3 stores a step's transition after the callback that logs its episode)."""
+    import io
+
+    run_dir = tmp_path / algo
+    sb3.main(cli_args(run_dir, "--algo", algo, "--algo-kwargs", "buffer_size=100", iterations=3))
+    state = load_checkpoint(run_dir / "checkpoint.pt")["agent"]
+    model = sb3.algo_class(algo).load(run_dir / "sb3_model.zip", device="cpu")
+    model.load_replay_buffer(io.BytesIO(state["replay_buffer"].numpy().tobytes()))
+    assert model.replay_buffer.size() == 3 * gym.make(DIGITS_ID, **TINY).unwrapped.num_blocks - 1
+
+
 def test_a_key_value_flag_keeps_every_equals_sign_after_the_first_in_its_value():
     """``--env-kwargs`` / ``--algo-kwargs`` take ``key=value``: the key ends at the first ``=``,
     and the value (a path of a run directory named by its settings, a string) may hold more."""

@@ -484,3 +484,35 @@ def test_the_contextual_regressor_weighs_each_feature_by_its_own_spread() -> Non
         predictions.append([float(policy(task.reset(options={"episode": e, "split": split})[0], 0)[0])
                             for split in ("train", "test") for e in range(len(task.pool(split)))])
     assert predictions[0] == pytest.approx(predictions[1])
+
+
+#: Where each public call that takes a pool reads by default: what chooses a setting (a
+#: constant, a schedule, a first step, a regressor) reads the training pool; what scores one
+#: reads the test pool (the benchmark's protocol, docs/environment.md).
+SPLIT_DEFAULTS = {
+    "baselines.best_constant": "train", "baselines.best_schedule": "train", "baselines.best_first_step": "train",
+    "baselines.fit_contextual": "train", "baselines.oracle": "test", "baselines.column": "test",
+    "baselines.method_oracle": "test", "baselines.saving_on_front": "test",
+    "BenchmarkEnv.score": "test", "BenchmarkEnv.evaluate": "test", "BenchmarkVectorEnv.score": "test",
+}
+
+
+def test_what_chooses_a_setting_reads_the_training_pool_and_what_scores_it_the_test_pool() -> None:
+    """Every public function or method of the benchmark whose ``split`` has a default defaults
+    to the pool its role reads; a new one must be added to :data:`SPLIT_DEFAULTS`."""
+    import inspect
+
+    from infocnf_env import vector
+    from infocnf_env.benchmark import BenchmarkEnv
+
+    found = {}
+    owners = [("baselines", B), ("BenchmarkEnv", BenchmarkEnv),
+              *((name, cls) for name, cls in vars(vector).items()
+                if inspect.isclass(cls) and cls.__module__ == vector.__name__)]
+    for owner, holder in owners:
+        for name, member in vars(holder).items():
+            if callable(member) and not name.startswith("_") and member.__module__.startswith("infocnf_env"):
+                param = inspect.signature(member).parameters.get("split")
+                if param is not None and param.default is not param.empty:
+                    found[f"{owner}.{name}"] = param.default
+    assert found == SPLIT_DEFAULTS

@@ -214,6 +214,9 @@ def test_agent_rows_are_their_runs_policies_over_seeds(board: dict) -> None:
         assert row["reward_std"] == pytest.approx(np.std(per_seed, ddof=1))
         assert row["nfe_mean"] == pytest.approx(np.mean([_mean(env, "test", [t] * n, key=1) for t in tols]))
         assert [s["reward"] for s in row["per_seed"]] == pytest.approx(per_seed)
+        errors = [env.by_hand(d, [t] * n)[2] for t in tols for d in env.pool("test")]  # both seeds' episodes
+        assert np.median(errors) != pytest.approx(np.mean(errors))
+        assert row["error_median"] == pytest.approx(np.median(errors))
         assert row["seeds"] == [0, 1] and row["episodes"] == 5 and row["action_mode"] == "tol"
         fifths = [[float(r) for r in rs] for rs in rewards]
         assert row["train_reward_fifths"] == fifths

@@ -124,6 +124,30 @@ def test_a_method_change_between_segments_rescales_the_warm_step_by_the_new_meth
     assert calls[1]["first_step"] == pytest.approx(min(expected, env.pool("train")[0].t_end / 2), rel=1e-12)
 
 
+@pytest.mark.parametrize("positions", [(0.0, 0.99), (0.99, 0.0)])
+def test_the_batched_solver_solves_each_segment_with_its_chosen_method(ode_cache: str,
+                                                                       positions: tuple[float, float]) -> None:
+    """On the task's own (batched, torchode) solver, an episode whose segments choose different
+    methods spends the NFE of the same segments solved by hand with those methods, one solve
+    each, and ends with their error (no warm start, so the segments are independent)."""
+    env = ODETaskEnv(**{**TINY_ODE, "warm_start": False}, cache=ode_cache, action_mode="tol_method")
+    assert env.config.backend == "torchode" and env.config.method_choices == ("dopri5", "tsit5")
+    actions = [np.array([-6.0, u]) for u in positions]
+    methods = [env.config.method_choices[parse_action(a, "tol_method", env.spaces.tol_bounds).method_index(2)]
+               for a in actions]
+    assert methods[0] != methods[1]
+    result = env.play("test", 1, actions)
+    instance = env.pool("test")[1]
+    times = torch.linspace(0.0, instance.t_end, TINY_ODE["segments"] + 1, dtype=torch.float64)
+    y, nfe = instance.y0, 0
+    for k, method in enumerate(methods):
+        func = IVPDynamics(instance)
+        (ys,) = solve(func, (y,), times[k:k + 2], func.counter, tol=1e-6, method=method, backend="torchode")
+        y, nfe = ys[-1], nfe + func.counter.forward
+    assert result["nfe"] == nfe
+    assert result["error"] == pytest.approx(relative_error(y, env.references["test"][1]), rel=1e-9)
+
+
 def test_the_method_position_picks_the_method_of_its_share_of_the_unit_interval() -> None:
     picks = [parse_action(np.array([-5.0, u]), "tol_method", (-9.0, -2.0)).method_index(3)
              for u in (-1.0, 0.0, 0.33, 0.34, 0.66, 0.67, 0.999, 1.0, 5.0)]

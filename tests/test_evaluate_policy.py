@@ -143,6 +143,16 @@ def test_cli_takes_the_run_directory_before_or_after_the_options(runs, capsys):
         ev.Args(run_dir=run, split="train", batch_size=150)
 
 
+def test_cli_evaluates_the_split_it_is_given(runs):
+    run = str(runs["fixed"])
+    data = ev.load_run(run).env.task
+    result = {split: ev.main([run, "--split", split, "--batch-size", "500"]) for split in ("train", "test")}
+    assert len(data.data("train")) != len(data.data("test"))
+    for split, res in result.items():
+        assert res["split"] == split
+        assert res["policy"]["num_samples"] == res["fixed"]["num_samples"] == len(data.data(split))
+
+
 def _copy_without(run, tmp_path, name: str, replace: str | None = None):
     """A copy of a finished run with ``name`` removed (or its text replaced by ``replace``)."""
     import shutil

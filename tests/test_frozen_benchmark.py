@@ -116,6 +116,17 @@ def test_train_and_test_pools_share_no_point(cache):
     assert train and test and not train & test
 
 
+@pytest.mark.parametrize("variant", ["region", "scale:1", "noise:1e-30"])
+def test_no_point_is_in_two_episodes_of_any_variant(variant):
+    """Every variant draws its episodes' points from those no episode has taken yet, across both
+    pools (``scale:1`` and a vanishing noise leave the drawn points as they are)."""
+    config = FrozenConfig().replace(densities=("checkerboard", "8gaussians"), variants=(variant,),
+                                    train_pool_size=12, test_pool_size=12)
+    pools = episode_pools(config)
+    rows = [tuple(p) for split in ("train", "test") for e in pools[split] for p in e.x.tolist()]
+    assert len(rows) == 24 * config.batch_size and len(set(rows)) == len(rows)
+
+
 def test_episodes_are_drawn_by_the_seed(cache):
     def draws(seed):
         env = _env(cache)

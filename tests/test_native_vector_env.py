@@ -541,8 +541,13 @@ def test_a_sub_env_ended_early_by_a_failed_solve_waits_and_its_next_episode_is_n
     from infocnf_env.ode_env import ODETaskEnv
 
     real_advance = ODETaskEnv._advance_many
+    calls: list[int] = []
 
     def first_fails(self, plays, actions):
+        calls.append(len(plays))
+        # two batches of `segments` steps each: a loop that kept a failed sub-env live would
+        # go on for ever, each of its autoreset episodes failing again
+        assert len(calls) <= 10 * TINY_ODE["segments"], "the batch never ended"
         out = real_advance(self, plays, actions)
         if len(plays) == 3 and plays[0].steps.block == 0:  # the vector env's steps: sub-env 0 comes first
             out[0] = SolverError("forced failure")

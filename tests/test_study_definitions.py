@@ -180,3 +180,41 @@ def test_the_cifar_benchmarks_ratios_are_of_the_minimum_and_of_the_median_times(
 
     ratios = bench_cifar._ratios([1.0, 2.0, 9.0], [2.0, 4.0, 5.0])
     assert ratios == {"min": pytest.approx(0.5), "median": pytest.approx(0.5)}  # the means' would be 12 / 11
+
+
+def test_a_digits_arm_runs_its_regimes_settings_unless_a_study_overrides_them(tmp_path) -> None:
+    """runs.run_cache.digits_arm: iterations, evaluation cadence and env kwargs come from the
+    regime; a study's ``iterations``, ``eval_every`` and ``extra_env`` replace them."""
+    from runs.run_cache import Context, digits_arm
+
+    regime = {"batch_size": 16, "lr": 1e-3, "lr_decay_at": 0.0, "lr_decay": 0.1, "iterations": 40,
+              "eval_every": 10, "env_kwargs": {"hidden": 4}}
+    ctx = Context("made-up", False, (0,), 1, 1, tmp_path, tmp_path / "out", {}, {"r": regime})
+    plain = digits_arm(ctx, "infocnf", "fixed", "r", 0)
+    assert (plain.iterations, plain.eval_every) == (40, 10)
+    assert dict(plain.env_kwargs) == {"batch_size": 16, "lr": 1e-3, "hidden": 4}
+    told = digits_arm(ctx, "infocnf", "fixed", "r", 0, iterations=7, eval_every=0, extra_env={"hidden": 8})
+    assert (told.iterations, told.eval_every) == (7, 0) and dict(told.env_kwargs)["hidden"] == 8
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_run_study_hands_the_study_its_quick_or_full_config_and_seeds(tmp_path, monkeypatch, quick) -> None:
+    """runs.reproduce.run_study: a ``--quick`` run gets the study's quick config (its quick
+    settings merged in) and one seed, a full run its full config and all its seeds, with
+    ``--set`` overrides on top of either; the result records what the study got."""
+    import dataclasses
+
+    from runs import reproduce
+    from runs.studies import study
+
+    real = study("leaderboard-scale")
+    seen = []
+    made_up = dataclasses.replace(real, run=lambda ctx: seen.append(ctx) or {}, plot=None)
+    monkeypatch.setattr(reproduce, "study", lambda name: made_up)
+    result = reproduce.run_study("leaderboard-scale", quick=quick, workdir=tmp_path / "w", out=tmp_path / "out",
+                                 overrides={"trials": 3})
+    (ctx,) = seen
+    assert real.load_config(True) != real.load_config(False)
+    assert ctx.config == {**real.load_config(quick), "trials": 3}
+    assert result["config"] == json.loads(json.dumps(ctx.config))
+    assert real.seeds > 1 and ctx.seeds == tuple(range(1 if quick else real.seeds)) and result["quick"] is quick

@@ -162,6 +162,32 @@ def test_quick_settings_are_merged_key_by_key_and_never_drop_a_nested_setting():
         assert paths(s.config) <= paths(s.load_config(True)), name
 
 
+def test_every_amount_of_work_a_quick_config_sets_is_smaller_than_the_full_ones() -> None:
+    """A quick setting of episodes, iterations, trials, rounds, seconds or pool sizes that reads
+    the full value (the full config's constant in place of the quick one) would make the quick
+    run as long as the full one, which no schema check notices."""
+    import re
+    from collections.abc import Mapping
+
+    work = re.compile(r"episodes|iterations|trials|rounds|seconds|pool_size")
+
+    def leaves(config: Mapping, prefix: tuple = ()):
+        for key, value in config.items():
+            if isinstance(value, Mapping):
+                yield from leaves(value, (*prefix, key))
+            else:
+                yield (*prefix, key), value
+
+    checked = 0
+    for name, s in registry().items():
+        full = dict(leaves(s.config))
+        for path, value in leaves(s.quick):
+            if work.search(str(path[-1])) and isinstance(full.get(path), (int, float)):
+                assert value < full[path], (name, path)
+                checked += 1
+    assert checked >= 20
+
+
 #: Committed results run with other settings than their study's full config, each documented
 #: beside its figures (docs/limitations.md): speed-classical on the direct path over 2 seeds.
 PARTIAL_RUNS: dict[str, tuple[dict, list[int]]] = {
