@@ -434,6 +434,23 @@ def test_the_contextual_regressor_maps_each_observation_to_its_oracle_tolerance(
             assert float(policy(obs, 0)[0]) == pytest.approx(oracle[d])
 
 
+def test_the_contextual_policy_takes_its_neighbours_best_mean_reward_not_their_mean_pick() -> None:
+    """With every training observation as a neighbour, the contextual policy plays the grid
+    tolerance with the best mean reward over the training pool (the best constant), wherever
+    it acts: two episodes whose oracle picks lie far apart are not averaged into a tolerance
+    between them."""
+    task = AnalyticTask(train=(0.1, 1000.0), test=(30.0, 0.1, 1000.0))
+    table = B.grid_table(task, GRID)
+    policy = B.fit_contextual(task, table, neighbours=2 * task.num_blocks)  # every observation
+    best = GRID[B.best_constant(table, "train")]
+    picks = B.oracle(table, "train")["log_tols"]
+    assert abs(picks[0] - picks[1]) >= 2 and np.mean(picks) != pytest.approx(best)
+    for split in ("train", "test"):
+        for e in range(len(task.pool(split))):
+            obs, _ = task.reset(options={"episode": e, "split": split})
+            assert float(policy(obs, 0)[0]) == pytest.approx(best)
+
+
 def test_gap_closed_and_the_saving_follow_their_definitions() -> None:
     assert B.gap_closed(-80.0, floor=-100.0, ceiling=-60.0) == pytest.approx(0.5)
     assert B.gap_closed(-110.0, floor=-100.0, ceiling=-60.0) == pytest.approx(-0.25)

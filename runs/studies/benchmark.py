@@ -23,7 +23,8 @@ scored on the test pool.
   float64 on the CNF task): ``best_constant``,
   ``best_constant_first_step``, ``best_schedule`` (one grid tolerance per step, coordinate ascent
   from the best constant), ``oracle`` (each test episode's best grid tolerance in hindsight),
-  ``contextual`` (a nearest-neighbour regressor from the observation to the oracle's tolerance),
+  ``contextual`` (per observation, the grid tolerance best on average over its nearest training
+  episodes),
   as :mod:`infocnf_env.baselines` defines them; per setting, its own oracle (``settings`` in the
   task summary); on the ODE task ``method_oracle``: each episode's best (method, tolerance) over
   the methods the ``tol_method`` mode chooses among; for each of ``first_step_oracle_settings``
