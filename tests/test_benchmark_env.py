@@ -504,7 +504,7 @@ def test_the_contextual_regressor_weighs_each_feature_by_its_own_spread() -> Non
 
 
 #: Where each public call that takes a pool reads by default: what chooses a setting (a
-#: constant, a schedule, a first step, a regressor) reads the training pool; what scores one
+#: constant, a schedule, a first step, the contextual policy) reads the training pool; what scores one
 #: reads the test pool (the benchmark's protocol, docs/environment.md).
 SPLIT_DEFAULTS = {
     "baselines.best_constant": "train", "baselines.best_schedule": "train", "baselines.best_first_step": "train",
